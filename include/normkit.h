@@ -1,0 +1,364 @@
+/*
+ * normkit.h — the public C API of normkit, and its reference documentation.
+ *
+ * normkit computes the normalizations of machine learning (LayerNorm, RMSNorm, and — in later
+ * releases — the softmax family, channel norms and their statistics) forward and backward, on
+ * CPU (scalar, AVX2+FMA, AVX-512) with one fixed arithmetic on every path.
+ *
+ * Conventions that hold for every function below
+ * ----------------------------------------------
+ * - Every function that can fail returns nk_status. NK_STATUS_OK (== 0) is success.
+ *   On failure nothing is written to any output buffer, and when a context was given its
+ *   message (nk_context_message) says what was wrong ("layernorm_fwd: x_stride 100 < cols 128").
+ * - Sizes and strides are counted in elements, not bytes. Every row stride must be >= cols.
+ * - Tensors are caller-owned; normkit never keeps a pointer after a call returns and never
+ *   allocates memory inside an operator (backward workspaces are sized by a query function).
+ * - A NULL nk_context means defaults: serial execution on the calling thread, ISA chosen from
+ *   the NK_ISA environment variable or else the best the CPU has, consistent arithmetic.
+ * - Consistent arithmetic (always on): the same inputs give the same output bits whatever the
+ *   thread count and whichever ISA path (scalar, avx2, avx512) runs. What can break it: NaN
+ *   payloads when a NaN comes from a parameter or dh (rows whose input holds NaN or inf
+ *   always give the canonical quiet NaN, 0x7FC00000); a caller that runs with MXCSR
+ *   flush-to-zero/denormals-are-zero set (results then differ from the default mode).
+ * - Thread safety: functions are thread-safe as long as no two calls share a context or an
+ *   output buffer at the same time. A thread pool may be shared by contexts but runs one
+ *   parallel region at a time (calls from two threads on one pool are serialized).
+ */
+#ifndef NORMKIT_H
+#define NORMKIT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#define NK_API
+#else
+#define NK_API __attribute__((visibility("default")))
+#endif
+
+#define NK_VERSION_MAJOR 0
+#define NK_VERSION_MINOR 1
+#define NK_VERSION_PATCH 0
+/* Returns the version string of the linked library, e.g. "0.1.0". Never NULL. */
+NK_API const char *nk_version(void);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Status                                                                                      */
+/* ------------------------------------------------------------------------------------------ */
+
+typedef enum nk_status {
+  NK_STATUS_OK = 0,                   /* success */
+  NK_STATUS_INVALID_ARGUMENT = 1,     /* a NULL, size, stride, eps, flag or aliasing rule broken */
+  NK_STATUS_UNSUPPORTED = 2,          /* valid request that this build does not implement */
+  NK_STATUS_UNSUPPORTED_HARDWARE = 3, /* the requested ISA is not available on this CPU */
+  NK_STATUS_OUT_OF_MEMORY = 4,        /* an allocation failed (only in create functions) */
+  NK_STATUS_MISUSE = 5,               /* calls in a wrong order or workspace too small */
+} nk_status;
+#define NK_OK NK_STATUS_OK
+
+/* Returns a static one-line description of a status ("invalid argument"). Never NULL;
+ * unknown values give "unknown status". */
+NK_API const char *nk_status_string(nk_status status);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Storage types and dtypes                                                                    */
+/* ------------------------------------------------------------------------------------------ */
+
+/* bfloat16 and IEEE binary16 values are stored as their bit patterns. */
+typedef uint16_t nk_bf16;
+typedef uint16_t nk_f16;
+
+/* What a tensor pointer holds. The zero value is f32, so a zeroed descriptor means f32. */
+typedef enum nk_dtype {
+  NK_DTYPE_F32 = 0,
+  NK_DTYPE_BF16 = 1,
+  NK_DTYPE_F16 = 2,
+} nk_dtype;
+
+/* "f32", "bf16", "f16"; "?" for unknown values. */
+NK_API const char *nk_dtype_name(nk_dtype dtype);
+/* Bytes per element: 4, 2, 2; 0 for unknown values. */
+NK_API size_t nk_dtype_size(nk_dtype dtype);
+
+/* Conversions, all paths identical: round to nearest, ties to even, computed in integer
+ * arithmetic (no dependence on MXCSR); subnormals are kept, not flushed; overflow gives inf;
+ * every NaN becomes a quiet NaN with the sign kept and the top payload bits kept (the same
+ * bits F16C's vcvtps2ph produces). Widening conversions (to f32) are exact; f16 -> f32 quiets
+ * a signaling NaN (as vcvtph2ps does), bf16 -> f32 keeps every bit. */
+NK_API nk_bf16 nk_f32_to_bf16(float x);
+NK_API float nk_bf16_to_f32(nk_bf16 x);
+NK_API nk_f16 nk_f32_to_f16(float x);
+NK_API float nk_f16_to_f32(nk_f16 x);
+
+/* ------------------------------------------------------------------------------------------ */
+/* CPU features and ISA selection                                                              */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Kernel paths. A path is usable when the CPU and the OS (XGETBV) support all it needs:
+ *   NK_ISA_SCALAR  always;
+ *   NK_ISA_AVX2    AVX2 + FMA + F16C;
+ *   NK_ISA_AVX512  AVX-512 F, BW, VL and DQ (plus everything AVX2 needs). */
+typedef enum nk_isa {
+  NK_ISA_AUTO = 0, /* the NK_ISA environment variable if set, else the best usable path */
+  NK_ISA_SCALAR = 1,
+  NK_ISA_AVX2 = 2,
+  NK_ISA_AVX512 = 3,
+} nk_isa;
+
+/* What the CPU (and the OS, for register state) supports. Detected once, on first use. */
+typedef struct nk_cpu_features {
+  int avx2, fma, f16c;
+  int avx512f, avx512bw, avx512vl, avx512dq;
+  int avx512bf16, avx512fp16;
+} nk_cpu_features;
+
+/* The detected features. Never NULL; the struct is static and immutable. Thread-safe. */
+NK_API const nk_cpu_features *nk_cpu_features_get(void);
+/* "auto", "scalar", "avx2", "avx512"; "?" otherwise. */
+NK_API const char *nk_isa_name(nk_isa isa);
+/* 1 if the path can run on this machine, else 0 (NK_ISA_AUTO gives 1). */
+NK_API int nk_isa_supported(nk_isa isa);
+/* The path that NK_ISA_AUTO resolves to: NK_ISA from the environment when it names a supported
+ * path (it is read once), else the best supported path. An unknown or unsupported NK_ISA value
+ * is ignored (nk_isa_env_error() then returns a message saying so). */
+NK_API nk_isa nk_isa_default(void);
+/* NULL, or a static message about an NK_ISA value that was ignored. */
+NK_API const char *nk_isa_env_error(void);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Thread pool                                                                                 */
+/* ------------------------------------------------------------------------------------------ */
+
+typedef struct nk_threadpool nk_threadpool;
+
+/* Creates a pool of nthreads threads (the caller's thread counts as one; nthreads - 1 workers
+ * are started). nthreads == 0 means one per CPU this process may run on (its affinity mask).
+ * Idle workers spin for about 100 us before they sleep, so back-to-back calls pay no wake-up. OUT *pool. Returns OK,
+ * INVALID_ARGUMENT (pool NULL), OUT_OF_MEMORY (allocation or pthread_create failed). */
+NK_API nk_status nk_threadpool_create(size_t nthreads, nk_threadpool **pool);
+/* Joins the workers and frees the pool. NULL is a no-op. Must not run while a parallel region
+ * of this pool is in flight. */
+NK_API void nk_threadpool_destroy(nk_threadpool *pool);
+/* Number of threads (>= 1); 1 for NULL. */
+NK_API size_t nk_threadpool_size(const nk_threadpool *pool);
+
+/* A task processes the range [start, start + count). */
+typedef void (*nk_task_1d)(void *arg, size_t start, size_t count);
+
+/* Runs fn over [0, range) in tiles of `tile` elements (the last may be shorter), spread over
+ * the pool's threads; returns when all tiles are done. It replaces the serial loop
+ *     for (size_t i = 0; i < range; i += tile) fn(arg, i, min(tile, range - i));
+ * Tiles are disjoint; the order in which they run is unspecified, so results must not depend
+ * on it. pool == NULL runs that loop on the calling thread. tile == 0 is treated as 1.
+ * Regions on one pool are serialized (a second caller waits); a call made from inside a task
+ * of the same pool runs serially on that thread; fn == NULL is a no-op. A pool must not be
+ * used in a child after fork(). */
+NK_API void nk_parallelize_1d(nk_threadpool *pool, nk_task_1d fn, void *arg, size_t range,
+                              size_t tile);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Context                                                                                     */
+/* ------------------------------------------------------------------------------------------ */
+
+typedef struct nk_context nk_context;
+
+/* Creates a context with defaults (no pool, NK_ISA_AUTO). OUT *ctx.
+ * Returns OK, INVALID_ARGUMENT (ctx NULL), OUT_OF_MEMORY. */
+NK_API nk_status nk_context_create(nk_context **ctx);
+/* Frees the context (not its pool). NULL is a no-op. */
+NK_API void nk_context_destroy(nk_context *ctx);
+/* Borrows a thread pool for the operators called with this context (NULL = serial). The pool
+ * must outlive its use by the context. Returns OK or INVALID_ARGUMENT (ctx NULL). */
+NK_API nk_status nk_context_set_threadpool(nk_context *ctx, nk_threadpool *pool);
+/* Forces a kernel path for the operators called with this context. NK_ISA_AUTO restores the
+ * default. Returns OK, INVALID_ARGUMENT (ctx NULL or unknown isa), UNSUPPORTED_HARDWARE
+ * (the CPU cannot run it; the setting is then unchanged). */
+NK_API nk_status nk_context_set_isa(nk_context *ctx, nk_isa isa);
+/* The path operators will use with this context (never NK_ISA_AUTO). ctx NULL gives
+ * nk_isa_default(). */
+NK_API nk_isa nk_context_isa(const nk_context *ctx);
+/* The message of the last failure of a call made with this context, "" if none yet.
+ * The string lives until the next call with the context. ctx NULL gives "". */
+NK_API const char *nk_context_message(const nk_context *ctx);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Kernel names                                                                                */
+/* ------------------------------------------------------------------------------------------ */
+
+typedef enum nk_op {
+  NK_OP_LAYERNORM_FWD = 0,
+  NK_OP_LAYERNORM_BWD = 1,
+  NK_OP_RMSNORM_FWD = 2,
+  NK_OP_RMSNORM_BWD = 3,
+  NK_OP_COUNT
+} nk_op;
+
+/* "layernorm_fwd", ...; "?" for unknown values. */
+NK_API const char *nk_op_name(nk_op op);
+/* The symbol name of the micro-kernel that an operator call with NULL context and this
+ * activation dtype runs, e.g. "nk_f32_layernorm_fwd__avx512_u64". NULL for unknown op/dtype. */
+NK_API const char *nk_kernel_name(nk_op op, nk_dtype dtype);
+/* The same for a given context (its ISA setting). */
+NK_API const char *nk_kernel_name_ex(const nk_context *ctx, nk_op op, nk_dtype dtype);
+
+/* ------------------------------------------------------------------------------------------ */
+/* LayerNorm and RMSNorm                                                                       */
+/* ------------------------------------------------------------------------------------------ */
+/*
+ * Per row of `cols` elements (h = x, or h = x + r with a residual r):
+ *   LayerNorm:  mu = mean(h), var = mean((h - mu)^2), rstd = 1/sqrt(var + eps),
+ *               y = (h - mu) * rstd * g + b
+ *   RMSNorm:    q = mean(h^2), rstd = 1/sqrt(q + eps), y = h * rstd * g + b
+ * where g = gamma (or 1 + gamma with NK_NORM_GAMMA_OFFSET, or 1 without gamma) and b = beta
+ * (or 0 without beta). eps is inside the square root and must be finite and > 0: there is no
+ * default (PyTorch's LayerNorm uses 1e-5; Llama-style RMSNorm 1e-6; PyTorch's RMSNorm with
+ * eps=None the machine epsilon of the dtype, 2^-23 for f32, 2^-7 for bf16, 2^-10 for f16).
+ *
+ * dtypes: every activation tensor (x, r, h, y, dy, dh, dx) holds `dtype`; gamma, beta, dgamma
+ * and dbeta hold `param_dtype`, which is NK_DTYPE_F32 or equal to `dtype`. Statistics (mean,
+ * rstd) are always f32. Arithmetic is f32 with the row sums accumulated exactly enough to meet
+ * the accuracy bounds (blocks of f32 partial sums combined in double; see docs/ops/layernorm.md).
+ *
+ * Accuracy (tested): f32 outputs within 2e-6 * max|reference| of the row (the reference is
+ * float64); bf16/f16 outputs within 1 ulp of the correctly rounded reference. This holds for
+ * ill-conditioned rows (mean 1e4, std 1e-2), for magnitudes up to FLT_MAX and down to the
+ * subnormals, for every finite input.
+ *
+ * Edge cases (tested):
+ * - rows == 0 or cols == 0: nothing is read or written; OK (pointers may then be NULL).
+ * - A constant row normalizes to exactly 0 (LayerNorm: y = beta), and its gradients are finite.
+ * - A row that contains NaN or +-inf: every output of that row (y, mean, rstd; in the backward
+ *   dx) is NaN; h is still written as x + r; other rows are untouched. In the backward, NaN
+ *   rows also make dgamma and dbeta NaN (they sum over rows).
+ * - cols == 1: LayerNorm gives y = beta; RMSNorm gives h * rstd * g + b.
+ *
+ * Aliasing: an output may be the very same buffer (same pointer and stride) as an input:
+ * y may equal x, r or h; h may equal x or r; dx may equal dy, x (or y in from-y mode) or dh.
+ * Any other overlap between an output and another buffer (input or output) whose address
+ * ranges intersect is rejected with INVALID_ARGUMENT. Inputs may overlap each other freely.
+ */
+
+/* Flags for nk_norm_desc.flags. */
+#define NK_NORM_GAMMA_OFFSET 0x1u /* scale by (1 + gamma) (Gemma style); needs gamma */
+#define NK_NORM_ACCUMULATE 0x2u   /* backward: dgamma/dbeta += gradient (default: overwrite) */
+#define NK_NORM_BWD_FROM_Y 0x4u   /* backward: recompute xhat from the saved output y (the
+                                     `x` argument is y): xhat = (y - b) / g. Memory-saving
+                                     (Apex memory_efficient). Needs every g != 0 (checked);
+                                     LayerNorm then needs no mean. Accuracy is that of y. */
+
+typedef struct nk_norm_desc {
+  size_t rows;            /* number of rows */
+  size_t cols;            /* elements per row (the normalized dimension) */
+  nk_dtype dtype;         /* activations: x, r, h, y, dy, dh, dx */
+  nk_dtype param_dtype;   /* gamma, beta, dgamma, dbeta: F32 or == dtype */
+  float eps;              /* added to the variance (mean square) inside the sqrt; > 0 */
+  uint32_t flags;         /* NK_NORM_* */
+  ptrdiff_t x_stride;     /* row strides in elements, each >= cols */
+  ptrdiff_t r_stride;     /* residual (fwd) */
+  ptrdiff_t h_stride;     /* h = x + r output (fwd) */
+  ptrdiff_t y_stride;     /* output (fwd) */
+  ptrdiff_t dy_stride;    /* upstream gradient (bwd) */
+  ptrdiff_t dh_stride;    /* extra gradient into h (bwd) */
+  ptrdiff_t dx_stride;    /* input gradient (bwd) */
+} nk_norm_desc;
+typedef nk_norm_desc nk_layernorm_desc;
+typedef nk_norm_desc nk_rmsnorm_desc;
+
+/* A dense descriptor: every stride = cols, param_dtype = NK_DTYPE_F32, flags 0. A convenience;
+ * any field may be changed afterwards. */
+NK_API nk_norm_desc nk_norm_desc_dense(size_t rows, size_t cols, nk_dtype dtype, float eps);
+
+/* LayerNorm forward.
+ *   x      IN  rows x cols, x_stride.
+ *   r      IN  optional residual (NULL: h = x), r_stride. With r, the normalized input is
+ *              h = x + r, rounded to dtype (as if stored and reloaded).
+ *   gamma  IN  optional, cols elements of param_dtype (NULL: g = 1; GAMMA_OFFSET needs it).
+ *   beta   IN  optional, cols elements (NULL: b = 0).
+ *   y      OUT rows x cols, y_stride.
+ *   h      OUT optional (needs r): the sum x + r, h_stride, for the backward and the next layer.
+ *   mean   OUT optional, rows floats: the row mean rounded to f32 (its low part is recomputed
+ *              by the backward, so the backward loses nothing by the rounding).
+ *   rstd   OUT optional, rows floats: 1/sqrt(var + eps).
+ * Returns OK, INVALID_ARGUMENT (see the rules above), UNSUPPORTED (dtype combination). */
+NK_API nk_status nk_layernorm_fwd(nk_context *ctx, const nk_layernorm_desc *desc, const void *x,
+                                  const void *r, const void *gamma, const void *beta, void *y,
+                                  void *h, float *mean, float *rstd);
+
+/* The same for rows [row_begin, row_end) only, on the calling thread (the context's pool is not
+ * used): for callers that bring their own threads. Pointers still point at row 0; mean and
+ * rstd are indexed by row. Results are bit-identical to nk_layernorm_fwd. */
+NK_API nk_status nk_layernorm_fwd_rows(nk_context *ctx, const nk_layernorm_desc *desc,
+                                       size_t row_begin, size_t row_end, const void *x,
+                                       const void *r, const void *gamma, const void *beta,
+                                       void *y, void *h, float *mean, float *rstd);
+
+/* Bytes of workspace nk_layernorm_bwd needs for this descriptor (a function of rows, cols and
+ * flags only). OUT *bytes. Returns OK or INVALID_ARGUMENT. */
+NK_API nk_status nk_layernorm_bwd_workspace_size(const nk_layernorm_desc *desc, size_t *bytes);
+
+/* LayerNorm backward.
+ *   x      IN  the normalized input h of the forward (x, or x + r as written to h), x_stride;
+ *              with NK_NORM_BWD_FROM_Y it is the forward output y (stride x_stride).
+ *   gamma, beta  IN  as in the forward (beta is needed only by NK_NORM_BWD_FROM_Y).
+ *   mean   IN  rows floats saved by the forward (not read with NK_NORM_BWD_FROM_Y: may be NULL).
+ *   rstd   IN  rows floats saved by the forward.
+ *   dy     IN  upstream gradient, dy_stride.
+ *   dh     IN  optional extra gradient reaching h from its other uses (the residual stream);
+ *              added to dx. NULL: none.
+ *   dx     OUT gradient w.r.t. h, i.e. w.r.t. both x and r of a fused residual, dx_stride.
+ *   dgamma OUT optional, cols elements: sum over rows of dy * xhat (times 1 for GAMMA_OFFSET, as
+ *              d(1+gamma)/dgamma = 1). Overwritten, or added to with NK_NORM_ACCUMULATE.
+ *   dbeta  OUT optional, cols elements: sum over rows of dy. Overwritten or accumulated.
+ *   workspace  scratch of at least nk_layernorm_bwd_workspace_size bytes, 64-byte aligned
+ *              preferred (any alignment works); may be NULL when that size is 0.
+ * Parameter gradients are reduced over fixed chunks of rows (a function of the sizes only) in
+ * double and combined in chunk order: bit-identical for every thread count and ISA.
+ * Returns OK, INVALID_ARGUMENT, UNSUPPORTED, MISUSE (workspace too small). */
+NK_API nk_status nk_layernorm_bwd(nk_context *ctx, const nk_layernorm_desc *desc, const void *x,
+                                  const void *gamma, const void *beta, const float *mean,
+                                  const float *rstd, const void *dy, const void *dh, void *dx,
+                                  void *dgamma, void *dbeta, void *workspace,
+                                  size_t workspace_size);
+
+/* Backward for rows [row_begin, row_end) on the calling thread, for callers with their own
+ * threads. dx as above. The parameter gradients of these rows are ADDED, in double, to
+ * dgamma_acc and dbeta_acc (cols doubles each, optional): the caller sums them over its row
+ * ranges in an order of its choice and rounds them to param_dtype. Needs no workspace unless
+ * NK_NORM_BWD_FROM_Y is set, which needs cols floats (pass workspace/workspace_size). */
+NK_API nk_status nk_layernorm_bwd_rows(nk_context *ctx, const nk_layernorm_desc *desc,
+                                       size_t row_begin, size_t row_end, const void *x,
+                                       const void *gamma, const void *beta, const float *mean,
+                                       const float *rstd, const void *dy, const void *dh,
+                                       void *dx, double *dgamma_acc, double *dbeta_acc,
+                                       void *workspace, size_t workspace_size);
+
+/* RMSNorm forward: as nk_layernorm_fwd without the mean. beta is optional (off in most models).
+ * rstd OUT optional, rows floats: 1/sqrt(mean(h^2) + eps). */
+NK_API nk_status nk_rmsnorm_fwd(nk_context *ctx, const nk_rmsnorm_desc *desc, const void *x,
+                                const void *r, const void *gamma, const void *beta, void *y,
+                                void *h, float *rstd);
+NK_API nk_status nk_rmsnorm_fwd_rows(nk_context *ctx, const nk_rmsnorm_desc *desc,
+                                     size_t row_begin, size_t row_end, const void *x,
+                                     const void *r, const void *gamma, const void *beta, void *y,
+                                     void *h, float *rstd);
+NK_API nk_status nk_rmsnorm_bwd_workspace_size(const nk_rmsnorm_desc *desc, size_t *bytes);
+/* RMSNorm backward: as nk_layernorm_bwd without the mean. */
+NK_API nk_status nk_rmsnorm_bwd(nk_context *ctx, const nk_rmsnorm_desc *desc, const void *x,
+                                const void *gamma, const void *beta, const float *rstd,
+                                const void *dy, const void *dh, void *dx, void *dgamma,
+                                void *dbeta, void *workspace, size_t workspace_size);
+NK_API nk_status nk_rmsnorm_bwd_rows(nk_context *ctx, const nk_rmsnorm_desc *desc,
+                                     size_t row_begin, size_t row_end, const void *x,
+                                     const void *gamma, const void *beta, const float *rstd,
+                                     const void *dy, const void *dh, void *dx,
+                                     double *dgamma_acc, double *dbeta_acc, void *workspace,
+                                     size_t workspace_size);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* NORMKIT_H */

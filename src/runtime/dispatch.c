@@ -1,0 +1,99 @@
+/*
+ * dispatch.c — kernel selection. The kernel lists (src/kernels/<family>/<family>.inc) expand
+ * into one table per kernel type; a selector picks, for (op, dtype, isa), the entry of that ISA,
+ * or steps down the chain avx512 -> avx2 -> scalar when a path lacks it. The choice depends on
+ * the ISA and the sizes only (never on the thread count).
+ */
+#include <stddef.h>
+
+#include "dispatch.h"
+
+typedef struct fwd_entry {
+  nk_isa isa;
+  nk_op op;
+  nk_dtype dtype;
+  nk_rownorm_fwd_ukernel_fn fn;
+  const char *name;
+} fwd_entry;
+
+typedef struct bwd_entry {
+  nk_isa isa;
+  nk_op op;
+  nk_dtype dtype;
+  nk_rownorm_bwd_ukernel_fn fn;
+  const char *name;
+} bwd_entry;
+
+static const fwd_entry fwd_table[] = {
+#define NK_UKERNEL_FWD(isa, op, dtype, fn) {isa, op, dtype, fn, #fn},
+#define NK_UKERNEL_BWD(isa, op, dtype, fn)
+#include "kernels/rownorm/rownorm.inc"
+#undef NK_UKERNEL_FWD
+#undef NK_UKERNEL_BWD
+};
+
+static const bwd_entry bwd_table[] = {
+#define NK_UKERNEL_FWD(isa, op, dtype, fn)
+#define NK_UKERNEL_BWD(isa, op, dtype, fn) {isa, op, dtype, fn, #fn},
+#include "kernels/rownorm/rownorm.inc"
+#undef NK_UKERNEL_FWD
+#undef NK_UKERNEL_BWD
+};
+
+/* The path below `isa` in the priority chain, NK_ISA_AUTO past scalar. */
+static nk_isa step_down(nk_isa isa) {
+  switch (isa) {
+    case NK_ISA_AVX512: return NK_ISA_AVX2;
+    case NK_ISA_AVX2: return NK_ISA_SCALAR;
+    default: return NK_ISA_AUTO;
+  }
+}
+
+static const fwd_entry *find_fwd(nk_isa isa, nk_op op, nk_dtype dtype) {
+  for (; isa != NK_ISA_AUTO; isa = step_down(isa))
+    for (size_t i = 0; i < sizeof fwd_table / sizeof fwd_table[0]; i++)
+      if (fwd_table[i].isa == isa && fwd_table[i].op == op && fwd_table[i].dtype == dtype)
+        return &fwd_table[i];
+  return NULL;
+}
+
+static const bwd_entry *find_bwd(nk_isa isa, nk_op op, nk_dtype dtype) {
+  for (; isa != NK_ISA_AUTO; isa = step_down(isa))
+    for (size_t i = 0; i < sizeof bwd_table / sizeof bwd_table[0]; i++)
+      if (bwd_table[i].isa == isa && bwd_table[i].op == op && bwd_table[i].dtype == dtype)
+        return &bwd_table[i];
+  return NULL;
+}
+
+nk_rownorm_fwd_ukernel_fn nk__select_rownorm_fwd(nk_isa isa, nk_op op, nk_dtype dtype) {
+  const fwd_entry *e = find_fwd(isa, op, dtype);
+  return e ? e->fn : NULL;
+}
+
+nk_rownorm_bwd_ukernel_fn nk__select_rownorm_bwd(nk_isa isa, nk_op op, nk_dtype dtype) {
+  const bwd_entry *e = find_bwd(isa, op, dtype);
+  return e ? e->fn : NULL;
+}
+
+const char *nk_op_name(nk_op op) {
+  switch (op) {
+    case NK_OP_LAYERNORM_FWD: return "layernorm_fwd";
+    case NK_OP_LAYERNORM_BWD: return "layernorm_bwd";
+    case NK_OP_RMSNORM_FWD: return "rmsnorm_fwd";
+    case NK_OP_RMSNORM_BWD: return "rmsnorm_bwd";
+    case NK_OP_COUNT: break;
+  }
+  return "?";
+}
+
+const char *nk_kernel_name_ex(const nk_context *ctx, nk_op op, nk_dtype dtype) {
+  const nk_isa isa = nk__context_isa(ctx);
+  if (op == NK_OP_LAYERNORM_FWD || op == NK_OP_RMSNORM_FWD) {
+    const fwd_entry *e = find_fwd(isa, op, dtype);
+    return e ? e->name : NULL;
+  }
+  const bwd_entry *e = find_bwd(isa, op, dtype);
+  return e ? e->name : NULL;
+}
+
+const char *nk_kernel_name(nk_op op, nk_dtype dtype) { return nk_kernel_name_ex(NULL, op, dtype); }
