@@ -1,0 +1,149 @@
+/*
+ * fallback.c — the double-precision row routines that every ISA's row-norm kernel calls for the
+ * rare rows its f32 lane sums cannot handle: rows holding NaN or +-inf, rows whose squares
+ * overflow f32 (|x| beyond ~1e19), and rows whose variance is so small that subnormal squares
+ * would matter next to a tiny eps. Being one shared piece of code, it gives the same bits
+ * whichever ISA called it. Float inputs squared are exact in double and their range fits, so
+ * two plain passes in double are accurate for every finite row.
+ *
+ * Rows with a NaN or an infinity in their input write the canonical quiet NaN everywhere
+ * (y, mean, rstd; dx), as the header documents.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "convert.h"
+#include "rownorm.h"
+
+static double ld(const void *p, size_t i, nk_dtype dt) {
+  switch (dt) {
+    case NK_DTYPE_BF16: return nk__bf16_to_f32(((const uint16_t *)p)[i]);
+    case NK_DTYPE_F16: return nk__f16_to_f32(((const uint16_t *)p)[i]);
+    default: return ((const float *)p)[i];
+  }
+}
+
+static void st(void *p, size_t i, float v, nk_dtype dt) {
+  switch (dt) {
+    case NK_DTYPE_BF16: ((uint16_t *)p)[i] = nk__f32_to_bf16(v); break;
+    case NK_DTYPE_F16: ((uint16_t *)p)[i] = nk__f32_to_f16(v); break;
+    default: ((float *)p)[i] = v; break;
+  }
+}
+
+static float round_to(float v, nk_dtype dt) {
+  switch (dt) {
+    case NK_DTYPE_BF16: return nk__bf16_to_f32(nk__f32_to_bf16(v));
+    case NK_DTYPE_F16: return nk__f16_to_f32(nk__f32_to_f16(v));
+    default: return v;
+  }
+}
+
+static float canonical_nan(void) { return nk__f32_from_bits(0x7FC00000u); }
+
+static double gain(const nk_rownorm_params *p, size_t i) {
+  if (!(p->variant & NK_ROWNORM_HAS_GAMMA)) return 1.0;
+  const float g = (float)ld(p->gamma, i, p->param_dtype);
+  return (p->variant & NK_ROWNORM_OFFSET) ? (double)(1.0f + g) : (double)g;
+}
+
+/* The forward's affine step, in f32 exactly as the kernels do it. */
+static float affine(const nk_rownorm_params *p, size_t i, float xh) {
+  const uint32_t v = p->variant;
+  if ((v & NK_ROWNORM_HAS_GAMMA) && (v & NK_ROWNORM_HAS_BETA))
+    return fmaf(xh, (float)gain(p, i), (float)ld(p->beta, i, p->param_dtype));
+  if (v & NK_ROWNORM_HAS_GAMMA) return xh * (float)gain(p, i);
+  if (v & NK_ROWNORM_HAS_BETA) return xh + (float)ld(p->beta, i, p->param_dtype);
+  return xh;
+}
+
+static double hval(const void *x, const void *r, size_t i, nk_dtype dt) {
+  if (r == NULL) return ld(x, i, dt);
+  return round_to((float)ld(x, i, dt) + (float)ld(r, i, dt), dt);
+}
+
+void nk__rownorm_fwd_row_f64(int is_rms, size_t n, nk_dtype dt, const void *x, const void *r,
+                             void *y, float *mean, float *rstd, const nk_rownorm_params *p) {
+  int finite = 1;
+  double mu = 0.0;
+  for (size_t i = 0; i < n; i++) {
+    const double v = hval(x, r, i, dt);
+    finite &= isfinite(v) != 0;
+    mu += v;
+  }
+  if (!finite) {
+    for (size_t i = 0; i < n; i++) st(y, i, canonical_nan(), dt);
+    if (mean) *mean = canonical_nan();
+    if (rstd) *rstd = canonical_nan();
+    return;
+  }
+  mu = is_rms ? 0.0 : mu / (double)n;
+  double var = 0.0;
+  for (size_t i = 0; i < n; i++) {
+    const double d = hval(x, r, i, dt) - mu;
+    var += d * d;
+  }
+  var /= (double)n;
+  const double rs = 1.0 / sqrt(var + (double)p->eps);
+  for (size_t i = 0; i < n; i++) {
+    const float xh = (float)((hval(x, r, i, dt) - mu) * rs);
+    st(y, i, affine(p, i, xh), dt);
+  }
+  if (mean) *mean = (float)mu;
+  if (rstd) *rstd = (float)rs;
+}
+
+void nk__rownorm_bwd_row_f64(int is_rms, size_t n, nk_dtype dt, const void *x, const void *dy,
+                             const void *dh, float mean, float rstd, void *dx,
+                             double *dgamma_acc, double *dbeta_acc,
+                             const nk_rownorm_params *p) {
+  (void)mean; /* recomputed in double from x: more precise than the saved f32 value */
+  const int from_y = (p->variant & NK_ROWNORM_FROM_Y) != 0;
+  int finite = isfinite(rstd) != 0;
+  double mu = 0.0, rs = rstd;
+  for (size_t i = 0; i < n; i++) {
+    const double v = ld(x, i, dt);
+    finite &= isfinite(v) && isfinite(ld(dy, i, dt));
+    mu += v;
+  }
+  if (finite && !from_y) {
+    mu = is_rms ? 0.0 : mu / (double)n;
+    double var = 0.0;
+    for (size_t i = 0; i < n; i++) {
+      const double d = ld(x, i, dt) - mu;
+      var += d * d;
+    }
+    rs = 1.0 / sqrt(var / (double)n + (double)p->eps);
+  }
+  if (!finite) {
+    for (size_t i = 0; i < n; i++) {
+      st(dx, i, canonical_nan(), dt);
+      if (dgamma_acc) dgamma_acc[i] += (double)canonical_nan();
+      if (dbeta_acc) dbeta_acc[i] += ld(dy, i, dt);
+    }
+    return;
+  }
+  /* xhat in double: from x, or from y = xhat*g + b. */
+#define XH(i)                                                                                    \
+  (from_y ? (ld(x, (i), dt) - ((p->variant & NK_ROWNORM_HAS_BETA) ? ld(p->beta, (i), p->param_dtype) \
+                                                                  : 0.0)) /                     \
+                gain(p, (i))                                                                     \
+          : (ld(x, (i), dt) - mu) * rs)
+  double mg = 0.0, mgx = 0.0;
+  for (size_t i = 0; i < n; i++) {
+    const double gh = ld(dy, i, dt) * gain(p, i);
+    mg += gh;
+    mgx += gh * XH(i);
+  }
+  mg = is_rms ? 0.0 : mg / (double)n;
+  mgx /= (double)n;
+  for (size_t i = 0; i < n; i++) {
+    const double g = ld(dy, i, dt), xh = XH(i);
+    double d = rs * (g * gain(p, i) - mg - xh * mgx);
+    if (dh) d += ld(dh, i, dt);
+    st(dx, i, (float)d, dt);
+    if (dgamma_acc) dgamma_acc[i] += g * (double)(float)xh;
+    if (dbeta_acc) dbeta_acc[i] += g;
+  }
+#undef XH
+}

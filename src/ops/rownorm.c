@@ -1,0 +1,569 @@
+/*
+ * rownorm.c — the LayerNorm and RMSNorm operators: validate, choose a kernel, split rows over
+ * the thread pool. No intrinsics here.
+ *
+ * Determinism: forward rows are independent, so any split gives the same bits. The backward's
+ * parameter gradients are summed per fixed chunk of rows (chunk size a function of rows and cols
+ * only) into double partials in the workspace, then the partials are added in chunk order.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "convert.h"
+#include "dispatch.h"
+#include "internal.h"
+
+/* Forward outputs at least this large use streaming stores (a function of sizes only). */
+#define NK_NONTEMPORAL_BYTES ((size_t)64 << 20)
+/* Backward chunking: at most this many chunks, at least this many rows per chunk, and at
+ * most NK_BWD_PARTIAL_ELEMS partial elements (per gradient) in all. */
+#define NK_BWD_MAX_CHUNKS 64
+#define NK_BWD_MIN_CHUNK_ROWS 8
+#define NK_BWD_PARTIAL_ELEMS ((size_t)1 << 22)
+/* Columns per task of the final gradient reduction. */
+#define NK_BWD_COMBINE_TILE 1024
+
+static const uint32_t known_flags = NK_NORM_GAMMA_OFFSET | NK_NORM_ACCUMULATE | NK_NORM_BWD_FROM_Y;
+
+/* ---- validation helpers ------------------------------------------------------------------- */
+
+/* A buffer as the operator sees it, for size and overlap checks. */
+typedef struct span {
+  const char *name;
+  const void *ptr;
+  ptrdiff_t stride; /* elements; 0 for 1-D buffers */
+  size_t esize;
+  size_t bytes; /* address range length */
+  int output;
+} span;
+
+static size_t ceil_div(size_t a, size_t b) { return a / b + (a % b != 0); }
+
+static int dtype_known(nk_dtype d) {
+  return d == NK_DTYPE_F32 || d == NK_DTYPE_BF16 || d == NK_DTYPE_F16;
+}
+
+/* Byte length of a rows x cols tensor with row stride `stride`; 0 on overflow. */
+static size_t tensor_bytes(size_t rows, size_t cols, ptrdiff_t stride, size_t esize) {
+  size_t elems, bytes;
+  if (!nk__mul_size(rows - 1, (size_t)stride, &elems) || !nk__add_size(elems, cols, &elems) ||
+      !nk__mul_size(elems, esize, &bytes) || bytes > (size_t)PTRDIFF_MAX)
+    return 0;
+  return bytes;
+}
+
+static int ranges_intersect(const span *a, const span *b) {
+  const uintptr_t a0 = (uintptr_t)a->ptr, b0 = (uintptr_t)b->ptr;
+  return a0 < b0 + b->bytes && b0 < a0 + a->bytes;
+}
+
+/* Every output must not intersect another buffer, unless both are 2-D tensors with the same
+ * pointer, stride and element size (exact in-place) and `exact_ok(out, other)` allows it. */
+typedef int (*alias_rule)(const span *out, const span *other);
+
+static nk_status check_overlaps(nk_context *ctx, const char *op, const span *s, size_t n,
+                                alias_rule exact_ok) {
+  for (size_t i = 0; i < n; i++) {
+    if (!s[i].output || s[i].ptr == NULL) continue;
+    for (size_t j = 0; j < n; j++) {
+      if (j == i || s[j].ptr == NULL || !ranges_intersect(&s[i], &s[j])) continue;
+      if (s[j].output && j < i) continue; /* reported from the other side */
+      const int exact = s[i].ptr == s[j].ptr && s[i].stride == s[j].stride &&
+                        s[i].stride != 0 && s[i].esize == s[j].esize;
+      if (exact && exact_ok(&s[i], &s[j])) continue;
+      return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT,
+                      "%s: %s overlaps %s (only exact in-place aliasing is allowed, and only "
+                      "where documented)",
+                      op, s[i].name, s[j].name);
+    }
+  }
+  return NK_STATUS_OK;
+}
+
+static int name_is(const span *s, const char *name) { return strcmp(s->name, name) == 0; }
+
+/* Forward: y may be x, r or h; h may be x or r. */
+static int fwd_alias_ok(const span *out, const span *other) {
+  if (name_is(out, "y"))
+    return name_is(other, "x") || name_is(other, "r") || name_is(other, "h");
+  if (name_is(out, "h")) return name_is(other, "x") || name_is(other, "r") || name_is(other, "y");
+  return 0;
+}
+
+/* Backward: dx may be dy, x or dh. */
+static int bwd_alias_ok(const span *out, const span *other) {
+  return name_is(out, "dx") &&
+         (name_is(other, "dy") || name_is(other, "x") || name_is(other, "dh"));
+}
+
+/* Checks the descriptor fields shared by every call. */
+static nk_status check_desc(nk_context *ctx, const char *op, const nk_norm_desc *d) {
+  if (d == NULL) return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: desc is NULL", op);
+  if (!dtype_known(d->dtype))
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: unknown dtype %d", op, (int)d->dtype);
+  if (!dtype_known(d->param_dtype))
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: unknown param_dtype %d", op,
+                    (int)d->param_dtype);
+  if (d->param_dtype != NK_DTYPE_F32 && d->param_dtype != d->dtype)
+    return nk__fail(ctx, NK_STATUS_UNSUPPORTED,
+                    "%s: param_dtype %s with dtype %s (param_dtype must be f32 or the dtype)", op,
+                    nk_dtype_name(d->param_dtype), nk_dtype_name(d->dtype));
+  if (!(d->eps > 0.0f) || !isfinite(d->eps))
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: eps %g must be finite and > 0", op,
+                    (double)d->eps);
+  if (d->flags & ~known_flags)
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: unknown flags 0x%x", op,
+                    (unsigned)(d->flags & ~known_flags));
+  return NK_STATUS_OK;
+}
+
+static nk_status check_stride(nk_context *ctx, const char *op, const char *name,
+                              ptrdiff_t stride, size_t cols) {
+  if (stride < 0 || (size_t)stride < cols)
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: %s_stride %td < cols %zu", op, name,
+                    stride, cols);
+  return NK_STATUS_OK;
+}
+
+/* Fills span s for a rows x cols tensor, failing on stride or size overflow. */
+static nk_status tensor_span(nk_context *ctx, const char *op, span *s, const char *name,
+                             const void *ptr, ptrdiff_t stride, size_t rows, size_t cols,
+                             nk_dtype dt, int output) {
+  *s = (span){name, ptr, stride, nk_dtype_size(dt), 0, output};
+  if (ptr == NULL) return NK_STATUS_OK;
+  nk_status st = check_stride(ctx, op, name, stride, cols);
+  if (st != NK_STATUS_OK) return st;
+  s->bytes = tensor_bytes(rows, cols, stride, s->esize);
+  if (s->bytes == 0)
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT,
+                    "%s: %s of %zu rows, stride %td overflows the address space", op, name, rows,
+                    stride);
+  return NK_STATUS_OK;
+}
+
+static nk_status vector_span(nk_context *ctx, const char *op, span *s, const char *name,
+                             const void *ptr, size_t n, size_t esize, int output) {
+  *s = (span){name, ptr, 0, esize, 0, output};
+  if (ptr == NULL) return NK_STATUS_OK;
+  if (!nk__mul_size(n, esize, &s->bytes) || s->bytes > (size_t)PTRDIFF_MAX)
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: %s of %zu elements is too large", op,
+                    name, n);
+  return NK_STATUS_OK;
+}
+
+#define TRY(expr)                                                                                \
+  do {                                                                                           \
+    nk_status nk_try_status_ = (expr);                                                           \
+    if (nk_try_status_ != NK_STATUS_OK) return nk_try_status_;                                   \
+  } while (0)
+
+static uint32_t variant_of(const nk_norm_desc *d, const void *gamma, const void *beta) {
+  uint32_t v = 0;
+  if (gamma) v |= NK_ROWNORM_HAS_GAMMA;
+  if (beta) v |= NK_ROWNORM_HAS_BETA;
+  if (d->flags & NK_NORM_GAMMA_OFFSET) v |= NK_ROWNORM_OFFSET;
+  return v;
+}
+
+static const void *offset_rows(const void *p, size_t rows, ptrdiff_t stride, nk_dtype dt) {
+  if (p == NULL) return NULL;
+  return (const char *)p + (ptrdiff_t)rows * stride * (ptrdiff_t)nk_dtype_size(dt);
+}
+
+/* ---- forward ------------------------------------------------------------------------------ */
+
+typedef struct fwd_job {
+  nk_rownorm_fwd_ukernel_fn fn;
+  const nk_norm_desc *d;
+  const void *x, *r;
+  void *y, *h;
+  float *mean, *rstd;
+  nk_rownorm_params params;
+} fwd_job;
+
+static void fwd_task(void *arg, size_t start, size_t count) {
+  const fwd_job *j = arg;
+  const nk_norm_desc *d = j->d;
+  j->fn(count, d->cols, offset_rows(j->x, start, d->x_stride, d->dtype), d->x_stride,
+        offset_rows(j->r, start, d->r_stride, d->dtype), d->r_stride,
+        (void *)offset_rows(j->y, start, d->y_stride, d->dtype), d->y_stride,
+        (void *)offset_rows(j->h, start, d->h_stride, d->dtype), d->h_stride,
+        j->mean ? j->mean + start : NULL, j->rstd ? j->rstd + start : NULL, &j->params);
+}
+
+static nk_status norm_fwd(nk_context *ctx, int is_rms, const nk_norm_desc *d, size_t row_begin,
+                          size_t row_end, int use_pool, const void *x, const void *r,
+                          const void *gamma, const void *beta, void *y, void *h, float *mean,
+                          float *rstd) {
+  const char *op = is_rms ? "rmsnorm_fwd" : "layernorm_fwd";
+  TRY(check_desc(ctx, op, d));
+  if (row_begin > row_end || row_end > d->rows)
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: row range [%zu, %zu) outside %zu rows",
+                    op, row_begin, row_end, d->rows);
+  if (d->rows == 0 || d->cols == 0 || row_begin == row_end) return nk__ok(ctx);
+  if (x == NULL || y == NULL)
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: %s is NULL", op, x ? "y" : "x");
+  if (h != NULL && r == NULL)
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: h is given without a residual r", op);
+  if ((d->flags & NK_NORM_GAMMA_OFFSET) && gamma == NULL)
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: NK_NORM_GAMMA_OFFSET needs gamma", op);
+  const size_t rows = d->rows, cols = d->cols;
+  span s[8];
+  TRY(tensor_span(ctx, op, &s[0], "x", x, d->x_stride, rows, cols, d->dtype, 0));
+  TRY(tensor_span(ctx, op, &s[1], "r", r, d->r_stride, rows, cols, d->dtype, 0));
+  TRY(tensor_span(ctx, op, &s[2], "y", y, d->y_stride, rows, cols, d->dtype, 1));
+  TRY(tensor_span(ctx, op, &s[3], "h", h, d->h_stride, rows, cols, d->dtype, 1));
+  TRY(vector_span(ctx, op, &s[4], "gamma", gamma, cols, nk_dtype_size(d->param_dtype), 0));
+  TRY(vector_span(ctx, op, &s[5], "beta", beta, cols, nk_dtype_size(d->param_dtype), 0));
+  TRY(vector_span(ctx, op, &s[6], "mean", is_rms ? NULL : mean, rows, sizeof(float), 1));
+  TRY(vector_span(ctx, op, &s[7], "rstd", rstd, rows, sizeof(float), 1));
+  TRY(check_overlaps(ctx, op, s, 8, fwd_alias_ok));
+
+  const nk_op kop = is_rms ? NK_OP_RMSNORM_FWD : NK_OP_LAYERNORM_FWD;
+  fwd_job job = {nk__select_rownorm_fwd(nk__context_isa(ctx), kop, d->dtype), d, x, r, y, h,
+                 is_rms ? NULL : mean, rstd,
+                 (nk_rownorm_params){gamma, beta, NULL, d->eps, d->param_dtype,
+                                     variant_of(d, gamma, beta)}};
+  if (job.fn == NULL)
+    return nk__fail(ctx, NK_STATUS_UNSUPPORTED, "%s: no kernel for dtype %s", op,
+                    nk_dtype_name(d->dtype));
+  size_t out_bytes = 0;
+  if (nk__mul_size(rows, cols, &out_bytes) &&
+      nk__mul_size(out_bytes, nk_dtype_size(d->dtype), &out_bytes) &&
+      out_bytes >= NK_NONTEMPORAL_BYTES)
+    job.params.variant |= NK_ROWNORM_NONTEMPORAL;
+
+  nk_threadpool *pool = use_pool ? nk__context_pool(ctx) : NULL;
+  const size_t n = row_end - row_begin, nthreads = nk_threadpool_size(pool);
+  /* Rows are independent: the tiling changes nothing in the results, only the balance. */
+  const size_t tile = ceil_div(n, 4 * nthreads);
+  job.x = offset_rows(x, row_begin, d->x_stride, d->dtype);
+  job.r = offset_rows(r, row_begin, d->r_stride, d->dtype);
+  job.y = (void *)offset_rows(y, row_begin, d->y_stride, d->dtype);
+  job.h = (void *)offset_rows(h, row_begin, d->h_stride, d->dtype);
+  if (job.mean) job.mean += row_begin;
+  if (job.rstd) job.rstd += row_begin;
+  if (nthreads == 1)
+    fwd_task(&job, 0, n);
+  else
+    nk_parallelize_1d(pool, fwd_task, &job, n, tile);
+  return nk__ok(ctx);
+}
+
+nk_status nk_layernorm_fwd(nk_context *ctx, const nk_layernorm_desc *desc, const void *x,
+                           const void *r, const void *gamma, const void *beta, void *y, void *h,
+                           float *mean, float *rstd) {
+  return norm_fwd(ctx, 0, desc, 0, desc ? desc->rows : 0, 1, x, r, gamma, beta, y, h, mean,
+                  rstd);
+}
+
+nk_status nk_layernorm_fwd_rows(nk_context *ctx, const nk_layernorm_desc *desc,
+                                size_t row_begin, size_t row_end, const void *x, const void *r,
+                                const void *gamma, const void *beta, void *y, void *h,
+                                float *mean, float *rstd) {
+  return norm_fwd(ctx, 0, desc, row_begin, row_end, 0, x, r, gamma, beta, y, h, mean, rstd);
+}
+
+nk_status nk_rmsnorm_fwd(nk_context *ctx, const nk_rmsnorm_desc *desc, const void *x,
+                         const void *r, const void *gamma, const void *beta, void *y, void *h,
+                         float *rstd) {
+  return norm_fwd(ctx, 1, desc, 0, desc ? desc->rows : 0, 1, x, r, gamma, beta, y, h, NULL,
+                  rstd);
+}
+
+nk_status nk_rmsnorm_fwd_rows(nk_context *ctx, const nk_rmsnorm_desc *desc, size_t row_begin,
+                              size_t row_end, const void *x, const void *r, const void *gamma,
+                              const void *beta, void *y, void *h, float *rstd) {
+  return norm_fwd(ctx, 1, desc, row_begin, row_end, 0, x, r, gamma, beta, y, h, NULL, rstd);
+}
+
+nk_norm_desc nk_norm_desc_dense(size_t rows, size_t cols, nk_dtype dtype, float eps) {
+  const ptrdiff_t s = (ptrdiff_t)cols;
+  nk_norm_desc d = {rows, cols, dtype, NK_DTYPE_F32, eps, 0, s, s, s, s, s, s, s};
+  return d;
+}
+
+/* ---- backward ----------------------------------------------------------------------------- */
+
+/* Rows per chunk of the parameter-gradient reduction: a function of rows and cols only. */
+static size_t bwd_chunk_rows(size_t rows, size_t cols) {
+  size_t nchunks = ceil_div(rows, NK_BWD_MIN_CHUNK_ROWS);
+  if (nchunks > NK_BWD_MAX_CHUNKS) nchunks = NK_BWD_MAX_CHUNKS;
+  const size_t by_memory = cols ? NK_BWD_PARTIAL_ELEMS / cols : 1;
+  if (nchunks > by_memory) nchunks = by_memory;
+  if (nchunks == 0) nchunks = 1;
+  return ceil_div(rows, nchunks);
+}
+
+static size_t round_up64(size_t n) { return (n + 63) & ~(size_t)63; }
+
+/* Workspace layout: [nchunks][2][cols] doubles (dgamma, dbeta partials), then cols floats of
+ * 1/g for NK_NORM_BWD_FROM_Y. Returns 0 and sets *bytes, or nonzero on overflow. */
+static int bwd_workspace_layout(const nk_norm_desc *d, size_t *nchunks, size_t *ginv_offset,
+                                size_t *bytes) {
+  const size_t rows = d->rows, cols = d->cols;
+  if (rows == 0 || cols == 0) {
+    *nchunks = 0;
+    *ginv_offset = 0;
+    *bytes = 0;
+    return 0;
+  }
+  const size_t cr = bwd_chunk_rows(rows, cols);
+  *nchunks = ceil_div(rows, cr);
+  size_t partial;
+  if (!nk__mul_size(*nchunks, cols, &partial) || !nk__mul_size(partial, 2 * sizeof(double), &partial))
+    return 1;
+  partial = round_up64(partial);
+  *ginv_offset = partial;
+  size_t ginv = 0;
+  if ((d->flags & NK_NORM_BWD_FROM_Y) && !nk__mul_size(cols, sizeof(float), &ginv)) return 1;
+  return !nk__add_size(partial, ginv, bytes);
+}
+
+static nk_status bwd_workspace_size(int is_rms, const nk_norm_desc *d, size_t *bytes) {
+  const char *op = is_rms ? "rmsnorm_bwd_workspace_size" : "layernorm_bwd_workspace_size";
+  TRY(check_desc(NULL, op, d));
+  if (bytes == NULL) return NK_STATUS_INVALID_ARGUMENT;
+  size_t nchunks, off;
+  if (bwd_workspace_layout(d, &nchunks, &off, bytes)) return NK_STATUS_INVALID_ARGUMENT;
+  return NK_STATUS_OK;
+}
+
+nk_status nk_layernorm_bwd_workspace_size(const nk_layernorm_desc *desc, size_t *bytes) {
+  return bwd_workspace_size(0, desc, bytes);
+}
+
+nk_status nk_rmsnorm_bwd_workspace_size(const nk_rmsnorm_desc *desc, size_t *bytes) {
+  return bwd_workspace_size(1, desc, bytes);
+}
+
+typedef struct bwd_job {
+  nk_rownorm_bwd_ukernel_fn fn;
+  const nk_norm_desc *d;
+  size_t rows, chunk_rows;
+  const void *x, *dy, *dh;
+  const float *mean, *rstd;
+  void *dx;
+  double *partials; /* [nchunks][2][cols], or NULL */
+  int want_dgamma, want_dbeta;
+  /* row-range entry: accumulate straight into the caller's arrays */
+  double *dgamma_acc, *dbeta_acc;
+  /* final reduction */
+  size_t nchunks;
+  void *dgamma, *dbeta;
+  nk_rownorm_params params;
+} bwd_job;
+
+static void bwd_rows_run(const bwd_job *j, size_t start, size_t count, double *dg, double *db) {
+  const nk_norm_desc *d = j->d;
+  j->fn(count, d->cols, offset_rows(j->x, start, d->x_stride, d->dtype), d->x_stride,
+        offset_rows(j->dy, start, d->dy_stride, d->dtype), d->dy_stride,
+        offset_rows(j->dh, start, d->dh_stride, d->dtype), d->dh_stride,
+        j->mean ? j->mean + start : NULL, j->rstd + start,
+        (void *)offset_rows(j->dx, start, d->dx_stride, d->dtype), d->dx_stride, dg, db,
+        &j->params);
+}
+
+/* One task = one chunk of rows; its partial gradients are zeroed and then summed by the
+ * kernel over the chunk's rows in order. */
+static void bwd_chunk_task(void *arg, size_t chunk, size_t count) {
+  const bwd_job *j = arg;
+  const size_t cols = j->d->cols;
+  for (size_t c = chunk; c < chunk + count; c++) {
+    const size_t start = c * j->chunk_rows;
+    const size_t n = start + j->chunk_rows <= j->rows ? j->chunk_rows : j->rows - start;
+    double *dg = NULL, *db = NULL;
+    if (j->partials) {
+      dg = j->partials + c * 2 * cols;
+      db = dg + cols;
+      memset(dg, 0, 2 * cols * sizeof(double));
+    }
+    bwd_rows_run(j, start, n, j->want_dgamma ? dg : NULL, j->want_dbeta ? db : NULL);
+  }
+}
+
+static void put_param(void *p, size_t i, double v, nk_dtype dt, int accumulate) {
+  float *f = p;
+  uint16_t *u = p;
+  switch (dt) {
+    case NK_DTYPE_BF16:
+      if (accumulate) v += (double)nk__bf16_to_f32(u[i]);
+      u[i] = nk__f32_to_bf16((float)v);
+      break;
+    case NK_DTYPE_F16:
+      if (accumulate) v += (double)nk__f16_to_f32(u[i]);
+      u[i] = nk__f32_to_f16((float)v);
+      break;
+    default:
+      if (accumulate) v += (double)f[i];
+      f[i] = (float)v;
+      break;
+  }
+}
+
+/* Adds the chunk partials of columns [start, start+count) in chunk order and writes them. */
+static void bwd_combine_task(void *arg, size_t start, size_t count) {
+  const bwd_job *j = arg;
+  const size_t cols = j->d->cols;
+  const int acc = (j->d->flags & NK_NORM_ACCUMULATE) != 0;
+  for (size_t i = start; i < start + count; i++) {
+    double g = 0.0, b = 0.0;
+    for (size_t c = 0; c < j->nchunks; c++) {
+      g += j->partials[c * 2 * cols + i];
+      b += j->partials[c * 2 * cols + cols + i];
+    }
+    if (j->dgamma) put_param(j->dgamma, i, g, j->d->param_dtype, acc);
+    if (j->dbeta) put_param(j->dbeta, i, b, j->d->param_dtype, acc);
+  }
+}
+
+static float param_value(const void *p, size_t i, nk_dtype dt) {
+  switch (dt) {
+    case NK_DTYPE_BF16: return nk__bf16_to_f32(((const uint16_t *)p)[i]);
+    case NK_DTYPE_F16: return nk__f16_to_f32(((const uint16_t *)p)[i]);
+    default: return ((const float *)p)[i];
+  }
+}
+
+/* FROM_Y: ginv_i = 1 / g_i into `ginv`; fails if some g_i is 0. */
+static nk_status fill_ginv(nk_context *ctx, const char *op, const nk_norm_desc *d,
+                           const void *gamma, float *ginv) {
+  for (size_t i = 0; i < d->cols; i++) {
+    float g = param_value(gamma, i, d->param_dtype);
+    if (d->flags & NK_NORM_GAMMA_OFFSET) g = 1.0f + g;
+    if (g == 0.0f)
+      return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT,
+                      "%s: NK_NORM_BWD_FROM_Y needs every gain != 0, gain[%zu] == 0", op, i);
+    ginv[i] = 1.0f / g;
+  }
+  return NK_STATUS_OK;
+}
+
+static nk_status norm_bwd(nk_context *ctx, int is_rms, const nk_norm_desc *d, size_t row_begin,
+                          size_t row_end, int full, const void *x, const void *gamma,
+                          const void *beta, const float *mean, const float *rstd, const void *dy,
+                          const void *dh, void *dx, void *dgamma, void *dbeta,
+                          double *dgamma_acc, double *dbeta_acc, void *workspace,
+                          size_t workspace_size) {
+  const char *op = is_rms ? "rmsnorm_bwd" : "layernorm_bwd";
+  TRY(check_desc(ctx, op, d));
+  if (row_begin > row_end || row_end > d->rows)
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: row range [%zu, %zu) outside %zu rows",
+                    op, row_begin, row_end, d->rows);
+  if (d->rows == 0 || d->cols == 0) return nk__ok(ctx);
+  const int from_y = (d->flags & NK_NORM_BWD_FROM_Y) != 0;
+  if (x == NULL || dy == NULL || dx == NULL || rstd == NULL)
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: %s is NULL", op,
+                    x == NULL ? "x" : dy == NULL ? "dy" : dx == NULL ? "dx" : "rstd");
+  if (!is_rms && !from_y && mean == NULL)
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: mean is NULL", op);
+  if ((d->flags & NK_NORM_GAMMA_OFFSET) && gamma == NULL)
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: NK_NORM_GAMMA_OFFSET needs gamma", op);
+  const size_t rows = d->rows, cols = d->cols;
+  const size_t psize = nk_dtype_size(d->param_dtype);
+  size_t nchunks = 0, ginv_off = 0, need = 0;
+  if (bwd_workspace_layout(d, &nchunks, &ginv_off, &need))
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: workspace size overflows", op);
+  if (!full) { /* row-range entry: only the 1/g table */
+    need = from_y ? cols * sizeof(float) : 0;
+    ginv_off = 0;
+  }
+  if (workspace_size < need || (need > 0 && workspace == NULL))
+    return nk__fail(ctx, NK_STATUS_MISUSE, "%s: workspace of %zu bytes < %zu needed", op,
+                    workspace == NULL ? 0 : workspace_size, need);
+  span s[14];
+  TRY(tensor_span(ctx, op, &s[0], "x", x, d->x_stride, rows, cols, d->dtype, 0));
+  TRY(tensor_span(ctx, op, &s[1], "dy", dy, d->dy_stride, rows, cols, d->dtype, 0));
+  TRY(tensor_span(ctx, op, &s[2], "dh", dh, d->dh_stride, rows, cols, d->dtype, 0));
+  TRY(tensor_span(ctx, op, &s[3], "dx", dx, d->dx_stride, rows, cols, d->dtype, 1));
+  TRY(vector_span(ctx, op, &s[4], "gamma", gamma, cols, psize, 0));
+  TRY(vector_span(ctx, op, &s[5], "beta", beta, cols, psize, 0));
+  TRY(vector_span(ctx, op, &s[6], "mean", (is_rms || from_y) ? NULL : mean, rows, 4, 0));
+  TRY(vector_span(ctx, op, &s[7], "rstd", rstd, rows, 4, 0));
+  TRY(vector_span(ctx, op, &s[8], "dgamma", full ? dgamma : NULL, cols, psize, 1));
+  TRY(vector_span(ctx, op, &s[9], "dbeta", full ? dbeta : NULL, cols, psize, 1));
+  TRY(vector_span(ctx, op, &s[10], "dgamma_acc", full ? NULL : dgamma_acc, cols, 8, 1));
+  TRY(vector_span(ctx, op, &s[11], "dbeta_acc", full ? NULL : dbeta_acc, cols, 8, 1));
+  TRY(vector_span(ctx, op, &s[12], "workspace", need ? workspace : NULL, need, 1, 1));
+  s[13] = (span){"none", NULL, 0, 0, 0, 0};
+  TRY(check_overlaps(ctx, op, s, 14, bwd_alias_ok));
+
+  const nk_op kop = is_rms ? NK_OP_RMSNORM_BWD : NK_OP_LAYERNORM_BWD;
+  bwd_job job;
+  memset(&job, 0, sizeof job);
+  job.fn = nk__select_rownorm_bwd(nk__context_isa(ctx), kop, d->dtype);
+  if (job.fn == NULL)
+    return nk__fail(ctx, NK_STATUS_UNSUPPORTED, "%s: no kernel for dtype %s", op,
+                    nk_dtype_name(d->dtype));
+  job.params = (nk_rownorm_params){gamma, beta, NULL, d->eps, d->param_dtype,
+                                   variant_of(d, gamma, beta)};
+  if (from_y) {
+    job.params.variant |= NK_ROWNORM_FROM_Y;
+    if (gamma != NULL) {
+      float *ginv = (float *)((char *)workspace + ginv_off);
+      TRY(fill_ginv(ctx, op, d, gamma, ginv));
+      job.params.ginv = ginv;
+    }
+  }
+  job.d = d;
+  job.x = x;
+  job.dy = dy;
+  job.dh = dh;
+  job.mean = (is_rms || from_y) ? NULL : mean;
+  job.rstd = rstd;
+  job.dx = dx;
+
+  if (!full) {
+    job.rows = row_end;
+    bwd_rows_run(&job, row_begin, row_end - row_begin, dgamma_acc, dbeta_acc);
+    return nk__ok(ctx);
+  }
+  nk_threadpool *pool = nk__context_pool(ctx);
+  job.rows = rows;
+  job.chunk_rows = bwd_chunk_rows(rows, cols);
+  job.nchunks = nchunks;
+  job.want_dgamma = dgamma != NULL;
+  job.want_dbeta = dbeta != NULL;
+  if (dgamma != NULL || dbeta != NULL) job.partials = workspace;
+  job.dgamma = dgamma;
+  job.dbeta = dbeta;
+  nk_parallelize_1d(pool, bwd_chunk_task, &job, nchunks, 1);
+  if (job.partials) nk_parallelize_1d(pool, bwd_combine_task, &job, cols, NK_BWD_COMBINE_TILE);
+  return nk__ok(ctx);
+}
+
+nk_status nk_layernorm_bwd(nk_context *ctx, const nk_layernorm_desc *desc, const void *x,
+                           const void *gamma, const void *beta, const float *mean,
+                           const float *rstd, const void *dy, const void *dh, void *dx,
+                           void *dgamma, void *dbeta, void *workspace, size_t workspace_size) {
+  return norm_bwd(ctx, 0, desc, 0, desc ? desc->rows : 0, 1, x, gamma, beta, mean, rstd, dy, dh,
+                  dx, dgamma, dbeta, NULL, NULL, workspace, workspace_size);
+}
+
+nk_status nk_layernorm_bwd_rows(nk_context *ctx, const nk_layernorm_desc *desc,
+                                size_t row_begin, size_t row_end, const void *x,
+                                const void *gamma, const void *beta, const float *mean,
+                                const float *rstd, const void *dy, const void *dh, void *dx,
+                                double *dgamma_acc, double *dbeta_acc, void *workspace,
+                                size_t workspace_size) {
+  return norm_bwd(ctx, 0, desc, row_begin, row_end, 0, x, gamma, beta, mean, rstd, dy, dh, dx,
+                  NULL, NULL, dgamma_acc, dbeta_acc, workspace, workspace_size);
+}
+
+nk_status nk_rmsnorm_bwd(nk_context *ctx, const nk_rmsnorm_desc *desc, const void *x,
+                         const void *gamma, const void *beta, const float *rstd, const void *dy,
+                         const void *dh, void *dx, void *dgamma, void *dbeta, void *workspace,
+                         size_t workspace_size) {
+  return norm_bwd(ctx, 1, desc, 0, desc ? desc->rows : 0, 1, x, gamma, beta, NULL, rstd, dy, dh,
+                  dx, dgamma, dbeta, NULL, NULL, workspace, workspace_size);
+}
+
+nk_status nk_rmsnorm_bwd_rows(nk_context *ctx, const nk_rmsnorm_desc *desc, size_t row_begin,
+                              size_t row_end, const void *x, const void *gamma,
+                              const void *beta, const float *rstd, const void *dy,
+                              const void *dh, void *dx, double *dgamma_acc, double *dbeta_acc,
+                              void *workspace, size_t workspace_size) {
+  return norm_bwd(ctx, 1, desc, row_begin, row_end, 0, x, gamma, beta, NULL, rstd, dy, dh, dx,
+                  NULL, NULL, dgamma_acc, dbeta_acc, workspace, workspace_size);
+}
