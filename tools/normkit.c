@@ -1,0 +1,1123 @@
+/*
+ * normkit.c — the `normkit` command line tool.
+ *
+ *   normkit info    version, CPU features, usable ISA paths, and the kernel symbol that each op
+ *                   and dtype runs (by default and with each ISA forced).
+ *   normkit bench   LayerNorm and RMSNorm, forward and backward, timed and reported as a
+ *                   fraction of this machine's copy bandwidth (the benchmark contract of
+ *                   DESIGN.md: with --json, stdout carries only JSON lines, one per case).
+ *
+ * How `bench` measures
+ *   - Copy bandwidth first, at every thread count the run uses: a regular copy (memcpy per
+ *     tile) and a non-temporal copy (streaming stores, AVX-512, AVX2 or SSE2 chosen at run
+ *     time), 1 GiB source + 1 GiB destination, median of COPY_REPS; bytes = read + write.
+ *   - Each shape and dtype gets 64-byte aligned buffers (x, y, dy, dx; at most 4 GiB for the
+ *     1 GiB case), filled with normal random numbers (outputs with zeros) before anything is
+ *     timed, shared by its cases and freed before the next shape. Inputs are never written.
+ *   - Each case runs the op once (the backward first runs its forward for the statistics) and
+ *     validates it against the float64 reference (src/reference) on up to SAMPLE_ROWS rows,
+ *     dgamma/dbeta over all rows when the shape is small; a case that fails is not timed and
+ *     the exit status becomes 1. Then warm-up, then at least --reps (5) timed calls, more for
+ *     small cases so that each case takes about TARGET_SECONDS; median and minimum reported.
+ *   - bytes are the minimal bytes: each input read once, each output written once (see
+ *     case_bytes). The forward runs with gamma (and beta for LayerNorm) and saves the
+ *     statistics; the backward reads them and writes dgamma (and dbeta for LayerNorm).
+ * Exit status: 0 success, 1 a validation failure or an nk_status error, 2 a usage error.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define NK_TOOL_X86 1
+#endif
+
+#include "normkit.h"
+#include "reference/reference.h"
+
+#define GIB ((size_t)1 << 30)
+#define COPY_BYTES GIB                  /* per copy buffer: 1 GiB source, 1 GiB destination */
+#define COPY_TILE ((size_t)4 << 20)     /* bytes per copy task */
+#define COPY_REPS 7
+#define FILL_TILE ((size_t)1 << 16)     /* elements per fill task */
+#define TARGET_SECONDS 0.2              /* timed seconds per case, roughly */
+#define WARMUP_SECONDS 0.02
+#define MAX_REPS 200000
+#define SAMPLE_ROWS 64                  /* rows validated per case */
+#define FULL_CHECK_ELEMENTS ((size_t)1 << 24) /* dgamma/dbeta checked over all rows up to this */
+#define LN_EPS 1e-5f
+#define RMS_EPS 1e-6f
+#define MAX_THREAD_COUNTS 16
+#define MAX_SHAPES 64
+
+/* ------------------------------------------------------------------------------------------ */
+/* Small utilities                                                                             */
+/* ------------------------------------------------------------------------------------------ */
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* 64-byte aligned allocation; the tool (not the library) may exit on out-of-memory. */
+static void *xalloc(size_t bytes) {
+  size_t n = (bytes + 63) & ~(size_t)63;
+  void *p = aligned_alloc(64, n ? n : 64);
+  if (p == NULL) {
+    fprintf(stderr, "normkit: out of memory (%zu bytes)\n", bytes);
+    exit(1);
+  }
+  return p;
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+/* Sorts t in place and returns its median. */
+static double median(double *t, size_t n) {
+  qsort(t, n, sizeof *t, cmp_double);
+  return n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
+}
+
+static uint64_t splitmix64(uint64_t *s) {
+  uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+/* Two independent N(0,1) numbers (Marsaglia's polar method). */
+static void normal_pair(uint64_t *s, double *a, double *b) {
+  double u, v, q;
+  do {
+    u = (double)(splitmix64(s) >> 11) * 0x1p-52 - 1.0;
+    v = (double)(splitmix64(s) >> 11) * 0x1p-52 - 1.0;
+    q = u * u + v * v;
+  } while (q >= 1.0 || q == 0.0);
+  double f = sqrt(-2.0 * log(q) / q);
+  *a = u * f;
+  *b = v * f;
+}
+
+/* 2^16 N(0,1) samples: the fills draw from this table with random 16-bit indices, which is
+ * normal data at a fraction of the cost of a transform per element (1 GiB fills in < 1 s). */
+#define NORMAL_TABLE_BITS 16
+static double normal_table[1u << NORMAL_TABLE_BITS];
+
+static void normal_table_init(void) {
+  uint64_t s = 12345;
+  for (size_t i = 0; i < (1u << NORMAL_TABLE_BITS); i += 2)
+    normal_pair(&s, &normal_table[i], &normal_table[i + 1]);
+}
+
+static void store_elem(void *base, nk_dtype dt, size_t i, float v) {
+  switch (dt) {
+    case NK_DTYPE_F32: ((float *)base)[i] = v; break;
+    case NK_DTYPE_BF16: ((nk_bf16 *)base)[i] = nk_f32_to_bf16(v); break;
+    case NK_DTYPE_F16: ((nk_f16 *)base)[i] = nk_f32_to_f16(v); break;
+  }
+}
+
+static double load_elem(const void *base, nk_dtype dt, size_t i) {
+  switch (dt) {
+    case NK_DTYPE_F32: return ((const float *)base)[i];
+    case NK_DTYPE_BF16: return nk_bf16_to_f32(((const nk_bf16 *)base)[i]);
+    case NK_DTYPE_F16: return nk_f16_to_f32(((const nk_f16 *)base)[i]);
+  }
+  return NAN;
+}
+
+static void load_row(const void *base, nk_dtype dt, size_t offset, size_t n, double *out) {
+  for (size_t j = 0; j < n; j++) out[j] = load_elem(base, dt, offset + j);
+}
+
+/* The CPU's model name from /proc/cpuinfo, or "unknown". */
+static void cpu_model(char *out, size_t size) {
+  snprintf(out, size, "unknown");
+  FILE *f = fopen("/proc/cpuinfo", "r");
+  if (f == NULL) return;
+  char line[512];
+  while (fgets(line, sizeof line, f)) {
+    char *colon = strchr(line, ':');
+    if (strncmp(line, "model name", 10) != 0 || colon == NULL) continue;
+    colon += 1 + (colon[1] == ' ');
+    colon[strcspn(colon, "\n")] = '\0';
+    snprintf(out, size, "%s", colon);
+    break;
+  }
+  fclose(f);
+}
+
+static long online_cpus(void) { return sysconf(_SC_NPROCESSORS_ONLN); }
+
+/* ------------------------------------------------------------------------------------------ */
+/* Parallel fill and copy (through the library's pool)                                         */
+/* ------------------------------------------------------------------------------------------ */
+
+/* A fill draws 16-bit indices into a table of 2^16 values mean + scale * N(0,1), stored in
+ * the destination dtype: a lookup and a store per element. */
+typedef struct fill_job {
+  void *dst;
+  const void *table; /* 2^16 elements of the destination dtype */
+  size_t elem_size;  /* 4 or 2 */
+  uint64_t seed;
+} fill_job;
+
+#define TABLE_MASK ((1u << NORMAL_TABLE_BITS) - 1)
+
+/* Each tile draws from its own stream (seeded by its start), so the data does not depend on
+ * the thread count. One 64-bit draw gives four table indices. */
+static void fill_tile(void *arg, size_t start, size_t count) {
+  const fill_job *job = arg;
+  uint64_t s = job->seed ^ (start * 0xD1B54A32D192ED03ull), bits = 0;
+  if (job->elem_size == 4) {
+    const uint32_t *t = job->table;
+    uint32_t *d = (uint32_t *)job->dst + start;
+    for (size_t i = 0; i < count; i++, bits >>= NORMAL_TABLE_BITS)
+      d[i] = t[(i % 4 ? bits : (bits = splitmix64(&s))) & TABLE_MASK];
+  } else {
+    const uint16_t *t = job->table;
+    uint16_t *d = (uint16_t *)job->dst + start;
+    for (size_t i = 0; i < count; i++, bits >>= NORMAL_TABLE_BITS)
+      d[i] = t[(i % 4 ? bits : (bits = splitmix64(&s))) & TABLE_MASK];
+  }
+}
+
+static void fill_normal(nk_threadpool *pool, void *dst, nk_dtype dt, size_t n, uint64_t seed,
+                        double mean, double scale) {
+  void *table = xalloc(((size_t)1 << NORMAL_TABLE_BITS) * nk_dtype_size(dt));
+  for (size_t i = 0; i <= TABLE_MASK; i++)
+    store_elem(table, dt, i, (float)(mean + scale * normal_table[i]));
+  fill_job job = {dst, table, nk_dtype_size(dt), seed};
+  nk_parallelize_1d(pool, fill_tile, &job, n, FILL_TILE);
+  free(table);
+}
+
+typedef struct set_job {
+  char *dst;
+  int byte;
+} set_job;
+
+static void set_tile(void *arg, size_t start, size_t count) {
+  const set_job *job = arg;
+  memset(job->dst + start, job->byte, count);
+}
+
+/* memset over the pool: touches (faults in) every page before anything is timed. */
+static void set_bytes(nk_threadpool *pool, void *dst, int byte, size_t bytes) {
+  set_job job = {dst, byte};
+  nk_parallelize_1d(pool, set_tile, &job, bytes, COPY_TILE);
+}
+
+typedef void (*copy_fn)(char *dst, const char *src, size_t n);
+
+static void copy_regular(char *dst, const char *src, size_t n) { memcpy(dst, src, n); }
+
+#ifdef NK_TOOL_X86
+/* Bytes to copy before dst is aligned to `align` (at most n). */
+static size_t head_bytes(const char *dst, size_t n, size_t align) {
+  size_t mis = (size_t)((uintptr_t)dst & (align - 1));
+  size_t head = mis ? align - mis : 0;
+  return head < n ? head : n;
+}
+
+__attribute__((target("avx512f"))) static void copy_nt_avx512(char *dst, const char *src,
+                                                               size_t n) {
+  size_t i = head_bytes(dst, n, 64);
+  memcpy(dst, src, i);
+  for (; i + 256 <= n; i += 256) {
+    __m512 a = _mm512_loadu_ps((const float *)(src + i));
+    __m512 b = _mm512_loadu_ps((const float *)(src + i + 64));
+    __m512 c = _mm512_loadu_ps((const float *)(src + i + 128));
+    __m512 d = _mm512_loadu_ps((const float *)(src + i + 192));
+    _mm512_stream_ps((float *)(dst + i), a);
+    _mm512_stream_ps((float *)(dst + i + 64), b);
+    _mm512_stream_ps((float *)(dst + i + 128), c);
+    _mm512_stream_ps((float *)(dst + i + 192), d);
+  }
+  for (; i + 64 <= n; i += 64)
+    _mm512_stream_ps((float *)(dst + i), _mm512_loadu_ps((const float *)(src + i)));
+  memcpy(dst + i, src + i, n - i);
+  _mm_sfence();
+}
+
+__attribute__((target("avx2"))) static void copy_nt_avx2(char *dst, const char *src, size_t n) {
+  size_t i = head_bytes(dst, n, 32);
+  memcpy(dst, src, i);
+  for (; i + 128 <= n; i += 128) {
+    __m256 a = _mm256_loadu_ps((const float *)(src + i));
+    __m256 b = _mm256_loadu_ps((const float *)(src + i + 32));
+    __m256 c = _mm256_loadu_ps((const float *)(src + i + 64));
+    __m256 d = _mm256_loadu_ps((const float *)(src + i + 96));
+    _mm256_stream_ps((float *)(dst + i), a);
+    _mm256_stream_ps((float *)(dst + i + 32), b);
+    _mm256_stream_ps((float *)(dst + i + 64), c);
+    _mm256_stream_ps((float *)(dst + i + 96), d);
+  }
+  memcpy(dst + i, src + i, n - i);
+  _mm_sfence();
+}
+
+static void copy_nt_sse2(char *dst, const char *src, size_t n) {
+  size_t i = head_bytes(dst, n, 16);
+  memcpy(dst, src, i);
+  for (; i + 64 <= n; i += 64) {
+    __m128 a = _mm_loadu_ps((const float *)(src + i));
+    __m128 b = _mm_loadu_ps((const float *)(src + i + 16));
+    __m128 c = _mm_loadu_ps((const float *)(src + i + 32));
+    __m128 d = _mm_loadu_ps((const float *)(src + i + 48));
+    _mm_stream_ps((float *)(dst + i), a);
+    _mm_stream_ps((float *)(dst + i + 16), b);
+    _mm_stream_ps((float *)(dst + i + 32), c);
+    _mm_stream_ps((float *)(dst + i + 48), d);
+  }
+  memcpy(dst + i, src + i, n - i);
+  _mm_sfence();
+}
+#endif
+
+/* The widest streaming-store copy this CPU runs; *name says which. */
+static copy_fn select_nt_copy(const char **name) {
+#ifdef NK_TOOL_X86
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f")) return *name = "avx512", copy_nt_avx512;
+  if (__builtin_cpu_supports("avx2")) return *name = "avx2", copy_nt_avx2;
+  return *name = "sse2", copy_nt_sse2;
+#else
+  return *name = "memcpy", copy_regular;
+#endif
+}
+
+typedef struct copy_job {
+  char *dst;
+  const char *src;
+  copy_fn fn;
+} copy_job;
+
+static void copy_tile(void *arg, size_t start, size_t count) {
+  const copy_job *job = arg;
+  job->fn(job->dst + start, job->src + start, count);
+}
+
+/* GB/s (read + write bytes) of the median of COPY_REPS copies after one warm-up. */
+static double measure_copy(nk_threadpool *pool, copy_fn fn, char *dst, const char *src,
+                           size_t bytes) {
+  copy_job job = {dst, src, fn};
+  double t[COPY_REPS];
+  nk_parallelize_1d(pool, copy_tile, &job, bytes, COPY_TILE);
+  for (int r = 0; r < COPY_REPS; r++) {
+    double t0 = now_s();
+    nk_parallelize_1d(pool, copy_tile, &job, bytes, COPY_TILE);
+    t[r] = now_s() - t0;
+  }
+  return 2.0 * (double)bytes / median(t, COPY_REPS) / 1e9;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Options, shapes, runners                                                                    */
+/* ------------------------------------------------------------------------------------------ */
+
+enum { OP_LAYERNORM = 0, OP_RMSNORM = 1 };
+enum { DIR_FWD = 0, DIR_BWD = 1 };
+static const char *const op_names[] = {"layernorm", "rmsnorm"};
+static const char *const dir_names[] = {"fwd", "bwd"};
+static const char *const dtype_names[] = {"f32", "bf16", "f16"}; /* indexed by nk_dtype */
+
+typedef struct options {
+  int json, full;
+  unsigned op_mask, dir_mask, dtype_mask; /* bit i: op_names[i] / dir_names[i] / nk_dtype i */
+  int dtype_given;
+  size_t rows, cols;                      /* --shape, or 0 */
+  const char *shapes_file;
+  size_t threads;                         /* --threads, or 0 */
+  nk_isa isa;                             /* NK_ISA_AUTO unless --isa */
+  long min_reps;
+} options;
+
+typedef struct shape {
+  size_t rows, cols;
+  unsigned dtype_mask;
+} shape;
+
+typedef struct shape_list {
+  shape s[MAX_SHAPES];
+  size_t n;
+} shape_list;
+
+/* One thread count: its pool (NULL = serial), a context, and its copy bandwidths. */
+typedef struct runner {
+  size_t threads;
+  nk_threadpool *pool;
+  int own_pool;
+  nk_context *ctx;
+  double copy_gbps, copy_nt_gbps;
+} runner;
+
+static const char *default_shapes =
+    "64x1024\n"        /* in cache */
+    "4096x1024\n"      /* in cache (16 MiB f32; the LLC here is large) */
+    "65536x4096 f32\n" /* out of cache: 1 GiB f32 input */;
+
+static void usage(FILE *f) {
+  fprintf(f,
+          "usage: normkit info\n"
+          "       normkit bench [--json] [--full] [--op layernorm|rmsnorm] [--direction fwd|bwd]\n"
+          "                     [--dtype f32|bf16|f16] [--shape RxC] [--shapes FILE]\n"
+          "                     [--threads N] [--isa scalar|avx2|avx512] [--reps N]\n"
+          "       normkit help\n"
+          "\n"
+          "info   CPU features, ISA paths and the kernel each op and dtype runs.\n"
+          "bench  times the ops against this machine's copy bandwidth (measured in the same run).\n"
+          "  --json        stdout: one JSON line per case (progress goes to stderr)\n"
+          "  --full        sweeps: cols 64..262144 (powers of 4) in and out of cache, f16 too,\n"
+          "                thread counts 1, 2, 4, ... all\n"
+          "  --op, --direction, --dtype   select (comma lists allowed: --dtype f32,bf16)\n"
+          "  --shape RxC   one shape (rows x cols) instead of the defaults\n"
+          "  --shapes FILE shapes from a file: lines 'RxC [dtype ...]', '#' comments\n"
+          "                (bench/shapes/default.txt holds the defaults)\n"
+          "  --threads N   one pool of N threads (default: 1 and all)\n"
+          "  --isa NAME    force the kernel path (nk_context_set_isa)\n"
+          "  --reps N      at least N timed calls per case (default 5)\n"
+          "Default: layernorm, rmsnorm x fwd, bwd x f32, bf16 at 64x1024 and 4096x1024, plus\n"
+          "65536x4096 f32 (1 GiB, out of cache); threads 1 and all.\n");
+}
+
+/* Parses a comma list of names into a bit mask. Returns 0 on an unknown name. */
+static int parse_mask(const char *s, const char *const *names, int n, unsigned *mask) {
+  *mask = 0;
+  while (*s) {
+    size_t len = strcspn(s, ",");
+    int found = 0;
+    for (int i = 0; i < n; i++)
+      if (strlen(names[i]) == len && strncmp(s, names[i], len) == 0) *mask |= 1u << i, found = 1;
+    if (!found || len == 0) return 0;
+    s += len + (s[len] == ',');
+  }
+  return *mask != 0;
+}
+
+static int parse_size(const char *s, size_t *out) {
+  char *end;
+  unsigned long long v = strtoull(s, &end, 10);
+  if (end == s || *end != '\0' || v == 0 || s[0] == '-') return 0;
+  *out = (size_t)v;
+  return 1;
+}
+
+static int parse_shape(const char *s, size_t *rows, size_t *cols) {
+  char buf[64];
+  size_t r, c;
+  if (snprintf(buf, sizeof buf, "%s", s) >= (int)sizeof buf) return 0;
+  char *x = strchr(buf, 'x');
+  if (x == NULL) return 0;
+  *x = '\0';
+  if (!parse_size(buf, &r) || !parse_size(x + 1, &c)) return 0;
+  if (r > SIZE_MAX / c / 8) return 0; /* keep every byte count representable */
+  *rows = r;
+  *cols = c;
+  return 1;
+}
+
+static int parse_isa(const char *s, nk_isa *isa) {
+  static const nk_isa isas[] = {NK_ISA_AUTO, NK_ISA_SCALAR, NK_ISA_AVX2, NK_ISA_AVX512};
+  for (size_t i = 0; i < sizeof isas / sizeof isas[0]; i++)
+    if (strcmp(s, nk_isa_name(isas[i])) == 0) return *isa = isas[i], 1;
+  return 0;
+}
+
+/* Handles one option that takes a value. Returns 0 if the value is bad. */
+static int parse_value(options *o, const char *name, const char *v) {
+  size_t n;
+  if (strcmp(name, "--op") == 0) return parse_mask(v, op_names, 2, &o->op_mask);
+  if (strcmp(name, "--direction") == 0) return parse_mask(v, dir_names, 2, &o->dir_mask);
+  if (strcmp(name, "--dtype") == 0)
+    return o->dtype_given = 1, parse_mask(v, dtype_names, 3, &o->dtype_mask);
+  if (strcmp(name, "--shape") == 0) return parse_shape(v, &o->rows, &o->cols);
+  if (strcmp(name, "--shapes") == 0) return o->shapes_file = v, 1;
+  if (strcmp(name, "--threads") == 0) return parse_size(v, &o->threads) && o->threads <= 1024;
+  if (strcmp(name, "--isa") == 0) return parse_isa(v, &o->isa);
+  if (strcmp(name, "--reps") == 0)
+    return parse_size(v, &n) && n <= MAX_REPS ? (o->min_reps = (long)n, 1) : 0;
+  return 0;
+}
+
+static int is_value_option(const char *name) {
+  static const char *const names[] = {"--op", "--direction", "--dtype", "--shape",
+                                      "--shapes", "--threads", "--isa", "--reps"};
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+    if (strcmp(name, names[i]) == 0) return 1;
+  return 0;
+}
+
+static int parse_bench_args(int argc, char **argv, options *o) {
+  *o = (options){.op_mask = 3, .dir_mask = 3, .dtype_mask = 3, .isa = NK_ISA_AUTO, .min_reps = 5};
+  for (int i = 0; i < argc; i++) {
+    const char *a = argv[i], *eq = strchr(a, '=');
+    char name[32];
+    if (strcmp(a, "--json") == 0) { o->json = 1; continue; }
+    if (strcmp(a, "--full") == 0) { o->full = 1; continue; }
+    size_t len = eq ? (size_t)(eq - a) : strlen(a);
+    if (len >= sizeof name) len = sizeof name - 1;
+    memcpy(name, a, len);
+    name[len] = '\0';
+    if (!is_value_option(name)) return fprintf(stderr, "normkit: unknown option %s\n", a), 0;
+    const char *v = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
+    if (v == NULL || !parse_value(o, name, v)) {
+      fprintf(stderr, "normkit: bad or missing value for %s\n", name);
+      return 0;
+    }
+  }
+  if (o->full && !o->dtype_given) o->dtype_mask = 7;
+  return 1;
+}
+
+static void add_shape(shape_list *l, size_t rows, size_t cols, unsigned mask) {
+  if (mask == 0 || l->n == MAX_SHAPES) return;
+  l->s[l->n++] = (shape){rows, cols, mask};
+}
+
+/* Reads 'RxC [dtype ...]' lines; a line's dtypes are intersected with `sel`. */
+static int parse_shape_text(const char *text, unsigned sel, shape_list *l) {
+  char line[256];
+  while (*text) {
+    size_t len = strcspn(text, "\n");
+    snprintf(line, sizeof line, "%.*s", (int)(len < 255 ? len : 255), text);
+    text += len + (text[len] == '\n');
+    line[strcspn(line, "#")] = '\0';
+    char *tok = strtok(line, " \t\r"), *dt;
+    size_t rows, cols;
+    unsigned mask = 0, m;
+    if (tok == NULL) continue;
+    if (!parse_shape(tok, &rows, &cols)) return fprintf(stderr, "normkit: bad shape %s\n", tok), 0;
+    while ((dt = strtok(NULL, " \t\r")) != NULL) {
+      if (!parse_mask(dt, dtype_names, 3, &m)) return fprintf(stderr, "normkit: bad dtype %s\n", dt), 0;
+      mask |= m;
+    }
+    add_shape(l, rows, cols, mask ? mask & sel : sel);
+  }
+  return 1;
+}
+
+static int read_shapes_file(const char *path, unsigned sel, shape_list *l) {
+  FILE *f = fopen(path, "r");
+  if (f == NULL) return fprintf(stderr, "normkit: cannot open %s\n", path), 0;
+  static char text[1 << 16];
+  size_t n = fread(text, 1, sizeof text - 1, f);
+  text[n] = '\0';
+  fclose(f);
+  return parse_shape_text(text, sel, l);
+}
+
+/* --full: cols 64..262144 (powers of 4) at 2^20 elements (in cache) and at 1 GiB of input. */
+static void add_sweeps(shape_list *l, unsigned sel) {
+  for (size_t c = 64; c <= 262144; c *= 4) add_shape(l, ((size_t)1 << 20) / c, c, sel);
+  for (size_t c = 64; c <= 262144; c *= 4) {
+    add_shape(l, (GIB / 4) / c, c, sel & 1u);                 /* f32 */
+    add_shape(l, (GIB / 2) / c, c, sel & (1u << NK_DTYPE_BF16 | 1u << NK_DTYPE_F16));
+  }
+}
+
+static int build_shapes(const options *o, shape_list *l) {
+  l->n = 0;
+  if (o->rows) return add_shape(l, o->rows, o->cols, o->dtype_mask), 1;
+  if (o->shapes_file) return read_shapes_file(o->shapes_file, o->dtype_mask, l);
+  if (!parse_shape_text(default_shapes, o->dtype_mask, l)) return 0;
+  if (o->full) add_sweeps(l, o->dtype_mask);
+  return 1;
+}
+
+static int report_status(nk_status st, nk_context *ctx, const char *what) {
+  if (st == NK_STATUS_OK) return 1;
+  fprintf(stderr, "normkit: %s: %s: %s\n", what, nk_status_string(st), nk_context_message(ctx));
+  return 0;
+}
+
+/* Thread counts: --threads N, or 1 and all (--full: 1, 2, 4, ... and all). */
+static size_t thread_counts(const options *o, size_t all, size_t *out) {
+  size_t n = 0;
+  if (o->threads) {
+    out[n++] = o->threads;
+    return n;
+  }
+  for (size_t t = 1; t < all && n < MAX_THREAD_COUNTS - 1; t *= 2) {
+    out[n++] = t;
+    if (!o->full) break;
+  }
+  out[n++] = all;
+  return n;
+}
+
+static int runner_create(runner *r, size_t threads, nk_threadpool *pool_all, nk_isa isa) {
+  *r = (runner){.threads = threads};
+  if (threads > 1 && threads == nk_threadpool_size(pool_all)) {
+    r->pool = pool_all;
+  } else if (threads > 1) {
+    if (!report_status(nk_threadpool_create(threads, &r->pool), NULL, "threadpool_create")) return 0;
+    r->own_pool = 1;
+  }
+  if (!report_status(nk_context_create(&r->ctx), NULL, "context_create")) return 0;
+  nk_context_set_threadpool(r->ctx, r->pool);
+  if (isa != NK_ISA_AUTO && !report_status(nk_context_set_isa(r->ctx, isa), r->ctx, nk_isa_name(isa)))
+    return 0;
+  return 1;
+}
+
+static void runner_destroy(runner *r) {
+  nk_context_destroy(r->ctx);
+  if (r->own_pool) nk_threadpool_destroy(r->pool);
+}
+
+/* Measures both copies for every runner on one pair of 1 GiB buffers. */
+static void measure_copies(runner *runs, size_t n, nk_threadpool *pool_all, FILE *out) {
+  const char *nt_name;
+  copy_fn nt = select_nt_copy(&nt_name);
+  char *src = xalloc(COPY_BYTES), *dst = xalloc(COPY_BYTES);
+  set_bytes(pool_all, src, 0x5a, COPY_BYTES);
+  set_bytes(pool_all, dst, 0, COPY_BYTES);
+  fprintf(out, "copy bandwidth: %zu MiB source + %zu MiB destination, median of %d, "
+               "bytes = read + write; non-temporal stores: %s\n",
+          COPY_BYTES >> 20, COPY_BYTES >> 20, COPY_REPS, nt_name);
+  fprintf(out, "  threads   copy GB/s   nt-copy GB/s\n");
+  for (size_t i = 0; i < n; i++) {
+    runs[i].copy_gbps = measure_copy(runs[i].pool, copy_regular, dst, src, COPY_BYTES);
+    runs[i].copy_nt_gbps = measure_copy(runs[i].pool, nt, dst, src, COPY_BYTES);
+    fprintf(out, "  %7zu   %9.2f   %12.2f\n", runs[i].threads, runs[i].copy_gbps,
+            runs[i].copy_nt_gbps);
+    fflush(out);
+  }
+  free(src);
+  free(dst);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Work sets and cases                                                                         */
+/* ------------------------------------------------------------------------------------------ */
+
+/* The buffers of one shape and dtype, shared by its cases (x and dy are never overwritten). */
+typedef struct workset {
+  size_t rows, cols;
+  nk_dtype dtype;
+  void *x, *y, *dy, *dx;                         /* rows x cols of dtype; dy, dx may be NULL */
+  float *gamma, *beta, *mean, *rstd, *dgamma, *dbeta; /* param_dtype f32 */
+  double *gamma_d, *beta_d;                      /* the same parameters for the reference */
+} workset;
+
+static float *param_alloc(size_t n) { return xalloc(n * sizeof(float)); }
+
+static void workset_create(workset *w, const shape *s, nk_dtype dt, int with_bwd,
+                           nk_threadpool *pool) {
+  size_t n = s->rows * s->cols, bytes = n * nk_dtype_size(dt);
+  *w = (workset){.rows = s->rows, .cols = s->cols, .dtype = dt};
+  w->x = xalloc(bytes);
+  w->y = xalloc(bytes);
+  fill_normal(pool, w->x, dt, n, 1, 0.25, 1.0);
+  set_bytes(pool, w->y, 0, bytes);
+  if (with_bwd) {
+    w->dy = xalloc(bytes);
+    w->dx = xalloc(bytes);
+    fill_normal(pool, w->dy, dt, n, 2, 0.0, 1.0);
+    set_bytes(pool, w->dx, 0, bytes);
+  }
+  w->gamma = param_alloc(s->cols), w->beta = param_alloc(s->cols);
+  w->dgamma = param_alloc(s->cols), w->dbeta = param_alloc(s->cols);
+  w->mean = param_alloc(s->rows), w->rstd = param_alloc(s->rows);
+  fill_normal(NULL, w->gamma, NK_DTYPE_F32, s->cols, 3, 1.0, 0.5);
+  fill_normal(NULL, w->beta, NK_DTYPE_F32, s->cols, 4, 0.0, 0.5);
+  memset(w->dgamma, 0, s->cols * sizeof(float));
+  memset(w->dbeta, 0, s->cols * sizeof(float));
+  memset(w->mean, 0, s->rows * sizeof(float));
+  memset(w->rstd, 0, s->rows * sizeof(float));
+  w->gamma_d = xalloc(s->cols * sizeof(double));
+  w->beta_d = xalloc(s->cols * sizeof(double));
+  load_row(w->gamma, NK_DTYPE_F32, 0, s->cols, w->gamma_d);
+  load_row(w->beta, NK_DTYPE_F32, 0, s->cols, w->beta_d);
+}
+
+static void workset_destroy(workset *w) {
+  void *bufs[] = {w->x, w->y, w->dy, w->dx, w->gamma, w->beta, w->mean,
+                  w->rstd, w->dgamma, w->dbeta, w->gamma_d, w->beta_d};
+  for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+}
+
+typedef struct bench_case {
+  int op, dir;
+  const workset *w;
+  const runner *run;
+  nk_norm_desc desc;
+  void *ws;         /* backward workspace (allocated outside the timed region) */
+  size_t ws_size;
+} bench_case;
+
+typedef struct case_result {
+  double median_s, min_s, max_err;
+  long reps;
+  size_t checked_rows;
+} case_result;
+
+static nk_op case_nk_op(const bench_case *c) {
+  if (c->op == OP_LAYERNORM) return c->dir == DIR_FWD ? NK_OP_LAYERNORM_FWD : NK_OP_LAYERNORM_BWD;
+  return c->dir == DIR_FWD ? NK_OP_RMSNORM_FWD : NK_OP_RMSNORM_BWD;
+}
+
+static nk_status run_fwd(const bench_case *c) {
+  const workset *w = c->w;
+  if (c->op == OP_RMSNORM)
+    return nk_rmsnorm_fwd(c->run->ctx, &c->desc, w->x, NULL, w->gamma, NULL, w->y, NULL, w->rstd);
+  return nk_layernorm_fwd(c->run->ctx, &c->desc, w->x, NULL, w->gamma, w->beta, w->y, NULL,
+                          w->mean, w->rstd);
+}
+
+static nk_status run_bwd(const bench_case *c) {
+  const workset *w = c->w;
+  if (c->op == OP_RMSNORM)
+    return nk_rmsnorm_bwd(c->run->ctx, &c->desc, w->x, w->gamma, NULL, w->rstd, w->dy, NULL,
+                          w->dx, w->dgamma, NULL, c->ws, c->ws_size);
+  return nk_layernorm_bwd(c->run->ctx, &c->desc, w->x, w->gamma, NULL, w->mean, w->rstd, w->dy,
+                          NULL, w->dx, w->dgamma, w->dbeta, c->ws, c->ws_size);
+}
+
+static nk_status run_case(const bench_case *c) {
+  return c->dir == DIR_FWD ? run_fwd(c) : run_bwd(c);
+}
+
+/* Minimal bytes: each input read once, each output written once. Parameters are f32.
+ *   fwd: x, gamma (+ beta) read; y, rstd (+ mean) written.
+ *   bwd: x, dy, gamma, rstd (+ mean) read; dx, dgamma (+ dbeta) written. */
+static double case_bytes(const bench_case *c) {
+  double mat = (double)c->w->rows * (double)c->w->cols * (double)nk_dtype_size(c->w->dtype);
+  double per_col = 4.0 * (double)c->w->cols, per_row = 4.0 * (double)c->w->rows;
+  double ln = c->op == OP_LAYERNORM;
+  if (c->dir == DIR_FWD) return 2 * mat + per_col * (1 + ln) + per_row * (1 + ln);
+  return 3 * mat + per_col + per_row * (1 + ln) + per_col * (1 + ln);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Validation against the float64 reference                                                   */
+/* ------------------------------------------------------------------------------------------ */
+
+typedef struct validation {
+  int ok;
+  double max_err; /* max |error| / max |reference| of the row, over the checked outputs */
+  const char *label;
+} validation;
+
+static double ulp_at(double m, int mantissa_bits) {
+  return m > 0 ? ldexp(1.0, ilogb(m) - mantissa_bits) : 0.0;
+}
+
+/* Bound on |output - reference| for a row whose largest |reference| is rowmax: f32 2e-6
+ * (forward) or 1e-4 (backward) of rowmax; bf16/f16 2 (forward) or 3 (backward) ulps of it. */
+static double output_bound(nk_dtype dt, int bwd, double rowmax) {
+  switch (dt) {
+    case NK_DTYPE_F32: return (bwd ? 1e-4 : 2e-6) * rowmax;
+    case NK_DTYPE_BF16: return (bwd ? 3 : 2) * ulp_at(rowmax, 7);
+    case NK_DTYPE_F16: return (bwd ? 3 : 2) * ulp_at(rowmax, 10);
+  }
+  return 0.0;
+}
+
+static void fail(validation *v, const char *what, size_t index, double got, double ref,
+                 double bound) {
+  if (v->ok)
+    fprintf(stderr,
+            "normkit: VALIDATION FAILED %s: %s[%zu] = %.9g, reference %.9g, |error| %.3g > "
+            "bound %.3g\n",
+            v->label, what, index, got, ref, fabs(got - ref), bound);
+  v->ok = 0;
+}
+
+static void check_row(validation *v, const char *what, size_t row, const double *ref,
+                      const void *got, nk_dtype dt, size_t cols, int bwd) {
+  double m = 0.0;
+  for (size_t j = 0; j < cols; j++) m = fmax(m, fabs(ref[j]));
+  double bound = output_bound(dt, bwd, m);
+  for (size_t j = 0; j < cols; j++) {
+    double g = load_elem(got, dt, row * cols + j), e = fabs(g - ref[j]);
+    if (m > 0 && e / m > v->max_err) v->max_err = e / m;
+    if (!(e <= bound)) fail(v, what, row * cols + j, g, ref[j], bound);
+  }
+}
+
+static void check_value(validation *v, const char *what, size_t i, double got, double ref,
+                        double bound) {
+  if (!(fabs(got - ref) <= bound)) fail(v, what, i, got, ref, bound);
+}
+
+static size_t sample_count(size_t rows) { return rows < SAMPLE_ROWS ? rows : SAMPLE_ROWS; }
+
+/* The k-th of n validated rows, evenly spread and including the first and the last. */
+static size_t sample_row(size_t k, size_t n, size_t rows) {
+  return n > 1 ? (size_t)((double)k * (double)(rows - 1) / (double)(n - 1)) : 0;
+}
+
+static void validate_fwd(const bench_case *c, validation *v, size_t *checked) {
+  const workset *w = c->w;
+  size_t cols = w->cols, n = sample_count(w->rows);
+  double *h = xalloc(cols * sizeof(double)), *ref = xalloc(cols * sizeof(double));
+  double eps = c->desc.eps;
+  for (size_t k = 0; k < n; k++) {
+    size_t i = sample_row(k, n, w->rows);
+    double mu = 0.0, rs = 0.0;
+    load_row(w->x, w->dtype, i * cols, cols, h);
+    if (c->op == OP_RMSNORM)
+      nk_ref_rmsnorm_fwd(1, cols, h, w->gamma_d, NULL, 0, eps, ref, &rs);
+    else
+      nk_ref_layernorm_fwd(1, cols, h, w->gamma_d, w->beta_d, 0, eps, ref, &mu, &rs);
+    check_row(v, "y", i, ref, w->y, w->dtype, cols, 0);
+    check_value(v, "rstd", i, w->rstd[i], rs, 1e-6 * rs);
+    if (c->op == OP_LAYERNORM) check_value(v, "mean", i, w->mean[i], mu, 1e-6 * (fabs(mu) + 1 / rs));
+  }
+  *checked = n;
+  free(h);
+  free(ref);
+}
+
+/* Reference backward of row i: dx into dx, this row's dgamma/dbeta terms into dg/db. */
+static void ref_bwd_row(const bench_case *c, size_t i, double *h, double *dy, double *dx,
+                        double *dg, double *db) {
+  const workset *w = c->w;
+  load_row(w->x, w->dtype, i * w->cols, w->cols, h);
+  load_row(w->dy, w->dtype, i * w->cols, w->cols, dy);
+  if (c->op == OP_RMSNORM)
+    nk_ref_rmsnorm_bwd(1, w->cols, h, w->gamma_d, 0, c->desc.eps, dy, dx, dg, db);
+  else
+    nk_ref_layernorm_bwd(1, w->cols, h, w->gamma_d, 0, c->desc.eps, dy, dx, dg, db);
+}
+
+/* dgamma (and LayerNorm's dbeta) over all rows; bound 1e-5 of the column's sum of |terms|. */
+static void check_param_grads(const bench_case *c, validation *v) {
+  const workset *w = c->w;
+  size_t cols = w->cols;
+  double *t = xalloc(9 * cols * sizeof(double));
+  double *h = t, *dy = t + cols, *dx = t + 2 * cols, *dg = t + 3 * cols, *db = t + 4 * cols;
+  double *sum_g = t + 5 * cols, *abs_g = t + 6 * cols, *sum_b = t + 7 * cols, *abs_b = t + 8 * cols;
+  memset(sum_g, 0, 4 * cols * sizeof(double));
+  for (size_t i = 0; i < w->rows; i++) {
+    ref_bwd_row(c, i, h, dy, dx, dg, db);
+    for (size_t j = 0; j < cols; j++) {
+      sum_g[j] += dg[j], abs_g[j] += fabs(dg[j]);
+      sum_b[j] += db[j], abs_b[j] += fabs(db[j]);
+    }
+  }
+  for (size_t j = 0; j < cols; j++) {
+    check_value(v, "dgamma", j, w->dgamma[j], sum_g[j], 1e-5 * abs_g[j]);
+    if (c->op == OP_LAYERNORM) check_value(v, "dbeta", j, w->dbeta[j], sum_b[j], 1e-5 * abs_b[j]);
+  }
+  free(t);
+}
+
+static void validate_bwd(const bench_case *c, validation *v, size_t *checked) {
+  const workset *w = c->w;
+  size_t cols = w->cols, n = sample_count(w->rows);
+  double *t = xalloc(5 * cols * sizeof(double));
+  for (size_t k = 0; k < n; k++) {
+    size_t i = sample_row(k, n, w->rows);
+    ref_bwd_row(c, i, t, t + cols, t + 2 * cols, t + 3 * cols, t + 4 * cols);
+    check_row(v, "dx", i, t + 2 * cols, w->dx, w->dtype, cols, 1);
+  }
+  free(t);
+  *checked = n;
+  if (w->rows * cols <= FULL_CHECK_ELEMENTS) check_param_grads(c, v);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Timing and output                                                                           */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Warm-up: the validated call (first_s seconds) and more calls until WARMUP_SECONDS are
+ * spent; then max(min_reps, TARGET_SECONDS / call) timed calls. */
+static nk_status time_case(const bench_case *c, long min_reps, double first_s,
+                           case_result *res) {
+  nk_status st = NK_STATUS_OK;
+  double one = first_s, spent = first_s;
+  while (spent < WARMUP_SECONDS) {
+    double t0 = now_s();
+    if ((st = run_case(c)) != NK_STATUS_OK) return st;
+    one = now_s() - t0;
+    spent += one;
+  }
+  double want = ceil(TARGET_SECONDS / fmax(one, 1e-9));
+  long reps = want > MAX_REPS ? MAX_REPS : (long)want;
+  if (reps < min_reps) reps = min_reps;
+  double *t = xalloc((size_t)reps * sizeof(double));
+  for (long r = 0; r < reps && st == NK_STATUS_OK; r++) {
+    double t0 = now_s();
+    st = run_case(c);
+    t[r] = now_s() - t0;
+  }
+  if (st == NK_STATUS_OK) {
+    res->median_s = fmax(median(t, (size_t)reps), 1e-12);
+    res->min_s = t[0];
+    res->reps = reps;
+  }
+  free(t);
+  return st;
+}
+
+typedef struct run_info {
+  char cpu[256], date[32];
+  long ncpu;
+  int json;
+} run_info;
+
+static void json_string(const char *s) {
+  putchar('"');
+  for (; s && *s; s++) {
+    if (*s == '"' || *s == '\\') printf("\\%c", *s);
+    else if ((unsigned char)*s < 0x20) printf("\\u%04x", (unsigned)(unsigned char)*s);
+    else putchar(*s);
+  }
+  putchar('"');
+}
+
+static const char *kernel_of(const bench_case *c) {
+  const char *k = nk_kernel_name_ex(c->run->ctx, case_nk_op(c), c->w->dtype);
+  return k ? k : "(none)";
+}
+
+static void emit_json(const bench_case *c, const case_result *r, const run_info *info) {
+  const workset *w = c->w;
+  double bytes = case_bytes(c), gbps = bytes / r->median_s / 1e9;
+  double best_copy = fmax(c->run->copy_gbps, c->run->copy_nt_gbps);
+  printf("{\"op\":\"%s\",\"direction\":\"%s\",\"dtype\":\"%s\",\"param_dtype\":\"f32\","
+         "\"layout\":\"rows\",\"rows\":%zu,\"cols\":%zu,\"elements\":%zu,\"threads\":%zu,"
+         "\"isa\":\"%s\",\"kernel\":",
+         op_names[c->op], dir_names[c->dir], nk_dtype_name(w->dtype), w->rows, w->cols,
+         w->rows * w->cols, c->run->threads, nk_isa_name(nk_context_isa(c->run->ctx)));
+  json_string(kernel_of(c));
+  printf(",\"median_s\":%.9g,\"min_s\":%.9g,\"reps\":%ld,\"bytes\":%.0f,\"gbps\":%.6g,"
+         "\"copy_gbps\":%.6g,\"copy_nt_gbps\":%.6g,\"fraction\":%.6g,\"max_err\":%.3g,"
+         "\"validated_rows\":%zu,\"date\":\"%s\",\"cpu\":",
+         r->median_s, r->min_s, r->reps, bytes, gbps, c->run->copy_gbps, c->run->copy_nt_gbps,
+         gbps / best_copy, r->max_err, r->checked_rows, info->date);
+  json_string(info->cpu);
+  printf(",\"ncpu\":%ld,\"version\":\"%s\"}\n", info->ncpu, nk_version());
+  fflush(stdout);
+}
+
+static void print_table_header(FILE *f) {
+  fprintf(f, "%-9s %-3s %-5s %-11s %3s %-6s %-34s %11s %11s %8s %6s\n", "op", "dir", "dtype",
+          "shape", "thr", "isa", "kernel", "median_us", "min_us", "GB/s", "frac");
+}
+
+static void emit_row(FILE *f, const bench_case *c, const case_result *r) {
+  const workset *w = c->w;
+  char shape_s[48];
+  double gbps = case_bytes(c) / r->median_s / 1e9;
+  double best_copy = fmax(c->run->copy_gbps, c->run->copy_nt_gbps);
+  snprintf(shape_s, sizeof shape_s, "%zux%zu", w->rows, w->cols);
+  fprintf(f, "%-9s %-3s %-5s %-11s %3zu %-6s %-34s %11.2f %11.2f %8.2f %6.3f\n", op_names[c->op],
+          dir_names[c->dir], nk_dtype_name(w->dtype), shape_s, c->run->threads,
+          nk_isa_name(nk_context_isa(c->run->ctx)), kernel_of(c), r->median_s * 1e6,
+          r->min_s * 1e6, gbps, gbps / best_copy);
+  fflush(f);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* bench                                                                                       */
+/* ------------------------------------------------------------------------------------------ */
+
+static void case_label(const bench_case *c, char *out, size_t size) {
+  snprintf(out, size, "%s_%s %s %zux%zu, %zu thread%s", op_names[c->op], dir_names[c->dir],
+           nk_dtype_name(c->w->dtype), c->w->rows, c->w->cols, c->run->threads,
+           c->run->threads == 1 ? "" : "s");
+}
+
+/* Descriptor, backward workspace (allocated and touched outside the timed region) and, for the
+ * backward, the statistics it reads (one forward call). */
+static nk_status case_prepare(bench_case *c) {
+  nk_status st;
+  c->desc = nk_norm_desc_dense(c->w->rows, c->w->cols, c->w->dtype,
+                               c->op == OP_LAYERNORM ? LN_EPS : RMS_EPS);
+  if (c->dir == DIR_FWD) return NK_STATUS_OK;
+  st = c->op == OP_LAYERNORM ? nk_layernorm_bwd_workspace_size(&c->desc, &c->ws_size)
+                             : nk_rmsnorm_bwd_workspace_size(&c->desc, &c->ws_size);
+  if (st != NK_STATUS_OK) return st;
+  if (c->ws_size) c->ws = memset(xalloc(c->ws_size), 0, c->ws_size);
+  return run_fwd(c);
+}
+
+static void report_case(const bench_case *c, const case_result *r, const options *o,
+                        const run_info *info, const char *label) {
+  double gbps = case_bytes(c) / r->median_s / 1e9;
+  if (!o->json) {
+    emit_row(stdout, c, r);
+    return;
+  }
+  emit_json(c, r, info);
+  fprintf(stderr, "%-40s %12.2f us %8.2f GB/s  fraction %.3f\n", label, r->median_s * 1e6, gbps,
+          gbps / fmax(c->run->copy_gbps, c->run->copy_nt_gbps));
+}
+
+/* Prepares, runs once, validates, times and reports one case. Returns 1 on success. */
+static int bench_one(bench_case *c, const options *o, const run_info *info) {
+  char label[128];
+  case_result res = {0};
+  validation v = {.ok = 1, .label = label};
+  double first_s = 0.0;
+  case_label(c, label, sizeof label);
+  nk_status st = case_prepare(c);
+  if (st == NK_STATUS_OK) {
+    double t0 = now_s();
+    st = run_case(c);
+    first_s = now_s() - t0;
+  }
+  if (st == NK_STATUS_OK) {
+    if (c->dir == DIR_FWD) validate_fwd(c, &v, &res.checked_rows);
+    else validate_bwd(c, &v, &res.checked_rows);
+    res.max_err = v.max_err;
+    if (v.ok) st = time_case(c, o->min_reps, first_s, &res);
+  }
+  free(c->ws);
+  if (!report_status(st, c->run->ctx, label) || !v.ok) return 0;
+  report_case(c, &res, o, info, label);
+  return 1;
+}
+
+/* Every selected op, direction and runner on one work set. Returns the number of failures. */
+static int bench_workset(const workset *w, const options *o, const runner *runs, size_t nruns,
+                         const run_info *info) {
+  int failures = 0;
+  for (int op = 0; op < 2; op++) {
+    for (int dir = 0; dir < 2; dir++) {
+      if (!(o->op_mask >> op & 1) || !(o->dir_mask >> dir & 1)) continue;
+      for (size_t r = 0; r < nruns; r++) {
+        bench_case c = {.op = op, .dir = dir, .w = w, .run = &runs[r]};
+        failures += !bench_one(&c, o, info);
+      }
+    }
+  }
+  return failures;
+}
+
+static void fill_run_info(run_info *info, int json) {
+  time_t t = time(NULL);
+  struct tm tm;
+  gmtime_r(&t, &tm);
+  strftime(info->date, sizeof info->date, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  cpu_model(info->cpu, sizeof info->cpu);
+  info->ncpu = online_cpus();
+  info->json = json;
+}
+
+static int run_benchmarks(const options *o, const shape_list *shapes, runner *runs, size_t nruns,
+                          nk_threadpool *pool_all) {
+  run_info info;
+  FILE *out = o->json ? stderr : stdout;
+  int failures = 0;
+  fill_run_info(&info, o->json);
+  fprintf(out, "normkit %s bench, %s, %ld CPUs, %s\n", nk_version(), info.cpu, info.ncpu,
+          info.date);
+  measure_copies(runs, nruns, pool_all, out);
+  fprintf(out, "\n");
+  if (!o->json) print_table_header(stdout);
+  for (size_t s = 0; s < shapes->n; s++) {
+    for (int dt = 0; dt < 3; dt++) {
+      if (!(shapes->s[s].dtype_mask >> dt & 1)) continue;
+      workset w;
+      double t0 = now_s();
+      workset_create(&w, &shapes->s[s], (nk_dtype)dt, o->dir_mask >> DIR_BWD & 1, pool_all);
+      fprintf(stderr, "[%s %zux%zu: buffers filled in %.2f s]\n", dtype_names[dt],
+              shapes->s[s].rows, shapes->s[s].cols, now_s() - t0);
+      failures += bench_workset(&w, o, runs, nruns, &info);
+      workset_destroy(&w);
+    }
+  }
+  return failures;
+}
+
+static int cmd_bench(int argc, char **argv) {
+  options o;
+  shape_list shapes;
+  runner runs[MAX_THREAD_COUNTS];
+  size_t counts[MAX_THREAD_COUNTS], nruns = 0;
+  nk_threadpool *pool_all = NULL;
+  int failures = 0, ok = 1;
+  double t0 = now_s();
+  if (!parse_bench_args(argc, argv, &o)) return usage(stderr), 2;
+  normal_table_init();
+  if (!build_shapes(&o, &shapes)) return 2;
+  if (!report_status(nk_threadpool_create(0, &pool_all), NULL, "threadpool_create")) return 1;
+  size_t n = thread_counts(&o, nk_threadpool_size(pool_all), counts);
+  for (; nruns < n && ok; nruns++) ok = runner_create(&runs[nruns], counts[nruns], pool_all, o.isa);
+  if (ok) failures = run_benchmarks(&o, &shapes, runs, nruns, pool_all);
+  for (size_t i = 0; i < nruns; i++) runner_destroy(&runs[i]);
+  nk_threadpool_destroy(pool_all);
+  if (!ok) return 1;
+  fprintf(o.json ? stderr : stdout, "\n%d failure%s, total %.1f s\n", failures,
+          failures == 1 ? "" : "s", now_s() - t0);
+  return failures ? 1 : 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* info                                                                                        */
+/* ------------------------------------------------------------------------------------------ */
+
+static void print_kernels(const nk_context *ctx, const char *title) {
+  printf("\nkernels, %s:\n", title);
+  for (int op = 0; op < NK_OP_COUNT; op++) {
+    for (int dt = 0; dt < 3; dt++) {
+      const char *k = ctx ? nk_kernel_name_ex(ctx, (nk_op)op, (nk_dtype)dt)
+                          : nk_kernel_name((nk_op)op, (nk_dtype)dt);
+      printf("  %-14s %-5s %s\n", nk_op_name((nk_op)op), nk_dtype_name((nk_dtype)dt),
+             k ? k : "(none)");
+    }
+  }
+}
+
+static void print_features(void) {
+  const nk_cpu_features *f = nk_cpu_features_get();
+  const struct { const char *name; int on; } feats[] = {
+      {"avx2", f->avx2},         {"fma", f->fma},           {"f16c", f->f16c},
+      {"avx512f", f->avx512f},   {"avx512bw", f->avx512bw}, {"avx512vl", f->avx512vl},
+      {"avx512dq", f->avx512dq}, {"avx512bf16", f->avx512bf16}, {"avx512fp16", f->avx512fp16}};
+  printf("cpu features:");
+  for (size_t i = 0; i < sizeof feats / sizeof feats[0]; i++)
+    printf(" %s%s", feats[i].on ? "+" : "-", feats[i].name);
+  printf("\n");
+}
+
+static int cmd_info(void) {
+  static const nk_isa isas[] = {NK_ISA_SCALAR, NK_ISA_AVX2, NK_ISA_AVX512};
+  char cpu[256], title[64];
+  const char *env_error = nk_isa_env_error();
+  cpu_model(cpu, sizeof cpu);
+  printf("normkit %s\ncpu: %s, %ld online CPUs\n", nk_version(), cpu, online_cpus());
+  print_features();
+  printf("isa paths:");
+  for (size_t i = 0; i < 3; i++)
+    printf(" %s (%s)", nk_isa_name(isas[i]), nk_isa_supported(isas[i]) ? "usable" : "not usable");
+  printf("\ndefault isa: %s%s%s\n", nk_isa_name(nk_isa_default()), env_error ? "; NK_ISA: " : "",
+         env_error ? env_error : "");
+  snprintf(title, sizeof title, "default path (%s)", nk_isa_name(nk_isa_default()));
+  print_kernels(NULL, title);
+  for (size_t i = 0; i < 3; i++) {
+    nk_context *ctx;
+    if (!nk_isa_supported(isas[i])) continue;
+    if (!report_status(nk_context_create(&ctx), NULL, "context_create")) return 1;
+    if (report_status(nk_context_set_isa(ctx, isas[i]), ctx, "context_set_isa")) {
+      snprintf(title, sizeof title, "forced %s", nk_isa_name(isas[i]));
+      print_kernels(ctx, title);
+    }
+    nk_context_destroy(ctx);
+  }
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) return usage(stderr), 2;
+  if (strcmp(argv[1], "info") == 0) return cmd_info();
+  if (strcmp(argv[1], "bench") == 0) return cmd_bench(argc - 2, argv + 2);
+  if (!strcmp(argv[1], "help") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))
+    return usage(stdout), 0;
+  fprintf(stderr, "normkit: unknown command '%s'\n", argv[1]);
+  usage(stderr);
+  return 2;
+}
