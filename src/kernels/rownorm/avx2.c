@@ -36,10 +36,12 @@
  * the integer round-to-nearest-even of nk__f32_to_bf16, NaN -> (bits >> 16) | 0x40.
  *
  * Structure: as avx512.c — one-line named wrappers around always-inline bodies with
- * compile-time dtype and op; the per-call variant is turned into compile-time bits by the
- * *_pick_* functions once per row. With NK_ROWNORM_NONTEMPORAL the y (forward) or dx
- * (backward) rows are written with streaming stores from the first 64-byte boundary on, and
- * the kernel ends with _mm_sfence().
+ * compile-time dtype and op; gamma and beta (forward) or gamma and from-y (backward) become
+ * compile-time constants once per row, the other variant bits are tested once per step. Rows
+ * go one at a time (16 ymm registers leave no room for two rows' accumulators). The next row
+ * is prefetched during a row's output pass (into L1 for rows of 1-8 KiB, into L2 out of
+ * cache). With NK_ROWNORM_NONTEMPORAL the y (forward) or dx (backward) rows are written with
+ * streaming stores from the first 64-byte boundary on, and the kernel ends with _mm_sfence().
  */
 #include <assert.h>
 #include <immintrin.h>
@@ -74,7 +76,8 @@
 #define BO_DH 0x80u    /* dx += dh */
 
 /* Prefetching the next row into L1 during a forward output pass, for rows of
- * FWD_PF_MIN_BYTES .. FWD_PF_MAX_BYTES (as in avx512.c, where it was measured). */
+ * FWD_PF_MIN_BYTES .. FWD_PF_MAX_BYTES, and out of cache (NK_ROWNORM_NONTEMPORAL) into L2
+ * (forward: x; backward: x and dy), as in avx512.c, where it was measured. */
 #define FWD_PF_MIN_BYTES ((size_t)1 << 10)
 #define FWD_PF_MAX_BYTES ((size_t)8 << 10)
 
@@ -348,6 +351,7 @@ typedef struct fwd_out {
   const void *gamma, *beta;
   float mu_hi, mu_lo, rs;
   const char *pf; /* the next row's x, prefetched during this row's output pass, or NULL */
+  int pf_l2;      /* prefetch into L2 (out of cache), else into L1 */
 } fwd_out;
 
 /* Parameters (gamma or beta) for nv 8-lane vectors: f32, or the activation dtype. */
@@ -391,9 +395,14 @@ NK_INLINE void fwd_out_step(int is_rms, nk_dtype dt, uint32_t c, const fwd_out *
                             : _mm256_add_ps(y[j], b[j]);
   }
   for (int j = 0; j < nv; j++) store8(o->y, i + 8 * (size_t)j, k, y[j], dt, kind);
-  if (full && o->pf) /* the next row's x: one 64-byte line per 16 f32 (per 32 halves) */
-    for (int j = 0; j < nv; j += (dt == NK_DTYPE_F32 ? 2 : 4))
-      _mm_prefetch(o->pf + (i + 8 * (size_t)j) * esize(dt), _MM_HINT_T0);
+  if (full && o->pf) { /* the next row's x: one 64-byte line per 16 f32 (per 32 halves) */
+    if (o->pf_l2)
+      for (int j = 0; j < nv; j += (dt == NK_DTYPE_F32 ? 2 : 4))
+        _mm_prefetch(o->pf + (i + 8 * (size_t)j) * esize(dt), _MM_HINT_T1);
+    else
+      for (int j = 0; j < nv; j += (dt == NK_DTYPE_F32 ? 2 : 4))
+        _mm_prefetch(o->pf + (i + 8 * (size_t)j) * esize(dt), _MM_HINT_T0);
+  }
 }
 
 /* Elements [i, i + k): 8-lane steps, then the last k % 8 (regular stores). */
@@ -449,7 +458,8 @@ NK_INLINE void fwd_kernel(int is_rms, nk_dtype dt, size_t rows, size_t n, const 
   if (p->param_dtype != NK_DTYPE_F32) c |= FO_PHALF;
   if (r != NULL && h == NULL) c |= FO_R;
   const size_t row_bytes = n * esize(dt);
-  const int prefetch = row_bytes >= FWD_PF_MIN_BYTES && row_bytes <= FWD_PF_MAX_BYTES;
+  const int pf_l1 = row_bytes >= FWD_PF_MIN_BYTES && row_bytes <= FWD_PF_MAX_BYTES;
+  const int pf_l2 = !pf_l1 && (c & FO_NT);
   for (size_t row = 0; row < rows; row++) {
     const void *xr = row_at(x, row, xs, dt);
     const void *rr = r ? row_at(r, row, rs_stride, dt) : NULL;
@@ -473,7 +483,8 @@ NK_INLINE void fwd_kernel(int is_rms, nk_dtype dt, size_t rows, size_t n, const 
       continue;
     }
     const fwd_out o = {n, src, rr, yr, p->gamma, p->beta, mu_hi, mu_lo, rs,
-                       prefetch && row + 1 < rows ? (const char *)row_at(x, row + 1, xs, dt) : NULL};
+                       (pf_l1 || pf_l2) && row + 1 < rows ? (const char *)row_at(x, row + 1, xs, dt) : NULL,
+                       pf_l2};
     fwd_out_pick(is_rms, dt, c, &o);
     if (mean) mean[row] = mu_hi;
     if (rstd) rstd[row] = rs;
@@ -492,6 +503,7 @@ typedef struct bwd_row {
   float m, rs;        /* saved mean (LayerNorm from x; else 0) and rstd */
   float a, b, mu_lo;  /* coefficients (output pass) */
   double *dg, *db;    /* dgamma_acc, dbeta_acc or NULL */
+  const char *pfx, *pfdy; /* out of cache: the next row's x and dy, prefetched into L2 */
 } bwd_row;
 
 /* The per-column vectors of a step of nv vectors, loaded once, with the run-time variant
@@ -650,6 +662,11 @@ NK_INLINE void bwd_out_step(int is_rms, nk_dtype dt, uint32_t c, const bwd_row *
   if (c & BO_DH)
     for (int j = 0; j < nv; j++) d[j] = _mm256_add_ps(d[j], load8(o->dh, i + 8 * (size_t)j, k, dt, full));
   for (int j = 0; j < nv; j++) store8(o->dx, i + 8 * (size_t)j, k, d[j], dt, kind);
+  if (full && o->pfx && nv == 2 && (dt != NK_DTYPE_F32 ? (i & 31) == 0 : 1)) {
+    /* one 64-byte line of each per 16 elements of f32 (per 32 of halves) */
+    _mm_prefetch(o->pfx + i * esize(dt), _MM_HINT_T1);
+    _mm_prefetch(o->pfdy + i * esize(dt), _MM_HINT_T1);
+  }
   if (o->dg || o->db)
     for (int j = 0; j < nv; j++) bwd_param8(o->dg, o->db, i + 8 * (size_t)j, k, full, g[j], xh[j]);
 }
@@ -728,6 +745,8 @@ NK_INLINE void bwd_kernel(int is_rms, nk_dtype dt, size_t rows, size_t n, const 
     o.rs = rstd[row];
     o.dg = dgamma_acc;
     o.db = dbeta_acc;
+    o.pfx = (c & BO_NT) && row + 1 < rows ? (const char *)row_at(x, row + 1, xs, dt) : NULL;
+    o.pfdy = o.pfx ? (const char *)row_at(dy, row + 1, dys, dt) : NULL;
     double A = 0.0, B = 0.0, C = 0.0;
     const int bad_stats = !isnormal(o.rs) || !isfinite(o.m); /* fallback whatever the sums */
     if (!bad_stats) bwd_pick(is_rms, dt, c, &o, 0, &A, &B, &C);
