@@ -17,8 +17,9 @@
  *   the NK_ISA environment variable or else the best the CPU has, consistent arithmetic.
  * - Consistent arithmetic (always on): the same inputs give the same output bits whatever the
  *   thread count and whichever ISA path (scalar, avx2, avx512) runs. What can break it: NaN
- *   payloads when a NaN comes from a parameter or dh (rows whose input holds NaN or inf
- *   always give the canonical quiet NaN, 0x7FC00000); a caller that runs with MXCSR
+ *   payloads when a NaN comes from a parameter or dh, or when x and r are both NaN at one
+ *   element of a fused residual (h keeps one of the two payloads); rows whose input holds NaN
+ *   or inf otherwise give the canonical quiet NaN, 0x7FC00000; a caller that runs with MXCSR
  *   flush-to-zero/denormals-are-zero set (results then differ from the default mode).
  * - Thread safety: functions are thread-safe as long as no two calls share a context or an
  *   output buffer at the same time. A thread pool may be shared by contexts but runs one

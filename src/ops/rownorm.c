@@ -14,7 +14,7 @@
 #include "dispatch.h"
 #include "internal.h"
 
-/* Forward outputs at least this large use streaming stores (a function of sizes only). */
+/* Outputs (y, dx) at least this large use streaming stores (a function of sizes only). */
 #define NK_NONTEMPORAL_BYTES ((size_t)64 << 20)
 /* Backward chunking: at most this many chunks, at least this many rows per chunk, and at
  * most NK_BWD_PARTIAL_ELEMS partial elements (per gradient) in all. */
@@ -498,6 +498,11 @@ static nk_status norm_bwd(nk_context *ctx, int is_rms, const nk_norm_desc *d, si
                     nk_dtype_name(d->dtype));
   job.params = (nk_rownorm_params){gamma, beta, NULL, d->eps, d->param_dtype,
                                    variant_of(d, gamma, beta)};
+  size_t out_bytes = 0;
+  if (nk__mul_size(rows, cols, &out_bytes) &&
+      nk__mul_size(out_bytes, nk_dtype_size(d->dtype), &out_bytes) &&
+      out_bytes >= NK_NONTEMPORAL_BYTES)
+    job.params.variant |= NK_ROWNORM_NONTEMPORAL; /* streaming dx stores, L2 prefetch */
   if (from_y) {
     job.params.variant |= NK_ROWNORM_FROM_Y;
     if (gamma != NULL) {
