@@ -33,28 +33,13 @@ static inline double nk_rng_normal(nk_rng *r) {
 
 /* Element access for any dtype. */
 static inline double nk_t_get(const void *p, size_t i, nk_dtype dt) {
-  switch (dt) {
-    case NK_DTYPE_BF16: return nk__bf16_to_f32(((const uint16_t *)p)[i]);
-    case NK_DTYPE_F16: return nk__f16_to_f32(((const uint16_t *)p)[i]);
-    default: return ((const float *)p)[i];
-  }
+  return nk__load_f32(p, i, dt);
 }
 static inline void nk_t_set(void *p, size_t i, double v, nk_dtype dt) {
-  switch (dt) {
-    case NK_DTYPE_BF16: ((uint16_t *)p)[i] = nk__f32_to_bf16((float)v); break;
-    case NK_DTYPE_F16: ((uint16_t *)p)[i] = nk__f32_to_f16((float)v); break;
-    default: ((float *)p)[i] = (float)v; break;
-  }
+  nk__store_f32(p, i, (float)v, dt);
 }
 /* The value v takes once stored in dt. */
-static inline double nk_t_round(double v, nk_dtype dt) {
-  float f = (float)v;
-  switch (dt) {
-    case NK_DTYPE_BF16: return nk__bf16_to_f32(nk__f32_to_bf16(f));
-    case NK_DTYPE_F16: return nk__f16_to_f32(nk__f32_to_f16(f));
-    default: return f;
-  }
-}
+static inline double nk_t_round(double v, nk_dtype dt) { return nk__round_to((float)v, dt); }
 /* One unit in the last place of dt at magnitude |v| (the spacing of dt values around v). */
 static inline double nk_t_ulp(double v, nk_dtype dt) {
   const int mant = dt == NK_DTYPE_F32 ? 24 : dt == NK_DTYPE_BF16 ? 8 : 11;

@@ -384,22 +384,8 @@ static void bwd_chunk_task(void *arg, size_t chunk, size_t count) {
 }
 
 static void put_param(void *p, size_t i, double v, nk_dtype dt, int accumulate) {
-  float *f = p;
-  uint16_t *u = p;
-  switch (dt) {
-    case NK_DTYPE_BF16:
-      if (accumulate) v += (double)nk__bf16_to_f32(u[i]);
-      u[i] = nk__f32_to_bf16((float)v);
-      break;
-    case NK_DTYPE_F16:
-      if (accumulate) v += (double)nk__f16_to_f32(u[i]);
-      u[i] = nk__f32_to_f16((float)v);
-      break;
-    default:
-      if (accumulate) v += (double)f[i];
-      f[i] = (float)v;
-      break;
-  }
+  if (accumulate) v += (double)nk__load_f32(p, i, dt);
+  nk__store_f32(p, i, (float)v, dt);
 }
 
 /* Adds the chunk partials of columns [start, start+count) in chunk order and writes them. */
@@ -418,19 +404,12 @@ static void bwd_combine_task(void *arg, size_t start, size_t count) {
   }
 }
 
-static float param_value(const void *p, size_t i, nk_dtype dt) {
-  switch (dt) {
-    case NK_DTYPE_BF16: return nk__bf16_to_f32(((const uint16_t *)p)[i]);
-    case NK_DTYPE_F16: return nk__f16_to_f32(((const uint16_t *)p)[i]);
-    default: return ((const float *)p)[i];
-  }
-}
 
 /* FROM_Y: ginv_i = 1 / g_i into `ginv`; fails if some g_i is 0. */
 static nk_status fill_ginv(nk_context *ctx, const char *op, const nk_norm_desc *d,
                            const void *gamma, float *ginv) {
   for (size_t i = 0; i < d->cols; i++) {
-    float g = param_value(gamma, i, d->param_dtype);
+    float g = nk__load_f32(gamma, i, d->param_dtype);
     if (d->flags & NK_NORM_GAMMA_OFFSET) g = 1.0f + g;
     if (g == 0.0f)
       return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT,

@@ -17,8 +17,11 @@
 #ifndef NK_RUNTIME_CONVERT_H
 #define NK_RUNTIME_CONVERT_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+
+#include "normkit.h"
 
 static inline uint32_t nk__f32_bits(float x) {
   uint32_t u;
@@ -83,6 +86,33 @@ static inline float nk__f16_to_f32(uint16_t h) {
     return nk__f32_from_bits(sign | ((p + 103u) << 23) | ((m << (23u - p)) & 0x007FFFFFu));
   }
   return nk__f32_from_bits(sign | ((e + 112u) << 23) | (m << 13));
+}
+
+/* Element i of a tensor of dtype dt, widened to f32 (exact). */
+static inline float nk__load_f32(const void *p, size_t i, nk_dtype dt) {
+  switch (dt) {
+    case NK_DTYPE_BF16: return nk__bf16_to_f32(((const uint16_t *)p)[i]);
+    case NK_DTYPE_F16: return nk__f16_to_f32(((const uint16_t *)p)[i]);
+    default: return ((const float *)p)[i];
+  }
+}
+
+/* Stores v into element i of a tensor of dtype dt (rounded as above). */
+static inline void nk__store_f32(void *p, size_t i, float v, nk_dtype dt) {
+  switch (dt) {
+    case NK_DTYPE_BF16: ((uint16_t *)p)[i] = nk__f32_to_bf16(v); break;
+    case NK_DTYPE_F16: ((uint16_t *)p)[i] = nk__f32_to_f16(v); break;
+    default: ((float *)p)[i] = v; break;
+  }
+}
+
+/* v rounded to dt and widened back: the value a stored-and-reloaded dt tensor holds. */
+static inline float nk__round_to(float v, nk_dtype dt) {
+  switch (dt) {
+    case NK_DTYPE_BF16: return nk__bf16_to_f32(nk__f32_to_bf16(v));
+    case NK_DTYPE_F16: return nk__f16_to_f32(nk__f32_to_f16(v));
+    default: return v;
+  }
 }
 
 #endif /* NK_RUNTIME_CONVERT_H */

@@ -15,35 +15,14 @@
 #include "convert.h"
 #include "rownorm.h"
 
-static double ld(const void *p, size_t i, nk_dtype dt) {
-  switch (dt) {
-    case NK_DTYPE_BF16: return nk__bf16_to_f32(((const uint16_t *)p)[i]);
-    case NK_DTYPE_F16: return nk__f16_to_f32(((const uint16_t *)p)[i]);
-    default: return ((const float *)p)[i];
-  }
-}
 
-static void st(void *p, size_t i, float v, nk_dtype dt) {
-  switch (dt) {
-    case NK_DTYPE_BF16: ((uint16_t *)p)[i] = nk__f32_to_bf16(v); break;
-    case NK_DTYPE_F16: ((uint16_t *)p)[i] = nk__f32_to_f16(v); break;
-    default: ((float *)p)[i] = v; break;
-  }
-}
 
-static float round_to(float v, nk_dtype dt) {
-  switch (dt) {
-    case NK_DTYPE_BF16: return nk__bf16_to_f32(nk__f32_to_bf16(v));
-    case NK_DTYPE_F16: return nk__f16_to_f32(nk__f32_to_f16(v));
-    default: return v;
-  }
-}
 
 static float canonical_nan(void) { return nk__f32_from_bits(0x7FC00000u); }
 
 static double gain(const nk_rownorm_params *p, size_t i) {
   if (!(p->variant & NK_ROWNORM_HAS_GAMMA)) return 1.0;
-  const float g = (float)ld(p->gamma, i, p->param_dtype);
+  const float g = nk__load_f32(p->gamma, i, p->param_dtype);
   return (p->variant & NK_ROWNORM_OFFSET) ? (double)(1.0f + g) : (double)g;
 }
 
@@ -51,15 +30,15 @@ static double gain(const nk_rownorm_params *p, size_t i) {
 static float affine(const nk_rownorm_params *p, size_t i, float xh) {
   const uint32_t v = p->variant;
   if ((v & NK_ROWNORM_HAS_GAMMA) && (v & NK_ROWNORM_HAS_BETA))
-    return fmaf(xh, (float)gain(p, i), (float)ld(p->beta, i, p->param_dtype));
+    return fmaf(xh, (float)gain(p, i), nk__load_f32(p->beta, i, p->param_dtype));
   if (v & NK_ROWNORM_HAS_GAMMA) return xh * (float)gain(p, i);
-  if (v & NK_ROWNORM_HAS_BETA) return xh + (float)ld(p->beta, i, p->param_dtype);
+  if (v & NK_ROWNORM_HAS_BETA) return xh + nk__load_f32(p->beta, i, p->param_dtype);
   return xh;
 }
 
 static double hval(const void *x, const void *r, size_t i, nk_dtype dt) {
-  if (r == NULL) return ld(x, i, dt);
-  return round_to((float)ld(x, i, dt) + (float)ld(r, i, dt), dt);
+  if (r == NULL) return (double)nk__load_f32(x, i, dt);
+  return nk__round_to(nk__load_f32(x, i, dt) + nk__load_f32(r, i, dt), dt);
 }
 
 void nk__rownorm_fwd_row_f64(int is_rms, size_t n, nk_dtype dt, const void *x, const void *r,
@@ -72,7 +51,7 @@ void nk__rownorm_fwd_row_f64(int is_rms, size_t n, nk_dtype dt, const void *x, c
     mu += v;
   }
   if (!finite) {
-    for (size_t i = 0; i < n; i++) st(y, i, canonical_nan(), dt);
+    for (size_t i = 0; i < n; i++) nk__store_f32(y, i, canonical_nan(), dt);
     if (mean) *mean = canonical_nan();
     if (rstd) *rstd = canonical_nan();
     return;
@@ -87,7 +66,7 @@ void nk__rownorm_fwd_row_f64(int is_rms, size_t n, nk_dtype dt, const void *x, c
   const double rs = 1.0 / sqrt(var + (double)p->eps);
   for (size_t i = 0; i < n; i++) {
     const float xh = (float)((hval(x, r, i, dt) - mu) * rs);
-    st(y, i, affine(p, i, xh), dt);
+    nk__store_f32(y, i, affine(p, i, xh), dt);
   }
   if (mean) *mean = (float)mu;
   if (rstd) *rstd = (float)rs;
@@ -102,46 +81,46 @@ void nk__rownorm_bwd_row_f64(int is_rms, size_t n, nk_dtype dt, const void *x, c
   int finite = isfinite(rstd) != 0;
   double mu = 0.0, rs = rstd;
   for (size_t i = 0; i < n; i++) {
-    const double v = ld(x, i, dt);
-    finite &= isfinite(v) && isfinite(ld(dy, i, dt));
+    const double v = (double)nk__load_f32(x, i, dt);
+    finite &= isfinite(v) && isfinite((double)nk__load_f32(dy, i, dt));
     mu += v;
   }
   if (finite && !from_y) {
     mu = is_rms ? 0.0 : mu / (double)n;
     double var = 0.0;
     for (size_t i = 0; i < n; i++) {
-      const double d = ld(x, i, dt) - mu;
+      const double d = (double)nk__load_f32(x, i, dt) - mu;
       var += d * d;
     }
     rs = 1.0 / sqrt(var / (double)n + (double)p->eps);
   }
   if (!finite) {
     for (size_t i = 0; i < n; i++) {
-      st(dx, i, canonical_nan(), dt);
+      nk__store_f32(dx, i, canonical_nan(), dt);
       if (dgamma_acc) dgamma_acc[i] += (double)canonical_nan();
-      if (dbeta_acc) dbeta_acc[i] += ld(dy, i, dt);
+      if (dbeta_acc) dbeta_acc[i] += (double)nk__load_f32(dy, i, dt);
     }
     return;
   }
   /* xhat in double: from x, or from y = xhat*g + b. */
 #define XH(i)                                                                                    \
-  (from_y ? (ld(x, (i), dt) - ((p->variant & NK_ROWNORM_HAS_BETA) ? ld(p->beta, (i), p->param_dtype) \
+  (from_y ? ((double)nk__load_f32(x, (i), dt) - ((p->variant & NK_ROWNORM_HAS_BETA) ? (double)nk__load_f32(p->beta, (i), p->param_dtype) \
                                                                   : 0.0)) /                     \
                 gain(p, (i))                                                                     \
-          : (ld(x, (i), dt) - mu) * rs)
+          : ((double)nk__load_f32(x, (i), dt) - mu) * rs)
   double mg = 0.0, mgx = 0.0;
   for (size_t i = 0; i < n; i++) {
-    const double gh = ld(dy, i, dt) * gain(p, i);
+    const double gh = (double)nk__load_f32(dy, i, dt) * gain(p, i);
     mg += gh;
     mgx += gh * XH(i);
   }
   mg = is_rms ? 0.0 : mg / (double)n;
   mgx /= (double)n;
   for (size_t i = 0; i < n; i++) {
-    const double g = ld(dy, i, dt), xh = XH(i);
+    const double g = (double)nk__load_f32(dy, i, dt), xh = XH(i);
     double d = rs * (g * gain(p, i) - mg - xh * mgx);
-    if (dh) d += ld(dh, i, dt);
-    st(dx, i, (float)d, dt);
+    if (dh) d += (double)nk__load_f32(dh, i, dt);
+    nk__store_f32(dx, i, (float)d, dt);
     if (dgamma_acc) dgamma_acc[i] += g * (double)(float)xh;
     if (dbeta_acc) dbeta_acc[i] += g;
   }

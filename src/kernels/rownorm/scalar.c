@@ -22,30 +22,8 @@
 #define LANES NK_ROWNORM_LANES
 #define BLOCK NK_ROWNORM_BLOCK
 
-static inline float ld(const void *p, size_t i, nk_dtype dt) {
-  switch (dt) {
-    case NK_DTYPE_BF16: return nk__bf16_to_f32(((const uint16_t *)p)[i]);
-    case NK_DTYPE_F16: return nk__f16_to_f32(((const uint16_t *)p)[i]);
-    default: return ((const float *)p)[i];
-  }
-}
 
-static inline void st(void *p, size_t i, float v, nk_dtype dt) {
-  switch (dt) {
-    case NK_DTYPE_BF16: ((uint16_t *)p)[i] = nk__f32_to_bf16(v); break;
-    case NK_DTYPE_F16: ((uint16_t *)p)[i] = nk__f32_to_f16(v); break;
-    default: ((float *)p)[i] = v; break;
-  }
-}
 
-/* v rounded to dt and widened back (the value a stored-and-reloaded dt tensor holds). */
-static inline float round_to(float v, nk_dtype dt) {
-  switch (dt) {
-    case NK_DTYPE_BF16: return nk__bf16_to_f32(nk__f32_to_bf16(v));
-    case NK_DTYPE_F16: return nk__f16_to_f32(nk__f32_to_f16(v));
-    default: return v;
-  }
-}
 
 static inline const void *row_ptr(const void *base, size_t row, ptrdiff_t stride, nk_dtype dt) {
   return (const char *)base + (ptrdiff_t)row * stride * (ptrdiff_t)nk_dtype_size(dt);
@@ -60,16 +38,16 @@ static inline float lanes_fold(float *lane) {
 
 /* Gain g_i: gamma_i, 1 + gamma_i (offset), or 1. */
 static inline float gain(const nk_rownorm_params *p, size_t i) {
-  float g = ld(p->gamma, i, p->param_dtype);
+  float g = nk__load_f32(p->gamma, i, p->param_dtype);
   return (p->variant & NK_ROWNORM_OFFSET) ? 1.0f + g : g;
 }
 
 static inline float affine(const nk_rownorm_params *p, size_t i, float xh) {
   const uint32_t v = p->variant;
   if ((v & NK_ROWNORM_HAS_GAMMA) && (v & NK_ROWNORM_HAS_BETA))
-    return fmaf(xh, gain(p, i), ld(p->beta, i, p->param_dtype));
+    return fmaf(xh, gain(p, i), nk__load_f32(p->beta, i, p->param_dtype));
   if (v & NK_ROWNORM_HAS_GAMMA) return xh * gain(p, i);
-  if (v & NK_ROWNORM_HAS_BETA) return xh + ld(p->beta, i, p->param_dtype);
+  if (v & NK_ROWNORM_HAS_BETA) return xh + nk__load_f32(p->beta, i, p->param_dtype);
   return xh;
 }
 
@@ -88,11 +66,11 @@ static inline void fwd_rows(int is_rms, nk_dtype dt, size_t rows, size_t n, cons
     /* The normalized input: h written in pass 1 and reread, or x + r recomputed, or x. */
     const void *src = xr;
     if (rr != NULL && hr != NULL) {
-      for (size_t i = 0; i < n; i++) st(hr, i, ld(xr, i, dt) + ld(rr, i, dt), dt);
+      for (size_t i = 0; i < n; i++) nk__store_f32(hr, i, nk__load_f32(xr, i, dt) + nk__load_f32(rr, i, dt), dt);
       src = hr;
       rr = NULL;
     }
-#define HV(i) (rr ? round_to(ld(xr, (i), dt) + ld(rr, (i), dt), dt) : ld(src, (i), dt))
+#define HV(i) (rr ? nk__round_to(nk__load_f32(xr, (i), dt) + nk__load_f32(rr, (i), dt), dt) : nk__load_f32(src, (i), dt))
     const float eps = p->eps;
     double total = 0.0;
     float mu_hi = 0.0f, mu_lo = 0.0f, rs_f;
@@ -146,7 +124,7 @@ static inline void fwd_rows(int is_rms, nk_dtype dt, size_t rows, size_t n, cons
     for (size_t i = 0; i < n; i++) {
       const float v = HV(i);
       const float xh = is_rms ? v * rs_f : ((v - mu_hi) - mu_lo) * rs_f;
-      st(yr, i, affine(p, i, xh), dt);
+      nk__store_f32(yr, i, affine(p, i, xh), dt);
     }
 #undef HV
     if (mean) mean[row] = mu_hi;
@@ -172,11 +150,11 @@ static inline void bwd_rows(int is_rms, nk_dtype dt, size_t rows, size_t n, cons
     void *dxr = (void *)row_ptr(dx, row, dxs, dt);
     const float m = (!is_rms && !from_y) ? mean[row] : 0.0f;
     const float rs = rstd[row];
-#define GH(i) (has_gamma ? ld(gr, (i), dt) * gain(p, (i)) : ld(gr, (i), dt))
+#define GH(i) (has_gamma ? nk__load_f32(gr, (i), dt) * gain(p, (i)) : nk__load_f32(gr, (i), dt))
 #define XH(i)                                                                                    \
-  (from_y ? (has_beta ? ld(xr, (i), dt) - ld(p->beta, (i), p->param_dtype) : ld(xr, (i), dt)) *  \
+  (from_y ? (has_beta ? nk__load_f32(xr, (i), dt) - nk__load_f32(p->beta, (i), p->param_dtype) : nk__load_f32(xr, (i), dt)) *  \
                 (p->ginv ? p->ginv[(i)] : 1.0f)                                                  \
-          : ld(xr, (i), dt) * rs)
+          : nk__load_f32(xr, (i), dt) * rs)
     double A = 0.0, B = 0.0, C = 0.0;
     for (size_t b = 0; b < n; b += BLOCK) {
       float la[LANES] = {0}, lb[LANES] = {0}, lc[LANES] = {0};
@@ -185,7 +163,7 @@ static inline void bwd_rows(int is_rms, nk_dtype dt, size_t rows, size_t n, cons
         const size_t l = (i - b) % LANES;
         const float gh = GH(i);
         if (!is_rms && !from_y) {
-          const float ei = ld(xr, i, dt) - m;
+          const float ei = nk__load_f32(xr, i, dt) - m;
           la[l] += gh;
           lb[l] = fmaf(gh, ei, lb[l]);
           lc[l] += ei;
@@ -205,12 +183,12 @@ static inline void bwd_rows(int is_rms, nk_dtype dt, size_t rows, size_t n, cons
     float a, bb, mu_lo = 0.0f;
     nk__rownorm_bwd_coeffs(is_rms, from_y, n, A, B, C, rs, &a, &bb, &mu_lo);
     for (size_t i = 0; i < n; i++) {
-      const float g = ld(gr, i, dt);
+      const float g = nk__load_f32(gr, i, dt);
       const float gh = GH(i);
-      const float xh = (!is_rms && !from_y) ? ((ld(xr, i, dt) - m) - mu_lo) * rs : XH(i);
+      const float xh = (!is_rms && !from_y) ? ((nk__load_f32(xr, i, dt) - m) - mu_lo) * rs : XH(i);
       float d = fmaf(-xh, bb, gh - a) * rs;
-      if (dhr) d += ld(dhr, i, dt);
-      st(dxr, i, d, dt);
+      if (dhr) d += nk__load_f32(dhr, i, dt);
+      nk__store_f32(dxr, i, d, dt);
       if (dgamma_acc) dgamma_acc[i] += (double)g * (double)xh;
       if (dbeta_acc) dbeta_acc[i] += (double)g;
     }
