@@ -44,21 +44,8 @@
 
 /* ---- the kernel tables (rownorm.inc) ------------------------------------------------------- */
 
-typedef struct fwd_entry {
-  nk_isa isa;
-  nk_op op;
-  nk_dtype dtype;
-  nk_rownorm_fwd_ukernel_fn fn;
-  const char *name;
-} fwd_entry;
-
-typedef struct bwd_entry {
-  nk_isa isa;
-  nk_op op;
-  nk_dtype dtype;
-  nk_rownorm_bwd_ukernel_fn fn;
-  const char *name;
-} bwd_entry;
+typedef nk_rownorm_fwd_entry fwd_entry;
+typedef nk_rownorm_bwd_entry bwd_entry;
 
 static const fwd_entry fwd_kernels[] = {
 #define NK_UKERNEL_FWD(isa, op, dtype, fn) {isa, op, dtype, fn, #fn},

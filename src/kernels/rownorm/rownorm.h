@@ -103,6 +103,23 @@ typedef void (*nk_rownorm_bwd_ukernel_fn)(size_t rows, size_t cols, const void *
                                           double *dgamma_acc, double *dbeta_acc,
                                           const nk_rownorm_params *params);
 
+/* One row of a table built from rownorm.inc (the dispatcher's and the kernel test's). */
+typedef struct nk_rownorm_fwd_entry {
+  nk_isa isa;
+  nk_op op;
+  nk_dtype dtype;
+  nk_rownorm_fwd_ukernel_fn fn;
+  const char *name;
+} nk_rownorm_fwd_entry;
+
+typedef struct nk_rownorm_bwd_entry {
+  nk_isa isa;
+  nk_op op;
+  nk_dtype dtype;
+  nk_rownorm_bwd_ukernel_fn fn;
+  const char *name;
+} nk_rownorm_bwd_entry;
+
 #define NK_UKERNEL_FWD(isa, op, dtype, fn)                                                       \
   void fn(size_t rows, size_t cols, const void *x, ptrdiff_t x_stride, const void *r,           \
           ptrdiff_t r_stride, void *y, ptrdiff_t y_stride, void *h, ptrdiff_t h_stride,        \
