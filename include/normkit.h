@@ -1,8 +1,9 @@
 /*
  * normkit.h — the public C API of normkit, and its reference documentation.
  *
- * normkit computes the normalizations of machine learning (LayerNorm, RMSNorm, and — in later
- * releases — the softmax family, channel norms and their statistics) forward and backward, on
+ * normkit computes the normalizations of machine learning (LayerNorm, RMSNorm, the softmax
+ * family and cross-entropy; in later releases channel norms and their statistics) forward and
+ * backward, on
  * CPU (scalar, AVX2+FMA, AVX-512) with one fixed arithmetic on every path.
  *
  * Conventions that hold for every function below
@@ -195,13 +196,20 @@ typedef enum nk_op {
   NK_OP_LAYERNORM_BWD = 1,
   NK_OP_RMSNORM_FWD = 2,
   NK_OP_RMSNORM_BWD = 3,
+  NK_OP_SOFTMAX_FWD = 4,      /* softmax and log_softmax forward (one kernel serves both) */
+  NK_OP_SOFTMAX_BWD = 5,      /* softmax and log_softmax backward */
+  NK_OP_CROSS_ENTROPY = 6,    /* fused softmax cross-entropy (loss and dlogits) */
+  NK_OP_SIGMOID_ATTN_FWD = 7, /* element-wise sigmoid attention scores */
+  NK_OP_SIGMOID_ATTN_BWD = 8,
   NK_OP_COUNT
 } nk_op;
 
 /* "layernorm_fwd", ...; "?" for unknown values. */
 NK_API const char *nk_op_name(nk_op op);
 /* The symbol name of the micro-kernel that an operator call with NULL context and this
- * activation dtype runs, e.g. "nk_f32_layernorm_fwd__avx512_u64". NULL for unknown op/dtype. */
+ * activation dtype runs, e.g. "nk_f32_layernorm_fwd__avx512_u64". NULL for unknown op/dtype.
+ * For NK_OP_SOFTMAX_FWD it names the kernel of the algorithm NK_SOFTMAX_AUTO picks for long
+ * rows (nk_softmax_kernel_name gives it for a given row length and algorithm). */
 NK_API const char *nk_kernel_name(nk_op op, nk_dtype dtype);
 /* The same for a given context (its ISA setting). */
 NK_API const char *nk_kernel_name_ex(const nk_context *ctx, nk_op op, nk_dtype dtype);
@@ -358,6 +366,192 @@ NK_API nk_status nk_rmsnorm_bwd_rows(nk_context *ctx, const nk_rmsnorm_desc *des
                                      const void *dy, const void *dh, void *dx,
                                      double *dgamma_acc, double *dbeta_acc, void *workspace,
                                      size_t workspace_size);
+
+
+/* ------------------------------------------------------------------------------------------ */
+/* Softmax, log-softmax, attention scores, cross-entropy                                      */
+/* ------------------------------------------------------------------------------------------ */
+/*
+ * Per row i of `cols` elements, the logits are formed in f32, each step rounded to f32:
+ *   z_j = x_j * scale                        (always; scale == 1 changes nothing)
+ *   z_j = z_j + mask[mrow][j]                (with a mask; mrow = i % mask_rows)
+ *   z_j = z_j + alibi * ((float)j - (float)p_i)   (with alibi != 0; p_i the query position)
+ *   z_j = -inf for j > p_i                   (with NK_SOFTMAX_CAUSAL; those x are not read)
+ * with the query position p_i = causal_offset + (i % q_len) (q_len 0 means rows), which is
+ * the usual attention layout: rows = batch * heads * q_len, row i holding the scores of query
+ * i % q_len against cols keys; causal_offset = kv_len - q_len for a KV cache.
+ * An optional sink logit s_i (per row, or per head: s[(i / q_len) % heads]) joins the
+ * denominator with no value (Gu et al. 2024; s = 0 everywhere is "softmax off by one"):
+ *   softmax:      y_j = e^{z_j} / (e^{s_i} + sum_k e^{z_k})     (the e^{s_i} term only with a sink)
+ *   log_softmax:  y_j = z_j - lse_i,  lse_i = log(e^{s_i} + sum_k e^{z_k})
+ * All arithmetic after the logits is exact enough for the bounds below: the sums are blocked
+ * f32 lanes combined in double, exp is normkit's own (max error stated in docs/ops/softmax.md,
+ * identical bits on every ISA).
+ *
+ * Accuracy (tested): f32 softmax within 2e-6 * max|reference| of the row, log_softmax within
+ * 2e-6 * max(1, |lse|), bf16/f16 within 1 ulp of the correctly rounded float64 reference of
+ * the same f32 logits z (the rounding of z itself is the caller's: see above).
+ *
+ * Edge cases (tested):
+ * - rows == 0 or cols == 0: nothing is read or written; OK.
+ * - -inf logits (from x, the mask or causality) contribute exactly 0 and get y = 0
+ *   (log_softmax: -inf). Finite logits of any size, up to +-FLT_MAX, never overflow.
+ * - A fully masked row (every z = -inf, no sink): softmax y = 0, log_softmax y = -inf, lse =
+ *   -inf, and zero gradient in the backward. With NK_SOFTMAX_MASKED_NAN: NaN, as PyTorch
+ *   (0/0). With a sink the row is well defined: y = 0 (log: -inf), lse = s_i.
+ * - A row with a NaN or +inf logit (or a NaN/+inf sink): every output of the row is NaN
+ *   (the canonical quiet NaN 0x7FC00000; lse NaN); other rows are untouched.
+ * - cols == 1: softmax y = 1 (with a sink e^z/(e^s+e^z)); log_softmax y = 0.
+ */
+
+/* Algorithms (docs/ops/softmax.md): every one computes the same function; results differ
+ * only in the last bits, and the two three-pass variants give identical bits. The choice of
+ * NK_SOFTMAX_AUTO depends on cols (and the output dtype) only, never on the ISA or threads. */
+typedef enum nk_softmax_algo {
+  NK_SOFTMAX_AUTO = 0,
+  NK_SOFTMAX_THREE_PASS_RELOAD = 1,    /* max; exp stored to y and summed; y scaled in place.
+                                          Needs y in f32 (UNSUPPORTED otherwise). */
+  NK_SOFTMAX_THREE_PASS_RECOMPUTE = 2, /* max; sum of exp; exp again, scaled, stored */
+  NK_SOFTMAX_TWO_PASS = 3,             /* Dukhan & Ablavatski: (mantissa, exponent) sums, no
+                                          max pass; then exp again, scaled, stored */
+  NK_SOFTMAX_ONLINE = 4,               /* Milakov & Gimelshein: running max with rescaling */
+  NK_SOFTMAX_ALGO_COUNT
+} nk_softmax_algo;
+
+/* "auto", "three_pass_reload", "three_pass_recompute", "two_pass", "online"; "?". */
+NK_API const char *nk_softmax_algo_name(nk_softmax_algo algo);
+
+/* Flags for nk_softmax_desc.flags. */
+#define NK_SOFTMAX_LOG 0x1u        /* log_softmax instead of softmax (fwd and bwd) */
+#define NK_SOFTMAX_CAUSAL 0x2u     /* z_j = -inf for j > p_i (see above) */
+#define NK_SOFTMAX_MASKED_NAN 0x4u /* fully masked rows give NaN (PyTorch) instead of 0/-inf */
+#define NK_SOFTMAX_SINK_PER_HEAD 0x8u /* sink holds `heads` values, else one per row */
+
+typedef struct nk_softmax_desc {
+  size_t rows;            /* number of rows */
+  size_t cols;            /* elements per row (the normalized dimension) */
+  nk_dtype dtype;         /* x, y, dy, dx */
+  nk_dtype mask_dtype;    /* the additive mask: f32, bf16 or f16 */
+  float scale;            /* logits multiplier (1/temperature, 1/sqrt(d_head)); finite, != 0 */
+  float alibi;            /* ALiBi slope; 0 = none. Finite. For per-head slopes, call per head
+                             (or per block of rows sharing a slope). */
+  uint32_t flags;         /* NK_SOFTMAX_* */
+  nk_softmax_algo algo;   /* forward algorithm; NK_SOFTMAX_AUTO recommended */
+  size_t q_len;           /* rows per (batch, head) block for positions and heads; 0 = rows */
+  size_t heads;           /* heads, for a per-head sink; 0 = 1 */
+  ptrdiff_t causal_offset;/* position of query 0 (kv_len - q_len for a KV cache); the
+                             query position is causal_offset + i % q_len, may be negative */
+  size_t mask_rows;       /* rows of the mask; row i uses mask row i % mask_rows (1 =
+                             one row broadcast to all rows); 0 = rows */
+  ptrdiff_t x_stride;     /* row strides in elements, each >= cols */
+  ptrdiff_t y_stride;
+  ptrdiff_t mask_stride;  /* >= cols (ignored when mask_rows == 1) */
+  ptrdiff_t dy_stride;    /* bwd */
+  ptrdiff_t dx_stride;    /* bwd */
+} nk_softmax_desc;
+
+/* A dense descriptor: strides = cols, scale 1, mask f32, everything else 0 (no mask options,
+ * AUTO). Any field may be changed afterwards. */
+NK_API nk_softmax_desc nk_softmax_desc_dense(size_t rows, size_t cols, nk_dtype dtype);
+
+/* Softmax / log-softmax forward (NK_SOFTMAX_LOG).
+ *   x     IN  rows x cols logits, x_stride.
+ *   mask  IN  optional additive mask, mask_rows x cols of mask_dtype, mask_stride. -inf masks.
+ *   sink  IN  optional sink logits (f32): rows values, or heads with NK_SOFTMAX_SINK_PER_HEAD.
+ *   y     OUT rows x cols, y_stride. May be x itself (same pointer and stride).
+ *   lse   OUT optional, rows floats: log of the denominator (in units of z), for the
+ *             backward's sink gradient and for callers that combine partial softmaxes.
+ * Returns OK, INVALID_ARGUMENT, UNSUPPORTED (reload with a 16-bit y). */
+NK_API nk_status nk_softmax_fwd(nk_context *ctx, const nk_softmax_desc *desc, const void *x,
+                                const void *mask, const float *sink, void *y, float *lse);
+/* The same for rows [row_begin, row_end) on the calling thread (results bit-identical). */
+NK_API nk_status nk_softmax_fwd_rows(nk_context *ctx, const nk_softmax_desc *desc,
+                                     size_t row_begin, size_t row_end, const void *x,
+                                     const void *mask, const float *sink, void *y, float *lse);
+
+/* Softmax / log-softmax backward from the saved output y and the upstream gradient dy:
+ *   softmax:      dx_j = scale * y_j * (dy_j - sum_k dy_k y_k)
+ *   log_softmax:  dx_j = scale * (dy_j - e^{y_j} * sum_k dy_k)
+ * (the mask and ALiBi terms are constants; they need not be passed again).
+ *   dx    OUT rows x cols, dx_stride; may be dy itself or y itself.
+ *   dsink OUT optional, rows floats: the gradient of each row's sink logit,
+ *             -p0_i * sum_k dy_k y_k (softmax) or -p0_i * sum_k dy_k (log), p0_i = e^{s_i - lse_i};
+ *             needs sink and lse. For a per-head sink, sum the rows of each head.
+ * Fully masked rows get dx = 0 (NaN with NK_SOFTMAX_MASKED_NAN).
+ * Flags read: NK_SOFTMAX_LOG, NK_SOFTMAX_MASKED_NAN, NK_SOFTMAX_SINK_PER_HEAD; scale.
+ * Returns OK, INVALID_ARGUMENT. */
+NK_API nk_status nk_softmax_bwd(nk_context *ctx, const nk_softmax_desc *desc, const void *y,
+                                const void *dy, const float *sink, const float *lse, void *dx,
+                                float *dsink);
+NK_API nk_status nk_softmax_bwd_rows(nk_context *ctx, const nk_softmax_desc *desc,
+                                     size_t row_begin, size_t row_end, const void *y,
+                                     const void *dy, const float *sink, const float *lse,
+                                     void *dx, float *dsink);
+
+/* The kernel the forward runs for this descriptor (its algorithm, dtype and the context's
+ * ISA), e.g. "nk_f32_softmax_fwd__avx512_two_pass"; NULL for an invalid request. */
+NK_API const char *nk_softmax_kernel_name(const nk_context *ctx, const nk_softmax_desc *desc);
+
+/* Sigmoid attention scores without normalization (Gu et al. 2024, the sink-free alternative):
+ * y_j = sigmoid(z_j) with z_j formed as above (masked and causal entries give 0); backward
+ * dx_j = scale * dy_j * y_j * (1 - y_j). Flags read: NK_SOFTMAX_CAUSAL; the algo, sink and
+ * log fields are ignored. y may be x; dx may be dy or y. */
+NK_API nk_status nk_sigmoid_attn_fwd(nk_context *ctx, const nk_softmax_desc *desc,
+                                     const void *x, const void *mask, void *y);
+NK_API nk_status nk_sigmoid_attn_bwd(nk_context *ctx, const nk_softmax_desc *desc,
+                                     const void *y, const void *dy, void *dx);
+
+/* Fused softmax cross-entropy (PyTorch's cross_entropy with class indices):
+ *   per row i with target t_i:  L_i = lse(z_i) (z = x, no scale or mask),
+ *   loss_i = (1 - ls) * (L_i - z_{i,t}) + ls * (L_i - mean_j z_{i,j}) + zloss * L_i^2,
+ * ls the label smoothing, zloss the z-loss coefficient (PaLM). Rows whose target is
+ * ignore_index give loss 0 and dlogits 0 and are not counted.
+ *   reduction none: loss[i] = loss_i (rows floats); sum: loss[0] = sum; mean: loss[0] =
+ *   sum / (number of counted rows) (NaN when none is counted, as PyTorch).
+ *   dlogits (optional; NULL = forward only) = grad * d(reduced loss)/dx:
+ *     (softmax_j * (1 + 2 zloss L_i) - (1 - ls) [j == t_i] - ls / cols) * grad * w,
+ *     w = 1 (none, sum) or 1 / counted rows (mean).
+ * Two passes over the logits (two-pass softmax sums; no probabilities stored), one write.
+ * dlogits may be x itself (in place). Sums over rows are in double, in row order: the
+ * result is bit-identical for every thread count and ISA. */
+typedef enum nk_reduction {
+  NK_REDUCTION_NONE = 0,
+  NK_REDUCTION_SUM = 1,
+  NK_REDUCTION_MEAN = 2,
+} nk_reduction;
+
+typedef struct nk_cross_entropy_desc {
+  size_t rows;             /* tokens */
+  size_t cols;             /* classes (vocabulary), no upper limit */
+  nk_dtype dtype;          /* logits and dlogits */
+  nk_reduction reduction;
+  int64_t ignore_index;    /* PyTorch's default is -100 */
+  float label_smoothing;   /* in [0, 1] */
+  float z_loss;            /* >= 0, finite; 0 = off */
+  float grad;              /* upstream gradient of the (reduced) loss; 1 for loss.backward() */
+  ptrdiff_t x_stride;
+  ptrdiff_t dx_stride;
+} nk_cross_entropy_desc;
+
+/* Dense defaults: strides = cols, reduction mean, ignore_index -100, grad 1, no smoothing. */
+NK_API nk_cross_entropy_desc nk_cross_entropy_desc_dense(size_t rows, size_t cols,
+                                                         nk_dtype dtype);
+
+/* Bytes of workspace nk_cross_entropy needs (rows doubles for sum/mean, else 0). */
+NK_API nk_status nk_cross_entropy_workspace_size(const nk_cross_entropy_desc *desc,
+                                                 size_t *bytes);
+
+/*   x        IN  rows x cols logits.
+ *   target   IN  rows class indices in [0, cols), or ignore_index (anything else is
+ *                INVALID_ARGUMENT, found before anything is written).
+ *   loss     OUT rows floats (none) or 1 float (sum, mean).
+ *   dlogits  OUT optional, rows x cols, dx_stride; may be x.
+ *   lse      OUT optional, rows floats (ignored rows included).
+ * Returns OK, INVALID_ARGUMENT, MISUSE (workspace too small). */
+NK_API nk_status nk_cross_entropy(nk_context *ctx, const nk_cross_entropy_desc *desc,
+                                  const void *x, const int64_t *target, float *loss,
+                                  void *dlogits, float *lse, void *workspace,
+                                  size_t workspace_size);
 
 #ifdef __cplusplus
 }

@@ -68,6 +68,11 @@ const char *nk_op_name(nk_op op) {
     case NK_OP_LAYERNORM_BWD: return "layernorm_bwd";
     case NK_OP_RMSNORM_FWD: return "rmsnorm_fwd";
     case NK_OP_RMSNORM_BWD: return "rmsnorm_bwd";
+    case NK_OP_SOFTMAX_FWD: return "softmax_fwd";
+    case NK_OP_SOFTMAX_BWD: return "softmax_bwd";
+    case NK_OP_CROSS_ENTROPY: return "cross_entropy";
+    case NK_OP_SIGMOID_ATTN_FWD: return "sigmoid_attn_fwd";
+    case NK_OP_SIGMOID_ATTN_BWD: return "sigmoid_attn_bwd";
     case NK_OP_COUNT: break;
   }
   return "?";
