@@ -176,7 +176,12 @@ static inline void nk__sm_xent_finish(double L, double T, float zt, size_t n, fl
     return;
   }
   const double ls = (double)smoothing, zl = (double)z_loss, dn = (double)n, c = grad_w;
-  o->loss = (1.0 - ls) * (L - (double)zt) + ls * (L - T / dn) + zl * L * L;
+  /* A term whose weight is 0 is left out, not multiplied by 0: with full smoothing a -inf
+   * target logit (L - z_t = inf) must not turn the (infinite) loss into NaN, nor a -inf
+   * logit elsewhere (T = -inf) the unsmoothed loss. */
+  const double hard = ls != 1.0 ? (1.0 - ls) * (L - (double)zt) : 0.0;
+  const double soft = ls != 0.0 ? ls * (L - T / dn) : 0.0;
+  o->loss = hard + soft + zl * L * L;
   o->lse = (float)L;
   o->a = (float)(c * (1.0 + 2.0 * zl * L));
   o->b = (float)(-c * ls / dn);

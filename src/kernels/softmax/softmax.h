@@ -88,7 +88,8 @@
  *   pass 1 as the two-pass softmax pass 1 (with its range test and its fallback to the
  *   three-pass sums), plus T = blocksum(z_j) when smoothing > 0.
  *   L = Nd * ln2 + log(Md) (two-pass) or (double)m + log(S) (three-pass fallback).
- *   loss = (1 - ls) * (L - z_t) + ls * (L - T / n) + zl * L * L   (double; z_t = (double)z_t).
+ *   loss = (1 - ls) * (L - z_t) + ls * (L - T / n) + zl * L * L   (double; z_t = (double)z_t;
+ *   a term whose weight (1 - ls or ls) is 0 is left out, so 0 * inf never makes a NaN).
  *   dx (when wanted): c = grad_w (double), a = (float)(c * (1 + 2 * zl * L)),
  *     b = (float)(-c * ls / n), bt = (float)(-c * (ls / n + (1 - ls)));  p_j = the softmax
  *     output value of the row (before dtype rounding);  dx_j = fma(p_j, a, b), dx_t =
