@@ -193,11 +193,14 @@ static float max_z(nk_dtype dt, const zsrc *s, size_t nv) {
 
 /* ---- three-pass sum ------------------------------------------------------------------------ */
 
-/* S = blocksum(e_j), e_j = exp(z_j - m), over [0, nv). Reload (yst != NULL, f32 y) also
- * stores e_j (softmax) or z_j - m (log) to y. */
-static double sum_exp(nk_dtype dt, const zsrc *s, size_t nv, float m, float *yst, int log) {
-  const __m256 vm = _mm256_set1_ps(m);
+/* The three-pass sum S = *ones + R over [0, nv), e_j = exp(z_j - m): terms equal to 1.0f are
+ * counted, R = blocksum of the others (a 1.0f term adds +0 to its lane). Reload (yst != NULL,
+ * f32 y) also stores e_j (softmax) or z_j - m (log) to y. Returns R. */
+static double sum_exp(nk_dtype dt, const zsrc *s, size_t nv, float m, float *yst, int log,
+                      double *ones) {
+  const __m256 vm = _mm256_set1_ps(m), one = _mm256_set1_ps(1.0f);
   double total = 0.0;
+  size_t count = 0;
   for (size_t b = 0; b < nv; b += BLOCK) {
     const size_t e = b + BLOCK < nv ? b + BLOCK : nv;
     __m256 acc[8];
@@ -209,7 +212,9 @@ static double sum_exp(nk_dtype dt, const zsrc *s, size_t nv, float m, float *yst
         const __m256 d = _mm256_sub_ps(z8(dt, s, ij, 8, 1), vm);
         const __m256 ex = exp8(d);
         if (yst) _mm256_storeu_ps(yst + ij, log ? d : ex);
-        acc[j] = _mm256_add_ps(acc[j], ex);
+        const __m256 is1 = _mm256_cmp_ps(ex, one, _CMP_EQ_OQ);
+        count += (size_t)__builtin_popcount((unsigned)_mm256_movemask_ps(is1));
+        acc[j] = _mm256_add_ps(acc[j], _mm256_andnot_ps(is1, ex));
       }
     if (i < e) {
       const size_t k = e - i;
@@ -219,11 +224,15 @@ static double sum_exp(nk_dtype dt, const zsrc *s, size_t nv, float m, float *yst
         const __m256 d = _mm256_sub_ps(z8(dt, s, ij, kj, 0), vm);
         const __m256 ex = exp8(d);
         if (yst) _mm256_maskstore_ps(yst + ij, mask8(kj), log ? d : ex);
-        acc[j] = keep8(acc[j], _mm256_add_ps(acc[j], ex), kj, 0);
+        const __m256 is1 = _mm256_and_ps(_mm256_cmp_ps(ex, one, _CMP_EQ_OQ),
+                                         _mm256_castsi256_ps(mask8(kj)));
+        count += (size_t)__builtin_popcount((unsigned)_mm256_movemask_ps(is1));
+        acc[j] = keep8(acc[j], _mm256_add_ps(acc[j], _mm256_andnot_ps(is1, ex)), kj, 0);
       }
     }
     total += (double)fold64(acc);
   }
+  *ones = (double)count;
   return total;
 }
 
@@ -606,15 +615,21 @@ static void fwd_three_pass(nk_dtype dt, const nk_softmax_row *row, int reload) {
   const zsrc s = make_zsrc(row);
   const size_t nv = row->n_valid;
   const float m = with_sink(row, max_z(dt, &s, nv)) + 0.0f;
-  double S;
+  double S, ones = 0.0;
   if (m == -INFINITY) {
     S = (row->has_sink && isnan(row->sink)) || any_nan_z(dt, &s, nv) ? nk__sm_nan_d() : 0.0;
   } else {
-    S = sum_exp(dt, &s, nv, m, reload ? (float *)row->y : NULL, row->log);
-    if (row->has_sink) S += (double)exp1(row->sink - m);
+    S = sum_exp(dt, &s, nv, m, reload ? (float *)row->y : NULL, row->log, &ones);
+    if (row->has_sink) {
+      const float es = exp1(row->sink - m);
+      if (es == 1.0f)
+        ones += 1.0;
+      else
+        S += (double)es;
+    }
   }
   nk__sm_fin f;
-  nk__sm_three_finish(m, S, row->masked_nan, &f);
+  nk__sm_three_finish_split(m, ones, S, row->masked_nan, &f);
   if (fwd_special(dt, row, &f)) return;
   three_output(dt, row, &f, reload);
 }
@@ -752,14 +767,14 @@ static void xent_row(nk_dtype dt, const nk_xent_row *row) {
   assert(row->target < row->n);
   const size_t n = row->n;
   const zsrc s = {row->x, NULL, NK_DTYPE_F32, 1.0f, 0.0f, 0.0f}; /* z = x * 1 == x */
-  double Md, Nd, T = 0.0, S = 0.0, L;
+  double Md, Nd, T = 0.0, S = 0.0, ones = 0.0, L;
   float m;
   tp_sums(dt, &s, n, &Md, &Nd, &m, row->smoothing > 0.0f ? &T : NULL);
   const int three = nk__sm_out_of_range(m);
   m = m + 0.0f;
   if (three) {
-    S = sum_exp(dt, &s, n, m, NULL, 0);
-    L = (double)m + log(S);
+    S = sum_exp(dt, &s, n, m, NULL, 0, &ones);
+    L = (double)m + nk__sm_log_split(ones, S);
   } else {
     L = nk__sm_two_L(Md, Nd);
   }
@@ -784,7 +799,7 @@ static void xent_row(nk_dtype dt, const nk_xent_row *row) {
   o.c4 = xo.bt;
   if (three) {
     o.c0 = m;
-    o.c1 = (float)(1.0 / S);
+    o.c1 = (float)(1.0 / (ones + S));
     out_range(OP_XENT3, dt, &o, 0, n, row->nontemporal);
   } else {
     o.c0 = (float)Nd;
