@@ -440,7 +440,8 @@ typedef struct nk_softmax_desc {
   nk_dtype mask_dtype;    /* the additive mask: f32, bf16 or f16 */
   float scale;            /* logits multiplier (1/temperature, 1/sqrt(d_head)); finite, != 0 */
   float alibi;            /* ALiBi slope; 0 = none. Finite. For per-head slopes, call per head
-                             (or per block of rows sharing a slope). */
+                             (or per block of rows sharing a slope). Positions are exact to
+                             2^24; with ALiBi, cols must be < 2^31 (else UNSUPPORTED). */
   uint32_t flags;         /* NK_SOFTMAX_* */
   nk_softmax_algo algo;   /* forward algorithm; NK_SOFTMAX_AUTO recommended */
   size_t q_len;           /* rows per (batch, head) block for positions and heads; 0 = rows */

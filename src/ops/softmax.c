@@ -104,6 +104,10 @@ static nk_status check_softmax_desc(nk_context *ctx, const char *op, const nk_so
                     d->causal_offset);
   if ((unsigned)d->algo >= NK_SOFTMAX_ALGO_COUNT)
     return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: unknown algo %d", op, (int)d->algo);
+  if (d->alibi != 0.0f && d->cols > (size_t)INT32_MAX)
+    return nk__fail(ctx, NK_STATUS_UNSUPPORTED,
+                    "%s: ALiBi needs cols <= 2^31 - 1 (positions are formed in 32-bit integers)",
+                    op);
   return NK_STATUS_OK;
 }
 
