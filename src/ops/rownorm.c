@@ -13,6 +13,7 @@
 #include "convert.h"
 #include "dispatch.h"
 #include "internal.h"
+#include "validate.h"
 
 /* Outputs (y, dx) at least this large use streaming stores (a function of sizes only). */
 #define NK_NONTEMPORAL_BYTES ((size_t)64 << 20)
@@ -26,75 +27,20 @@
 
 static const uint32_t known_flags = NK_NORM_GAMMA_OFFSET | NK_NORM_ACCUMULATE | NK_NORM_BWD_FROM_Y;
 
-/* ---- validation helpers ------------------------------------------------------------------- */
 
-/* A buffer as the operator sees it, for size and overlap checks. */
-typedef struct span {
-  const char *name;
-  const void *ptr;
-  ptrdiff_t stride; /* elements; 0 for 1-D buffers */
-  size_t esize;
-  size_t bytes; /* address range length */
-  int output;
-} span;
-
-static size_t ceil_div(size_t a, size_t b) { return a / b + (a % b != 0); }
-
-static int dtype_known(nk_dtype d) {
-  return d == NK_DTYPE_F32 || d == NK_DTYPE_BF16 || d == NK_DTYPE_F16;
-}
-
-/* Byte length of a rows x cols tensor with row stride `stride`; 0 on overflow. */
-static size_t tensor_bytes(size_t rows, size_t cols, ptrdiff_t stride, size_t esize) {
-  size_t elems, bytes;
-  if (!nk__mul_size(rows - 1, (size_t)stride, &elems) || !nk__add_size(elems, cols, &elems) ||
-      !nk__mul_size(elems, esize, &bytes) || bytes > (size_t)PTRDIFF_MAX)
-    return 0;
-  return bytes;
-}
-
-static int ranges_intersect(const span *a, const span *b) {
-  const uintptr_t a0 = (uintptr_t)a->ptr, b0 = (uintptr_t)b->ptr;
-  return a0 < b0 + b->bytes && b0 < a0 + a->bytes;
-}
-
-/* Every output must not intersect another buffer, unless both are 2-D tensors with the same
- * pointer, stride and element size (exact in-place) and `exact_ok(out, other)` allows it. */
-typedef int (*alias_rule)(const span *out, const span *other);
-
-static nk_status check_overlaps(nk_context *ctx, const char *op, const span *s, size_t n,
-                                alias_rule exact_ok) {
-  for (size_t i = 0; i < n; i++) {
-    if (!s[i].output || s[i].ptr == NULL) continue;
-    for (size_t j = 0; j < n; j++) {
-      if (j == i || s[j].ptr == NULL || !ranges_intersect(&s[i], &s[j])) continue;
-      if (s[j].output && j < i) continue; /* reported from the other side */
-      const int exact = s[i].ptr == s[j].ptr && s[i].stride == s[j].stride &&
-                        s[i].stride != 0 && s[i].esize == s[j].esize;
-      if (exact && exact_ok(&s[i], &s[j])) continue;
-      return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT,
-                      "%s: %s overlaps %s (only exact in-place aliasing is allowed, and only "
-                      "where documented)",
-                      op, s[i].name, s[j].name);
-    }
-  }
-  return NK_STATUS_OK;
-}
-
-static int name_is(const span *s, const char *name) { return strcmp(s->name, name) == 0; }
 
 /* Forward: y may be x, r or h; h may be x or r. */
 static int fwd_alias_ok(const span *out, const span *other) {
-  if (name_is(out, "y"))
-    return name_is(other, "x") || name_is(other, "r") || name_is(other, "h");
-  if (name_is(out, "h")) return name_is(other, "x") || name_is(other, "r") || name_is(other, "y");
+  if (nk__span_is(out, "y"))
+    return nk__span_is(other, "x") || nk__span_is(other, "r") || nk__span_is(other, "h");
+  if (nk__span_is(out, "h")) return nk__span_is(other, "x") || nk__span_is(other, "r") || nk__span_is(other, "y");
   return 0;
 }
 
 /* Backward: dx may be dy, x or dh. */
 static int bwd_alias_ok(const span *out, const span *other) {
-  return name_is(out, "dx") &&
-         (name_is(other, "dy") || name_is(other, "x") || name_is(other, "dh"));
+  return nk__span_is(out, "dx") &&
+         (nk__span_is(other, "dy") || nk__span_is(other, "x") || nk__span_is(other, "dh"));
 }
 
 /* Checks the descriptor fields shared by every call. */
@@ -118,57 +64,12 @@ static nk_status check_desc(nk_context *ctx, const char *op, const nk_norm_desc 
   return NK_STATUS_OK;
 }
 
-static nk_status check_stride(nk_context *ctx, const char *op, const char *name,
-                              ptrdiff_t stride, size_t cols) {
-  if (stride < 0 || (size_t)stride < cols)
-    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: %s_stride %td < cols %zu", op, name,
-                    stride, cols);
-  return NK_STATUS_OK;
-}
-
-/* Fills span s for a rows x cols tensor, failing on stride or size overflow. */
-static nk_status tensor_span(nk_context *ctx, const char *op, span *s, const char *name,
-                             const void *ptr, ptrdiff_t stride, size_t rows, size_t cols,
-                             nk_dtype dt, int output) {
-  *s = (span){name, ptr, stride, nk_dtype_size(dt), 0, output};
-  if (ptr == NULL) return NK_STATUS_OK;
-  nk_status st = check_stride(ctx, op, name, stride, cols);
-  if (st != NK_STATUS_OK) return st;
-  s->bytes = tensor_bytes(rows, cols, stride, s->esize);
-  if (s->bytes == 0)
-    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT,
-                    "%s: %s of %zu rows, stride %td overflows the address space", op, name, rows,
-                    stride);
-  return NK_STATUS_OK;
-}
-
-static nk_status vector_span(nk_context *ctx, const char *op, span *s, const char *name,
-                             const void *ptr, size_t n, size_t esize, int output) {
-  *s = (span){name, ptr, 0, esize, 0, output};
-  if (ptr == NULL) return NK_STATUS_OK;
-  if (!nk__mul_size(n, esize, &s->bytes) || s->bytes > (size_t)PTRDIFF_MAX)
-    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: %s of %zu elements is too large", op,
-                    name, n);
-  return NK_STATUS_OK;
-}
-
-#define TRY(expr)                                                                                \
-  do {                                                                                           \
-    nk_status nk_try_status_ = (expr);                                                           \
-    if (nk_try_status_ != NK_STATUS_OK) return nk_try_status_;                                   \
-  } while (0)
-
 static uint32_t variant_of(const nk_norm_desc *d, const void *gamma, const void *beta) {
   uint32_t v = 0;
   if (gamma) v |= NK_ROWNORM_HAS_GAMMA;
   if (beta) v |= NK_ROWNORM_HAS_BETA;
   if (d->flags & NK_NORM_GAMMA_OFFSET) v |= NK_ROWNORM_OFFSET;
   return v;
-}
-
-static const void *offset_rows(const void *p, size_t rows, ptrdiff_t stride, nk_dtype dt) {
-  if (p == NULL) return NULL;
-  return (const char *)p + (ptrdiff_t)rows * stride * (ptrdiff_t)nk_dtype_size(dt);
 }
 
 /* ---- forward ------------------------------------------------------------------------------ */
@@ -210,15 +111,15 @@ static nk_status norm_fwd(nk_context *ctx, int is_rms, const nk_norm_desc *d, si
     return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: NK_NORM_GAMMA_OFFSET needs gamma", op);
   const size_t rows = d->rows, cols = d->cols;
   span s[8];
-  TRY(tensor_span(ctx, op, &s[0], "x", x, d->x_stride, rows, cols, d->dtype, 0));
-  TRY(tensor_span(ctx, op, &s[1], "r", r, d->r_stride, rows, cols, d->dtype, 0));
-  TRY(tensor_span(ctx, op, &s[2], "y", y, d->y_stride, rows, cols, d->dtype, 1));
-  TRY(tensor_span(ctx, op, &s[3], "h", h, d->h_stride, rows, cols, d->dtype, 1));
-  TRY(vector_span(ctx, op, &s[4], "gamma", gamma, cols, nk_dtype_size(d->param_dtype), 0));
-  TRY(vector_span(ctx, op, &s[5], "beta", beta, cols, nk_dtype_size(d->param_dtype), 0));
-  TRY(vector_span(ctx, op, &s[6], "mean", is_rms ? NULL : mean, rows, sizeof(float), 1));
-  TRY(vector_span(ctx, op, &s[7], "rstd", rstd, rows, sizeof(float), 1));
-  TRY(check_overlaps(ctx, op, s, 8, fwd_alias_ok));
+  TRY(nk__tensor_span(ctx, op, &s[0], "x", x, d->x_stride, rows, cols, d->dtype, 0));
+  TRY(nk__tensor_span(ctx, op, &s[1], "r", r, d->r_stride, rows, cols, d->dtype, 0));
+  TRY(nk__tensor_span(ctx, op, &s[2], "y", y, d->y_stride, rows, cols, d->dtype, 1));
+  TRY(nk__tensor_span(ctx, op, &s[3], "h", h, d->h_stride, rows, cols, d->dtype, 1));
+  TRY(nk__vector_span(ctx, op, &s[4], "gamma", gamma, cols, nk_dtype_size(d->param_dtype), 0));
+  TRY(nk__vector_span(ctx, op, &s[5], "beta", beta, cols, nk_dtype_size(d->param_dtype), 0));
+  TRY(nk__vector_span(ctx, op, &s[6], "mean", is_rms ? NULL : mean, rows, sizeof(float), 1));
+  TRY(nk__vector_span(ctx, op, &s[7], "rstd", rstd, rows, sizeof(float), 1));
+  TRY(nk__check_overlaps(ctx, op, s, 8, fwd_alias_ok));
 
   const nk_op kop = is_rms ? NK_OP_RMSNORM_FWD : NK_OP_LAYERNORM_FWD;
   fwd_job job = {nk__select_rownorm_fwd(nk__context_isa(ctx), kop, d->dtype), d, x, r, y, h,
@@ -452,21 +353,21 @@ static nk_status norm_bwd(nk_context *ctx, int is_rms, const nk_norm_desc *d, si
     return nk__fail(ctx, NK_STATUS_MISUSE, "%s: workspace of %zu bytes < %zu needed", op,
                     workspace == NULL ? 0 : workspace_size, need);
   span s[14];
-  TRY(tensor_span(ctx, op, &s[0], "x", x, d->x_stride, rows, cols, d->dtype, 0));
-  TRY(tensor_span(ctx, op, &s[1], "dy", dy, d->dy_stride, rows, cols, d->dtype, 0));
-  TRY(tensor_span(ctx, op, &s[2], "dh", dh, d->dh_stride, rows, cols, d->dtype, 0));
-  TRY(tensor_span(ctx, op, &s[3], "dx", dx, d->dx_stride, rows, cols, d->dtype, 1));
-  TRY(vector_span(ctx, op, &s[4], "gamma", gamma, cols, psize, 0));
-  TRY(vector_span(ctx, op, &s[5], "beta", beta, cols, psize, 0));
-  TRY(vector_span(ctx, op, &s[6], "mean", (is_rms || from_y) ? NULL : mean, rows, 4, 0));
-  TRY(vector_span(ctx, op, &s[7], "rstd", rstd, rows, 4, 0));
-  TRY(vector_span(ctx, op, &s[8], "dgamma", full ? dgamma : NULL, cols, psize, 1));
-  TRY(vector_span(ctx, op, &s[9], "dbeta", full ? dbeta : NULL, cols, psize, 1));
-  TRY(vector_span(ctx, op, &s[10], "dgamma_acc", full ? NULL : dgamma_acc, cols, 8, 1));
-  TRY(vector_span(ctx, op, &s[11], "dbeta_acc", full ? NULL : dbeta_acc, cols, 8, 1));
-  TRY(vector_span(ctx, op, &s[12], "workspace", need ? workspace : NULL, need, 1, 1));
+  TRY(nk__tensor_span(ctx, op, &s[0], "x", x, d->x_stride, rows, cols, d->dtype, 0));
+  TRY(nk__tensor_span(ctx, op, &s[1], "dy", dy, d->dy_stride, rows, cols, d->dtype, 0));
+  TRY(nk__tensor_span(ctx, op, &s[2], "dh", dh, d->dh_stride, rows, cols, d->dtype, 0));
+  TRY(nk__tensor_span(ctx, op, &s[3], "dx", dx, d->dx_stride, rows, cols, d->dtype, 1));
+  TRY(nk__vector_span(ctx, op, &s[4], "gamma", gamma, cols, psize, 0));
+  TRY(nk__vector_span(ctx, op, &s[5], "beta", beta, cols, psize, 0));
+  TRY(nk__vector_span(ctx, op, &s[6], "mean", (is_rms || from_y) ? NULL : mean, rows, 4, 0));
+  TRY(nk__vector_span(ctx, op, &s[7], "rstd", rstd, rows, 4, 0));
+  TRY(nk__vector_span(ctx, op, &s[8], "dgamma", full ? dgamma : NULL, cols, psize, 1));
+  TRY(nk__vector_span(ctx, op, &s[9], "dbeta", full ? dbeta : NULL, cols, psize, 1));
+  TRY(nk__vector_span(ctx, op, &s[10], "dgamma_acc", full ? NULL : dgamma_acc, cols, 8, 1));
+  TRY(nk__vector_span(ctx, op, &s[11], "dbeta_acc", full ? NULL : dbeta_acc, cols, 8, 1));
+  TRY(nk__vector_span(ctx, op, &s[12], "workspace", need ? workspace : NULL, need, 1, 1));
   s[13] = (span){"none", NULL, 0, 0, 0, 0};
-  TRY(check_overlaps(ctx, op, s, 14, bwd_alias_ok));
+  TRY(nk__check_overlaps(ctx, op, s, 14, bwd_alias_ok));
 
   const nk_op kop = is_rms ? NK_OP_RMSNORM_BWD : NK_OP_LAYERNORM_BWD;
   bwd_job job;

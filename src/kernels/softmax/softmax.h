@@ -101,6 +101,22 @@
  *   Backward: dx_j = ((g_j * y_j) * (1 - y_j)) * scale. A NaN result is written as the
  *   canonical NaN.
  *
+ * Clarifications (k-scalar; scalar.c and softmax-common.h implement exactly this):
+ *   - NaN outputs: every NaN a kernel writes (y, dx, lse, the exp kernel's output) is the
+ *     canonical 0x7FC00000 (bf16 0x7FC0, f16 0x7E00); a NaN *dot or *loss is the canonical
+ *     double 0x7FF8000000000000. So exp(NaN) = canonical NaN, and dx_j of the backward and of
+ *     cross-entropy are canonicalized like the sigmoid's (no payload ever depends on the ISA).
+ *   - "max (any order)" ignores NaN: m = (z > m) ? z : m from -inf (the sink too); the double
+ *     joins take N = (Nb > Nd) ? Nb : Nd and m = (mb > mD) ? mb : mD.
+ *   - Three-pass with m == -inf forms no sum: the row is NaN if a z_j (j < n_valid) or the sink
+ *     is NaN, else fully masked. (Online and two-pass test "sum NaN" before "fully masked".)
+ *   - Sums run over [0, n_valid) only (the -inf elements past n_valid add nothing anyway);
+ *     cross-entropy and backward run over [0, n).
+ *   - Log backward: "fully masked" means every y_j == -inf (a NaN is not), tested before the
+ *     G check; the softmax backward has no such test (y = 0 gives dx = 0 through D).
+ *   - Cross-entropy with L NaN: *lse is the canonical NaN (L = -inf: -inf).
+ *   - The scalar path ignores nontemporal.
+ *
  * Kernel rules: as rownorm.h — no allocation, validation or logging; pointers are not
  * restrict: y may be x, dx may be dy or y (exact in-place), each element is read before it is
  * written at the same index. No reads or writes outside [0, n) of a row. nontemporal asks for

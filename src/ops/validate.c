@@ -1,0 +1,75 @@
+/*
+ * validate.c — argument checks shared by the operators (validate.h).
+ */
+#include "validate.h"
+
+#include <string.h>
+
+/* Byte length of a rows x cols tensor with row stride `stride`; 0 on overflow. */
+static size_t tensor_bytes(size_t rows, size_t cols, ptrdiff_t stride, size_t esize) {
+  size_t elems, bytes;
+  if (!nk__mul_size(rows - 1, (size_t)stride, &elems) || !nk__add_size(elems, cols, &elems) ||
+      !nk__mul_size(elems, esize, &bytes) || bytes > (size_t)PTRDIFF_MAX)
+    return 0;
+  return bytes;
+}
+
+static int ranges_intersect(const span *a, const span *b) {
+  const uintptr_t a0 = (uintptr_t)a->ptr, b0 = (uintptr_t)b->ptr;
+  return a0 < b0 + b->bytes && b0 < a0 + a->bytes;
+}
+
+nk_status nk__check_overlaps(nk_context *ctx, const char *op, const span *s, size_t n,
+                             alias_rule exact_ok) {
+  for (size_t i = 0; i < n; i++) {
+    if (!s[i].output || s[i].ptr == NULL) continue;
+    for (size_t j = 0; j < n; j++) {
+      if (j == i || s[j].ptr == NULL || !ranges_intersect(&s[i], &s[j])) continue;
+      if (s[j].output && j < i) continue; /* reported from the other side */
+      const int exact = s[i].ptr == s[j].ptr && s[i].stride == s[j].stride && s[i].stride != 0 &&
+                        s[i].esize == s[j].esize;
+      if (exact && exact_ok(&s[i], &s[j])) continue;
+      return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT,
+                      "%s: %s overlaps %s (only exact in-place aliasing is allowed, and only "
+                      "where documented)",
+                      op, s[i].name, s[j].name);
+    }
+  }
+  return NK_STATUS_OK;
+}
+
+nk_status nk__check_stride(nk_context *ctx, const char *op, const char *name, ptrdiff_t stride,
+                           size_t cols) {
+  if (stride < 0 || (size_t)stride < cols)
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: %s_stride %td < cols %zu", op, name,
+                    stride, cols);
+  return NK_STATUS_OK;
+}
+
+/* Fills span s for a rows x cols tensor, failing on stride or size overflow. */
+nk_status nk__tensor_span(nk_context *ctx, const char *op, span *s, const char *name,
+                          const void *ptr, ptrdiff_t stride, size_t rows, size_t cols, nk_dtype dt,
+                          int output) {
+  *s = (span){name, ptr, stride, nk_dtype_size(dt), 0, output};
+  if (ptr == NULL) return NK_STATUS_OK;
+  nk_status st = nk__check_stride(ctx, op, name, stride, cols);
+  if (st != NK_STATUS_OK) return st;
+  s->bytes = tensor_bytes(rows, cols, stride, s->esize);
+  if (s->bytes == 0)
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT,
+                    "%s: %s of %zu rows, stride %td overflows the address space", op, name, rows,
+                    stride);
+  return NK_STATUS_OK;
+}
+
+nk_status nk__vector_span(nk_context *ctx, const char *op, span *s, const char *name,
+                          const void *ptr, size_t n, size_t esize, int output) {
+  *s = (span){name, ptr, 0, esize, 0, output};
+  if (ptr == NULL) return NK_STATUS_OK;
+  if (!nk__mul_size(n, esize, &s->bytes) || s->bytes > (size_t)PTRDIFF_MAX)
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: %s of %zu elements is too large", op,
+                    name, n);
+  return NK_STATUS_OK;
+}
+
+int nk__span_is(const span *s, const char *name) { return strcmp(s->name, name) == 0; }

@@ -1,0 +1,60 @@
+/*
+ * validate.h — argument checks shared by the operators (not installed): buffer spans with
+ * overflow-checked sizes, the overlap rule (exact in-place aliasing only where an operator
+ * allows it), strides, and row offsets.
+ */
+#ifndef NK_OPS_VALIDATE_H
+#define NK_OPS_VALIDATE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "internal.h"
+
+/* A buffer as the operator sees it, for size and overlap checks. */
+typedef struct span {
+  const char *name;
+  const void *ptr;
+  ptrdiff_t stride; /* elements; 0 for 1-D buffers */
+  size_t esize;
+  size_t bytes; /* address range length */
+  int output;
+} span;
+
+/* Whether output `out` may be the very same tensor as `other` (same pointer, stride, esize). */
+typedef int (*alias_rule)(const span *out, const span *other);
+
+static inline size_t ceil_div(size_t a, size_t b) { return a / b + (a % b != 0); }
+
+static inline int dtype_known(nk_dtype d) {
+  return d == NK_DTYPE_F32 || d == NK_DTYPE_BF16 || d == NK_DTYPE_F16;
+}
+
+static inline const void *offset_rows(const void *p, size_t rows, ptrdiff_t stride,
+                                      nk_dtype dt) {
+  if (p == NULL) return NULL;
+  return (const char *)p + (ptrdiff_t)rows * stride * (ptrdiff_t)nk_dtype_size(dt);
+}
+
+/* Every output must not intersect another buffer, unless both are 2-D tensors with the same
+ * pointer, stride and element size (exact in-place) and `exact_ok(out, other)` allows it. */
+nk_status nk__check_overlaps(nk_context *ctx, const char *op, const span *s, size_t n,
+                             alias_rule exact_ok);
+nk_status nk__check_stride(nk_context *ctx, const char *op, const char *name, ptrdiff_t stride,
+                           size_t cols);
+/* Fills s for a rows x cols tensor (rows >= 1), failing on a bad stride or size overflow. A NULL
+ * ptr gives an empty span. */
+nk_status nk__tensor_span(nk_context *ctx, const char *op, span *s, const char *name,
+                          const void *ptr, ptrdiff_t stride, size_t rows, size_t cols,
+                          nk_dtype dt, int output);
+nk_status nk__vector_span(nk_context *ctx, const char *op, span *s, const char *name,
+                          const void *ptr, size_t n, size_t esize, int output);
+int nk__span_is(const span *s, const char *name);
+
+#define TRY(expr)                                                                                \
+  do {                                                                                           \
+    nk_status nk_try_status_ = (expr);                                                           \
+    if (nk_try_status_ != NK_STATUS_OK) return nk_try_status_;                                   \
+  } while (0)
+
+#endif /* NK_OPS_VALIDATE_H */
