@@ -36,8 +36,8 @@
  * with u = 2^-24, about 1.4e-6 * sum|dy*y|, whatever cols is (the lane length is capped by the
  * block). dx_j = (y_j * ((dy_j - Dh) - Dl)) * scale adds 4 roundings of at most u each, relative
  * to |y_j| (|dy_j| + |D|). With |D| <= max|dy| * sum|y| this gives
- *   softmax:  |dx_j - ref| <= 4e-6 * |scale| * |y_j| * max|dy| * (1 + sum|y|)  [+ 1 ulp(ref) bf16/f16]
- * (4e-6 rather than the 1.7e-6 derived: a factor 2 of margin for the exp-free but
+ *   softmax:  |dx_j - ref| <= 4e-6 * |scale| * |y_j| * max|dy| * (1 + sum|y|)  [+ 1 ulp(ref)
+ * bf16/f16] (4e-6 rather than the 1.7e-6 derived: a factor 2 of margin for the exp-free but
  * order-dependent rounding of D). The log backward dx_j = fma(-exp(y_j), (float)G, dy_j) * scale
  * has G's error times e^{y_j}, exp's few-ulp error and two roundings:
  *   log:      |dx_j - ref| <= 4e-6 * |scale| * (e^{y_j} * sum|dy| + |dy_j|)  [+ 1 ulp(ref)]
@@ -50,8 +50,9 @@
  * Finite differences (f32 only; x on a grid where x +- h is exact, h = 2^-6, L = sum dy*y in
  * double): the central difference has truncation error h^2/6 |L'''| (about 4e-5 |scale|^3 max|dy|)
  * and noise (the forward's f32 error, at most 2e-6 relative, over 2h); we accept
- *   |dx_fd - dx| <= 2e-3 * |dx| + 1e-3 * |scale| * max|dy| * max(1, |lse|) * (cols > 64 ? sqrt(cols) : 1)
- * which is far below what any formula error (a missing term, a wrong sign or scale) gives.
+ *   |dx_fd - dx| <= 2e-3 * |dx| + 1e-3 * |scale| * max|dy| * max(1, |lse|) * (cols > 64 ?
+ * sqrt(cols) : 1) which is far below what any formula error (a missing term, a wrong sign or scale)
+ * gives.
  *
  * Sigmoid (element-wise; e = exp(-|z|) with normkit's exp (a few ulp), then one add and one
  * division; backward three products and 1 - y):
@@ -71,16 +72,16 @@ enum cls {
   C_NORMAL, /* N(0,1) */
   C_X10,
   C_X100,
-  C_X1E6,   /* around the two-pass range test (2^22) */
-  C_HUGE,   /* +-1e30 (f16: +-3e4) */
+  C_X1E6,     /* around the two-pass range test (2^22) */
+  C_HUGE,     /* +-1e30 (f16: +-3e4) */
   C_EDGE_SUB, /* max-subtracted values at exp's normal/subnormal/zero edges */
   C_EDGE_RAW, /* raw values at exp's overflow / underflow edges */
-  C_MIXINF, /* -inf mixed with finite */
-  C_ALLINF, /* every x -inf */
-  C_GRID,   /* N(0,1) rounded to 2^-10: x +- 2^-6 exact (finite differences) */
+  C_MIXINF,   /* -inf mixed with finite */
+  C_ALLINF,   /* every x -inf */
+  C_GRID,     /* N(0,1) rounded to 2^-10: x +- 2^-6 exact (finite differences) */
   C_COUNT
 };
-static const char *cls_name[] = {"normal", "x10",  "x100",   "x1e6", "huge",
+static const char *cls_name[] = {"normal",   "x10",      "x100",   "x1e6",   "huge",
                                  "edge_sub", "edge_raw", "mixinf", "allinf", "grid"};
 
 enum { MASK_NONE, MASK_ROWS, MASK_BCAST, MASK_QLEN };
@@ -99,8 +100,8 @@ typedef struct cfg {
   size_t pad;
   enum cls cls;
   uint64_t seed;
-  int fd;      /* finite-difference check (f32) */
-  int no_bwd;  /* forward only */
+  int fd;     /* finite-difference check (f32) */
+  int no_bwd; /* forward only */
   nk_context *ctx;
 } cfg;
 
@@ -131,15 +132,19 @@ static double normal(nk_rng *rng) {
 }
 
 static double sample(nk_rng *rng, const cfg *c, size_t i, size_t j) {
-  static const float sub_off[] = {0.0f, -87.33654f, -87.33655f, -87.336548f, -88.72283f,
-                                  -88.72284f, -103.27893f, -103.97207f, -103.97208f,
-                                  -103.97209f, -104.0f, -104.5f, -149.0f, -150.0f, -0.5f};
+  static const float sub_off[] = {0.0f,       -87.33654f,  -87.33655f,  -87.336548f, -88.72283f,
+                                  -88.72284f, -103.27893f, -103.97207f, -103.97208f, -103.97209f,
+                                  -104.0f,    -104.5f,     -149.0f,     -150.0f,     -0.5f};
   const double n = normal(rng);
   switch (c->cls) {
-    case C_X10: return 10.0 * n;
-    case C_X100: return 100.0 * n;
-    case C_X1E6: return (i % 2 ? 5e6 : 1e6) * n;
-    case C_HUGE: return (c->dt == NK_DTYPE_F16 ? 3e4 : 1e30) * n;
+    case C_X10:
+      return 10.0 * n;
+    case C_X100:
+      return 100.0 * n;
+    case C_X1E6:
+      return (i % 2 ? 5e6 : 1e6) * n;
+    case C_HUGE:
+      return (c->dt == NK_DTYPE_F16 ? 3e4 : 1e30) * n;
     case C_EDGE_SUB: {
       const double b = (i % 3 == 0) ? 0.0 : (i % 3 == 1) ? 1000.0 : -50.0;
       if (j == i % c->cols) return b; /* the row maximum */
@@ -159,10 +164,14 @@ static double sample(nk_rng *rng, const cfg *c, size_t i, size_t j) {
       if (nk_rng_u64(rng) % 16 == 0) v = (i % 3 == 1) ? -104.0f : 89.0f;
       return v;
     }
-    case C_MIXINF: return (nk_rng_u64(rng) % 3 == 0) ? -INFINITY : 3.0 * n;
-    case C_ALLINF: return -INFINITY;
-    case C_GRID: return nearbyint(n * 1024.0) / 1024.0;
-    default: return n;
+    case C_MIXINF:
+      return (nk_rng_u64(rng) % 3 == 0) ? -INFINITY : 3.0 * n;
+    case C_ALLINF:
+      return -INFINITY;
+    case C_GRID:
+      return nearbyint(n * 1024.0) / 1024.0;
+    default:
+      return n;
   }
 }
 
@@ -227,7 +236,10 @@ static nk_softmax_desc make_desc(const cfg *c, size_t S, size_t MS) {
   d.q_len = c->q_len;
   d.heads = c->heads;
   d.causal_offset = c->offset;
-  d.mask_rows = c->mask == MASK_ROWS ? c->rows : c->mask == MASK_BCAST ? 1 : c->mask == MASK_QLEN ? (c->q_len ? c->q_len : c->rows) : 0;
+  d.mask_rows = c->mask == MASK_ROWS    ? c->rows
+                : c->mask == MASK_BCAST ? 1
+                : c->mask == MASK_QLEN  ? (c->q_len ? c->q_len : c->rows)
+                                        : 0;
   d.x_stride = d.y_stride = d.dy_stride = d.dx_stride = (ptrdiff_t)S;
   d.mask_stride = (ptrdiff_t)MS;
   return d;
@@ -238,9 +250,9 @@ typedef struct inputs {
   size_t S, MS, MR, nsink;
   void *x, *mask, *dy;
   float *sink;
-  float *xf, *maskf;  /* dense values as stored */
-  double *sinkd;      /* per row */
-  double *dyd;        /* dense */
+  float *xf, *maskf; /* dense values as stored */
+  double *sinkd;     /* per row */
+  double *dyd;       /* dense */
 } inputs;
 
 static void free_inputs(inputs *in) {
@@ -253,7 +265,10 @@ static int make_inputs(const cfg *c, inputs *in) {
   const size_t R = c->rows, C = c->cols, es = nk_dtype_size(c->dt), mes = nk_dtype_size(c->mdt);
   in->S = C + c->pad;
   in->MS = C + (c->pad ? c->pad + 1 : 0);
-  in->MR = c->mask == MASK_ROWS ? R : c->mask == MASK_BCAST ? 1 : c->mask == MASK_QLEN ? (c->q_len ? c->q_len : R) : 0;
+  in->MR = c->mask == MASK_ROWS    ? R
+           : c->mask == MASK_BCAST ? 1
+           : c->mask == MASK_QLEN  ? (c->q_len ? c->q_len : R)
+                                   : 0;
   const size_t qlen = c->q_len ? c->q_len : R, heads = c->heads ? c->heads : 1;
   in->nsink = c->sink == SINK_HEAD ? heads : R;
   nk_rng rng = {c->seed * 2654435761u + 17};
@@ -330,7 +345,9 @@ static void fd_check(const cfg *c, const inputs *in, const void *dx, const float
       for (size_t j = 0; j < C; j++) {
         const size_t k = i * S + j;
         const double x0 = nk_t_get(in->x, k, c->dt);
-        if (!isfinite(x0) || (c->causal && (ptrdiff_t)j > c->offset + (ptrdiff_t)(i % (c->q_len ? c->q_len : R)))) continue;
+        if (!isfinite(x0) ||
+            (c->causal && (ptrdiff_t)j > c->offset + (ptrdiff_t)(i % (c->q_len ? c->q_len : R))))
+          continue;
         nk_t_set(xp, k, x0 + h, c->dt);
         op_fwd(c, in, xp, yp, lp);
         const double Lp = objective(c, in, yp);
@@ -351,7 +368,9 @@ static void fd_check(const cfg *c, const inputs *in, const void *dx, const float
       for (size_t i = 0; i < R; i++)
         for (size_t j = 0; j < C; j++) {
           const size_t k = i * S + j;
-          const int masked = !isfinite(in->xf[i * C + j]) || (c->causal && (ptrdiff_t)j > c->offset + (ptrdiff_t)(i % (c->q_len ? c->q_len : R)));
+          const int masked =
+              !isfinite(in->xf[i * C + j]) ||
+              (c->causal && (ptrdiff_t)j > c->offset + (ptrdiff_t)(i % (c->q_len ? c->q_len : R)));
           v[i * C + j] = masked ? 0 : (signed char)((int)(nk_rng_u64(&rng) % 3) - 1);
           const double g = nk_t_get(dx, k, c->dt);
           dir += v[i * C + j] * g;
@@ -426,8 +445,8 @@ static void run_case(const cfg *c, run *out) {
   }
   nk_softmax_desc d = make_desc(c, S, in.MS);
   const void *xin = c->inplace == IP_YX ? o.y : in.x;
-  nk_status st = nk_softmax_fwd(c->ctx, &d, xin, c->mask ? in.mask : NULL,
-                                c->sink ? in.sink : NULL, y, o.lse);
+  nk_status st =
+      nk_softmax_fwd(c->ctx, &d, xin, c->mask ? in.mask : NULL, c->sink ? in.sink : NULL, y, o.lse);
   if (c->algo == NK_SOFTMAX_THREE_PASS_RELOAD && c->dt != NK_DTYPE_F32) {
     NK_CHECK(st == NK_STATUS_UNSUPPORTED, "reload with %s y: %s", nk_dtype_name(c->dt),
              nk_status_string(st));
@@ -469,8 +488,7 @@ static void run_case(const cfg *c, run *out) {
       const double ref = yr[i * C + j], got = nk_t_get(y, i * S + j, c->dt);
       const double q = ratio_dt(got, ref, fwd_bound(c, ref, m, lr[i]), c->dt);
       if (q > worst_fwd && isfinite(q)) worst_fwd = q;
-      NK_CHECK(q <= 1.0,
-               "%s %s %s %s cols %zu: y[%zu][%zu] = %.9g ref %.9g (bound %.3g, z %.9g)",
+      NK_CHECK(q <= 1.0, "%s %s %s %s cols %zu: y[%zu][%zu] = %.9g ref %.9g (bound %.3g, z %.9g)",
                nk_softmax_algo_name(c->algo), nk_dtype_name(c->dt), c->log ? "log" : "softmax",
                cls_name[c->cls], C, i, j, got, ref, fwd_bound(c, ref, m, lr[i]), z[i * C + j]);
       if (isnan(ref))
@@ -550,8 +568,7 @@ static void run_case(const cfg *c, run *out) {
                nk_softmax_algo_name(c->algo), nk_dtype_name(c->dt), c->log ? "log" : "softmax",
                cls_name[c->cls], C, i, j, got, ref, b);
       if (isnan(ref))
-        NK_CHECK(canonical_nan(o.dx, i * S + j, c->dt), "dx[%zu][%zu] not the canonical NaN", i,
-                 j);
+        NK_CHECK(canonical_nan(o.dx, i * S + j, c->dt), "dx[%zu][%zu] not the canonical NaN", i, j);
     }
     if (c->pad && c->inplace == IP_NONE) {
       const unsigned char *p = (const unsigned char *)o.dx + (i * S + C) * es;
@@ -880,12 +897,13 @@ NK_TEST(row_range_entry_points) {
         NK_CHECK(nk_softmax_bwd(g_ctx, &d, y0, dy, sink, l0, dx0, ds0) == 0, "bwd");
         const size_t cuts[] = {0, 1, 4, 4, 10, 11};
         for (int k = 0; k + 1 < 6; k++) {
-          NK_CHECK(nk_softmax_fwd_rows(g_ctx, &d, cuts[k], cuts[k + 1], x, NULL, sink, y1, l1) ==
-                       0, "fwd_rows %s", nk_context_message(g_ctx));
+          NK_CHECK(nk_softmax_fwd_rows(g_ctx, &d, cuts[k], cuts[k + 1], x, NULL, sink, y1, l1) == 0,
+                   "fwd_rows %s", nk_context_message(g_ctx));
         }
         for (int k = 5; k > 0; k--) /* in reverse order, for good measure */
-          NK_CHECK(nk_softmax_bwd_rows(g_ctx, &d, cuts[k - 1], cuts[k], y1, dy, sink, l1, dx1,
-                                       ds1) == 0, "bwd_rows %s", nk_context_message(g_ctx));
+          NK_CHECK(
+              nk_softmax_bwd_rows(g_ctx, &d, cuts[k - 1], cuts[k], y1, dy, sink, l1, dx1, ds1) == 0,
+              "bwd_rows %s", nk_context_message(g_ctx));
         for (size_t i = 0; i < R; i++) {
           NK_CHECK(memcmp((char *)y0 + i * S * es, (char *)y1 + i * S * es, C * es) == 0,
                    "%s %s: fwd_rows row %zu differs", nk_softmax_algo_name(algos[a]),
@@ -952,7 +970,8 @@ NK_TEST(sigmoid_attention) {
       for (size_t i = 0; i < R; i++) {
         for (size_t j = 0; j < C; j++) {
           const double ref = yr[i * C + j], got = yd[i * C + j];
-          const double b = dt == NK_DTYPE_F32 ? 4 * nk_t_ulp(ref, dt) + 0x1p-149 : nk_t_ulp(ref, dt);
+          const double b =
+              dt == NK_DTYPE_F32 ? 4 * nk_t_ulp(ref, dt) + 0x1p-149 : nk_t_ulp(ref, dt);
           NK_CHECK(ratio(got, ref, b) <= 1.0, "sigmoid %s y[%zu][%zu] = %.9g ref %.9g (z %.9g)",
                    nk_dtype_name(dt), i, j, got, ref, z[i * C + j]);
           const double dref = dxr[i * C + j], dgot = nk_t_get(dx, i * S + j, dt);
@@ -986,13 +1005,14 @@ NK_TEST(sigmoid_attention) {
 }
 
 #include <time.h>
-#define RUN_TIMED(name)                                                                          \
-  do {                                                                                           \
-    struct timespec t0_, t1_;                                                                    \
-    clock_gettime(CLOCK_MONOTONIC, &t0_);                                                        \
-    NK_RUN(name);                                                                                \
-    clock_gettime(CLOCK_MONOTONIC, &t1_);                                                        \
-    printf("        (%.2f s)\n", (double)(t1_.tv_sec - t0_.tv_sec) + 1e-9 * (double)(t1_.tv_nsec - t0_.tv_nsec)); \
+#define RUN_TIMED(name)                                                                     \
+  do {                                                                                      \
+    struct timespec t0_, t1_;                                                               \
+    clock_gettime(CLOCK_MONOTONIC, &t0_);                                                   \
+    NK_RUN(name);                                                                           \
+    clock_gettime(CLOCK_MONOTONIC, &t1_);                                                   \
+    printf("        (%.2f s)\n",                                                            \
+           (double)(t1_.tv_sec - t0_.tv_sec) + 1e-9 * (double)(t1_.tv_nsec - t0_.tv_nsec)); \
   } while (0)
 
 int main(void) {

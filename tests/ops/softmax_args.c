@@ -51,16 +51,16 @@ static nk_context *ctx;
 /* Expects `call` to return `want` with a non-empty message containing `needle`, writing
  * nothing. For calls whose outputs are the inputs' buffers (overlap cases) the inputs are
  * re-made by reset() and the output check covers the sentinel buffers. */
-#define EXPECT(call, want, needle)                                                               \
-  do {                                                                                           \
-    reset();                                                                                     \
-    nk_status got_ = (call);                                                                     \
-    NK_CHECK(got_ == (want), "%s: got %s, want %s (%s)", #call, nk_status_string(got_),          \
-             nk_status_string(want), nk_context_message(ctx));                                   \
-    NK_CHECK(nk_context_message(ctx)[0] != '\0', "%s: empty message", #call);                    \
-    NK_CHECK(strstr(nk_context_message(ctx), (needle)) != NULL,                                  \
-             "%s: message \"%s\" lacks \"%s\"", #call, nk_context_message(ctx), (needle));       \
-    NK_CHECK(outputs_untouched(), "%s wrote to an output", #call);                               \
+#define EXPECT(call, want, needle)                                                                 \
+  do {                                                                                             \
+    reset();                                                                                       \
+    nk_status got_ = (call);                                                                       \
+    NK_CHECK(got_ == (want), "%s: got %s, want %s (%s)", #call, nk_status_string(got_),            \
+             nk_status_string(want), nk_context_message(ctx));                                     \
+    NK_CHECK(nk_context_message(ctx)[0] != '\0', "%s: empty message", #call);                      \
+    NK_CHECK(strstr(nk_context_message(ctx), (needle)) != NULL, "%s: message \"%s\" lacks \"%s\"", \
+             #call, nk_context_message(ctx), (needle));                                            \
+    NK_CHECK(outputs_untouched(), "%s wrote to an output", #call);                                 \
   } while (0)
 
 static nk_softmax_desc dense(void) { return nk_softmax_desc_dense(R, C, NK_DTYPE_F32); }
@@ -80,10 +80,8 @@ NK_TEST(null_pointers) {
   EXPECT(nk_softmax_bwd(ctx, &d, x, NULL, NULL, NULL, dx, NULL), NK_STATUS_INVALID_ARGUMENT, "dy");
   EXPECT(nk_softmax_bwd(ctx, &d, x, dy, NULL, NULL, NULL, NULL), NK_STATUS_INVALID_ARGUMENT, "dx");
   /* dsink needs sink and lse (header: "needs sink and lse") */
-  EXPECT(nk_softmax_bwd(ctx, &d, x, dy, NULL, lse2, dx, dsink), NK_STATUS_INVALID_ARGUMENT,
-         "sink");
-  EXPECT(nk_softmax_bwd(ctx, &d, x, dy, sink, NULL, dx, dsink), NK_STATUS_INVALID_ARGUMENT,
-         "lse");
+  EXPECT(nk_softmax_bwd(ctx, &d, x, dy, NULL, lse2, dx, dsink), NK_STATUS_INVALID_ARGUMENT, "sink");
+  EXPECT(nk_softmax_bwd(ctx, &d, x, dy, sink, NULL, dx, dsink), NK_STATUS_INVALID_ARGUMENT, "lse");
   EXPECT(nk_softmax_bwd_rows(ctx, &d, 0, 1, x, dy, sink, NULL, dx, dsink),
          NK_STATUS_INVALID_ARGUMENT, "lse");
   EXPECT(nk_sigmoid_attn_fwd(ctx, &d, NULL, NULL, y), NK_STATUS_INVALID_ARGUMENT, "x");
@@ -107,7 +105,10 @@ NK_TEST(null_pointers) {
 NK_TEST(zero_sizes_are_noops) {
   for (int k = 0; k < 2; k++) {
     nk_softmax_desc d = dense();
-    if (k) d.cols = 0; else d.rows = 0;
+    if (k)
+      d.cols = 0;
+    else
+      d.rows = 0;
     reset();
     NK_CHECK(nk_softmax_fwd(ctx, &d, NULL, NULL, NULL, NULL, NULL) == 0, "fwd %s",
              nk_context_message(ctx));
@@ -145,8 +146,7 @@ NK_TEST(bad_strides) {
   d = dense();
   d.mask_stride = C - 2;
   d.mask_rows = R;
-  EXPECT(nk_softmax_fwd(ctx, &d, x, mask, NULL, y, lse), NK_STATUS_INVALID_ARGUMENT,
-         "mask_stride");
+  EXPECT(nk_softmax_fwd(ctx, &d, x, mask, NULL, y, lse), NK_STATUS_INVALID_ARGUMENT, "mask_stride");
   d = dense();
   d.dy_stride = 3;
   EXPECT(BWD(d), NK_STATUS_INVALID_ARGUMENT, "dy_stride");
@@ -202,10 +202,8 @@ NK_TEST(bad_scalars_and_enums) {
   d.algo = NK_SOFTMAX_THREE_PASS_RELOAD;
   EXPECT(FWD(d), NK_STATUS_UNSUPPORTED, "");
   d = dense();
-  EXPECT(nk_softmax_fwd_rows(ctx, &d, 3, 5, x, NULL, NULL, y, lse), NK_STATUS_INVALID_ARGUMENT,
-         "");
-  EXPECT(nk_softmax_fwd_rows(ctx, &d, 2, 1, x, NULL, NULL, y, lse), NK_STATUS_INVALID_ARGUMENT,
-         "");
+  EXPECT(nk_softmax_fwd_rows(ctx, &d, 3, 5, x, NULL, NULL, y, lse), NK_STATUS_INVALID_ARGUMENT, "");
+  EXPECT(nk_softmax_fwd_rows(ctx, &d, 2, 1, x, NULL, NULL, y, lse), NK_STATUS_INVALID_ARGUMENT, "");
   EXPECT(nk_softmax_bwd_rows(ctx, &d, 0, R + 1, x, dy, NULL, NULL, dx, NULL),
          NK_STATUS_INVALID_ARGUMENT, "");
 
@@ -270,11 +268,9 @@ NK_TEST(size_overflow) {
 NK_TEST(partial_overlap_rejected) {
   nk_softmax_desc d = dense();
   d.rows = R - 1;
-  EXPECT(nk_softmax_fwd(ctx, &d, y, NULL, NULL, y + 1, lse), NK_STATUS_INVALID_ARGUMENT,
-         "overlap");
+  EXPECT(nk_softmax_fwd(ctx, &d, y, NULL, NULL, y + 1, lse), NK_STATUS_INVALID_ARGUMENT, "overlap");
   d = dense();
-  EXPECT(nk_softmax_fwd(ctx, &d, x, NULL, NULL, y, y + 5), NK_STATUS_INVALID_ARGUMENT,
-         "overlap");
+  EXPECT(nk_softmax_fwd(ctx, &d, x, NULL, NULL, y, y + 5), NK_STATUS_INVALID_ARGUMENT, "overlap");
   /* same pointer, different stride is not exact aliasing */
   d.rows = 2;
   d.y_stride = 2 * C;
@@ -337,8 +333,7 @@ NK_TEST(null_context_reports_status_only) {
   nk_softmax_desc d = dense();
   d.scale = 0.0f;
   reset();
-  NK_CHECK(nk_softmax_fwd(NULL, &d, x, NULL, NULL, y, lse) == NK_STATUS_INVALID_ARGUMENT,
-           "status");
+  NK_CHECK(nk_softmax_fwd(NULL, &d, x, NULL, NULL, y, lse) == NK_STATUS_INVALID_ARGUMENT, "status");
   NK_CHECK(outputs_untouched(), "wrote");
 }
 
