@@ -388,9 +388,13 @@ NK_API nk_status nk_rmsnorm_bwd_rows(nk_context *ctx, const nk_rmsnorm_desc *des
  * f32 lanes combined in double, exp is normkit's own (max error stated in docs/ops/softmax.md,
  * identical bits on every ISA).
  *
- * Accuracy (tested): f32 softmax within 2e-6 * max|reference| of the row, log_softmax within
+ * Accuracy (tested): f32 softmax within 2e-6 * max|reference| of the row (with a sink, the
+ * max includes the sink's share e^{s_i - lse_i}), log_softmax within
  * 2e-6 * max(1, |lse|), bf16/f16 within 1 ulp of the correctly rounded float64 reference of
- * the same f32 logits z (the rounding of z itself is the caller's: see above).
+ * the same f32 logits z (the rounding of z itself is the caller's: see above). bf16/f16
+ * log_softmax with the two-pass or online algorithm: 1 ulp + 2e-6 * max(1, |lse|) (values near
+ * 0 come from z - lse, whose f32 error is absolute; the three-pass algorithms and AUTO keep the
+ * 1-ulp bound).
  *
  * Edge cases (tested):
  * - rows == 0 or cols == 0: nothing is read or written; OK.
@@ -401,7 +405,9 @@ NK_API nk_status nk_rmsnorm_bwd_rows(nk_context *ctx, const nk_rmsnorm_desc *des
  *   (0/0). With a sink the row is well defined: y = 0 (log: -inf), lse = s_i.
  * - A row with a NaN or +inf logit (or a NaN/+inf sink): every output of the row is NaN
  *   (the canonical quiet NaN 0x7FC00000; lse NaN); other rows are untouched.
- * - cols == 1: softmax y = 1 (with a sink e^z/(e^s+e^z)); log_softmax y = 0.
+ * - cols == 1: softmax y = 1 (with a sink e^z/(e^s+e^z)); log_softmax y = 0 (exactly with
+ *   the three-pass algorithms, which AUTO uses for such rows; the two-pass and online
+ *   algorithms meet the bounds but carry exp's rounding into the dominant term).
  */
 
 /* Algorithms (docs/ops/softmax.md): every one computes the same function; results differ
@@ -477,7 +483,8 @@ NK_API nk_status nk_softmax_fwd_rows(nk_context *ctx, const nk_softmax_desc *des
  *   dsink OUT optional, rows floats: the gradient of each row's sink logit,
  *             -p0_i * sum_k dy_k y_k (softmax) or -p0_i * sum_k dy_k (log), p0_i = e^{s_i - lse_i};
  *             needs sink and lse. For a per-head sink, sum the rows of each head.
- * Fully masked rows get dx = 0 (NaN with NK_SOFTMAX_MASKED_NAN).
+ * Fully masked rows (softmax: y = 0; log_softmax: every y = -inf) get dx = 0. (With
+ * NK_SOFTMAX_MASKED_NAN the forward wrote NaN into such rows, and a NaN y gives a NaN dx.)
  * Flags read: NK_SOFTMAX_LOG, NK_SOFTMAX_MASKED_NAN, NK_SOFTMAX_SINK_PER_HEAD; scale.
  * Returns OK, INVALID_ARGUMENT. */
 NK_API nk_status nk_softmax_bwd(nk_context *ctx, const nk_softmax_desc *desc, const void *y,

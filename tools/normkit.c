@@ -3,14 +3,21 @@
  *
  *   normkit info    version, CPU features, usable ISA paths, and the kernel symbol that each op
  *                   and dtype runs (by default and with each ISA forced).
- *   normkit bench   LayerNorm and RMSNorm, forward and backward, timed and reported as a
- *                   fraction of this machine's copy bandwidth (the benchmark contract of
- *                   DESIGN.md: with --json, stdout carries only JSON lines, one per case).
+ *   normkit bench   LayerNorm, RMSNorm, softmax, log_softmax, sigmoid attention scores
+ *                   (forward and backward) and cross-entropy (forward, fused forward+backward),
+ *                   timed and reported as a fraction of this machine's copy bandwidth (the
+ *                   benchmark contract of DESIGN.md: with --json, stdout carries only JSON lines,
+ *                   one per case). --algo selects the softmax algorithms (kernel names say which
+ *                   ran).
  *
  * How `bench` measures
  *   - Copy bandwidth first, at every thread count the run uses: a regular copy (memcpy per
  *     tile) and a non-temporal copy (streaming stores, AVX-512, AVX2 or SSE2 chosen at run
  *     time), 1 GiB source + 1 GiB destination, median of COPY_REPS; bytes = read + write.
+ *     Cases that move >= OUT_OF_CACHE_BYTES measure both copies again (median of ANCHOR_REPS)
+ *     right before they are timed and report against that anchor: the memory bandwidth of
+ *     this shared host drifts too much for one anchor per run. In-cache cases use the anchor
+ *     of the run's start.
  *   - Each shape and dtype gets 64-byte aligned buffers (x, y, dy, dx; at most 4 GiB for the
  *     1 GiB case), filled with normal random numbers (outputs with zeros) before anything is
  *     timed, shared by its cases and freed before the next shape. Inputs are never written.
@@ -20,8 +27,10 @@
  *     the exit status becomes 1. Then warm-up, then at least --reps (5) timed calls, more for
  *     small cases so that each case takes about TARGET_SECONDS; median and minimum reported.
  *   - bytes are the minimal bytes: each input read once, each output written once (see
- *     case_bytes). The forward runs with gamma (and beta for LayerNorm) and saves the
- *     statistics; the backward reads them and writes dgamma (and dbeta for LayerNorm).
+ *     case_bytes). The row norms' forward runs with gamma (and beta for LayerNorm) and saves
+ *     the statistics; the backward reads them and writes dgamma (and dbeta for LayerNorm).
+ *     Softmax-family backwards read the forward's y and dy and write dx; cross-entropy reads
+ *     the logits and the targets and writes the mean loss (and dlogits for fwdbwd).
  * Exit status: 0 success, 1 a validation failure or an nk_status error, 2 a usage error.
  */
 #include <math.h>
@@ -43,6 +52,8 @@
 #define COPY_BYTES GIB                  /* per copy buffer: 1 GiB source, 1 GiB destination */
 #define COPY_TILE ((size_t)4 << 20)     /* bytes per copy task */
 #define COPY_REPS 7
+#define ANCHOR_REPS 3                       /* per out-of-cache case */
+#define OUT_OF_CACHE_BYTES ((size_t)512 << 20) /* cases moving this much get their own anchor */
 #define FILL_TILE ((size_t)1 << 16)     /* elements per fill task */
 #define TARGET_SECONDS 0.2              /* timed seconds per case, roughly */
 #define WARMUP_SECONDS 0.02
@@ -306,34 +317,57 @@ static void copy_tile(void *arg, size_t start, size_t count) {
   job->fn(job->dst + start, job->src + start, count);
 }
 
-/* GB/s (read + write bytes) of the median of COPY_REPS copies after one warm-up. */
+/* GB/s (read + write bytes) of the median of `reps` copies after one warm-up. */
 static double measure_copy(nk_threadpool *pool, copy_fn fn, char *dst, const char *src,
-                           size_t bytes) {
+                           size_t bytes, int reps) {
   copy_job job = {dst, src, fn};
   double t[COPY_REPS];
+  if (reps > COPY_REPS) reps = COPY_REPS;
   nk_parallelize_1d(pool, copy_tile, &job, bytes, COPY_TILE);
-  for (int r = 0; r < COPY_REPS; r++) {
+  for (int r = 0; r < reps; r++) {
     double t0 = now_s();
     nk_parallelize_1d(pool, copy_tile, &job, bytes, COPY_TILE);
     t[r] = now_s() - t0;
   }
-  return 2.0 * (double)bytes / median(t, COPY_REPS) / 1e9;
+  return 2.0 * (double)bytes / median(t, (size_t)reps) / 1e9;
 }
+
+/* The copy buffers stay allocated for the whole run: out-of-cache cases re-measure the copy
+ * bandwidth right before they are timed (this host's memory bandwidth drifts by up to 2x over
+ * minutes as other tenants load it, so an anchor measured once at the start is not comparable). */
+static struct {
+  char *src, *dst;
+  copy_fn nt;
+} anchor;
 
 /* ------------------------------------------------------------------------------------------ */
 /* Options, shapes, runners                                                                    */
 /* ------------------------------------------------------------------------------------------ */
 
-enum { OP_LAYERNORM = 0, OP_RMSNORM = 1 };
-enum { DIR_FWD = 0, DIR_BWD = 1 };
-static const char *const op_names[] = {"layernorm", "rmsnorm"};
-static const char *const dir_names[] = {"fwd", "bwd"};
+enum { OP_LAYERNORM, OP_RMSNORM, OP_SOFTMAX, OP_LOG_SOFTMAX, OP_CROSS_ENTROPY, OP_SIGMOID, NOPS };
+enum { DIR_FWD = 0, DIR_BWD = 1, DIR_FWDBWD = 2, NDIRS };
+static const char *const op_names[] = {"layernorm",     "rmsnorm",     "softmax",
+                                       "log_softmax", "cross_entropy", "sigmoid_attn"};
+static const char *const dir_names[] = {"fwd", "bwd", "fwdbwd"};
+static const char *const algo_names[] = {"auto", "three_pass_reload", "three_pass_recompute",
+                                         "two_pass", "online"};
+#define NALGOS 5
+
+static int is_rownorm(int op) { return op == OP_LAYERNORM || op == OP_RMSNORM; }
+static int is_softmax(int op) { return op == OP_SOFTMAX || op == OP_LOG_SOFTMAX; }
+
+/* Which directions an op has: cross-entropy runs forward (loss) and fused forward+backward. */
+static int op_has_dir(int op, int dir) {
+  if (op == OP_CROSS_ENTROPY) return dir != DIR_BWD;
+  return dir != DIR_FWDBWD;
+}
 static const char *const dtype_names[] = {"f32", "bf16", "f16"}; /* indexed by nk_dtype */
 
 typedef struct options {
   int json, full;
   unsigned op_mask, dir_mask, dtype_mask; /* bit i: op_names[i] / dir_names[i] / nk_dtype i */
-  int dtype_given;
+  unsigned algo_mask;                     /* bit i: algo_names[i] (softmax forward) */
+  int dtype_given, algo_given;
   size_t rows, cols;                      /* --shape, or 0 */
   const char *shapes_file;
   size_t threads;                         /* --threads, or 0 */
@@ -344,6 +378,7 @@ typedef struct options {
 typedef struct shape {
   size_t rows, cols;
   unsigned dtype_mask;
+  unsigned op_mask; /* the ops this shape runs (a shape line may name them) */
 } shape;
 
 typedef struct shape_list {
@@ -363,13 +398,15 @@ typedef struct runner {
 static const char *default_shapes =
     "64x1024\n"        /* in cache */
     "4096x1024\n"      /* in cache (16 MiB f32; the LLC here is large) */
-    "65536x4096 f32\n" /* out of cache: 1 GiB f32 input */;
+    "65536x4096 f32\n" /* out of cache: 1 GiB f32 input */
+    "2048x128256 f32 cross_entropy\n" /* Llama-3 vocabulary, 1 GiB of f32 logits */;
 
 static void usage(FILE *f) {
   fprintf(f,
           "usage: normkit info\n"
-          "       normkit bench [--json] [--full] [--op layernorm|rmsnorm] [--direction fwd|bwd]\n"
-          "                     [--dtype f32|bf16|f16] [--shape RxC] [--shapes FILE]\n"
+          "       normkit bench [--json] [--full] [--op NAME[,NAME]] [--direction fwd|bwd|fwdbwd]\n"
+          "                     [--dtype f32|bf16|f16] [--algo NAME[,NAME]|all] [--shape RxC]\n"
+          "                     [--shapes FILE]\n"
           "                     [--threads N] [--isa scalar|avx2|avx512] [--reps N]\n"
           "       normkit help\n"
           "\n"
@@ -378,15 +415,20 @@ static void usage(FILE *f) {
           "  --json        stdout: one JSON line per case (progress goes to stderr)\n"
           "  --full        sweeps: cols 64..262144 (powers of 4) in and out of cache, f16 too,\n"
           "                thread counts 1, 2, 4, ... all\n"
-          "  --op, --direction, --dtype   select (comma lists allowed: --dtype f32,bf16)\n"
+          "  --op, --direction, --dtype   select (comma lists allowed: --dtype f32,bf16); ops:\n"
+          "                layernorm rmsnorm softmax log_softmax cross_entropy sigmoid_attn\n"
+          "  --algo        softmax forward algorithms: auto three_pass_reload\n"
+          "                three_pass_recompute two_pass online, or all (default auto;\n"
+          "                --full: all)\n"
           "  --shape RxC   one shape (rows x cols) instead of the defaults\n"
-          "  --shapes FILE shapes from a file: lines 'RxC [dtype ...]', '#' comments\n"
+          "  --shapes FILE shapes from a file: lines 'RxC [dtype ...] [op ...]', '#' comments\n"
           "                (bench/shapes/default.txt holds the defaults)\n"
           "  --threads N   one pool of N threads (default: 1 and all)\n"
           "  --isa NAME    force the kernel path (nk_context_set_isa)\n"
           "  --reps N      at least N timed calls per case (default 5)\n"
-          "Default: layernorm, rmsnorm x fwd, bwd x f32, bf16 at 64x1024 and 4096x1024, plus\n"
-          "65536x4096 f32 (1 GiB, out of cache); threads 1 and all.\n");
+          "Default: every op and direction x f32, bf16 at 64x1024 and 4096x1024, plus\n"
+          "65536x4096 f32 (1 GiB, out of cache) and cross_entropy at 2048x128256 f32;\n"
+          "threads 1 and all.\n");
 }
 
 /* Parses a comma list of names into a bit mask. Returns 0 on an unknown name. */
@@ -435,8 +477,13 @@ static int parse_isa(const char *s, nk_isa *isa) {
 /* Handles one option that takes a value. Returns 0 if the value is bad. */
 static int parse_value(options *o, const char *name, const char *v) {
   size_t n;
-  if (strcmp(name, "--op") == 0) return parse_mask(v, op_names, 2, &o->op_mask);
-  if (strcmp(name, "--direction") == 0) return parse_mask(v, dir_names, 2, &o->dir_mask);
+  if (strcmp(name, "--op") == 0) return parse_mask(v, op_names, NOPS, &o->op_mask);
+  if (strcmp(name, "--direction") == 0) return parse_mask(v, dir_names, NDIRS, &o->dir_mask);
+  if (strcmp(name, "--algo") == 0) {
+    o->algo_given = 1;
+    if (strcmp(v, "all") == 0) return o->algo_mask = (1u << NALGOS) - 1, 1;
+    return parse_mask(v, algo_names, NALGOS, &o->algo_mask);
+  }
   if (strcmp(name, "--dtype") == 0)
     return o->dtype_given = 1, parse_mask(v, dtype_names, 3, &o->dtype_mask);
   if (strcmp(name, "--shape") == 0) return parse_shape(v, &o->rows, &o->cols);
@@ -449,15 +496,16 @@ static int parse_value(options *o, const char *name, const char *v) {
 }
 
 static int is_value_option(const char *name) {
-  static const char *const names[] = {"--op", "--direction", "--dtype", "--shape",
-                                      "--shapes", "--threads", "--isa", "--reps"};
+  static const char *const names[] = {"--op",     "--direction", "--dtype", "--shape", "--shapes",
+                                      "--threads", "--isa",       "--reps",  "--algo"};
   for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
     if (strcmp(name, names[i]) == 0) return 1;
   return 0;
 }
 
 static int parse_bench_args(int argc, char **argv, options *o) {
-  *o = (options){.op_mask = 3, .dir_mask = 3, .dtype_mask = 3, .isa = NK_ISA_AUTO, .min_reps = 5};
+  *o = (options){.op_mask = (1u << NOPS) - 1, .dir_mask = (1u << NDIRS) - 1, .dtype_mask = 3,
+                 .algo_mask = 1, .isa = NK_ISA_AUTO, .min_reps = 5};
   for (int i = 0; i < argc; i++) {
     const char *a = argv[i], *eq = strchr(a, '=');
     char name[32];
@@ -475,15 +523,17 @@ static int parse_bench_args(int argc, char **argv, options *o) {
     }
   }
   if (o->full && !o->dtype_given) o->dtype_mask = 7;
+  if (o->full && !o->algo_given) o->algo_mask = (1u << NALGOS) - 1;
   return 1;
 }
 
-static void add_shape(shape_list *l, size_t rows, size_t cols, unsigned mask) {
-  if (mask == 0 || l->n == MAX_SHAPES) return;
-  l->s[l->n++] = (shape){rows, cols, mask};
+static void add_shape(shape_list *l, size_t rows, size_t cols, unsigned mask, unsigned ops) {
+  if (mask == 0 || ops == 0 || l->n == MAX_SHAPES) return;
+  l->s[l->n++] = (shape){rows, cols, mask, ops};
 }
 
-/* Reads 'RxC [dtype ...]' lines; a line's dtypes are intersected with `sel`. */
+/* Reads 'RxC [dtype ...] [op ...]' lines; a line's dtypes are intersected with `sel`; a line
+ * that names ops runs only those. */
 static int parse_shape_text(const char *text, unsigned sel, shape_list *l) {
   char line[256];
   while (*text) {
@@ -493,14 +543,19 @@ static int parse_shape_text(const char *text, unsigned sel, shape_list *l) {
     line[strcspn(line, "#")] = '\0';
     char *tok = strtok(line, " \t\r"), *dt;
     size_t rows, cols;
-    unsigned mask = 0, m;
+    unsigned mask = 0, ops = 0, m;
     if (tok == NULL) continue;
     if (!parse_shape(tok, &rows, &cols)) return fprintf(stderr, "normkit: bad shape %s\n", tok), 0;
     while ((dt = strtok(NULL, " \t\r")) != NULL) {
-      if (!parse_mask(dt, dtype_names, 3, &m)) return fprintf(stderr, "normkit: bad dtype %s\n", dt), 0;
+      if (parse_mask(dt, op_names, NOPS, &m)) {
+        ops |= m;
+        continue;
+      }
+      if (!parse_mask(dt, dtype_names, 3, &m))
+        return fprintf(stderr, "normkit: bad dtype or op %s\n", dt), 0;
       mask |= m;
     }
-    add_shape(l, rows, cols, mask ? mask & sel : sel);
+    add_shape(l, rows, cols, mask ? mask & sel : sel, ops ? ops : (1u << NOPS) - 1);
   }
   return 1;
 }
@@ -517,16 +572,22 @@ static int read_shapes_file(const char *path, unsigned sel, shape_list *l) {
 
 /* --full: cols 64..262144 (powers of 4) at 2^20 elements (in cache) and at 1 GiB of input. */
 static void add_sweeps(shape_list *l, unsigned sel) {
-  for (size_t c = 64; c <= 262144; c *= 4) add_shape(l, ((size_t)1 << 20) / c, c, sel);
+  const unsigned all = (1u << NOPS) - 1;
+  for (size_t c = 64; c <= 262144; c *= 4) add_shape(l, ((size_t)1 << 20) / c, c, sel, all);
   for (size_t c = 64; c <= 262144; c *= 4) {
-    add_shape(l, (GIB / 4) / c, c, sel & 1u);                 /* f32 */
-    add_shape(l, (GIB / 2) / c, c, sel & (1u << NK_DTYPE_BF16 | 1u << NK_DTYPE_F16));
+    add_shape(l, (GIB / 4) / c, c, sel & 1u, all); /* f32 */
+    add_shape(l, (GIB / 2) / c, c, sel & (1u << NK_DTYPE_BF16 | 1u << NK_DTYPE_F16), all);
   }
+  /* Softmax and cross-entropy rows up to 2^20 (the two-pass study): 1 GiB of f32. */
+  const unsigned sm = 1u << OP_SOFTMAX | 1u << OP_LOG_SOFTMAX | 1u << OP_CROSS_ENTROPY;
+  for (size_t c = (size_t)1 << 20; c >= 1024; c /= 4) add_shape(l, (GIB / 4) / c, c, sel & 1u, sm);
+  add_shape(l, 2048, 50257, sel, 1u << OP_CROSS_ENTROPY);  /* GPT-2 vocabulary */
+  add_shape(l, 2048, 128256, sel, 1u << OP_CROSS_ENTROPY); /* Llama-3 vocabulary */
 }
 
 static int build_shapes(const options *o, shape_list *l) {
   l->n = 0;
-  if (o->rows) return add_shape(l, o->rows, o->cols, o->dtype_mask), 1;
+  if (o->rows) return add_shape(l, o->rows, o->cols, o->dtype_mask, (1u << NOPS) - 1), 1;
   if (o->shapes_file) return read_shapes_file(o->shapes_file, o->dtype_mask, l);
   if (!parse_shape_text(default_shapes, o->dtype_mask, l)) return 0;
   if (o->full) add_sweeps(l, o->dtype_mask);
@@ -581,19 +642,25 @@ static void measure_copies(runner *runs, size_t n, nk_threadpool *pool_all, FILE
   char *src = xalloc(COPY_BYTES), *dst = xalloc(COPY_BYTES);
   set_bytes(pool_all, src, 0x5a, COPY_BYTES);
   set_bytes(pool_all, dst, 0, COPY_BYTES);
+  anchor.src = src;
+  anchor.dst = dst;
+  anchor.nt = nt;
   fprintf(out, "copy bandwidth: %zu MiB source + %zu MiB destination, median of %d, "
                "bytes = read + write; non-temporal stores: %s\n",
           COPY_BYTES >> 20, COPY_BYTES >> 20, COPY_REPS, nt_name);
   fprintf(out, "  threads   copy GB/s   nt-copy GB/s\n");
   for (size_t i = 0; i < n; i++) {
-    runs[i].copy_gbps = measure_copy(runs[i].pool, copy_regular, dst, src, COPY_BYTES);
-    runs[i].copy_nt_gbps = measure_copy(runs[i].pool, nt, dst, src, COPY_BYTES);
+    runs[i].copy_gbps = measure_copy(runs[i].pool, copy_regular, dst, src, COPY_BYTES, COPY_REPS);
+    runs[i].copy_nt_gbps = measure_copy(runs[i].pool, nt, dst, src, COPY_BYTES, COPY_REPS);
     fprintf(out, "  %7zu   %9.2f   %12.2f\n", runs[i].threads, runs[i].copy_gbps,
             runs[i].copy_nt_gbps);
     fflush(out);
   }
-  free(src);
-  free(dst);
+}
+
+static void free_anchor(void) {
+  free(anchor.src);
+  free(anchor.dst);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -607,6 +674,8 @@ typedef struct workset {
   void *x, *y, *dy, *dx;                         /* rows x cols of dtype; dy, dx may be NULL */
   float *gamma, *beta, *mean, *rstd, *dgamma, *dbeta; /* param_dtype f32 */
   double *gamma_d, *beta_d;                      /* the same parameters for the reference */
+  int64_t *target;                               /* cross-entropy: rows classes */
+  float *row_loss;                               /* cross-entropy validation: rows losses */
 } workset;
 
 static float *param_alloc(size_t n) { return xalloc(n * sizeof(float)); }
@@ -636,38 +705,71 @@ static void workset_create(workset *w, const shape *s, nk_dtype dt, int with_bwd
   memset(w->rstd, 0, s->rows * sizeof(float));
   w->gamma_d = xalloc(s->cols * sizeof(double));
   w->beta_d = xalloc(s->cols * sizeof(double));
+  w->target = xalloc(s->rows * sizeof(int64_t));
+  w->row_loss = param_alloc(s->rows);
+  uint64_t seed = 5;
+  for (size_t i = 0; i < s->rows; i++) w->target[i] = (int64_t)(splitmix64(&seed) % s->cols);
   load_row(w->gamma, NK_DTYPE_F32, 0, s->cols, w->gamma_d);
   load_row(w->beta, NK_DTYPE_F32, 0, s->cols, w->beta_d);
 }
 
 static void workset_destroy(workset *w) {
-  void *bufs[] = {w->x, w->y, w->dy, w->dx, w->gamma, w->beta, w->mean,
-                  w->rstd, w->dgamma, w->dbeta, w->gamma_d, w->beta_d};
+  void *bufs[] = {w->x,      w->y,      w->dy,     w->dx,      w->gamma,
+                  w->beta,   w->mean,   w->rstd,   w->dgamma,  w->dbeta,
+                  w->gamma_d, w->beta_d, w->target, w->row_loss};
   for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
 }
 
 typedef struct bench_case {
   int op, dir;
+  nk_softmax_algo algo; /* softmax forward */
   const workset *w;
   const runner *run;
   nk_norm_desc desc;
+  nk_softmax_desc sdesc;
+  nk_cross_entropy_desc xdesc;
+  float loss;       /* cross-entropy: the mean loss */
   void *ws;         /* backward workspace (allocated outside the timed region) */
   size_t ws_size;
 } bench_case;
 
 typedef struct case_result {
+  double copy_gbps, copy_nt_gbps; /* the anchor this case is compared with */
   double median_s, min_s, max_err;
   long reps;
   size_t checked_rows;
 } case_result;
 
 static nk_op case_nk_op(const bench_case *c) {
-  if (c->op == OP_LAYERNORM) return c->dir == DIR_FWD ? NK_OP_LAYERNORM_FWD : NK_OP_LAYERNORM_BWD;
-  return c->dir == DIR_FWD ? NK_OP_RMSNORM_FWD : NK_OP_RMSNORM_BWD;
+  switch (c->op) {
+    case OP_LAYERNORM: return c->dir == DIR_FWD ? NK_OP_LAYERNORM_FWD : NK_OP_LAYERNORM_BWD;
+    case OP_RMSNORM: return c->dir == DIR_FWD ? NK_OP_RMSNORM_FWD : NK_OP_RMSNORM_BWD;
+    case OP_CROSS_ENTROPY: return NK_OP_CROSS_ENTROPY;
+    case OP_SIGMOID: return c->dir == DIR_FWD ? NK_OP_SIGMOID_ATTN_FWD : NK_OP_SIGMOID_ATTN_BWD;
+    default: return c->dir == DIR_FWD ? NK_OP_SOFTMAX_FWD : NK_OP_SOFTMAX_BWD;
+  }
+}
+
+/* The softmax family: forward (y from x), backward (dx from y, dy), cross-entropy. */
+static nk_status run_softmax_family(const bench_case *c, int dir) {
+  const workset *w = c->w;
+  nk_context *ctx = c->run->ctx;
+  switch (c->op) {
+    case OP_CROSS_ENTROPY:
+      return nk_cross_entropy(ctx, &c->xdesc, w->x, w->target, (float *)&c->loss,
+                              dir == DIR_FWDBWD ? w->dx : NULL, NULL, c->ws, c->ws_size);
+    case OP_SIGMOID:
+      return dir == DIR_FWD ? nk_sigmoid_attn_fwd(ctx, &c->sdesc, w->x, NULL, w->y)
+                            : nk_sigmoid_attn_bwd(ctx, &c->sdesc, w->y, w->dy, w->dx);
+    default:
+      return dir == DIR_FWD ? nk_softmax_fwd(ctx, &c->sdesc, w->x, NULL, NULL, w->y, NULL)
+                            : nk_softmax_bwd(ctx, &c->sdesc, w->y, w->dy, NULL, NULL, w->dx, NULL);
+  }
 }
 
 static nk_status run_fwd(const bench_case *c) {
   const workset *w = c->w;
+  if (!is_rownorm(c->op)) return run_softmax_family(c, DIR_FWD);
   if (c->op == OP_RMSNORM)
     return nk_rmsnorm_fwd(c->run->ctx, &c->desc, w->x, NULL, w->gamma, NULL, w->y, NULL, w->rstd);
   return nk_layernorm_fwd(c->run->ctx, &c->desc, w->x, NULL, w->gamma, w->beta, w->y, NULL,
@@ -676,6 +778,7 @@ static nk_status run_fwd(const bench_case *c) {
 
 static nk_status run_bwd(const bench_case *c) {
   const workset *w = c->w;
+  if (!is_rownorm(c->op)) return run_softmax_family(c, c->dir);
   if (c->op == OP_RMSNORM)
     return nk_rmsnorm_bwd(c->run->ctx, &c->desc, w->x, w->gamma, NULL, w->rstd, w->dy, NULL,
                           w->dx, w->dgamma, NULL, c->ws, c->ws_size);
@@ -694,6 +797,9 @@ static double case_bytes(const bench_case *c) {
   double mat = (double)c->w->rows * (double)c->w->cols * (double)nk_dtype_size(c->w->dtype);
   double per_col = 4.0 * (double)c->w->cols, per_row = 4.0 * (double)c->w->rows;
   double ln = c->op == OP_LAYERNORM;
+  /* softmax family: fwd x -> y; bwd y, dy -> dx; cross-entropy x, targets -> loss (+ dx) */
+  if (c->op == OP_CROSS_ENTROPY) return mat * (1 + (c->dir == DIR_FWDBWD)) + 2 * per_row + 4;
+  if (!is_rownorm(c->op)) return c->dir == DIR_FWD ? 2 * mat : 3 * mat;
   if (c->dir == DIR_FWD) return 2 * mat + per_col * (1 + ln) + per_row * (1 + ln);
   return 3 * mat + per_col + per_row * (1 + ln) + per_col * (1 + ln);
 }
@@ -827,6 +933,70 @@ static void validate_bwd(const bench_case *c, validation *v, size_t *checked) {
   if (w->rows * cols <= FULL_CHECK_ELEMENTS) check_param_grads(c, v);
 }
 
+/* The softmax family: forward rows against nk_ref_softmax_fwd / nk_ref_sigmoid_fwd (the logits
+ * are x itself: scale 1, no mask), backward rows against nk_ref_softmax_bwd / _sigmoid_bwd on
+ * the forward's own y, cross-entropy rows (loss, dlogits) against nk_ref_cross_entropy with
+ * reduction none (one extra untimed call), and the mean loss against the mean of the rows. */
+static void validate_softmax_family(bench_case *c, validation *v, size_t *checked) {
+  const workset *w = c->w;
+  const size_t cols = w->cols, n = sample_count(w->rows);
+  const int log = c->op == OP_LOG_SOFTMAX, bwd = c->dir != DIR_FWD;
+  double *t = xalloc(4 * cols * sizeof(double));
+  double *in = t, *dy = t + cols, *ref = t + 2 * cols, *ref2 = t + 3 * cols;
+  float *row_lse = NULL;
+  if (c->op == OP_CROSS_ENTROPY) {
+    nk_cross_entropy_desc d = c->xdesc;
+    d.reduction = NK_REDUCTION_NONE;
+    row_lse = param_alloc(w->rows);
+    nk_status st = nk_cross_entropy(c->run->ctx, &d, w->x, w->target, w->row_loss,
+                                    bwd ? w->dx : NULL, row_lse, NULL, 0);
+    if (!report_status(st, c->run->ctx, "cross_entropy (validation)")) v->ok = 0;
+    double sum = 0.0;
+    for (size_t i = 0; i < w->rows; i++) sum += w->row_loss[i];
+    check_value(v, "mean loss", 0, c->loss, sum / (double)w->rows, 1e-5 * fabs(sum / (double)w->rows) + 1e-6);
+  }
+  for (size_t k = 0; k < n && v->ok; k++) {
+    const size_t i = sample_row(k, n, w->rows);
+    double lse = 0.0, loss = 0.0;
+    switch (c->op) {
+      case OP_CROSS_ENTROPY:
+        load_row(w->x, w->dtype, i * cols, cols, in);
+        nk_ref_cross_entropy(1, cols, in, &w->target[i], -100, 0.0, 0.0, 0, 1.0, &loss,
+                             bwd ? ref : NULL, &lse);
+        check_value(v, "loss", i, w->row_loss[i], loss, 2e-6 * fmax(1.0, fabs(lse)) + 1e-6 * loss);
+        check_value(v, "lse", i, row_lse[i], lse, 2e-6 * fmax(1.0, fabs(lse)));
+        if (bwd) check_row(v, "dlogits", i, ref, w->dx, w->dtype, cols, 0);
+        break;
+      case OP_SIGMOID:
+        if (!bwd) {
+          load_row(w->x, w->dtype, i * cols, cols, in);
+          nk_ref_sigmoid_fwd(cols, in, ref);
+          check_row(v, "y", i, ref, w->y, w->dtype, cols, 0);
+        } else {
+          load_row(w->y, w->dtype, i * cols, cols, in);
+          load_row(w->dy, w->dtype, i * cols, cols, dy);
+          nk_ref_sigmoid_bwd(cols, in, dy, 1.0, ref);
+          check_row(v, "dx", i, ref, w->dx, w->dtype, cols, 1);
+        }
+        break;
+      default:
+        if (!bwd) {
+          load_row(w->x, w->dtype, i * cols, cols, in);
+          nk_ref_softmax_fwd(1, cols, in, NULL, log, 0, ref, &lse);
+          check_row(v, "y", i, ref, w->y, w->dtype, cols, 0);
+        } else {
+          load_row(w->y, w->dtype, i * cols, cols, in);
+          load_row(w->dy, w->dtype, i * cols, cols, dy);
+          nk_ref_softmax_bwd(1, cols, in, dy, log, 1.0, ref, ref2);
+          check_row(v, "dx", i, ref, w->dx, w->dtype, cols, 1);
+        }
+    }
+  }
+  free(row_lse);
+  free(t);
+  *checked = n;
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* Timing and output                                                                           */
 /* ------------------------------------------------------------------------------------------ */
@@ -878,24 +1048,27 @@ static void json_string(const char *s) {
 }
 
 static const char *kernel_of(const bench_case *c) {
-  const char *k = nk_kernel_name_ex(c->run->ctx, case_nk_op(c), c->w->dtype);
+  const char *k = is_softmax(c->op) && c->dir == DIR_FWD
+                      ? nk_softmax_kernel_name(c->run->ctx, &c->sdesc)
+                      : nk_kernel_name_ex(c->run->ctx, case_nk_op(c), c->w->dtype);
   return k ? k : "(none)";
 }
 
 static void emit_json(const bench_case *c, const case_result *r, const run_info *info) {
   const workset *w = c->w;
   double bytes = case_bytes(c), gbps = bytes / r->median_s / 1e9;
-  double best_copy = fmax(c->run->copy_gbps, c->run->copy_nt_gbps);
+  double best_copy = fmax(r->copy_gbps, r->copy_nt_gbps);
   printf("{\"op\":\"%s\",\"direction\":\"%s\",\"dtype\":\"%s\",\"param_dtype\":\"f32\","
          "\"layout\":\"rows\",\"rows\":%zu,\"cols\":%zu,\"elements\":%zu,\"threads\":%zu,"
-         "\"isa\":\"%s\",\"kernel\":",
+         "\"isa\":\"%s\",\"algo\":\"%s\",\"kernel\":",
          op_names[c->op], dir_names[c->dir], nk_dtype_name(w->dtype), w->rows, w->cols,
-         w->rows * w->cols, c->run->threads, nk_isa_name(nk_context_isa(c->run->ctx)));
+         w->rows * w->cols, c->run->threads, nk_isa_name(nk_context_isa(c->run->ctx)),
+         nk_softmax_algo_name(c->algo));
   json_string(kernel_of(c));
   printf(",\"median_s\":%.9g,\"min_s\":%.9g,\"reps\":%ld,\"bytes\":%.0f,\"gbps\":%.6g,"
          "\"copy_gbps\":%.6g,\"copy_nt_gbps\":%.6g,\"fraction\":%.6g,\"max_err\":%.3g,"
          "\"validated_rows\":%zu,\"date\":\"%s\",\"cpu\":",
-         r->median_s, r->min_s, r->reps, bytes, gbps, c->run->copy_gbps, c->run->copy_nt_gbps,
+         r->median_s, r->min_s, r->reps, bytes, gbps, r->copy_gbps, r->copy_nt_gbps,
          gbps / best_copy, r->max_err, r->checked_rows, info->date);
   json_string(info->cpu);
   printf(",\"ncpu\":%ld,\"version\":\"%s\"}\n", info->ncpu, nk_version());
@@ -903,7 +1076,7 @@ static void emit_json(const bench_case *c, const case_result *r, const run_info 
 }
 
 static void print_table_header(FILE *f) {
-  fprintf(f, "%-9s %-3s %-5s %-11s %3s %-6s %-34s %11s %11s %8s %6s\n", "op", "dir", "dtype",
+  fprintf(f, "%-13s %-6s %-5s %-11s %3s %-6s %-46s %11s %11s %8s %6s\n", "op", "dir", "dtype",
           "shape", "thr", "isa", "kernel", "median_us", "min_us", "GB/s", "frac");
 }
 
@@ -911,9 +1084,9 @@ static void emit_row(FILE *f, const bench_case *c, const case_result *r) {
   const workset *w = c->w;
   char shape_s[48];
   double gbps = case_bytes(c) / r->median_s / 1e9;
-  double best_copy = fmax(c->run->copy_gbps, c->run->copy_nt_gbps);
+  double best_copy = fmax(r->copy_gbps, r->copy_nt_gbps);
   snprintf(shape_s, sizeof shape_s, "%zux%zu", w->rows, w->cols);
-  fprintf(f, "%-9s %-3s %-5s %-11s %3zu %-6s %-34s %11.2f %11.2f %8.2f %6.3f\n", op_names[c->op],
+  fprintf(f, "%-13s %-6s %-5s %-11s %3zu %-6s %-46s %11.2f %11.2f %8.2f %6.3f\n", op_names[c->op],
           dir_names[c->dir], nk_dtype_name(w->dtype), shape_s, c->run->threads,
           nk_isa_name(nk_context_isa(c->run->ctx)), kernel_of(c), r->median_s * 1e6,
           r->min_s * 1e6, gbps, gbps / best_copy);
@@ -925,7 +1098,9 @@ static void emit_row(FILE *f, const bench_case *c, const case_result *r) {
 /* ------------------------------------------------------------------------------------------ */
 
 static void case_label(const bench_case *c, char *out, size_t size) {
-  snprintf(out, size, "%s_%s %s %zux%zu, %zu thread%s", op_names[c->op], dir_names[c->dir],
+  snprintf(out, size, "%s_%s%s%s %s %zux%zu, %zu thread%s", op_names[c->op], dir_names[c->dir],
+           is_softmax(c->op) && c->dir == DIR_FWD ? " " : "",
+           is_softmax(c->op) && c->dir == DIR_FWD ? nk_softmax_algo_name(c->algo) : "",
            nk_dtype_name(c->w->dtype), c->w->rows, c->w->cols, c->run->threads,
            c->run->threads == 1 ? "" : "s");
 }
@@ -934,6 +1109,18 @@ static void case_label(const bench_case *c, char *out, size_t size) {
  * backward, the statistics it reads (one forward call). */
 static nk_status case_prepare(bench_case *c) {
   nk_status st;
+  if (c->op == OP_CROSS_ENTROPY) {
+    c->xdesc = nk_cross_entropy_desc_dense(c->w->rows, c->w->cols, c->w->dtype);
+    st = nk_cross_entropy_workspace_size(&c->xdesc, &c->ws_size);
+    if (st == NK_STATUS_OK && c->ws_size) c->ws = memset(xalloc(c->ws_size), 0, c->ws_size);
+    return st;
+  }
+  if (!is_rownorm(c->op)) {
+    c->sdesc = nk_softmax_desc_dense(c->w->rows, c->w->cols, c->w->dtype);
+    if (c->op == OP_LOG_SOFTMAX) c->sdesc.flags |= NK_SOFTMAX_LOG;
+    c->sdesc.algo = c->algo;
+    return c->dir == DIR_FWD ? NK_STATUS_OK : run_fwd(c);
+  }
   c->desc = nk_norm_desc_dense(c->w->rows, c->w->cols, c->w->dtype,
                                c->op == OP_LAYERNORM ? LN_EPS : RMS_EPS);
   if (c->dir == DIR_FWD) return NK_STATUS_OK;
@@ -953,7 +1140,7 @@ static void report_case(const bench_case *c, const case_result *r, const options
   }
   emit_json(c, r, info);
   fprintf(stderr, "%-40s %12.2f us %8.2f GB/s  fraction %.3f\n", label, r->median_s * 1e6, gbps,
-          gbps / fmax(c->run->copy_gbps, c->run->copy_nt_gbps));
+          gbps / fmax(r->copy_gbps, r->copy_nt_gbps));
 }
 
 /* Prepares, runs once, validates, times and reports one case. Returns 1 on success. */
@@ -970,9 +1157,19 @@ static int bench_one(bench_case *c, const options *o, const run_info *info) {
     first_s = now_s() - t0;
   }
   if (st == NK_STATUS_OK) {
-    if (c->dir == DIR_FWD) validate_fwd(c, &v, &res.checked_rows);
+    if (!is_rownorm(c->op)) validate_softmax_family(c, &v, &res.checked_rows);
+    else if (c->dir == DIR_FWD) validate_fwd(c, &v, &res.checked_rows);
     else validate_bwd(c, &v, &res.checked_rows);
     res.max_err = v.max_err;
+    res.copy_gbps = c->run->copy_gbps;
+    res.copy_nt_gbps = c->run->copy_nt_gbps;
+    if (v.ok && case_bytes(c) >= (double)OUT_OF_CACHE_BYTES) {
+      /* Out of cache: the anchor of this minute, measured just before the case. */
+      res.copy_gbps = measure_copy(c->run->pool, copy_regular, anchor.dst, anchor.src,
+                                   COPY_BYTES, ANCHOR_REPS);
+      res.copy_nt_gbps = measure_copy(c->run->pool, anchor.nt, anchor.dst, anchor.src,
+                                      COPY_BYTES, ANCHOR_REPS);
+    }
     if (v.ok) st = time_case(c, o->min_reps, first_s, &res);
   }
   free(c->ws);
@@ -982,15 +1179,21 @@ static int bench_one(bench_case *c, const options *o, const run_info *info) {
 }
 
 /* Every selected op, direction and runner on one work set. Returns the number of failures. */
-static int bench_workset(const workset *w, const options *o, const runner *runs, size_t nruns,
-                         const run_info *info) {
+static int bench_workset(const workset *w, unsigned ops, const options *o, const runner *runs,
+                         size_t nruns, const run_info *info) {
   int failures = 0;
-  for (int op = 0; op < 2; op++) {
-    for (int dir = 0; dir < 2; dir++) {
-      if (!(o->op_mask >> op & 1) || !(o->dir_mask >> dir & 1)) continue;
-      for (size_t r = 0; r < nruns; r++) {
-        bench_case c = {.op = op, .dir = dir, .w = w, .run = &runs[r]};
-        failures += !bench_one(&c, o, info);
+  for (int op = 0; op < NOPS; op++) {
+    for (int dir = 0; dir < NDIRS; dir++) {
+      if (!(ops >> op & 1) || !(o->dir_mask >> dir & 1) || !op_has_dir(op, dir)) continue;
+      for (int a = 0; a < NALGOS; a++) {
+        const int algo_case = is_softmax(op) && dir == DIR_FWD;
+        if (algo_case ? !(o->algo_mask >> a & 1) : a != 0) continue;
+        if (a == NK_SOFTMAX_THREE_PASS_RELOAD && w->dtype != NK_DTYPE_F32) continue;
+        for (size_t r = 0; r < nruns; r++) {
+          bench_case c = {.op = op, .dir = dir, .algo = (nk_softmax_algo)a, .w = w,
+                          .run = &runs[r]};
+          failures += !bench_one(&c, o, info);
+        }
       }
     }
   }
@@ -1023,10 +1226,12 @@ static int run_benchmarks(const options *o, const shape_list *shapes, runner *ru
       if (!(shapes->s[s].dtype_mask >> dt & 1)) continue;
       workset w;
       double t0 = now_s();
-      workset_create(&w, &shapes->s[s], (nk_dtype)dt, o->dir_mask >> DIR_BWD & 1, pool_all);
+      const unsigned ops = shapes->s[s].op_mask & o->op_mask;
+      if (ops == 0) continue;
+      workset_create(&w, &shapes->s[s], (nk_dtype)dt, (o->dir_mask & ~1u) != 0, pool_all);
       fprintf(stderr, "[%s %zux%zu: buffers filled in %.2f s]\n", dtype_names[dt],
               shapes->s[s].rows, shapes->s[s].cols, now_s() - t0);
-      failures += bench_workset(&w, o, runs, nruns, &info);
+      failures += bench_workset(&w, ops, o, runs, nruns, &info);
       workset_destroy(&w);
     }
   }
@@ -1049,6 +1254,7 @@ static int cmd_bench(int argc, char **argv) {
   for (; nruns < n && ok; nruns++) ok = runner_create(&runs[nruns], counts[nruns], pool_all, o.isa);
   if (ok) failures = run_benchmarks(&o, &shapes, runs, nruns, pool_all);
   for (size_t i = 0; i < nruns; i++) runner_destroy(&runs[i]);
+  free_anchor();
   nk_threadpool_destroy(pool_all);
   if (!ok) return 1;
   fprintf(o.json ? stderr : stdout, "\n%d failure%s, total %.1f s\n", failures,
@@ -1066,7 +1272,7 @@ static void print_kernels(const nk_context *ctx, const char *title) {
     for (int dt = 0; dt < 3; dt++) {
       const char *k = ctx ? nk_kernel_name_ex(ctx, (nk_op)op, (nk_dtype)dt)
                           : nk_kernel_name((nk_op)op, (nk_dtype)dt);
-      printf("  %-14s %-5s %s\n", nk_op_name((nk_op)op), nk_dtype_name((nk_dtype)dt),
+      printf("  %-16s %-5s %s\n", nk_op_name((nk_op)op), nk_dtype_name((nk_dtype)dt),
              k ? k : "(none)");
     }
   }

@@ -61,10 +61,20 @@ void nk_ref_softmax_fwd(size_t rows, size_t cols, const double *z, const double 
       if (lse) lse[i] = masked_nan ? NAN : -INFINITY;
       continue;
     }
-    long double s = 0.0L;
-    for (size_t j = 0; j < cols; j++) s += expl((long double)zr[j] - (long double)m);
-    if (sink) s += expl((long double)sink[i] - (long double)m);
-    const long double ls = logl(s); /* s >= 1: the maximum term is e^0 */
+    /* s = ones + rest: the terms at the maximum (e^0 = 1) are counted apart so that
+     * log s = log1p(ones - 1 + rest) keeps rest even when it is below the long double ulp of 1
+     * (log_softmax of the dominant entry is -rest, which bf16/f16 can represent). */
+    long double rest = 0.0L, ones = 0.0L;
+    for (size_t j = 0; j < cols; j++) {
+      if (zr[j] == m) ones += 1.0L;
+      else rest += expl((long double)zr[j] - (long double)m);
+    }
+    if (sink) {
+      if (sink[i] == m) ones += 1.0L;
+      else rest += expl((long double)sink[i] - (long double)m);
+    }
+    const long double s = ones + rest;
+    const long double ls = log1pl((ones - 1.0L) + rest); /* ones >= 1: m is a term */
     for (size_t j = 0; j < cols; j++) {
       const long double t = (long double)zr[j] - (long double)m;
       yr[j] = log ? (double)(t - ls) : (double)(expl(t) / s);

@@ -62,6 +62,34 @@ nk_rownorm_bwd_ukernel_fn nk__select_rownorm_bwd(nk_isa isa, nk_op op, nk_dtype 
   return e ? e->fn : NULL;
 }
 
+static const nk_softmax_entry softmax_table[] = {
+#define NK_SOFTMAX_FWD(isa, algo, dtype, fn) {isa, NK_SMK_FWD, algo, dtype, (void (*)(void))fn, #fn},
+#define NK_SOFTMAX_BWD(isa, dtype, fn) {isa, NK_SMK_BWD, NK_SOFTMAX_AUTO, dtype, (void (*)(void))fn, #fn},
+#define NK_XENT(isa, dtype, fn) {isa, NK_SMK_XENT, NK_SOFTMAX_AUTO, dtype, (void (*)(void))fn, #fn},
+#define NK_SIGMOID_FWD(isa, dtype, fn)                                                           \
+  {isa, NK_SMK_SIGMOID_FWD, NK_SOFTMAX_AUTO, dtype, (void (*)(void))fn, #fn},
+#define NK_SIGMOID_BWD(isa, dtype, fn)                                                           \
+  {isa, NK_SMK_SIGMOID_BWD, NK_SOFTMAX_AUTO, dtype, (void (*)(void))fn, #fn},
+#define NK_EXP(isa, fn) {isa, NK_SMK_EXP, NK_SOFTMAX_AUTO, NK_DTYPE_F32, (void (*)(void))fn, #fn},
+#include "kernels/softmax/softmax.inc"
+#undef NK_SOFTMAX_FWD
+#undef NK_SOFTMAX_BWD
+#undef NK_XENT
+#undef NK_SIGMOID_FWD
+#undef NK_SIGMOID_BWD
+#undef NK_EXP
+};
+
+const nk_softmax_entry *nk__select_softmax(nk_isa isa, nk_softmax_kind kind,
+                                           nk_softmax_algo algo, nk_dtype dtype) {
+  for (; isa != NK_ISA_AUTO; isa = step_down(isa))
+    for (size_t i = 0; i < sizeof softmax_table / sizeof softmax_table[0]; i++) {
+      const nk_softmax_entry *e = &softmax_table[i];
+      if (e->isa == isa && e->kind == kind && e->algo == algo && e->dtype == dtype) return e;
+    }
+  return NULL;
+}
+
 const char *nk_op_name(nk_op op) {
   switch (op) {
     case NK_OP_LAYERNORM_FWD: return "layernorm_fwd";
@@ -80,6 +108,23 @@ const char *nk_op_name(nk_op op) {
 
 const char *nk_kernel_name_ex(const nk_context *ctx, nk_op op, nk_dtype dtype) {
   const nk_isa isa = nk__context_isa(ctx);
+  const nk_softmax_entry *se = NULL;
+  switch (op) {
+    case NK_OP_SOFTMAX_FWD:
+      se = nk__select_softmax(isa, NK_SMK_FWD, nk__softmax_auto_algo((size_t)1 << 20, dtype, 0),
+                              dtype);
+      return se ? se->name : NULL;
+    case NK_OP_SOFTMAX_BWD: se = nk__select_softmax(isa, NK_SMK_BWD, NK_SOFTMAX_AUTO, dtype); break;
+    case NK_OP_CROSS_ENTROPY: se = nk__select_softmax(isa, NK_SMK_XENT, NK_SOFTMAX_AUTO, dtype); break;
+    case NK_OP_SIGMOID_ATTN_FWD:
+      se = nk__select_softmax(isa, NK_SMK_SIGMOID_FWD, NK_SOFTMAX_AUTO, dtype);
+      break;
+    case NK_OP_SIGMOID_ATTN_BWD:
+      se = nk__select_softmax(isa, NK_SMK_SIGMOID_BWD, NK_SOFTMAX_AUTO, dtype);
+      break;
+    default: break;
+  }
+  if (op >= NK_OP_SOFTMAX_FWD) return se ? se->name : NULL;
   if (op == NK_OP_LAYERNORM_FWD || op == NK_OP_RMSNORM_FWD) {
     const fwd_entry *e = find_fwd(isa, op, dtype);
     return e ? e->name : NULL;

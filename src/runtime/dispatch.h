@@ -4,9 +4,18 @@
 
 #include "internal.h"
 #include "kernels/rownorm/rownorm.h"
+#include "kernels/softmax/softmax.h"
 
 /* The kernel for (isa, op, dtype), stepping down avx512 -> avx2 -> scalar; NULL if none. */
 nk_rownorm_fwd_ukernel_fn nk__select_rownorm_fwd(nk_isa isa, nk_op op, nk_dtype dtype);
 nk_rownorm_bwd_ukernel_fn nk__select_rownorm_bwd(nk_isa isa, nk_op op, nk_dtype dtype);
+
+/* The softmax-family kernel of (kind, algo, dtype) for isa, stepping down; NULL if none. algo is
+ * NK_SOFTMAX_AUTO for every kind but NK_SMK_FWD, where it must be a concrete algorithm. */
+const nk_softmax_entry *nk__select_softmax(nk_isa isa, nk_softmax_kind kind,
+                                           nk_softmax_algo algo, nk_dtype dtype);
+/* The algorithm NK_SOFTMAX_AUTO runs for rows of `cols` elements of `dtype`, for softmax or
+ * (log != 0) log_softmax (src/ops/softmax.c). */
+nk_softmax_algo nk__softmax_auto_algo(size_t cols, nk_dtype dtype, int log);
 
 #endif /* NK_RUNTIME_DISPATCH_H */

@@ -111,10 +111,14 @@ static float row_max(const nk_softmax_row *row, nk_dtype dt, size_t nv) {
   return m + 0.0f;
 }
 
-/* The three-pass sum S (m != -inf): blocksum(exp(z_j - m)) + (double)exp(sink - m). With
- * `store`, y_j = e_j (softmax) or z_j - m (log) is written (reload, f32 y). */
-static double three_sum(const nk_softmax_row *row, nk_dtype dt, size_t nv, float m, int store) {
+/* The three-pass sum (m != -inf) as S = *ones + R: the terms e_j = exp(z_j - m) equal to 1.0f
+ * are counted, the others blocksummed (a 1.0f term adds +0 to its lane), and the sink term
+ * exp(sink - m) joins the count or R after the blocks. With `store`, y_j = e_j (softmax) or
+ * z_j - m (log) is written (reload, f32 y). Returns R. */
+static double three_sum(const nk_softmax_row *row, nk_dtype dt, size_t nv, float m, int store,
+                        double *ones) {
   double total = 0.0;
+  size_t count = 0;
   for (size_t b = 0; b < nv; b += BLOCK) {
     float lane[LANES] = {0};
     const size_t e = b + BLOCK < nv ? b + BLOCK : nv;
@@ -122,11 +126,19 @@ static double three_sum(const nk_softmax_row *row, nk_dtype dt, size_t nv, float
       const float d = zf(row, dt, j) - m;
       const float ex = sm_exp(d);
       if (store) ((float *)row->y)[j] = row->log ? d : ex;
-      lane[(j - b) % LANES] += ex;
+      count += ex == 1.0f;
+      lane[(j - b) % LANES] += ex == 1.0f ? 0.0f : ex;
     }
     total += (double)fold_sum(lane);
   }
-  if (row->has_sink) total += (double)sm_exp(row->sink - m);
+  if (row->has_sink) {
+    const float es = sm_exp(row->sink - m);
+    if (es == 1.0f)
+      count++;
+    else
+      total += (double)es;
+  }
+  *ones = (double)count;
   return total;
 }
 
@@ -162,9 +174,11 @@ static void fwd_three_pass(const nk_softmax_row *row, nk_dtype dt, int reload) {
   assert(row != NULL && row->n > 0 && row->n_valid <= row->n);
   const size_t nv = row->n_valid;
   const float m = row_max(row, dt, nv);
-  const double S = m == -INFINITY ? masked_sum(row, dt, nv) : three_sum(row, dt, nv, m, reload);
+  double ones = 0.0;
+  const double R =
+      m == -INFINITY ? masked_sum(row, dt, nv) : three_sum(row, dt, nv, m, reload, &ones);
   nk__sm_fin f;
-  nk__sm_three_finish(m, S, row->masked_nan, &f);
+  nk__sm_three_finish_split(m, ones, R, row->masked_nan, &f);
   if (write_special(row, dt, &f)) return;
   if (!reload) {
     three_output(row, dt, nv, &f);

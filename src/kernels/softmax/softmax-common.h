@@ -122,6 +122,19 @@ static inline void nk__sm_three_finish(float m, double S, int masked_nan, nk__sm
   }
 }
 
+/* Three-pass, after the sums: S = ones + R, where `ones` counts the terms e_j (and the sink
+ * term) equal to exactly 1.0f and R sums the others (softmax.h). log S = log1p((ones - 1) + R)
+ * when ones >= 1: exact for rows dominated by their max, where a plain f32 sum would absorb
+ * the small terms into the 1 and lose log S ~ R altogether. m == -inf as nk__sm_three_finish. */
+static inline void nk__sm_three_finish_split(float m, double ones, double R, int masked_nan,
+                                             nk__sm_fin *f) {
+  nk__sm_three_finish(m, ones + R, masked_nan, f);
+  if (f->outcome != NK_SM_NORMAL || ones < 1.0) return;
+  const double lg = log1p((ones - 1.0) + R);
+  f->ls = (float)lg;
+  f->lse = (float)((double)m + lg);
+}
+
 /* L = Nd ln2 + log(Md), the log of the two-pass sum. */
 static inline double nk__sm_two_L(double Md, double Nd) { return Nd * NK_SM_LN2_D + log(Md); }
 
@@ -176,7 +189,12 @@ static inline void nk__sm_xent_finish(double L, double T, float zt, size_t n, fl
     return;
   }
   const double ls = (double)smoothing, zl = (double)z_loss, dn = (double)n, c = grad_w;
-  o->loss = (1.0 - ls) * (L - (double)zt) + ls * (L - T / dn) + zl * L * L;
+  /* A term whose weight is 0 is left out, not multiplied by 0: with full smoothing a -inf
+   * target logit (L - z_t = inf) must not turn the (infinite) loss into NaN, nor a -inf
+   * logit elsewhere (T = -inf) the unsmoothed loss. */
+  const double hard = ls != 1.0 ? (1.0 - ls) * (L - (double)zt) : 0.0;
+  const double soft = ls != 0.0 ? ls * (L - T / dn) : 0.0;
+  o->loss = hard + soft + zl * L * L;
   o->lse = (float)L;
   o->a = (float)(c * (1.0 + 2.0 * zl * L));
   o->b = (float)(-c * ls / dn);

@@ -41,7 +41,11 @@
  * Three-pass (reload and recompute give the same bits):
  *   m = max_j z_j (any order), m = max(m, sink) with a sink, then m = m + 0 (-0 -> +0).
  *   m == -inf: fully masked row (below).  e_j = exp(z_j - m) (f32 subtraction).
- *   S = blocksum(e_j) + (double)exp(sink - m) (the sink term added after the blocks).
+ *   S = ones + R: the terms e_j equal to 1.0f (z_j == m, or within 2^-25 of it) are counted
+ *   (ones) and add +0 to their lane; R = blocksum of the other e_j, + (double)exp(sink - m)
+ *   after the blocks (or ones + 1 when that is 1.0f). log S = log1p((ones - 1) + R) when
+ *   ones >= 1, else log(R): rows dominated by their max keep log S ~ R (a plain f32 sum
+ *   would absorb R into the 1). lambda and lse below use this S and log S.
  *   softmax:  lambda = (float)(1 / S);  y_j = e_j * lambda.
  *   log:      ls = (float)log(S);  y_j = (z_j - m) - ls;  lse = (float)((double)m + log(S)).
  *   softmax lse = the same (float)((double)m + log(S)).
@@ -88,7 +92,8 @@
  *   pass 1 as the two-pass softmax pass 1 (with its range test and its fallback to the
  *   three-pass sums), plus T = blocksum(z_j) when smoothing > 0.
  *   L = Nd * ln2 + log(Md) (two-pass) or (double)m + log(S) (three-pass fallback).
- *   loss = (1 - ls) * (L - z_t) + ls * (L - T / n) + zl * L * L   (double; z_t = (double)z_t).
+ *   loss = (1 - ls) * (L - z_t) + ls * (L - T / n) + zl * L * L   (double; z_t = (double)z_t;
+ *   a term whose weight (1 - ls or ls) is 0 is left out, so 0 * inf never makes a NaN).
  *   dx (when wanted): c = grad_w (double), a = (float)(c * (1 + 2 * zl * L)),
  *     b = (float)(-c * ls / n), bt = (float)(-c * (ls / n + (1 - ls)));  p_j = the softmax
  *     output value of the row (before dtype rounding);  dx_j = fma(p_j, a, b), dx_t =
