@@ -148,7 +148,7 @@ void nk_ref_cross_entropy(size_t rows, size_t cols, const double *z, const int64
         for (size_t j = 0; j < cols; j++) dz[i * cols + j] = NAN;
     } else {
       const size_t t = (size_t)target[i];
-      li += (1.0L - ls) * (L - (long double)zr[t]); /* 0 * inf = NaN at ls = 1, as PyTorch */
+      if (ls != 1.0) li += (1.0L - ls) * (L - (long double)zr[t]);
       if (ls != 0.0) {
         long double mean = 0.0L;
         for (size_t j = 0; j < cols; j++) mean += zr[j];

@@ -132,7 +132,7 @@ static void run_case(const cfg *c) {
       /* log_softmax + NLL, composed in float64 */
       double li = 0.0, smooth = 0.0;
       for (size_t j = 0; j < C; j++) smooth -= ly[i * C + j] / (double)C;
-      li += -(1.0 - c->ls) * ly[i * C + (size_t)t[i]];
+      if (c->ls != 1.0f) li += -(1.0 - c->ls) * ly[i * C + (size_t)t[i]];
       if (c->ls != 0.0f) li += c->ls * smooth;
       li += c->zl * L * L;
       if (!isfinite(L)) li = NAN;
