@@ -211,7 +211,10 @@ NK_INLINE void term(int kind, nk_dtype dt, const rctx *c, size_t i, __mmask16 k,
       const __m512 d = _mm512_sub_ps(z, _mm512_set1_ps(c->m));
       const __m512 e = v_exp(d);
       if (c->store) _mm512_mask_storeu_ps(c->store + i, k, c->store_log ? d : e);
-      *a = _mm512_mask_add_ps(*a, k, *a, e);
+      /* S = ones + R: terms equal to 1.0f are counted in t, the others summed in a */
+      const __mmask16 one = _mm512_mask_cmp_ps_mask(k, e, _mm512_set1_ps(1.0f), _CMP_EQ_OQ);
+      *a = _mm512_mask_add_ps(*a, k & (__mmask16)~one, *a, e);
+      *t = _mm512_mask_add_ps(*t, one, *t, _mm512_set1_ps(1.0f));
       break;
     }
     case R_TWO: {
@@ -265,6 +268,10 @@ NK_INLINE void reduce(int kind, nk_dtype dt, const rctx *c, size_t n, rres *o) {
       nk__sm_md_join(&t1, &t2, r2, r1);
     } else {
       t1 += (double)r1;
+      if (kind == R_THREE) { /* the count of 1.0f terms (exact: at most 1024 per block) */
+        fold(R_THREE, Tv, B, &r1, &r2);
+        T += (double)r1;
+      }
     }
   }
   o->t1 = t1;
@@ -422,7 +429,7 @@ NK_INLINE void fwd_three_pass(nk_dtype dt, const nk_softmax_row *row, int reload
   float m = r.mx;
   if (row->has_sink) m = row->sink > m ? row->sink : m;
   m = m + 0.0f;
-  double S;
+  double S, ones = 0.0;
   if (m == -INFINITY) {
     reduce(R_NAN, dt, &c, nv, &r);
     S = r.flag || (row->has_sink && isnan(row->sink)) ? nk__sm_nan_d() : 0.0;
@@ -432,10 +439,17 @@ NK_INLINE void fwd_three_pass(nk_dtype dt, const nk_softmax_row *row, int reload
     c.store_log = row->log;
     reduce(R_THREE, dt, &c, nv, &r);
     S = r.t1;
-    if (row->has_sink) S += (double)exp1(row->sink - m);
+    ones = r.T;
+    if (row->has_sink) {
+      const float es = exp1(row->sink - m);
+      if (es == 1.0f)
+        ones += 1.0;
+      else
+        S += (double)es;
+    }
   }
   nk__sm_fin f;
-  nk__sm_three_finish(m, S, row->masked_nan, &f);
+  nk__sm_three_finish_split(m, ones, S, row->masked_nan, &f);
   if (fwd_special(dt, row, &f)) return;
   octx o = {0};
   o.mode = reload ? (row->log ? O_RELOAD_LOG : O_RELOAD_SM) : (row->log ? O_THREE_LOG : O_THREE_SM);
@@ -546,8 +560,8 @@ NK_INLINE void xent(nk_dtype dt, const nk_xent_row *row) {
   if (three) {
     c.m = m;
     reduce(R_THREE, dt, &c, n, &r);
-    L = (double)m + log(r.t1);
-    o.lambda = (float)(1.0 / r.t1);
+    L = (double)m + nk__sm_log_split(r.T, r.t1);
+    o.lambda = (float)(1.0 / (r.T + r.t1));
     o.m = m;
   } else {
     L = nk__sm_two_L(r.t1, r.t2);

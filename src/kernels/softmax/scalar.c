@@ -346,16 +346,12 @@ static void xent(const nk_xent_row *row, nk_dtype dt) {
   double L;
   float lambda, nf = 0.0f;
   m = m + 0.0f;
-  if (three) {
-    double S = 0.0;
-    for (size_t b = 0; b < n; b += BLOCK) {
-      float lane[LANES] = {0};
-      const size_t e = b + BLOCK < n ? b + BLOCK : n;
-      for (size_t j = b; j < e; j++) lane[(j - b) % LANES] += sm_exp(nk__load_f32(row->x, j, dt) - m);
-      S += (double)fold_sum(lane);
-    }
-    L = (double)m + log(S);
-    lambda = (float)(1.0 / S);
+  if (three) { /* the three-pass sums of the plain logits (scale 1: z = x exactly) */
+    const nk_softmax_row plain = {.x = row->x, .n = n, .n_valid = n, .scale = 1.0f};
+    double ones;
+    const double R = three_sum(&plain, dt, n, m, 0, &ones);
+    L = (double)m + nk__sm_log_split(ones, R);
+    lambda = (float)(1.0 / (ones + R));
   } else {
     L = nk__sm_two_L(Md, Nd);
     lambda = (float)(1.0 / Md);

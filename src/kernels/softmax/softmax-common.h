@@ -122,6 +122,11 @@ static inline void nk__sm_three_finish(float m, double S, int masked_nan, nk__sm
   }
 }
 
+/* log S of the split three-pass sum S = ones + R (see nk__sm_three_finish_split). */
+static inline double nk__sm_log_split(double ones, double R) {
+  return ones >= 1.0 ? log1p((ones - 1.0) + R) : log(R);
+}
+
 /* Three-pass, after the sums: S = ones + R, where `ones` counts the terms e_j (and the sink
  * term) equal to exactly 1.0f and R sums the others (softmax.h). log S = log1p((ones - 1) + R)
  * when ones >= 1: exact for rows dominated by their max, where a plain f32 sum would absorb
@@ -130,7 +135,7 @@ static inline void nk__sm_three_finish_split(float m, double ones, double R, int
                                              nk__sm_fin *f) {
   nk__sm_three_finish(m, ones + R, masked_nan, f);
   if (f->outcome != NK_SM_NORMAL || ones < 1.0) return;
-  const double lg = log1p((ones - 1.0) + R);
+  const double lg = nk__sm_log_split(ones, R);
   f->ls = (float)lg;
   f->lse = (float)((double)m + lg);
 }
