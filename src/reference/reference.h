@@ -47,8 +47,9 @@ void nk_ref_softmax_fwd(size_t rows, size_t cols, const double *z, const double 
 void nk_ref_softmax_bwd(size_t rows, size_t cols, const double *y, const double *dy, int log,
                         double scale, double *dx, double *dot);
 /* PyTorch cross_entropy with class indices: per row L = lse(z),
- *   loss_i = (1-ls)(L - z_t) + ls (L - mean_j z_j) + zl L^2   (a term with coefficient 0 is
- *   left out, so -inf logits do not give 0*inf), ignore_index rows give 0 and are not counted;
+ *   loss_i = (1-ls)(L - z_t) + ls (L - mean_j z_j) + zl L^2   (a term whose coefficient is 0
+ *   is left out, so -inf logits never give 0*inf; docs/ops/cross_entropy.md), ignore_index rows
+ *   give 0 and are not counted;
  * reduction 0 none / 1 sum / 2 mean (nk_reduction; mean over counted rows, NaN if none);
  * loss has rows (none) or 1 entries; dz (rows x cols, may be NULL) = grad * d(reduced loss)/dz;
  * lse (rows, may be NULL; ignored rows included). A row with a NaN/+inf logit or no finite

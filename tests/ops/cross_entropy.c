@@ -39,9 +39,9 @@ typedef struct cfg {
   nk_reduction red;
   int64_t ignore;
   float ls, zl, grad;
-  int xin;       /* X_* */
-  int with_dx;   /* dlogits wanted */
-  int inplace;   /* dlogits == x */
+  int xin;          /* X_* */
+  int with_dx;      /* dlogits wanted */
+  int inplace;      /* dlogits == x */
   int ignore_every; /* 0: a few ignored rows; 1: all */
   uint64_t seed;
 } cfg;
@@ -112,8 +112,7 @@ static void run_case(const cfg *c) {
   free(ws);
   NK_CHECK(st == NK_STATUS_OK, "status %s: %s", nk_status_string(st), nk_context_message(g_ctx));
   if (st == NK_STATUS_OK) {
-    nk_ref_cross_entropy(R, C, z, t, c->ignore, c->ls, c->zl, (int)c->red, c->grad, lossr, dz,
-                         lr);
+    nk_ref_cross_entropy(R, C, z, t, c->ignore, c->ls, c->zl, (int)c->red, c->grad, lossr, dz, lr);
     nk_ref_cross_entropy(R, C, z, t, c->ignore, c->ls, c->zl, 0, 1.0, lossi, NULL, NULL);
     nk_ref_softmax_fwd(R, C, z, NULL, 1, 0, ly, NULL);
     size_t counted = 0;
@@ -184,9 +183,11 @@ static void run_case(const cfg *c) {
           if (b == 0.0) b = DBL_MIN;
           double q = (!isnan(ref) && got == nk_t_round(ref, c->dt)) ? 0.0 : ratio(got, ref, b);
           if (q > worst && isfinite(q)) worst = q;
-          NK_CHECK(q <= 1.0, "%s V=%zu red %d ls %g zl %g grad %g: dlogits[%zu][%zu] = %.9g ref %.9g (bound %.3g)",
-                   nk_dtype_name(c->dt), C, (int)c->red, (double)c->ls, (double)c->zl,
-                   (double)c->grad, i, j, got, ref, b);
+          NK_CHECK(
+              q <= 1.0,
+              "%s V=%zu red %d ls %g zl %g grad %g: dlogits[%zu][%zu] = %.9g ref %.9g (bound %.3g)",
+              nk_dtype_name(c->dt), C, (int)c->red, (double)c->ls, (double)c->zl, (double)c->grad,
+              i, j, got, ref, b);
         }
         if (c->pad && !c->inplace) {
           const unsigned char *p = (const unsigned char *)dx + (i * S + C) * es;
@@ -211,7 +212,8 @@ static void run_case(const cfg *c) {
 }
 
 NK_TEST(reductions_smoothing_zloss_grad) {
-  const float lss[] = {0.0f, 0.1f, 1.0f}, zls[] = {0.0f, 1e-4f, 0.01f}, grads[] = {1.0f, 0.37f, -2.0f};
+  const float lss[] = {0.0f, 0.1f, 1.0f}, zls[] = {0.0f, 1e-4f, 0.01f},
+              grads[] = {1.0f, 0.37f, -2.0f};
   int n = 0;
   for (int t = 0; t < 3; t++)
     for (int red = 0; red < 3; red++)
@@ -314,15 +316,16 @@ NK_TEST(invalid_target_and_workspace) {
   float x[12], dx[12], loss[3], lse[3];
   unsigned char ws[256];
   for (int k = 0; k < 12; k++) x[k] = (float)k * 0.1f;
-  const int64_t bad[][3] = {{0, 4, 1}, {0, -1, 1}, {0, -101, 1}, {INT64_MAX, 0, 0},
-                            {INT64_MIN, 0, 0}};
+  const int64_t bad[][3] = {
+      {0, 4, 1}, {0, -1, 1}, {0, -101, 1}, {INT64_MAX, 0, 0}, {INT64_MIN, 0, 0}};
   nk_cross_entropy_desc d = nk_cross_entropy_desc_dense(3, 4, NK_DTYPE_F32);
   for (int red = 0; red < 3; red++)
     for (int k = 0; k < 5; k++) {
       d.reduction = (nk_reduction)red;
       memset(dx, 0x5A, sizeof dx), memset(loss, 0x5A, sizeof loss), memset(lse, 0x5A, sizeof lse);
       NK_CHECK(nk_cross_entropy(g_ctx, &d, x, bad[k], loss, dx, lse, ws, sizeof ws) ==
-                   NK_STATUS_INVALID_ARGUMENT, "target %lld", (long long)bad[k][1]);
+                   NK_STATUS_INVALID_ARGUMENT,
+               "target %lld", (long long)bad[k][1]);
       NK_CHECK(nk_context_message(g_ctx)[0] != '\0', "no message");
       const unsigned char *p[3] = {(void *)dx, (void *)loss, (void *)lse};
       const size_t n[3] = {sizeof dx, sizeof loss, sizeof lse};
@@ -352,14 +355,14 @@ NK_TEST(invalid_target_and_workspace) {
            nk_context_message(g_ctx));
 }
 
-#define RUN_TIMED(name)                                                                          \
-  do {                                                                                           \
-    struct timespec t0_, t1_;                                                                    \
-    clock_gettime(CLOCK_MONOTONIC, &t0_);                                                        \
-    NK_RUN(name);                                                                                \
-    clock_gettime(CLOCK_MONOTONIC, &t1_);                                                        \
-    printf("        (%.2f s)\n",                                                                 \
-           (double)(t1_.tv_sec - t0_.tv_sec) + 1e-9 * (double)(t1_.tv_nsec - t0_.tv_nsec));       \
+#define RUN_TIMED(name)                                                                     \
+  do {                                                                                      \
+    struct timespec t0_, t1_;                                                               \
+    clock_gettime(CLOCK_MONOTONIC, &t0_);                                                   \
+    NK_RUN(name);                                                                           \
+    clock_gettime(CLOCK_MONOTONIC, &t1_);                                                   \
+    printf("        (%.2f s)\n",                                                            \
+           (double)(t1_.tv_sec - t0_.tv_sec) + 1e-9 * (double)(t1_.tv_nsec - t0_.tv_nsec)); \
   } while (0)
 
 int main(void) {

@@ -11,8 +11,17 @@
  * Forward bounds (DESIGN.md, normkit.h):
  *   f32 softmax       |y - ref| <= 2e-6 * max|ref| of the row
  *   f32 log_softmax   |y - ref| <= 2e-6 * max(1, |lse_ref|) + 1 ulp_f32(ref)
- *   bf16/f16          |y - ref| <= 1 ulp of the dtype at ref (or y == ref rounded, e.g. -inf
+ *   bf16/f16 softmax  |y - ref| <= 1 ulp of the dtype at ref (or y == ref rounded, e.g. -inf
  *                     when ref is below -65520 in f16)
+ *   bf16/f16 log      three-pass and AUTO: 1 ulp of the dtype at ref; two-pass and online:
+ *                     1 ulp + 2e-6 * max(1, |lse_ref|) (normkit.h): their lse carries exp's
+ *                     rounding of the dominant term, an absolute f32 error larger than a
+ *                     16-bit ulp wherever y = z - lse is near 0.
+ *   cols == 1 (header edge case): softmax y == 1 and log_softmax y == 0 exactly with the
+ *                     three-pass algorithms and AUTO (two-pass and online: the bounds).
+ * With a sink, "the row" includes the sink's share p0 = e^{s - lse}: when the sink dominates, every
+ * y is tiny and e^{z - m} carries the f32 rounding of z - m (relative error up to |z - m| 2^-24,
+ * beyond 2e-6 once z - m < -33), so only an error relative to the whole distribution is bounded.
  * Two floors the header's bounds lack, because f32 cannot meet them: softmax values in the f32
  * subnormals (a sink or a masked majority can make the whole row tiny) get 2^-148 absolute;
  * log_softmax values far below the row's lse (|y| >> max(1,|lse|), e.g. z = (0, -1000)) get
@@ -27,8 +36,8 @@
  * with u = 2^-24, about 1.4e-6 * sum|dy*y|, whatever cols is (the lane length is capped by the
  * block). dx_j = (y_j * ((dy_j - Dh) - Dl)) * scale adds 4 roundings of at most u each, relative
  * to |y_j| (|dy_j| + |D|). With |D| <= max|dy| * sum|y| this gives
- *   softmax:  |dx_j - ref| <= 4e-6 * |scale| * |y_j| * max|dy| * (1 + sum|y|)  [+ 1 ulp(ref) bf16/f16]
- * (4e-6 rather than the 1.7e-6 derived: a factor 2 of margin for the exp-free but
+ *   softmax:  |dx_j - ref| <= 4e-6 * |scale| * |y_j| * max|dy| * (1 + sum|y|)  [+ 1 ulp(ref)
+ * bf16/f16] (4e-6 rather than the 1.7e-6 derived: a factor 2 of margin for the exp-free but
  * order-dependent rounding of D). The log backward dx_j = fma(-exp(y_j), (float)G, dy_j) * scale
  * has G's error times e^{y_j}, exp's few-ulp error and two roundings:
  *   log:      |dx_j - ref| <= 4e-6 * |scale| * (e^{y_j} * sum|dy| + |dy_j|)  [+ 1 ulp(ref)]
@@ -41,8 +50,9 @@
  * Finite differences (f32 only; x on a grid where x +- h is exact, h = 2^-6, L = sum dy*y in
  * double): the central difference has truncation error h^2/6 |L'''| (about 4e-5 |scale|^3 max|dy|)
  * and noise (the forward's f32 error, at most 2e-6 relative, over 2h); we accept
- *   |dx_fd - dx| <= 2e-3 * |dx| + 1e-3 * |scale| * max|dy| * max(1, |lse|) * (cols > 64 ? sqrt(cols) : 1)
- * which is far below what any formula error (a missing term, a wrong sign or scale) gives.
+ *   |dx_fd - dx| <= 2e-3 * |dx| + 1e-3 * |scale| * max|dy| * max(1, |lse|) * (cols > 64 ?
+ * sqrt(cols) : 1) which is far below what any formula error (a missing term, a wrong sign or scale)
+ * gives.
  *
  * Sigmoid (element-wise; e = exp(-|z|) with normkit's exp (a few ulp), then one add and one
  * division; backward three products and 1 - y):
@@ -62,16 +72,16 @@ enum cls {
   C_NORMAL, /* N(0,1) */
   C_X10,
   C_X100,
-  C_X1E6,   /* around the two-pass range test (2^22) */
-  C_HUGE,   /* +-1e30 (f16: +-3e4) */
+  C_X1E6,     /* around the two-pass range test (2^22) */
+  C_HUGE,     /* +-1e30 (f16: +-3e4) */
   C_EDGE_SUB, /* max-subtracted values at exp's normal/subnormal/zero edges */
   C_EDGE_RAW, /* raw values at exp's overflow / underflow edges */
-  C_MIXINF, /* -inf mixed with finite */
-  C_ALLINF, /* every x -inf */
-  C_GRID,   /* N(0,1) rounded to 2^-10: x +- 2^-6 exact (finite differences) */
+  C_MIXINF,   /* -inf mixed with finite */
+  C_ALLINF,   /* every x -inf */
+  C_GRID,     /* N(0,1) rounded to 2^-10: x +- 2^-6 exact (finite differences) */
   C_COUNT
 };
-static const char *cls_name[] = {"normal", "x10",  "x100",   "x1e6", "huge",
+static const char *cls_name[] = {"normal",   "x10",      "x100",   "x1e6",   "huge",
                                  "edge_sub", "edge_raw", "mixinf", "allinf", "grid"};
 
 enum { MASK_NONE, MASK_ROWS, MASK_BCAST, MASK_QLEN };
@@ -90,8 +100,8 @@ typedef struct cfg {
   size_t pad;
   enum cls cls;
   uint64_t seed;
-  int fd;      /* finite-difference check (f32) */
-  int no_bwd;  /* forward only */
+  int fd;     /* finite-difference check (f32) */
+  int no_bwd; /* forward only */
   nk_context *ctx;
 } cfg;
 
@@ -113,16 +123,28 @@ static cfg base(nk_dtype dt, size_t rows, size_t cols, nk_softmax_algo algo, int
   return c;
 }
 
+/* About N(0,1) (Irwin-Hall of 4 uniforms), cheap enough for rows of 2^20. */
+static double normal(nk_rng *rng) {
+  const uint64_t u = nk_rng_u64(rng);
+  const double s = (double)(u & 0xFFFF) + (double)((u >> 16) & 0xFFFF) +
+                   (double)((u >> 32) & 0xFFFF) + (double)(u >> 48);
+  return (s / 65536.0 - 2.0) * 1.7320508075688772;
+}
+
 static double sample(nk_rng *rng, const cfg *c, size_t i, size_t j) {
-  static const float sub_off[] = {0.0f, -87.33654f, -87.33655f, -87.336548f, -88.72283f,
-                                  -88.72284f, -103.27893f, -103.97207f, -103.97208f,
-                                  -103.97209f, -104.0f, -104.5f, -149.0f, -150.0f, -0.5f};
-  const double n = nk_rng_normal(rng);
+  static const float sub_off[] = {0.0f,       -87.33654f,  -87.33655f,  -87.336548f, -88.72283f,
+                                  -88.72284f, -103.27893f, -103.97207f, -103.97208f, -103.97209f,
+                                  -104.0f,    -104.5f,     -149.0f,     -150.0f,     -0.5f};
+  const double n = normal(rng);
   switch (c->cls) {
-    case C_X10: return 10.0 * n;
-    case C_X100: return 100.0 * n;
-    case C_X1E6: return (i % 2 ? 5e6 : 1e6) * n;
-    case C_HUGE: return (c->dt == NK_DTYPE_F16 ? 3e4 : 1e30) * n;
+    case C_X10:
+      return 10.0 * n;
+    case C_X100:
+      return 100.0 * n;
+    case C_X1E6:
+      return (i % 2 ? 5e6 : 1e6) * n;
+    case C_HUGE:
+      return (c->dt == NK_DTYPE_F16 ? 3e4 : 1e30) * n;
     case C_EDGE_SUB: {
       const double b = (i % 3 == 0) ? 0.0 : (i % 3 == 1) ? 1000.0 : -50.0;
       if (j == i % c->cols) return b; /* the row maximum */
@@ -142,10 +164,14 @@ static double sample(nk_rng *rng, const cfg *c, size_t i, size_t j) {
       if (nk_rng_u64(rng) % 16 == 0) v = (i % 3 == 1) ? -104.0f : 89.0f;
       return v;
     }
-    case C_MIXINF: return (nk_rng_u64(rng) % 3 == 0) ? -INFINITY : 3.0 * n;
-    case C_ALLINF: return -INFINITY;
-    case C_GRID: return nearbyint(n * 1024.0) / 1024.0;
-    default: return n;
+    case C_MIXINF:
+      return (nk_rng_u64(rng) % 3 == 0) ? -INFINITY : 3.0 * n;
+    case C_ALLINF:
+      return -INFINITY;
+    case C_GRID:
+      return nearbyint(n * 1024.0) / 1024.0;
+    default:
+      return n;
   }
 }
 
@@ -171,14 +197,14 @@ static int canonical_nan(const void *p, size_t k, nk_dtype dt) {
 
 /* The forward bound of one element (see the top of the file for the two f32 floors). */
 static double fwd_bound(const cfg *c, double ref, double rowmax, double lse) {
+  const double lb = 2e-6 * fmax(1.0, isfinite(lse) ? fabs(lse) : 0.0);
+  /* two-pass / online log_softmax in bf16/f16: lse carries exp's rounding of the dominant term,
+   * an absolute f32 error that a 1-ulp bound at y ~ 0 cannot hold (normkit.h); the three-pass
+   * algorithms (and AUTO, which uses them where it matters) keep the 1-ulp bound */
   const int exact_max = c->algo == NK_SOFTMAX_AUTO || c->algo == NK_SOFTMAX_THREE_PASS_RELOAD ||
                         c->algo == NK_SOFTMAX_THREE_PASS_RECOMPUTE;
-  /* two-pass / online log_softmax: lse carries exp's rounding of the dominant term, an
-   * absolute f32 error that a 1-ulp bound at y ~ 0 cannot hold (normkit.h) */
-  if (c->dt != NK_DTYPE_F32 && c->log && !exact_max)
-    return nk_t_ulp(ref, c->dt) + 2e-6 * fmax(1.0, isfinite(lse) ? fabs(lse) : 0.0);
-  if (c->dt != NK_DTYPE_F32) return nk_t_ulp(ref, c->dt);
-  if (c->log) return 2e-6 * fmax(1.0, isfinite(lse) ? fabs(lse) : 0.0) + nk_t_ulp(ref, c->dt);
+  if (c->dt != NK_DTYPE_F32) return nk_t_ulp(ref, c->dt) + (c->log && !exact_max ? lb : 0.0);
+  if (c->log) return lb + nk_t_ulp(ref, c->dt);
   return 2e-6 * rowmax + 0x1p-148;
 }
 
@@ -214,7 +240,10 @@ static nk_softmax_desc make_desc(const cfg *c, size_t S, size_t MS) {
   d.q_len = c->q_len;
   d.heads = c->heads;
   d.causal_offset = c->offset;
-  d.mask_rows = c->mask == MASK_ROWS ? c->rows : c->mask == MASK_BCAST ? 1 : c->mask == MASK_QLEN ? (c->q_len ? c->q_len : c->rows) : 0;
+  d.mask_rows = c->mask == MASK_ROWS    ? c->rows
+                : c->mask == MASK_BCAST ? 1
+                : c->mask == MASK_QLEN  ? (c->q_len ? c->q_len : c->rows)
+                                        : 0;
   d.x_stride = d.y_stride = d.dy_stride = d.dx_stride = (ptrdiff_t)S;
   d.mask_stride = (ptrdiff_t)MS;
   return d;
@@ -225,9 +254,9 @@ typedef struct inputs {
   size_t S, MS, MR, nsink;
   void *x, *mask, *dy;
   float *sink;
-  float *xf, *maskf;  /* dense values as stored */
-  double *sinkd;      /* per row */
-  double *dyd;        /* dense */
+  float *xf, *maskf; /* dense values as stored */
+  double *sinkd;     /* per row */
+  double *dyd;       /* dense */
 } inputs;
 
 static void free_inputs(inputs *in) {
@@ -240,7 +269,10 @@ static int make_inputs(const cfg *c, inputs *in) {
   const size_t R = c->rows, C = c->cols, es = nk_dtype_size(c->dt), mes = nk_dtype_size(c->mdt);
   in->S = C + c->pad;
   in->MS = C + (c->pad ? c->pad + 1 : 0);
-  in->MR = c->mask == MASK_ROWS ? R : c->mask == MASK_BCAST ? 1 : c->mask == MASK_QLEN ? (c->q_len ? c->q_len : R) : 0;
+  in->MR = c->mask == MASK_ROWS    ? R
+           : c->mask == MASK_BCAST ? 1
+           : c->mask == MASK_QLEN  ? (c->q_len ? c->q_len : R)
+                                   : 0;
   const size_t qlen = c->q_len ? c->q_len : R, heads = c->heads ? c->heads : 1;
   in->nsink = c->sink == SINK_HEAD ? heads : R;
   nk_rng rng = {c->seed * 2654435761u + 17};
@@ -261,7 +293,7 @@ static int make_inputs(const cfg *c, inputs *in) {
     for (size_t j = 0; j < C; j++) {
       nk_t_set(in->x, i * in->S + j, sample(&rng, c, i, j), c->dt);
       in->xf[i * C + j] = (float)nk_t_get(in->x, i * in->S + j, c->dt);
-      double g = nk_rng_normal(&rng);
+      double g = normal(&rng);
       if (c->cls == C_GRID) g = nearbyint(g * 256.0) / 256.0;
       nk_t_set(in->dy, i * in->S + j, g, c->dt);
       in->dyd[i * C + j] = nk_t_get(in->dy, i * in->S + j, c->dt);
@@ -317,7 +349,9 @@ static void fd_check(const cfg *c, const inputs *in, const void *dx, const float
       for (size_t j = 0; j < C; j++) {
         const size_t k = i * S + j;
         const double x0 = nk_t_get(in->x, k, c->dt);
-        if (!isfinite(x0) || (c->causal && (ptrdiff_t)j > c->offset + (ptrdiff_t)(i % (c->q_len ? c->q_len : R)))) continue;
+        if (!isfinite(x0) ||
+            (c->causal && (ptrdiff_t)j > c->offset + (ptrdiff_t)(i % (c->q_len ? c->q_len : R))))
+          continue;
         nk_t_set(xp, k, x0 + h, c->dt);
         op_fwd(c, in, xp, yp, lp);
         const double Lp = objective(c, in, yp);
@@ -338,7 +372,9 @@ static void fd_check(const cfg *c, const inputs *in, const void *dx, const float
       for (size_t i = 0; i < R; i++)
         for (size_t j = 0; j < C; j++) {
           const size_t k = i * S + j;
-          const int masked = !isfinite(in->xf[i * C + j]) || (c->causal && (ptrdiff_t)j > c->offset + (ptrdiff_t)(i % (c->q_len ? c->q_len : R)));
+          const int masked =
+              !isfinite(in->xf[i * C + j]) ||
+              (c->causal && (ptrdiff_t)j > c->offset + (ptrdiff_t)(i % (c->q_len ? c->q_len : R)));
           v[i * C + j] = masked ? 0 : (signed char)((int)(nk_rng_u64(&rng) % 3) - 1);
           const double g = nk_t_get(dx, k, c->dt);
           dir += v[i * C + j] * g;
@@ -413,8 +449,8 @@ static void run_case(const cfg *c, run *out) {
   }
   nk_softmax_desc d = make_desc(c, S, in.MS);
   const void *xin = c->inplace == IP_YX ? o.y : in.x;
-  nk_status st = nk_softmax_fwd(c->ctx, &d, xin, c->mask ? in.mask : NULL,
-                                c->sink ? in.sink : NULL, y, o.lse);
+  nk_status st =
+      nk_softmax_fwd(c->ctx, &d, xin, c->mask ? in.mask : NULL, c->sink ? in.sink : NULL, y, o.lse);
   if (c->algo == NK_SOFTMAX_THREE_PASS_RELOAD && c->dt != NK_DTYPE_F32) {
     NK_CHECK(st == NK_STATUS_UNSUPPORTED, "reload with %s y: %s", nk_dtype_name(c->dt),
              nk_status_string(st));
@@ -451,15 +487,12 @@ static void run_case(const cfg *c, run *out) {
     double m = 0.0;
     for (size_t j = 0; j < C; j++)
       if (isfinite(yr[i * C + j])) m = fmax(m, fabs(yr[i * C + j]));
-    /* With a sink the row's distribution includes the sink's share p0 (normalization is over
-     * cols + 1 entries); the bound is relative to that distribution's largest entry. */
-    if (c->sink && !c->log && isfinite(lr[i])) m = fmax(m, exp(in.sinkd[i] - lr[i]));
+    if (c->sink && isfinite(lr[i])) m = fmax(m, exp(in.sinkd[i] - lr[i])); /* the sink's share */
     for (size_t j = 0; j < C; j++) {
       const double ref = yr[i * C + j], got = nk_t_get(y, i * S + j, c->dt);
       const double q = ratio_dt(got, ref, fwd_bound(c, ref, m, lr[i]), c->dt);
       if (q > worst_fwd && isfinite(q)) worst_fwd = q;
-      NK_CHECK(q <= 1.0,
-               "%s %s %s %s cols %zu: y[%zu][%zu] = %.9g ref %.9g (bound %.3g, z %.9g)",
+      NK_CHECK(q <= 1.0, "%s %s %s %s cols %zu: y[%zu][%zu] = %.9g ref %.9g (bound %.3g, z %.9g)",
                nk_softmax_algo_name(c->algo), nk_dtype_name(c->dt), c->log ? "log" : "softmax",
                cls_name[c->cls], C, i, j, got, ref, fwd_bound(c, ref, m, lr[i]), z[i * C + j]);
       if (isnan(ref))
@@ -539,8 +572,7 @@ static void run_case(const cfg *c, run *out) {
                nk_softmax_algo_name(c->algo), nk_dtype_name(c->dt), c->log ? "log" : "softmax",
                cls_name[c->cls], C, i, j, got, ref, b);
       if (isnan(ref))
-        NK_CHECK(canonical_nan(o.dx, i * S + j, c->dt), "dx[%zu][%zu] not the canonical NaN", i,
-                 j);
+        NK_CHECK(canonical_nan(o.dx, i * S + j, c->dt), "dx[%zu][%zu] not the canonical NaN", i, j);
     }
     if (c->pad && c->inplace == IP_NONE) {
       const unsigned char *p = (const unsigned char *)o.dx + (i * S + C) * es;
@@ -674,8 +706,9 @@ NK_TEST(single_column) {
                           (algos[a] == NK_SOFTMAX_THREE_PASS_RELOAD && t == 0);
         if (c0.y && exact)
           for (size_t i = 0; i < 5; i++)
-            NK_CHECK(nk_t_get(c0.y, i, c.dt) == (log ? 0.0 : 1.0), "cols 1: y[%zu] = %.9g", i,
-                     nk_t_get(c0.y, i, c.dt));
+            NK_CHECK(nk_t_get(c0.y, i, c.dt) == (log ? 0.0 : 1.0), "%s %s %s cols 1: y[%zu] = %.9g",
+                     nk_softmax_algo_name(algos[a]), nk_dtype_name(dts[t]),
+                     log ? "log_softmax" : "softmax", i, nk_t_get(c0.y, i, c.dt));
         free_run(&c0);
         c.sink = SINK_ROW;
         run_case(&c, NULL);
@@ -718,7 +751,7 @@ NK_TEST(fully_masked_rows) {
   d.flags = NK_SOFTMAX_LOG;
   NK_CHECK(nk_softmax_bwd(g_ctx, &d, y, dy, NULL, NULL, dx, NULL) == NK_STATUS_OK, "bwd");
   for (int k = 0; k < 8; k++) NK_CHECK(dx[k] == 0.0f, "log bwd of a masked row: %g", dx[k]);
-  /* with MASKED_NAN the forward writes NaN into such a row, and its backward is NaN */
+  /* with MASKED_NAN the forward wrote NaN into such a row (normkit.h), and its backward is NaN */
   d.flags = NK_SOFTMAX_LOG | NK_SOFTMAX_MASKED_NAN;
   for (int k = 0; k < 8; k++) y[k] = NAN;
   NK_CHECK(nk_softmax_bwd(g_ctx, &d, y, dy, NULL, NULL, dx, NULL) == NK_STATUS_OK, "bwd");
@@ -875,12 +908,13 @@ NK_TEST(row_range_entry_points) {
         NK_CHECK(nk_softmax_bwd(g_ctx, &d, y0, dy, sink, l0, dx0, ds0) == 0, "bwd");
         const size_t cuts[] = {0, 1, 4, 4, 10, 11};
         for (int k = 0; k + 1 < 6; k++) {
-          NK_CHECK(nk_softmax_fwd_rows(g_ctx, &d, cuts[k], cuts[k + 1], x, NULL, sink, y1, l1) ==
-                       0, "fwd_rows %s", nk_context_message(g_ctx));
+          NK_CHECK(nk_softmax_fwd_rows(g_ctx, &d, cuts[k], cuts[k + 1], x, NULL, sink, y1, l1) == 0,
+                   "fwd_rows %s", nk_context_message(g_ctx));
         }
         for (int k = 5; k > 0; k--) /* in reverse order, for good measure */
-          NK_CHECK(nk_softmax_bwd_rows(g_ctx, &d, cuts[k - 1], cuts[k], y1, dy, sink, l1, dx1,
-                                       ds1) == 0, "bwd_rows %s", nk_context_message(g_ctx));
+          NK_CHECK(
+              nk_softmax_bwd_rows(g_ctx, &d, cuts[k - 1], cuts[k], y1, dy, sink, l1, dx1, ds1) == 0,
+              "bwd_rows %s", nk_context_message(g_ctx));
         for (size_t i = 0; i < R; i++) {
           NK_CHECK(memcmp((char *)y0 + i * S * es, (char *)y1 + i * S * es, C * es) == 0,
                    "%s %s: fwd_rows row %zu differs", nk_softmax_algo_name(algos[a]),
@@ -947,7 +981,8 @@ NK_TEST(sigmoid_attention) {
       for (size_t i = 0; i < R; i++) {
         for (size_t j = 0; j < C; j++) {
           const double ref = yr[i * C + j], got = yd[i * C + j];
-          const double b = dt == NK_DTYPE_F32 ? 4 * nk_t_ulp(ref, dt) + 0x1p-149 : nk_t_ulp(ref, dt);
+          const double b =
+              dt == NK_DTYPE_F32 ? 4 * nk_t_ulp(ref, dt) + 0x1p-149 : nk_t_ulp(ref, dt);
           NK_CHECK(ratio(got, ref, b) <= 1.0, "sigmoid %s y[%zu][%zu] = %.9g ref %.9g (z %.9g)",
                    nk_dtype_name(dt), i, j, got, ref, z[i * C + j]);
           const double dref = dxr[i * C + j], dgot = nk_t_get(dx, i * S + j, dt);
@@ -981,13 +1016,14 @@ NK_TEST(sigmoid_attention) {
 }
 
 #include <time.h>
-#define RUN_TIMED(name)                                                                          \
-  do {                                                                                           \
-    struct timespec t0_, t1_;                                                                    \
-    clock_gettime(CLOCK_MONOTONIC, &t0_);                                                        \
-    NK_RUN(name);                                                                                \
-    clock_gettime(CLOCK_MONOTONIC, &t1_);                                                        \
-    printf("        (%.2f s)\n", (double)(t1_.tv_sec - t0_.tv_sec) + 1e-9 * (double)(t1_.tv_nsec - t0_.tv_nsec)); \
+#define RUN_TIMED(name)                                                                     \
+  do {                                                                                      \
+    struct timespec t0_, t1_;                                                               \
+    clock_gettime(CLOCK_MONOTONIC, &t0_);                                                   \
+    NK_RUN(name);                                                                           \
+    clock_gettime(CLOCK_MONOTONIC, &t1_);                                                   \
+    printf("        (%.2f s)\n",                                                            \
+           (double)(t1_.tv_sec - t0_.tv_sec) + 1e-9 * (double)(t1_.tv_nsec - t0_.tv_nsec)); \
   } while (0)
 
 int main(void) {
