@@ -389,8 +389,9 @@ NK_API nk_status nk_rmsnorm_bwd_rows(nk_context *ctx, const nk_rmsnorm_desc *des
  * identical bits on every ISA).
  *
  * Accuracy (tested): f32 softmax within 2e-6 * max|reference| of the row (with a sink, the
- * max includes the sink's share e^{s_i - lse_i}), log_softmax within
- * 2e-6 * max(1, |lse|), bf16/f16 within 1 ulp of the correctly rounded float64 reference of
+ * max includes the sink's share e^{s_i - lse_i}; outputs in the f32 subnormals within 2^-148),
+ * log_softmax within 2e-6 * max(1, |lse|) + 1 ulp of y (values far below lse are as exact as
+ * f32 holds them), bf16/f16 within 1 ulp of the correctly rounded float64 reference of
  * the same f32 logits z (the rounding of z itself is the caller's: see above). bf16/f16
  * log_softmax with the two-pass or online algorithm: 1 ulp + 2e-6 * max(1, |lse|) (values near
  * 0 come from z - lse, whose f32 error is absolute; the three-pass algorithms and AUTO keep the

@@ -518,7 +518,7 @@ static void xent_task(void *arg, size_t start, size_t count) {
 }
 
 static int xent_alias_ok(const span *out, const span *other) {
-  return nk__span_is(out, "dlogits") && nk__span_is(other, "x");
+  return nk__span_is(out, "dx") && nk__span_is(other, "x"); /* dlogits in place */
 }
 
 nk_status nk_cross_entropy(nk_context *ctx, const nk_cross_entropy_desc *d, const void *x,
@@ -543,11 +543,11 @@ nk_status nk_cross_entropy(nk_context *ctx, const nk_cross_entropy_desc *d, cons
   span s[7];
   if (rows != 0) {
     TRY(nk__tensor_span(ctx, op, &s[0], "x", x, d->x_stride, rows, d->cols, d->dtype, 0));
-    TRY(nk__tensor_span(ctx, op, &s[1], "dlogits", dlogits, d->dx_stride, rows, d->cols,
+    TRY(nk__tensor_span(ctx, op, &s[1], "dx", dlogits, d->dx_stride, rows, d->cols,
                         d->dtype, 1));
   } else {
     s[0] = (span){"x", NULL, 0, 0, 0, 0};
-    s[1] = (span){"dlogits", NULL, 0, 0, 0, 1};
+    s[1] = (span){"dx", NULL, 0, 0, 0, 1};
   }
   TRY(nk__vector_span(ctx, op, &s[2], "target", target, rows, sizeof(int64_t), 0));
   TRY(nk__vector_span(ctx, op, &s[3], "loss", loss,
