@@ -240,7 +240,8 @@ NK_INLINE void term(int kind, nk_dtype dt, const rctx *c, size_t i, __mmask16 k,
 }
 
 /* The blocked reduction `kind` over [0, n). */
-NK_INLINE void reduce(int kind, nk_dtype dt, const rctx *c, size_t n, rres *o) {
+NK_INLINE void reduce(int kind, nk_dtype dt, const rctx *pc, size_t n, rres *o) {
+  const rctx local = *pc, *c = &local; /* a local copy: the reload stores cannot alias it */
   const __m512 a0 = _mm512_setzero_ps();
   const __m512 b0 = _mm512_set1_ps(kind == R_ONLINE || kind == R_TWO ? -INFINITY : 0.0f);
   __m512 mx = _mm512_set1_ps(-INFINITY);
@@ -365,7 +366,8 @@ NK_INLINE __m512 out_vec(nk_dtype dt, const octx *o, size_t i, __mmask16 k) {
 
 /* Elements [from, to) of the output: streaming stores (nt) from the first step whose address is
  * aligned to its size, masked stores before it and at the tail. */
-NK_INLINE void out_range(nk_dtype dt, const octx *o, size_t from, size_t to) {
+NK_INLINE void out_range(nk_dtype dt, const octx *po, size_t from, size_t to) {
+  const octx local = *po, *o = &local; /* a local copy: the stores cannot alias it */
   size_t i = from;
   if (i >= to) return;
   const size_t es = esize(dt), vb = 16 * es;
