@@ -24,8 +24,10 @@
  *
  * Stores: with row->nontemporal the output is written with streaming stores from the first
  * 16-element step whose address is aligned to its size on (masked regular stores before it and
- * at the tail), and the kernel ends with _mm_sfence(). The row struct carries no next-row
- * address, so nothing is prefetched across rows (the hardware prefetchers follow the row).
+ * at the tail), and the kernel ends with _mm_sfence(). With it (a large working set) the
+ * output pass also prefetches, into L2, the input bytes just past the row — the next row of a
+ * dense batch — so that the memory stays busy while the core computes (a prefetch never
+ * faults; for strided rows it is merely useless).
  *
  * Structure: the reductions (reduce) and the element-wise output pass (out_range) are
  * always-inline bodies with the element dtype and the reduction kind as compile-time
@@ -309,6 +311,8 @@ typedef struct octx {
   float v, m, lambda, ls, ll, nf, a, b, bt, scale;
   size_t target;
   int nt;
+  const char *pf1, *pf2; /* nt: the input bytes just past this row (the next row of a dense
+                            batch), prefetched into L2 while this row's output streams out */
 } octx;
 
 NK_INLINE __m512 two_value(__m512 z, const octx *o) {
@@ -379,7 +383,11 @@ NK_INLINE void out_range(nk_dtype dt, const octx *po, size_t from, size_t to) {
       store16(o->out, i, mask_first((ptrdiff_t)head), out_vec(dt, o, i, mask_first((ptrdiff_t)head)), dt, ST_MASK);
       i += head;
     }
-    for (; i + 16 <= to; i += 16) store16(o->out, i, 0xFFFF, out_vec(dt, o, i, 0xFFFF), dt, ST_STREAM);
+    for (; i + 16 <= to; i += 16) {
+      if (o->pf1) _mm_prefetch(o->pf1 + i * es, _MM_HINT_T1);
+      if (o->pf2) _mm_prefetch(o->pf2 + i * es, _MM_HINT_T1);
+      store16(o->out, i, 0xFFFF, out_vec(dt, o, i, 0xFFFF), dt, ST_STREAM);
+    }
   } else {
     for (; i + 16 <= to; i += 16) store16(o->out, i, 0xFFFF, out_vec(dt, o, i, 0xFFFF), dt, ST_FULL);
   }
@@ -414,6 +422,7 @@ NK_INLINE void fwd_write(nk_dtype dt, const nk_softmax_row *row, octx *o, const 
   o->s = fwd_src(row);
   o->out = row->y;
   o->nt = row->nontemporal;
+  if (o->nt) o->pf1 = (const char *)row->x + row->n * esize(dt);
   out_range(dt, o, 0, row->n_valid);
   o->mode = O_CONST;
   o->v = row->log ? -INFINITY : 0.0f;
@@ -534,6 +543,10 @@ NK_INLINE void bwd(nk_dtype dt, const nk_softmax_bwd_row *row) {
     o.in1 = row->y;
     o.in2 = row->dy;
     o.scale = row->scale;
+    if (row->nontemporal) {
+      o.pf1 = (const char *)row->y + row->n * esize(dt);
+      o.pf2 = (const char *)row->dy + row->n * esize(dt);
+    }
     if (row->log) {
       o.mode = O_BWD_LOG, o.a = (float)D;
     } else {
@@ -579,6 +592,7 @@ NK_INLINE void xent(nk_dtype dt, const nk_xent_row *row) {
   o.s.x = row->x;
   o.out = row->dx;
   o.nt = row->nontemporal;
+  if (o.nt) o.pf1 = (const char *)row->x + n * esize(dt);
   if (x.nanrow) {
     o.mode = O_CONST, o.v = nk__sm_nan();
   } else {
