@@ -124,8 +124,10 @@ static inline __m512 load_any(const void *p, size_t i, __mmask16 m, nk_dtype dt)
   return load16(p, i, m, NK_DTYPE_F32, 0);
 }
 
-NK_INLINE __m512 logits16(const zsrc *s, nk_dtype dt, size_t i, __mmask16 m) {
+/* plain (compile-time): no mask and no ALiBi term. */
+NK_INLINE __m512 logits16(const zsrc *s, nk_dtype dt, int plain, size_t i, __mmask16 m) {
   __m512 z = _mm512_mul_ps(load16(s->x, i, m, dt, 0), _mm512_set1_ps(s->scale));
+  if (plain) return z;
   if (s->mask) z = _mm512_add_ps(z, load_any(s->mask, i, m, s->mdt));
   if (s->alibi != 0.0f) {
     const __m512i j = _mm512_add_epi32(_mm512_set1_epi32((int)i),
@@ -193,7 +195,7 @@ NK_INLINE void fold(int kind, __m512 *A, __m512 *B, float *r1, float *r2) {
 }
 
 /* One 16-lane term into state vectors (a, b, c) under mask k. */
-NK_INLINE void term(int kind, nk_dtype dt, const rctx *c, size_t i, __mmask16 k, __m512 *a,
+NK_INLINE void term(int kind, nk_dtype dt, int plain, const rctx *c, size_t i, __mmask16 k, __m512 *a,
                     __m512 *b, __m512 *t, __m512 *mx, __mmask16 *flag) {
   if (kind == R_BWD_SM || kind == R_BWD_LOG) {
     const __m512 g = load16(c->g, i, k, dt, 0), y = load16(c->y, i, k, dt, 0);
@@ -205,7 +207,7 @@ NK_INLINE void term(int kind, nk_dtype dt, const rctx *c, size_t i, __mmask16 k,
     }
     return;
   }
-  const __m512 z = logits16(&c->s, dt, i, k);
+  const __m512 z = logits16(&c->s, dt, plain, i, k);
   switch (kind) {
     case R_MAX: *mx = _mm512_mask_max_ps(*mx, k, z, *mx); break;
     case R_NAN: *flag |= _mm512_mask_cmp_ps_mask(k, z, z, _CMP_UNORD_Q); break;
@@ -242,7 +244,7 @@ NK_INLINE void term(int kind, nk_dtype dt, const rctx *c, size_t i, __mmask16 k,
 }
 
 /* The blocked reduction `kind` over [0, n). */
-NK_INLINE void reduce(int kind, nk_dtype dt, const rctx *pc, size_t n, rres *o) {
+NK_INLINE void reduce_body(int kind, nk_dtype dt, int plain, const rctx *pc, size_t n, rres *o) {
   const rctx local = *pc, *c = &local; /* a local copy: the reload stores cannot alias it */
   const __m512 a0 = _mm512_setzero_ps();
   const __m512 b0 = _mm512_set1_ps(kind == R_ONLINE || kind == R_TWO ? -INFINITY : 0.0f);
@@ -253,11 +255,13 @@ NK_INLINE void reduce(int kind, nk_dtype dt, const rctx *pc, size_t n, rres *o) 
   for (size_t blk = 0; blk < n; blk += BLOCK) {
     const size_t e = blk + BLOCK < n ? blk + BLOCK : n;
     __m512 A[4] = {a0, a0, a0, a0}, B[4] = {b0, b0, b0, b0}, Tv[4] = {a0, a0, a0, a0};
-    for (size_t i = blk; i < e; i += 64)
-      for (size_t j = 0; j < 4; j++) {
-        const __mmask16 k = mask_first((ptrdiff_t)(e - i) - (ptrdiff_t)(16 * j));
-        if (k) term(kind, dt, c, i + 16 * j, k, &A[j], &B[j], &Tv[j], &mx, &flag);
-      }
+    size_t i = blk;
+    for (; i + 64 <= e; i += 64)
+      for (size_t j = 0; j < 4; j++)
+        term(kind, dt, plain, c, i + 16 * j, 0xFFFF, &A[j], &B[j], &Tv[j], &mx, &flag);
+    for (size_t j = 0; i + 16 * j < e; j++) /* the partial step: j < 4 */
+      term(kind, dt, plain, c, i + 16 * j, mask_first((ptrdiff_t)(e - i - 16 * j)), &A[j], &B[j],
+           &Tv[j], &mx, &flag);
     if (kind == R_MAX || kind == R_NAN) continue;
     float r1, r2;
     fold(kind, A, B, &r1, &r2);
@@ -282,6 +286,14 @@ NK_INLINE void reduce(int kind, nk_dtype dt, const rctx *pc, size_t n, rres *o) 
   o->T = T;
   o->mx = _mm512_reduce_max_ps(mx);
   o->flag = flag != 0;
+}
+
+/* The logit kinds specialized on "plain" (no mask, no ALiBi); the backward kinds read no logits. */
+NK_INLINE void reduce(int kind, nk_dtype dt, const rctx *c, size_t n, rres *o) {
+  if (kind != R_BWD_SM && kind != R_BWD_LOG && !c->s.mask && c->s.alibi == 0.0f)
+    reduce_body(kind, dt, 1, c, n, o);
+  else
+    reduce_body(kind, dt, 0, c, n, o);
 }
 
 /* ---- element-wise output passes ------------------------------------------------------------ */
@@ -330,14 +342,14 @@ NK_INLINE __m512 xent_fma(const octx *o, __m512 p, size_t i) {
   return v_canon(_mm512_fmadd_ps(p, _mm512_set1_ps(o->a), b));
 }
 
-NK_INLINE __m512 out_vec(nk_dtype dt, const octx *o, size_t i, __mmask16 k) {
-  switch (o->mode) {
+NK_INLINE __m512 out_vec(int mode, nk_dtype dt, int plain, const octx *o, size_t i, __mmask16 k) {
+  switch (mode) {
     case O_THREE_SM: case O_THREE_LOG: case O_TWO_SM: case O_TWO_LOG: case O_SIG_FWD: {
-      const __m512 z = logits16(&o->s, dt, i, k);
-      if (o->mode == O_THREE_SM) return _mm512_mul_ps(v_exp(_mm512_sub_ps(z, _mm512_set1_ps(o->m))), _mm512_set1_ps(o->lambda));
-      if (o->mode == O_THREE_LOG) return _mm512_sub_ps(_mm512_sub_ps(z, _mm512_set1_ps(o->m)), _mm512_set1_ps(o->ls));
-      if (o->mode == O_TWO_SM) return two_value(z, o);
-      if (o->mode == O_TWO_LOG) return _mm512_sub_ps(_mm512_sub_ps(z, _mm512_set1_ps(o->ls)), _mm512_set1_ps(o->ll));
+      const __m512 z = logits16(&o->s, dt, plain, i, k);
+      if (mode == O_THREE_SM) return _mm512_mul_ps(v_exp(_mm512_sub_ps(z, _mm512_set1_ps(o->m))), _mm512_set1_ps(o->lambda));
+      if (mode == O_THREE_LOG) return _mm512_sub_ps(_mm512_sub_ps(z, _mm512_set1_ps(o->m)), _mm512_set1_ps(o->ls));
+      if (mode == O_TWO_SM) return two_value(z, o);
+      if (mode == O_TWO_LOG) return _mm512_sub_ps(_mm512_sub_ps(z, _mm512_set1_ps(o->ls)), _mm512_set1_ps(o->ll));
       const __m512 a = _mm512_abs_ps(z);
       const __m512 e = v_exp(_mm512_xor_ps(a, _mm512_set1_ps(-0.0f))); /* -|z| */
       const __m512 one = _mm512_set1_ps(1.0f);
@@ -356,9 +368,9 @@ NK_INLINE __m512 out_vec(nk_dtype dt, const octx *o, size_t i, __mmask16 k) {
       const __m512 y = load16(o->in1, i, k, dt, 0), g = load16(o->in2, i, k, dt, 0);
       const __m512 sc = _mm512_set1_ps(o->scale);
       __m512 v;
-      if (o->mode == O_BWD_SM)
+      if (mode == O_BWD_SM)
         v = _mm512_sub_ps(_mm512_sub_ps(g, _mm512_set1_ps(o->a)), _mm512_set1_ps(o->b)), v = _mm512_mul_ps(_mm512_mul_ps(y, v), sc);
-      else if (o->mode == O_BWD_LOG)
+      else if (mode == O_BWD_LOG)
         v = _mm512_mul_ps(_mm512_fnmadd_ps(v_exp(y), _mm512_set1_ps(o->a), g), sc);
       else
         v = _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(g, y), _mm512_sub_ps(_mm512_set1_ps(1.0f), y)), sc);
@@ -370,7 +382,7 @@ NK_INLINE __m512 out_vec(nk_dtype dt, const octx *o, size_t i, __mmask16 k) {
 
 /* Elements [from, to) of the output: streaming stores (nt) from the first step whose address is
  * aligned to its size, masked stores before it and at the tail. */
-NK_INLINE void out_range(nk_dtype dt, const octx *po, size_t from, size_t to) {
+NK_INLINE void out_body(int mode, nk_dtype dt, int plain, const octx *po, size_t from, size_t to) {
   const octx local = *po, *o = &local; /* a local copy: the stores cannot alias it */
   size_t i = from;
   if (i >= to) return;
@@ -380,20 +392,43 @@ NK_INLINE void out_range(nk_dtype dt, const octx *po, size_t from, size_t to) {
     size_t head = ((vb - ((base + i * es) & (vb - 1))) & (vb - 1)) / es;
     if (head > to - i) head = to - i;
     if (head) {
-      store16(o->out, i, mask_first((ptrdiff_t)head), out_vec(dt, o, i, mask_first((ptrdiff_t)head)), dt, ST_MASK);
+      store16(o->out, i, mask_first((ptrdiff_t)head), out_vec(mode, dt, plain, o, i, mask_first((ptrdiff_t)head)), dt, ST_MASK);
       i += head;
     }
     for (; i + 16 <= to; i += 16) {
       if (o->pf1) _mm_prefetch(o->pf1 + i * es, _MM_HINT_T1);
       if (o->pf2) _mm_prefetch(o->pf2 + i * es, _MM_HINT_T1);
-      store16(o->out, i, 0xFFFF, out_vec(dt, o, i, 0xFFFF), dt, ST_STREAM);
+      store16(o->out, i, 0xFFFF, out_vec(mode, dt, plain, o, i, 0xFFFF), dt, ST_STREAM);
     }
   } else {
-    for (; i + 16 <= to; i += 16) store16(o->out, i, 0xFFFF, out_vec(dt, o, i, 0xFFFF), dt, ST_FULL);
+    for (; i + 16 <= to; i += 16) store16(o->out, i, 0xFFFF, out_vec(mode, dt, plain, o, i, 0xFFFF), dt, ST_FULL);
   }
   if (i < to) {
     const __mmask16 k = mask_first((ptrdiff_t)(to - i));
-    store16(o->out, i, k, out_vec(dt, o, i, k), dt, ST_MASK);
+    store16(o->out, i, k, out_vec(mode, dt, plain, o, i, k), dt, ST_MASK);
+  }
+}
+
+/* The mode (and, for the logit modes, "plain") made compile-time constants. */
+NK_INLINE void out_range(nk_dtype dt, const octx *o, size_t from, size_t to) {
+  const int plain = !o->s.mask && o->s.alibi == 0.0f;
+  switch (o->mode) {
+#define NK_OUT_LOGITS(m) \
+  case m: if (plain) out_body(m, dt, 1, o, from, to); else out_body(m, dt, 0, o, from, to); break;
+    NK_OUT_LOGITS(O_THREE_SM)
+    NK_OUT_LOGITS(O_THREE_LOG)
+    NK_OUT_LOGITS(O_TWO_SM)
+    NK_OUT_LOGITS(O_TWO_LOG)
+    NK_OUT_LOGITS(O_SIG_FWD)
+#undef NK_OUT_LOGITS
+    case O_RELOAD_SM: out_body(O_RELOAD_SM, dt, 0, o, from, to); break;
+    case O_RELOAD_LOG: out_body(O_RELOAD_LOG, dt, 0, o, from, to); break;
+    case O_XENT_TWO: out_body(O_XENT_TWO, dt, 0, o, from, to); break;
+    case O_XENT_THREE: out_body(O_XENT_THREE, dt, 0, o, from, to); break;
+    case O_BWD_SM: out_body(O_BWD_SM, dt, 0, o, from, to); break;
+    case O_BWD_LOG: out_body(O_BWD_LOG, dt, 0, o, from, to); break;
+    case O_SIG_BWD: out_body(O_SIG_BWD, dt, 0, o, from, to); break;
+    default: out_body(O_CONST, dt, 0, o, from, to); break;
   }
 }
 
