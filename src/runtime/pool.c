@@ -7,10 +7,16 @@
  * How a parallel region runs
  *   The caller (holding pool->run_mutex, so regions on one pool never overlap: a second
  *   caller waits for the first region to finish) writes the job (fn, arg, range, tile,
- *   ntiles), resets the tile counter, sets `active` to the number of workers and publishes
- *   the job by incrementing `generation` (release). Every thread — the caller included —
- *   then takes tiles with atomic_fetch_add(&next_tile, 1) until the counter passes ntiles;
- *   each worker then decrements `active`. The caller returns when `active` is 0, i.e. when
+ *   ntiles), resets the tile counters, sets `active` to the number of workers and publishes
+ *   the job by incrementing `generation` (release). The tiles are cut into one contiguous
+ *   share per thread (share p: tiles [p ntiles / T, (p+1) ntiles / T)), each with its own
+ *   counter. Every thread — the caller is thread 0, worker i thread i + 1 — first takes the
+ *   tiles of its own share with atomic_fetch_add on that share's counter, then helps with the
+ *   other shares in order (p + 1, p + 2, ...). So repeated calls on the same shape keep each
+ *   thread on the same rows, whose data stays in that core's L1/L2 (with one shared counter,
+ *   rows moved between cores from call to call: measured on 64 x 1024 f32 LayerNorm, 2 threads,
+ *   median 11.7 us with one counter), while a slow thread's share is still finished by the
+ *   others. Each worker then decrements `active`. The caller returns when `active` is 0, i.e. when
  *   every worker has finished its last tile and will not touch the job again (acquire: the
  *   caller sees everything the tiles wrote).
  *
@@ -70,8 +76,8 @@ struct nk_threadpool {
   size_t tile;
   size_t ntiles;
 
-  /* The tile counter: every thread increments it once per tile. */
-  alignas(NK_POOL_CACHE_LINE) atomic_size_t next_tile;
+  /* The per-share tile counters (nthreads of them, one cache line each). */
+  struct nk__pool_share *shares;
 
   /* Workers that have not yet finished the current region. */
   alignas(NK_POOL_CACHE_LINE) atomic_size_t active;
@@ -90,6 +96,16 @@ struct nk_threadpool {
   int spin;                                              /* 0 when oversubscribed */
   unsigned initialized;                                  /* NK_POOL_INIT_* */
   pthread_t *workers;
+  struct nk__pool_worker_arg *worker_args;
+};
+
+struct nk__pool_share {
+  alignas(NK_POOL_CACHE_LINE) atomic_size_t next; /* tiles of this share taken so far */
+};
+
+struct nk__pool_worker_arg {
+  nk_threadpool *pool;
+  size_t index; /* thread index: workers are 1 .. nworkers (the caller is 0) */
 };
 
 /* The pool whose region this thread is currently running (worker threads: always their pool). */
@@ -143,22 +159,34 @@ static int nk__pool_all_done(nk_threadpool *pool, unsigned unused) {
   return atomic_load_explicit(&pool->active, memory_order_acquire) == 0;
 }
 
-/* Takes tiles of the current job until none is left. */
-static void nk__pool_run_tiles(nk_threadpool *pool) {
+/* The first tile of share p of T (p <= T): p * ntiles / T without overflow. */
+static size_t nk__pool_share_begin(size_t ntiles, size_t p, size_t T) {
+  return (ntiles / T) * p + (ntiles % T) * p / T;
+}
+
+/* Takes tiles of the current job until none is left: its own share first, then the others. */
+static void nk__pool_run_tiles(nk_threadpool *pool, size_t self) {
   const nk_task_1d fn = pool->fn;
   void *const arg = pool->arg;
   const size_t range = pool->range, tile = pool->tile, ntiles = pool->ntiles;
-  for (;;) {
-    const size_t t = atomic_fetch_add_explicit(&pool->next_tile, 1, memory_order_relaxed);
-    if (t >= ntiles) break;
-    const size_t start = t * tile; /* t < ntiles, so start < range: no overflow */
-    const size_t left = range - start;
-    fn(arg, start, left < tile ? left : tile);
+  const size_t T = pool->nthreads;
+  for (size_t k = 0; k < T; k++) {
+    const size_t p = (self + k) % T;
+    const size_t b = nk__pool_share_begin(ntiles, p, T), n = nk__pool_share_begin(ntiles, p + 1, T) - b;
+    for (;;) {
+      const size_t i = atomic_fetch_add_explicit(&pool->shares[p].next, 1, memory_order_relaxed);
+      if (i >= n) break;
+      const size_t start = (b + i) * tile; /* b + i < ntiles, so start < range */
+      const size_t left = range - start;
+      fn(arg, start, left < tile ? left : tile);
+    }
   }
 }
 
 static void *nk__pool_worker(void *p) {
-  nk_threadpool *pool = p;
+  const struct nk__pool_worker_arg *wa = p;
+  nk_threadpool *pool = wa->pool;
+  const size_t self = wa->index;
   nk__pool_current = pool;
   /* No region can have been published before the pool existed: generation started at 0. */
   unsigned seen = 0;
@@ -175,7 +203,7 @@ static void *nk__pool_worker(void *p) {
     seen = atomic_load_explicit(&pool->generation, memory_order_acquire);
     if (atomic_load_explicit(&pool->stop, memory_order_relaxed)) break;
 
-    nk__pool_run_tiles(pool);
+    nk__pool_run_tiles(pool, self);
 
     /* Check out. After this the job may be replaced: do not read it again. */
     if (atomic_fetch_sub(&pool->active, 1) == 1 && atomic_load(&pool->caller_sleeping)) {
@@ -229,6 +257,8 @@ static void nk__pool_free(nk_threadpool *pool) {
   if (pool->initialized & NK_POOL_INIT_RUN_MUTEX) pthread_mutex_destroy(&pool->run_mutex);
   if (pool->initialized & NK_POOL_INIT_MUTEX) pthread_mutex_destroy(&pool->mutex);
   free(pool->workers);
+  free(pool->worker_args);
+  free(pool->shares);
   free(pool);
 }
 
@@ -243,7 +273,6 @@ nk_status nk_threadpool_create(size_t nthreads, nk_threadpool **out) {
   memset(pool, 0, sizeof *pool);
   atomic_init(&pool->generation, 0);
   atomic_init(&pool->stop, 0);
-  atomic_init(&pool->next_tile, 0);
   atomic_init(&pool->active, 0);
   atomic_init(&pool->sleepers, 0);
   atomic_init(&pool->caller_sleeping, 0);
@@ -259,14 +288,25 @@ nk_status nk_threadpool_create(size_t nthreads, nk_threadpool **out) {
   if (pthread_cond_init(&pool->done_cond, NULL) != 0) goto error;
   pool->initialized |= NK_POOL_INIT_DONE_COND;
 
+  size_t share_bytes;
+  if (!nk__mul_size(nthreads, sizeof *pool->shares, &share_bytes)) goto error;
+  pool->shares = aligned_alloc(NK_POOL_CACHE_LINE, share_bytes);
+  if (pool->shares == NULL) goto error;
+  for (size_t i = 0; i < nthreads; i++) atomic_init(&pool->shares[i].next, 0);
+
   const size_t nworkers = nthreads - 1;
   if (nworkers > 0) {
-    size_t bytes;
-    if (!nk__mul_size(nworkers, sizeof *pool->workers, &bytes)) goto error;
+    size_t bytes, arg_bytes;
+    if (!nk__mul_size(nworkers, sizeof *pool->workers, &bytes) ||
+        !nk__mul_size(nworkers, sizeof *pool->worker_args, &arg_bytes))
+      goto error;
     pool->workers = malloc(bytes);
-    if (pool->workers == NULL) goto error;
+    pool->worker_args = malloc(arg_bytes);
+    if (pool->workers == NULL || pool->worker_args == NULL) goto error;
     for (; pool->nworkers < nworkers; pool->nworkers++) {
-      if (pthread_create(&pool->workers[pool->nworkers], NULL, nk__pool_worker, pool) != 0)
+      pool->worker_args[pool->nworkers] = (struct nk__pool_worker_arg){pool, pool->nworkers + 1};
+      if (pthread_create(&pool->workers[pool->nworkers], NULL, nk__pool_worker,
+                         &pool->worker_args[pool->nworkers]) != 0)
         goto error;
     }
   }
@@ -311,13 +351,14 @@ void nk_parallelize_1d(nk_threadpool *pool, nk_task_1d fn, void *arg, size_t ran
   pool->range = range;
   pool->tile = tile;
   pool->ntiles = ntiles;
-  atomic_store_explicit(&pool->next_tile, 0, memory_order_relaxed);
+  for (size_t i = 0; i < pool->nthreads; i++)
+    atomic_store_explicit(&pool->shares[i].next, 0, memory_order_relaxed);
   atomic_store_explicit(&pool->active, pool->nworkers, memory_order_relaxed);
   nk__pool_publish(pool);
 
   nk_threadpool *const outer = nk__pool_current;
   nk__pool_current = pool;
-  nk__pool_run_tiles(pool);
+  nk__pool_run_tiles(pool, 0);
   nk__pool_current = outer;
 
   /* Wait until every worker has checked out: spin, then sleep. */
