@@ -208,8 +208,8 @@ typedef enum nk_op {
 NK_API const char *nk_op_name(nk_op op);
 /* The symbol name of the micro-kernel that an operator call with NULL context and this
  * activation dtype runs, e.g. "nk_f32_layernorm_fwd__avx512_u64". NULL for unknown op/dtype.
- * For NK_OP_SOFTMAX_FWD it names the kernel of the algorithm NK_SOFTMAX_AUTO picks for long
- * rows (nk_softmax_kernel_name gives it for a given row length and algorithm). */
+ * For NK_OP_SOFTMAX_FWD it names the kernel of the algorithm NK_SOFTMAX_AUTO picks for a large
+ * (out-of-cache) call (nk_softmax_kernel_name gives it for a given descriptor). */
 NK_API const char *nk_kernel_name(nk_op op, nk_dtype dtype);
 /* The same for a given context (its ISA setting). */
 NK_API const char *nk_kernel_name_ex(const nk_context *ctx, nk_op op, nk_dtype dtype);
@@ -412,8 +412,10 @@ NK_API nk_status nk_rmsnorm_bwd_rows(nk_context *ctx, const nk_rmsnorm_desc *des
  */
 
 /* Algorithms (docs/ops/softmax.md): every one computes the same function; results differ
- * only in the last bits, and the two three-pass variants give identical bits. The choice of
- * NK_SOFTMAX_AUTO depends on cols (and the output dtype) only, never on the ISA or threads. */
+ * only in the last bits, and the two three-pass variants give identical bits. NK_SOFTMAX_AUTO
+ * picks a three-pass variant by the sizes only (reload for f32 outputs under 64 MiB, recompute
+ * otherwise), never by the ISA or the thread count, so AUTO results are the same bits as
+ * either three-pass algorithm's. */
 typedef enum nk_softmax_algo {
   NK_SOFTMAX_AUTO = 0,
   NK_SOFTMAX_THREE_PASS_RELOAD = 1,    /* max; exp stored to y and summed; y scaled in place.

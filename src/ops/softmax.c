@@ -20,9 +20,11 @@
 /* Outputs at least this large use streaming stores (a function of sizes only). */
 #define NK_NONTEMPORAL_BYTES ((size_t)64 << 20)
 
-/* AUTO: rows of at least this many elements use the two-pass algorithm, shorter rows the
- * three-pass one (reload for f32 output, recompute otherwise). Measured: docs/ops/softmax.md. */
-#define NK_SOFTMAX_TWO_PASS_MIN_COLS ((size_t)1 << 30)
+/* AUTO (measured on this project's machine, docs/ops/softmax.md and bench/NOTES.md): f32
+ * outputs of less than NK_NONTEMPORAL_BYTES use three-pass reload (one exp per element; its
+ * extra pass over y stays in cache), larger ones — and 16-bit outputs, which reload cannot
+ * hold — three-pass recompute (reload's second pass then costs a read-for-ownership of y from
+ * memory; two-pass and online need as many exps as recompute and more work per element). */
 
 static const uint32_t known_flags =
     NK_SOFTMAX_LOG | NK_SOFTMAX_CAUSAL | NK_SOFTMAX_MASKED_NAN | NK_SOFTMAX_SINK_PER_HEAD;
@@ -34,11 +36,15 @@ const char *nk_softmax_algo_name(nk_softmax_algo algo) {
   return (unsigned)algo < NK_SOFTMAX_ALGO_COUNT ? algo_names[algo] : "?";
 }
 
-nk_softmax_algo nk__softmax_auto_algo(size_t cols, nk_dtype dtype, int log) {
-  /* log_softmax: always three-pass, whose dominant term is exact (z - m = 0); the two-pass
-   * lse carries exp's rounding of it (docs/ops/softmax.md). */
-  if (!log && cols >= NK_SOFTMAX_TWO_PASS_MIN_COLS) return NK_SOFTMAX_TWO_PASS;
-  return dtype == NK_DTYPE_F32 ? NK_SOFTMAX_THREE_PASS_RELOAD : NK_SOFTMAX_THREE_PASS_RECOMPUTE;
+static int output_is_large(size_t rows, size_t cols, nk_dtype dt);
+
+nk_softmax_algo nk__softmax_auto_algo(size_t rows, size_t cols, nk_dtype dtype, int log) {
+  /* Both choices are three-pass, whose dominant term is exact (z - m = 0), so log_softmax of
+   * one column is exactly 0 (the two-pass lse carries exp's rounding of that term). */
+  (void)log;
+  if (dtype == NK_DTYPE_F32 && !output_is_large(rows, cols, dtype))
+    return NK_SOFTMAX_THREE_PASS_RELOAD;
+  return NK_SOFTMAX_THREE_PASS_RECOMPUTE;
 }
 
 nk_softmax_desc nk_softmax_desc_dense(size_t rows, size_t cols, nk_dtype dtype) {
@@ -213,7 +219,7 @@ static nk_status softmax_fwd(nk_context *ctx, const nk_softmax_desc *d, size_t r
   if (x == NULL || y == NULL)
     return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: %s is NULL", op, x ? "y" : "x");
   const nk_softmax_algo algo =
-      d->algo == NK_SOFTMAX_AUTO ? nk__softmax_auto_algo(d->cols, d->dtype, (d->flags & NK_SOFTMAX_LOG) != 0) : d->algo;
+      d->algo == NK_SOFTMAX_AUTO ? nk__softmax_auto_algo(d->rows, d->cols, d->dtype, (d->flags & NK_SOFTMAX_LOG) != 0) : d->algo;
   if (algo == NK_SOFTMAX_THREE_PASS_RELOAD && d->dtype != NK_DTYPE_F32)
     return nk__fail(ctx, NK_STATUS_UNSUPPORTED,
                     "%s: three_pass_reload keeps exp values in y and needs y in f32, not %s", op,
@@ -262,7 +268,7 @@ const char *nk_softmax_kernel_name(const nk_context *ctx, const nk_softmax_desc 
   if (d == NULL || !dtype_known(d->dtype) || (unsigned)d->algo >= NK_SOFTMAX_ALGO_COUNT)
     return NULL;
   const nk_softmax_algo algo =
-      d->algo == NK_SOFTMAX_AUTO ? nk__softmax_auto_algo(d->cols, d->dtype, (d->flags & NK_SOFTMAX_LOG) != 0) : d->algo;
+      d->algo == NK_SOFTMAX_AUTO ? nk__softmax_auto_algo(d->rows, d->cols, d->dtype, (d->flags & NK_SOFTMAX_LOG) != 0) : d->algo;
   const nk_softmax_entry *e = nk__select_softmax(nk__context_isa(ctx), NK_SMK_FWD, algo, d->dtype);
   return e ? e->name : NULL;
 }

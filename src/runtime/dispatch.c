@@ -111,7 +111,7 @@ const char *nk_kernel_name_ex(const nk_context *ctx, nk_op op, nk_dtype dtype) {
   const nk_softmax_entry *se = NULL;
   switch (op) {
     case NK_OP_SOFTMAX_FWD:
-      se = nk__select_softmax(isa, NK_SMK_FWD, nk__softmax_auto_algo((size_t)1 << 20, dtype, 0),
+      se = nk__select_softmax(isa, NK_SMK_FWD, nk__softmax_auto_algo((size_t)1 << 14, (size_t)1 << 14, dtype, 0),
                               dtype);
       return se ? se->name : NULL;
     case NK_OP_SOFTMAX_BWD: se = nk__select_softmax(isa, NK_SMK_BWD, NK_SOFTMAX_AUTO, dtype); break;

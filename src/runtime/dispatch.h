@@ -14,8 +14,8 @@ nk_rownorm_bwd_ukernel_fn nk__select_rownorm_bwd(nk_isa isa, nk_op op, nk_dtype 
  * NK_SOFTMAX_AUTO for every kind but NK_SMK_FWD, where it must be a concrete algorithm. */
 const nk_softmax_entry *nk__select_softmax(nk_isa isa, nk_softmax_kind kind,
                                            nk_softmax_algo algo, nk_dtype dtype);
-/* The algorithm NK_SOFTMAX_AUTO runs for rows of `cols` elements of `dtype`, for softmax or
- * (log != 0) log_softmax (src/ops/softmax.c). */
-nk_softmax_algo nk__softmax_auto_algo(size_t cols, nk_dtype dtype, int log);
+/* The algorithm NK_SOFTMAX_AUTO runs for rows x cols of `dtype`, softmax or (log != 0)
+ * log_softmax (src/ops/softmax.c): a function of the sizes only. */
+nk_softmax_algo nk__softmax_auto_algo(size_t rows, size_t cols, nk_dtype dtype, int log);
 
 #endif /* NK_RUNTIME_DISPATCH_H */
