@@ -36,6 +36,7 @@
  */
 #include <assert.h>
 #include <immintrin.h>
+#include <stdalign.h>
 #include <math.h>
 #include <stdint.h>
 
@@ -44,6 +45,8 @@
 #include "softmax.h"
 
 #define BLOCK NK_SOFTMAX_BLOCK
+/* Three-pass rows up to this many elements keep their exponentials in a 32 KiB stack buffer. */
+#define SCRATCH 8192
 
 /* ---- the canonical exp in 16 lanes --------------------------------------------------------- */
 
@@ -476,12 +479,18 @@ NK_INLINE void fwd_three_pass(nk_dtype dt, const nk_softmax_row *row, int reload
   if (row->has_sink) m = row->sink > m ? row->sink : m;
   m = m + 0.0f;
   double S, ones = 0.0;
+  /* Rows of up to SCRATCH elements keep their exponentials (or z - m) in a stack buffer that
+   * stays in L1/L2, so the last pass neither recomputes exp (recompute) nor rereads y through
+   * a read-for-ownership (reload): the same bits, one exp per element, one memory read of x
+   * and one (streaming) write of y. */
+  alignas(64) float scratch[SCRATCH];
+  const int use_scratch = nv <= SCRATCH;
   if (m == -INFINITY) {
     reduce(R_NAN, dt, &c, nv, &r);
     S = r.flag || (row->has_sink && isnan(row->sink)) ? nk__sm_nan_d() : 0.0;
   } else {
     c.m = m;
-    c.store = reload ? (float *)row->y : NULL;
+    c.store = use_scratch ? scratch : reload ? (float *)row->y : NULL;
     c.store_log = row->log;
     reduce(R_THREE, dt, &c, nv, &r);
     S = r.t1;
@@ -498,8 +507,9 @@ NK_INLINE void fwd_three_pass(nk_dtype dt, const nk_softmax_row *row, int reload
   nk__sm_three_finish_split(m, ones, S, row->masked_nan, &f);
   if (fwd_special(dt, row, &f)) return;
   octx o = {0};
-  o.mode = reload ? (row->log ? O_RELOAD_LOG : O_RELOAD_SM) : (row->log ? O_THREE_LOG : O_THREE_SM);
-  o.in1 = row->y;
+  const int from_buf = use_scratch || reload;
+  o.mode = from_buf ? (row->log ? O_RELOAD_LOG : O_RELOAD_SM) : (row->log ? O_THREE_LOG : O_THREE_SM);
+  o.in1 = use_scratch ? scratch : row->y;
   o.m = f.m;
   o.lambda = f.lambda;
   o.ls = f.ls;
