@@ -160,6 +160,8 @@ typedef struct rctx {
   int store_log;
   float m;           /* R_THREE */
   int want_t;        /* R_TWO */
+  const char *pf;    /* large working sets: the next dense row's x, prefetched into L2 while
+                        this row's compute-bound passes run (R_THREE, R_TWO) */
 } rctx;
 
 typedef struct rres {
@@ -259,9 +261,13 @@ NK_INLINE void reduce_body(int kind, nk_dtype dt, int plain, const rctx *pc, siz
     const size_t e = blk + BLOCK < n ? blk + BLOCK : n;
     __m512 A[4] = {a0, a0, a0, a0}, B[4] = {b0, b0, b0, b0}, Tv[4] = {a0, a0, a0, a0};
     size_t i = blk;
-    for (; i + 64 <= e; i += 64)
+    for (; i + 64 <= e; i += 64) {
+      if (c->pf)
+        for (size_t off = 0; off < 64 * esize(dt); off += 64)
+          _mm_prefetch(c->pf + i * esize(dt) + off, _MM_HINT_T1);
       for (size_t j = 0; j < 4; j++)
         term(kind, dt, plain, c, i + 16 * j, 0xFFFF, &A[j], &B[j], &Tv[j], &mx, &flag);
+    }
     for (size_t j = 0; i + 16 * j < e; j++) /* the partial step: j < 4 */
       term(kind, dt, plain, c, i + 16 * j, mask_first((ptrdiff_t)(e - i - 16 * j)), &A[j], &B[j],
            &Tv[j], &mx, &flag);
@@ -490,6 +496,7 @@ NK_INLINE void fwd_three_pass(nk_dtype dt, const nk_softmax_row *row, int reload
     S = r.flag || (row->has_sink && isnan(row->sink)) ? nk__sm_nan_d() : 0.0;
   } else {
     c.m = m;
+    if (row->nontemporal) c.pf = (const char *)row->x + row->n * esize(dt);
     c.store = use_scratch ? scratch : reload ? (float *)row->y : NULL;
     c.store_log = row->log;
     reduce(R_THREE, dt, &c, nv, &r);
@@ -520,6 +527,7 @@ NK_INLINE void fwd_two_pass(nk_dtype dt, const nk_softmax_row *row) {
   assert(row != NULL && row->n > 0 && row->n_valid <= row->n);
   rctx c = {0};
   c.s = fwd_src(row);
+  if (row->nontemporal) c.pf = (const char *)row->x + row->n * esize(dt);
   rres r;
   reduce(R_TWO, dt, &c, row->n_valid, &r);
   double Md = r.t1, Nd = r.t2;
@@ -610,6 +618,11 @@ NK_INLINE void xent(nk_dtype dt, const nk_xent_row *row) {
   c.s.x = row->x;
   c.s.scale = 1.0f;
   c.want_t = row->smoothing > 0.0f;
+  /* The next row is prefetched while this one is summed: with dlogits the output pass also
+   * streams (nontemporal), for the forward alone this pass is the only one. Large vocabularies
+   * (a 128K-column row is 501 KiB) get it whenever the op asks for streaming; the forward-only
+   * op passes nontemporal = 0 and relies on the hardware prefetchers. */
+  if (row->nontemporal) c.pf = (const char *)row->x + n * esize(dt);
   rres r;
   reduce(R_TWO, dt, &c, n, &r);
   const double T = r.T;
