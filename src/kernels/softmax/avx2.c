@@ -43,6 +43,7 @@
 #include <assert.h>
 #include <immintrin.h>
 #include <math.h>
+#include <stdalign.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -53,6 +54,8 @@
 
 #define LANES NK_SOFTMAX_LANES /* 64: 8 ymm of 8 f32 lanes */
 #define BLOCK NK_SOFTMAX_BLOCK /* 1024 */
+/* Three-pass rows up to this many elements keep their exponentials in a 32 KiB stack buffer. */
+#define SCRATCH 8192
 
 /* exp constants (softmax.h, softmax-common.h) */
 #define LOG2E NK_SM_LOG2E
@@ -197,7 +200,7 @@ static float max_z(nk_dtype dt, const zsrc *s, size_t nv) {
  * counted, R = blocksum of the others (a 1.0f term adds +0 to its lane). Reload (yst != NULL,
  * f32 y) also stores e_j (softmax) or z_j - m (log) to y. Returns R. */
 static double sum_exp(nk_dtype dt, const zsrc *s, size_t nv, float m, float *yst, int log,
-                      double *ones) {
+                      double *ones, const char *pf) {
   const __m256 vm = _mm256_set1_ps(m), one = _mm256_set1_ps(1.0f);
   double total = 0.0;
   size_t count = 0;
@@ -206,7 +209,10 @@ static double sum_exp(nk_dtype dt, const zsrc *s, size_t nv, float m, float *yst
     __m256 acc[8];
     for (int j = 0; j < 8; j++) acc[j] = _mm256_setzero_ps();
     size_t i = b;
-    for (; i + LANES <= e; i += LANES)
+    for (; i + LANES <= e; i += LANES) {
+      if (pf) /* large working sets: the next dense row, into L2, while this pass computes */
+        for (size_t off = 0; off < LANES * esize(dt); off += 64)
+          _mm_prefetch(pf + i * esize(dt) + off, _MM_HINT_T1);
       for (int j = 0; j < 8; j++) {
         const size_t ij = i + 8 * (size_t)j;
         const __m256 d = _mm256_sub_ps(z8(dt, s, ij, 8, 1), vm);
@@ -216,6 +222,7 @@ static double sum_exp(nk_dtype dt, const zsrc *s, size_t nv, float m, float *yst
         count += (size_t)__builtin_popcount((unsigned)_mm256_movemask_ps(is1));
         acc[j] = _mm256_add_ps(acc[j], _mm256_andnot_ps(is1, ex));
       }
+    }
     if (i < e) {
       const size_t k = e - i;
       for (int j = 0; j < 8; j++) {
@@ -583,17 +590,19 @@ static int fwd_special(nk_dtype dt, const nk_softmax_row *row, const nk__sm_fin 
 /* Three-pass pass 3 (online pass 2): y_j = exp(z_j - m) * lambda or (z_j - m) - ls, reload
  * from the y values of pass 2; [n_valid, n) = 0 or -inf. */
 static void three_output(nk_dtype dt, const nk_softmax_row *row, const nk__sm_fin *f,
-                         int reload) {
+                         int reload, const float *scratch) {
   orow o;
   memset(&o, 0, sizeof o);
   o.z = make_zsrc(row);
-  o.a = row->y;
+  o.a = scratch ? scratch : row->y;
   o.y = row->y;
   o.c0 = f->m;
   o.c1 = row->log ? f->ls : f->lambda;
   o.pf0 = next_row(row->x, row->n, dt, row->nontemporal);
   const int nt = row->nontemporal;
-  if (row->log) {
+  if (scratch) /* the buffered exps (or z - m) are f32; the output has the row's dtype */
+    out_range(row->log ? OP_LOG3_Y : OP_SM3_Y, dt, &o, 0, row->n_valid, nt);
+  else if (row->log) {
     if (reload) out_range(OP_LOG3_Y, NK_DTYPE_F32, &o, 0, row->n_valid, nt);
     else out_range(OP_LOG3, dt, &o, 0, row->n_valid, nt);
   } else {
@@ -616,10 +625,15 @@ static void fwd_three_pass(nk_dtype dt, const nk_softmax_row *row, int reload) {
   const size_t nv = row->n_valid;
   const float m = with_sink(row, max_z(dt, &s, nv)) + 0.0f;
   double S, ones = 0.0;
+  /* Rows of up to SCRATCH elements keep exp(z - m) (or z - m) in a stack buffer that stays in
+   * L1/L2: one exp per element and no read-for-ownership of y (same bits as recompute). */
+  alignas(32) float scratch[SCRATCH];
+  const int use_scratch = nv <= SCRATCH;
   if (m == -INFINITY) {
     S = (row->has_sink && isnan(row->sink)) || any_nan_z(dt, &s, nv) ? nk__sm_nan_d() : 0.0;
   } else {
-    S = sum_exp(dt, &s, nv, m, reload ? (float *)row->y : NULL, row->log, &ones);
+    S = sum_exp(dt, &s, nv, m, use_scratch ? scratch : reload ? (float *)row->y : NULL,
+                row->log, &ones, next_row(row->x, row->n, dt, row->nontemporal));
     if (row->has_sink) {
       const float es = exp1(row->sink - m);
       if (es == 1.0f)
@@ -631,7 +645,7 @@ static void fwd_three_pass(nk_dtype dt, const nk_softmax_row *row, int reload) {
   nk__sm_fin f;
   nk__sm_three_finish_split(m, ones, S, row->masked_nan, &f);
   if (fwd_special(dt, row, &f)) return;
-  three_output(dt, row, &f, reload);
+  three_output(dt, row, &f, reload, use_scratch ? scratch : NULL);
 }
 
 static void fwd_two_pass(nk_dtype dt, const nk_softmax_row *row) {
@@ -682,7 +696,7 @@ static void fwd_online(nk_dtype dt, const nk_softmax_row *row) {
   nk__sm_fin f;
   nk__sm_three_finish((float)mD + 0.0f, dD, row->masked_nan, &f);
   if (fwd_special(dt, row, &f)) return;
-  three_output(dt, row, &f, 0);
+  three_output(dt, row, &f, 0, NULL);
 }
 
 /* ---- backward ------------------------------------------------------------------------------ */
@@ -773,7 +787,7 @@ static void xent_row(nk_dtype dt, const nk_xent_row *row) {
   const int three = nk__sm_out_of_range(m);
   m = m + 0.0f;
   if (three) {
-    S = sum_exp(dt, &s, n, m, NULL, 0, &ones);
+    S = sum_exp(dt, &s, n, m, NULL, 0, &ones, NULL);
     L = (double)m + nk__sm_log_split(ones, S);
   } else {
     L = nk__sm_two_L(Md, Nd);
