@@ -235,12 +235,13 @@ static nk_status softmax_fwd(nk_context *ctx, const nk_softmax_desc *d, size_t r
   if (e == NULL)
     return nk__fail(ctx, NK_STATUS_UNSUPPORTED, "%s: no %s kernel for dtype %s", op,
                     nk_softmax_algo_name(algo), nk_dtype_name(d->dtype));
-  /* Streaming stores for large outputs, except for reload: its last pass rewrites lines that
-   * its second pass left dirty in L1/L2, and a streaming store to a cached dirty line costs a
-   * write-back plus the stream (measured at 65536 x 4096 f32, 1 thread: 5.8 GB/s with, 7.3
-   * without; the other algorithms lose 15% without). */
+  /* Streaming stores for large outputs, except for reload rows longer than the kernels' exp
+   * buffer: their last pass rewrites lines of y that the second pass left dirty in L1/L2, and
+   * a streaming store to a cached dirty line costs a write-back plus the stream (measured at
+   * 65536 x 4096 f32, 1 thread, before the buffer: 5.8 GB/s with, 7.3 without; the other
+   * algorithms lose 15% without). */
   fwd_job job = {(nk_softmax_fwd_fn)e->fn, d, x, mask, sink, y, lse,
-                 algo != NK_SOFTMAX_THREE_PASS_RELOAD &&
+                 (algo != NK_SOFTMAX_THREE_PASS_RELOAD || d->cols <= NK_SOFTMAX_SCRATCH) &&
                      output_is_large(d->rows, d->cols, d->dtype)};
   nk_threadpool *pool = use_pool ? nk__context_pool(ctx) : NULL;
   const size_t n = row_end - row_begin, nthreads = nk_threadpool_size(pool);

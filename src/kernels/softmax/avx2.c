@@ -55,7 +55,7 @@
 #define LANES NK_SOFTMAX_LANES /* 64: 8 ymm of 8 f32 lanes */
 #define BLOCK NK_SOFTMAX_BLOCK /* 1024 */
 /* Three-pass rows up to this many elements keep their exponentials in a 32 KiB stack buffer. */
-#define SCRATCH 8192
+#define SCRATCH NK_SOFTMAX_SCRATCH
 
 /* exp constants (softmax.h, softmax-common.h) */
 #define LOG2E NK_SM_LOG2E

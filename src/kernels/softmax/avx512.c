@@ -46,7 +46,7 @@
 
 #define BLOCK NK_SOFTMAX_BLOCK
 /* Three-pass rows up to this many elements keep their exponentials in a 32 KiB stack buffer. */
-#define SCRATCH 8192
+#define SCRATCH NK_SOFTMAX_SCRATCH
 
 /* ---- the canonical exp in 16 lanes --------------------------------------------------------- */
 

@@ -145,6 +145,9 @@
 
 #define NK_SOFTMAX_LANES 64
 #define NK_SOFTMAX_BLOCK 1024
+/* The SIMD three-pass kernels keep the exps of rows of up to this many valid elements in a
+ * stack buffer (32 KiB) instead of recomputing them or storing them into y (same bits). */
+#define NK_SOFTMAX_SCRATCH 8192
 
 typedef struct nk_softmax_row {
   const void *x;        /* n logits of the kernel's dtype */
