@@ -588,7 +588,7 @@ nk_status nk_cross_entropy(nk_context *ctx, const nk_cross_entropy_desc *d, cons
   xent_job job = {(nk_xent_fn)e->fn, d, x, target, dlogits,
                   d->reduction == NK_REDUCTION_NONE ? loss : NULL,
                   d->reduction == NK_REDUCTION_NONE ? NULL : (double *)workspace, lse, grad_w,
-                  dlogits != NULL && output_is_large(rows, d->cols, d->dtype)};
+                  output_is_large(rows, d->cols, d->dtype)}; /* stream dlogits, prefetch next rows */
   if (rows != 0) {
     nk_threadpool *pool = nk__context_pool(ctx);
     const size_t nthreads = nk_threadpool_size(pool);

@@ -618,10 +618,9 @@ NK_INLINE void xent(nk_dtype dt, const nk_xent_row *row) {
   c.s.x = row->x;
   c.s.scale = 1.0f;
   c.want_t = row->smoothing > 0.0f;
-  /* The next row is prefetched while this one is summed: with dlogits the output pass also
-   * streams (nontemporal), for the forward alone this pass is the only one. Large vocabularies
-   * (a 128K-column row is 501 KiB) get it whenever the op asks for streaming; the forward-only
-   * op passes nontemporal = 0 and relies on the hardware prefetchers. */
+  /* The next row is prefetched while this one is summed (nontemporal: the operator sets it for
+   * large logits, with or without dlogits; without dlogits nothing is stored). Measured at
+   * 2048 x 128256 f32, 2 threads, forward only: 10.9 -> 18.5 GB/s. */
   if (row->nontemporal) c.pf = (const char *)row->x + n * esize(dt);
   rres r;
   reduce(R_TWO, dt, &c, n, &r);
