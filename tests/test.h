@@ -13,6 +13,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 static int nk_t_passed, nk_t_failed, nk_t_skipped;
 static int nk_t_cur_failed, nk_t_cur_skipped, nk_t_cur_checks_failed;
@@ -65,6 +66,17 @@ static int nk_t_cur_failed, nk_t_cur_skipped, nk_t_cur_checks_failed;
       printf("ok      %s\n", #name);                                                             \
     }                                                                                            \
     fflush(stdout);                                                                              \
+  } while (0)
+
+/* NK_RUN, then the test's wall time on its own line (for the suites that watch their budget). */
+#define NK_RUN_TIMED(name)                                                                       \
+  do {                                                                                           \
+    struct timespec nk_t0_, nk_t1_;                                                              \
+    clock_gettime(CLOCK_MONOTONIC, &nk_t0_);                                                     \
+    NK_RUN(name);                                                                                \
+    clock_gettime(CLOCK_MONOTONIC, &nk_t1_);                                                     \
+    printf("        (%.2f s)\n", (double)(nk_t1_.tv_sec - nk_t0_.tv_sec) +                       \
+                                     1e-9 * (double)(nk_t1_.tv_nsec - nk_t0_.tv_nsec));         \
   } while (0)
 
 static inline int nk_test_summary(void) {

@@ -355,24 +355,14 @@ NK_TEST(invalid_target_and_workspace) {
            nk_context_message(g_ctx));
 }
 
-#define RUN_TIMED(name)                                                                     \
-  do {                                                                                      \
-    struct timespec t0_, t1_;                                                               \
-    clock_gettime(CLOCK_MONOTONIC, &t0_);                                                   \
-    NK_RUN(name);                                                                           \
-    clock_gettime(CLOCK_MONOTONIC, &t1_);                                                   \
-    printf("        (%.2f s)\n",                                                            \
-           (double)(t1_.tv_sec - t0_.tv_sec) + 1e-9 * (double)(t1_.tv_nsec - t0_.tv_nsec)); \
-  } while (0)
-
 int main(void) {
   if (nk_context_create(&g_ctx) != NK_STATUS_OK) return 1;
-  RUN_TIMED(reductions_smoothing_zloss_grad);
-  RUN_TIMED(ignore_index);
-  RUN_TIMED(vocabulary_sizes);
-  RUN_TIMED(extreme_logits);
-  RUN_TIMED(forward_only_and_inplace);
-  RUN_TIMED(invalid_target_and_workspace);
+  NK_RUN_TIMED(reductions_smoothing_zloss_grad);
+  NK_RUN_TIMED(ignore_index);
+  NK_RUN_TIMED(vocabulary_sizes);
+  NK_RUN_TIMED(extreme_logits);
+  NK_RUN_TIMED(forward_only_and_inplace);
+  NK_RUN_TIMED(invalid_target_and_workspace);
   printf("worst error / bound: %.3f\n", worst);
   nk_context_destroy(g_ctx);
   return nk_test_summary();

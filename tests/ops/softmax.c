@@ -1016,29 +1016,19 @@ NK_TEST(sigmoid_attention) {
 }
 
 #include <time.h>
-#define RUN_TIMED(name)                                                                     \
-  do {                                                                                      \
-    struct timespec t0_, t1_;                                                               \
-    clock_gettime(CLOCK_MONOTONIC, &t0_);                                                   \
-    NK_RUN(name);                                                                           \
-    clock_gettime(CLOCK_MONOTONIC, &t1_);                                                   \
-    printf("        (%.2f s)\n",                                                            \
-           (double)(t1_.tv_sec - t0_.tv_sec) + 1e-9 * (double)(t1_.tv_nsec - t0_.tv_nsec)); \
-  } while (0)
-
 int main(void) {
   if (nk_context_create(&g_ctx) != NK_STATUS_OK) return 1;
-  RUN_TIMED(input_classes_every_algo_and_dtype);
-  RUN_TIMED(cols_1_to_300);
-  RUN_TIMED(long_rows);
-  RUN_TIMED(finite_differences);
-  RUN_TIMED(single_column);
-  RUN_TIMED(fully_masked_rows);
-  RUN_TIMED(nan_and_inf_rows_are_isolated);
-  RUN_TIMED(attention_options);
-  RUN_TIMED(strides_and_inplace);
-  RUN_TIMED(row_range_entry_points);
-  RUN_TIMED(sigmoid_attention);
+  NK_RUN_TIMED(input_classes_every_algo_and_dtype);
+  NK_RUN_TIMED(cols_1_to_300);
+  NK_RUN_TIMED(long_rows);
+  NK_RUN_TIMED(finite_differences);
+  NK_RUN_TIMED(single_column);
+  NK_RUN_TIMED(fully_masked_rows);
+  NK_RUN_TIMED(nan_and_inf_rows_are_isolated);
+  NK_RUN_TIMED(attention_options);
+  NK_RUN_TIMED(strides_and_inplace);
+  NK_RUN_TIMED(row_range_entry_points);
+  NK_RUN_TIMED(sigmoid_attention);
   printf("worst error / bound: forward %.3f, backward %.3f\n", worst_fwd, worst_bwd);
   nk_context_destroy(g_ctx);
   return nk_test_summary();
