@@ -634,13 +634,7 @@ static void fwd_three_pass(nk_dtype dt, const nk_softmax_row *row, int reload) {
   } else {
     S = sum_exp(dt, &s, nv, m, use_scratch ? scratch : reload ? (float *)row->y : NULL,
                 row->log, &ones, next_row(row->x, row->n, dt, row->nontemporal));
-    if (row->has_sink) {
-      const float es = exp1(row->sink - m);
-      if (es == 1.0f)
-        ones += 1.0;
-      else
-        S += (double)es;
-    }
+    if (row->has_sink) nk__sm_three_add_sink(exp1(row->sink - m), &ones, &S);
   }
   nk__sm_fin f;
   nk__sm_three_finish_split(m, ones, S, row->masked_nan, &f);

@@ -502,13 +502,7 @@ NK_INLINE void fwd_three_pass(nk_dtype dt, const nk_softmax_row *row, int reload
     reduce(R_THREE, dt, &c, nv, &r);
     S = r.t1;
     ones = r.T;
-    if (row->has_sink) {
-      const float es = exp1(row->sink - m);
-      if (es == 1.0f)
-        ones += 1.0;
-      else
-        S += (double)es;
-    }
+    if (row->has_sink) nk__sm_three_add_sink(exp1(row->sink - m), &ones, &S);
   }
   nk__sm_fin f;
   nk__sm_three_finish_split(m, ones, S, row->masked_nan, &f);

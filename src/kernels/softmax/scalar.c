@@ -131,14 +131,8 @@ static double three_sum(const nk_softmax_row *row, nk_dtype dt, size_t nv, float
     }
     total += (double)fold_sum(lane);
   }
-  if (row->has_sink) {
-    const float es = sm_exp(row->sink - m);
-    if (es == 1.0f)
-      count++;
-    else
-      total += (double)es;
-  }
   *ones = (double)count;
+  if (row->has_sink) nk__sm_three_add_sink(sm_exp(row->sink - m), ones, &total);
   return total;
 }
 

@@ -127,6 +127,15 @@ static inline double nk__sm_log_split(double ones, double R) {
   return ones >= 1.0 ? log1p((ones - 1.0) + R) : log(R);
 }
 
+/* The sink's term es = exp(sink - m) of the split three-pass sum: counted when it is exactly
+ * 1.0f (the sink is the maximum), else added to R. */
+static inline void nk__sm_three_add_sink(float es, double *ones, double *R) {
+  if (es == 1.0f)
+    *ones += 1.0;
+  else
+    *R += (double)es;
+}
+
 /* Three-pass, after the sums: S = ones + R, where `ones` counts the terms e_j (and the sink
  * term) equal to exactly 1.0f and R sums the others (softmax.h). log S = log1p((ones - 1) + R)
  * when ones >= 1: exact for rows dominated by their max, where a plain f32 sum would absorb
