@@ -99,9 +99,7 @@ static nk_status norm_fwd(nk_context *ctx, int is_rms, const nk_norm_desc *d, si
                           float *rstd) {
   const char *op = is_rms ? "rmsnorm_fwd" : "layernorm_fwd";
   TRY(check_desc(ctx, op, d));
-  if (row_begin > row_end || row_end > d->rows)
-    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: row range [%zu, %zu) outside %zu rows",
-                    op, row_begin, row_end, d->rows);
+  TRY(nk__check_row_range(ctx, op, row_begin, row_end, d->rows));
   if (d->rows == 0 || d->cols == 0 || row_begin == row_end) return nk__ok(ctx);
   if (x == NULL || y == NULL)
     return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: %s is NULL", op, x ? "y" : "x");
@@ -328,9 +326,7 @@ static nk_status norm_bwd(nk_context *ctx, int is_rms, const nk_norm_desc *d, si
                           size_t workspace_size) {
   const char *op = is_rms ? "rmsnorm_bwd" : "layernorm_bwd";
   TRY(check_desc(ctx, op, d));
-  if (row_begin > row_end || row_end > d->rows)
-    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: row range [%zu, %zu) outside %zu rows",
-                    op, row_begin, row_end, d->rows);
+  TRY(nk__check_row_range(ctx, op, row_begin, row_end, d->rows));
   if (d->rows == 0 || d->cols == 0) return nk__ok(ctx);
   const int from_y = (d->flags & NK_NORM_BWD_FROM_Y) != 0;
   if (x == NULL || dy == NULL || dx == NULL || rstd == NULL)

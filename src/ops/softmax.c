@@ -47,6 +47,12 @@ nk_softmax_algo nk__softmax_auto_algo(size_t rows, size_t cols, nk_dtype dtype, 
   return NK_SOFTMAX_THREE_PASS_RECOMPUTE;
 }
 
+/* The forward algorithm a (validated) descriptor runs: its own, or AUTO's choice. */
+static nk_softmax_algo fwd_algo(const nk_softmax_desc *d) {
+  if (d->algo != NK_SOFTMAX_AUTO) return d->algo;
+  return nk__softmax_auto_algo(d->rows, d->cols, d->dtype, (d->flags & NK_SOFTMAX_LOG) != 0);
+}
+
 nk_softmax_desc nk_softmax_desc_dense(size_t rows, size_t cols, nk_dtype dtype) {
   nk_softmax_desc d;
   memset(&d, 0, sizeof d);
@@ -212,14 +218,11 @@ static nk_status softmax_fwd(nk_context *ctx, const nk_softmax_desc *d, size_t r
                              const float *sink, void *y, float *lse) {
   const char *op = (d && (d->flags & NK_SOFTMAX_LOG)) ? "log_softmax_fwd" : "softmax_fwd";
   TRY(check_softmax_desc(ctx, op, d));
-  if (row_begin > row_end || row_end > d->rows)
-    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: row range [%zu, %zu) outside %zu rows",
-                    op, row_begin, row_end, d->rows);
+  TRY(nk__check_row_range(ctx, op, row_begin, row_end, d->rows));
   if (d->rows == 0 || d->cols == 0 || row_begin == row_end) return nk__ok(ctx);
   if (x == NULL || y == NULL)
     return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: %s is NULL", op, x ? "y" : "x");
-  const nk_softmax_algo algo =
-      d->algo == NK_SOFTMAX_AUTO ? nk__softmax_auto_algo(d->rows, d->cols, d->dtype, (d->flags & NK_SOFTMAX_LOG) != 0) : d->algo;
+  const nk_softmax_algo algo = fwd_algo(d);
   if (algo == NK_SOFTMAX_THREE_PASS_RELOAD && d->dtype != NK_DTYPE_F32)
     return nk__fail(ctx, NK_STATUS_UNSUPPORTED,
                     "%s: three_pass_reload keeps exp values in y and needs y in f32, not %s", op,
@@ -268,8 +271,7 @@ nk_status nk_softmax_fwd_rows(nk_context *ctx, const nk_softmax_desc *desc, size
 const char *nk_softmax_kernel_name(const nk_context *ctx, const nk_softmax_desc *d) {
   if (d == NULL || !dtype_known(d->dtype) || (unsigned)d->algo >= NK_SOFTMAX_ALGO_COUNT)
     return NULL;
-  const nk_softmax_algo algo =
-      d->algo == NK_SOFTMAX_AUTO ? nk__softmax_auto_algo(d->rows, d->cols, d->dtype, (d->flags & NK_SOFTMAX_LOG) != 0) : d->algo;
+  const nk_softmax_algo algo = fwd_algo(d);
   const nk_softmax_entry *e = nk__select_softmax(nk__context_isa(ctx), NK_SMK_FWD, algo, d->dtype);
   return e ? e->name : NULL;
 }
@@ -321,9 +323,7 @@ static nk_status softmax_bwd(nk_context *ctx, const nk_softmax_desc *d, size_t r
                              const float *sink, const float *lse, void *dx, float *dsink) {
   const char *op = (d && (d->flags & NK_SOFTMAX_LOG)) ? "log_softmax_bwd" : "softmax_bwd";
   TRY(check_softmax_desc(ctx, op, d));
-  if (row_begin > row_end || row_end > d->rows)
-    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: row range [%zu, %zu) outside %zu rows",
-                    op, row_begin, row_end, d->rows);
+  TRY(nk__check_row_range(ctx, op, row_begin, row_end, d->rows));
   if (d->rows == 0 || d->cols == 0 || row_begin == row_end) return nk__ok(ctx);
   if (y == NULL || dy == NULL || dx == NULL)
     return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: %s is NULL", op,

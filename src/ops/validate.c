@@ -73,3 +73,11 @@ nk_status nk__vector_span(nk_context *ctx, const char *op, span *s, const char *
 }
 
 int nk__span_is(const span *s, const char *name) { return strcmp(s->name, name) == 0; }
+
+nk_status nk__check_row_range(nk_context *ctx, const char *op, size_t row_begin, size_t row_end,
+                              size_t rows) {
+  if (row_begin > row_end || row_end > rows)
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: row range [%zu, %zu) outside %zu rows",
+                    op, row_begin, row_end, rows);
+  return NK_STATUS_OK;
+}
