@@ -135,13 +135,7 @@
 
 #include "normkit.h"
 
-#if !defined(NK_ARCH_X86)
-#if defined(__x86_64__)
-#define NK_ARCH_X86 1
-#else
-#define NK_ARCH_X86 0
-#endif
-#endif
+#include "../arch.h"
 
 #define NK_SOFTMAX_LANES 64
 #define NK_SOFTMAX_BLOCK 1024
