@@ -2,7 +2,7 @@
  * normkit.h — the public C API of normkit, and its reference documentation.
  *
  * normkit computes the normalizations of machine learning (LayerNorm, RMSNorm, the softmax
- * family and cross-entropy; in later releases channel norms and their statistics) forward and
+ * family and cross-entropy, BatchNorm/GroupNorm/InstanceNorm and their statistics) forward and
  * backward, on
  * CPU (scalar, AVX2+FMA, AVX-512) with one fixed arithmetic on every path.
  *
@@ -563,6 +563,304 @@ NK_API nk_status nk_cross_entropy(nk_context *ctx, const nk_cross_entropy_desc *
                                   const void *x, const int64_t *target, float *loss,
                                   void *dlogits, float *lse, void *workspace,
                                   size_t workspace_size);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Moments: (count, mean, M2), stable and mergeable                                            */
+/* ------------------------------------------------------------------------------------------ */
+/*
+ * The statistics engine under every channel norm and the distributed and test-time statistics:
+ * count n, mean, and M2 = sum((t - mean)^2), all in double. Partial moments of disjoint parts of
+ * a data set merge exactly in real arithmetic with Chan's formula (nk_moments_merge); finalize
+ * with nk_moments_finalize. NaN or +-inf anywhere in the data makes mean and M2 NaN.
+ *
+ * How normkit computes moments (docs/ops/moments.md; the same on every ISA and thread count):
+ * data are cut into blocks (NK_MOMENTS_BLOCK = 1024 consecutive elements of a contiguous run,
+ * or NK_MOMENTS_BLOCK_ROWS = 32 rows of a column); each block's moments come from a corrected
+ * two-pass in f32 lanes (mean estimate m, then sums of d = t - m and d^2), or from double
+ * arithmetic when the f32 sums overflow or underflow; blocks are merged with Chan's formula in
+ * a fixed order, then fixed chunks in chunk order. Accuracy: mean and M2 within a few units of
+ * 1e-7 (relative to the spread of the data) of the exact values, for every finite input.
+ * Splitting a data set any other way and merging agrees within that bound (tested); the
+ * library's own split is a function of the sizes only, so its results are bit-identical.
+ */
+typedef struct nk_moments {
+  double count; /* number of elements (exact up to 2^53) */
+  double mean;
+  double m2;    /* sum of squared deviations from the mean, >= 0 */
+} nk_moments;
+
+#define NK_MOMENTS_BLOCK 1024
+#define NK_MOMENTS_BLOCK_ROWS 32
+
+/* acc <- acc merged with b (Chan et al.): n = na + nb, delta = mb - ma,
+ * mean = ma + delta * nb / n, M2 = M2a + M2b + delta^2 * na * nb / n. An empty side (count 0)
+ * leaves the other unchanged (bit for bit). NULL arguments are a no-op. */
+NK_API void nk_moments_merge(nk_moments *acc, const nk_moments *b);
+/* dst[i] <- dst[i] merged with src[i] for i < n: the elementwise form (all-reduce steps). */
+NK_API void nk_moments_merge_n(size_t n, nk_moments *dst, const nk_moments *src);
+
+/* From moments to statistics; any output may be NULL:
+ *   mean      = m.mean (rounded to f32)
+ *   var       = M2 / n           (biased: what normalization uses)
+ *   var_unbiased = M2 / (n - 1)  (what running estimates use)
+ *   rstd      = 1 / sqrt(var + eps)   (double, rounded to f32)
+ * eps must be finite and >= 0. count 0 gives NaN for all four; count 1 gives var_unbiased
+ * NaN (normkit's BatchNorm reports INVALID_ARGUMENT before it gets there, as PyTorch refuses).
+ * Returns OK or INVALID_ARGUMENT (m NULL, bad eps). */
+NK_API nk_status nk_moments_finalize(const nk_moments *m, float eps, float *mean, float *var,
+                                     float *var_unbiased, float *rstd);
+
+/* Moments of each row of a rows x cols tensor (over its cols elements). OUT out[rows].
+ * Rows are cut into blocks of NK_MOMENTS_BLOCK elements merged in order. Threads split rows.
+ * Returns OK, INVALID_ARGUMENT. rows or cols == 0: out gets count 0 (when rows > 0). */
+NK_API nk_status nk_moments_rows(nk_context *ctx, size_t rows, size_t cols, nk_dtype dtype,
+                                 const void *x, ptrdiff_t x_stride, nk_moments *out);
+/* Moments of each column of a rows x cols tensor (over its rows). OUT out[cols]. Rows are cut
+ * into blocks of NK_MOMENTS_BLOCK_ROWS from row 0, grouped into fixed chunks (a function of
+ * rows and cols), merged in order. Returns OK, INVALID_ARGUMENT. */
+NK_API nk_status nk_moments_cols(nk_context *ctx, size_t rows, size_t cols, nk_dtype dtype,
+                                 const void *x, ptrdiff_t x_stride, nk_moments *out);
+
+/* Row norms with the statistics given as moments, for tensor parallelism: each rank holds a
+ * slice of the columns; merge the ranks' nk_moments_rows results over the row (in rank
+ * order), then normalize the local slice with them. moments: rows entries, each over the whole
+ * row. LayerNorm uses mean and var = M2 / count; RMSNorm the mean square
+ * (M2 + count * mean^2) / count. desc: rows, cols (the local slice), dtype, param_dtype, eps,
+ * flags (NK_NORM_GAMMA_OFFSET only), x_stride, y_stride; gamma/beta hold the local slice.
+ * Arithmetic as nk_layernorm_fwd's last pass (xhat = ((x - mean_hi) - mean_lo) * rstd,
+ * y = fmaf(xhat, g, b)); mean/rstd OUT optional (rows floats). y may be x.
+ * Returns OK, INVALID_ARGUMENT, UNSUPPORTED. */
+NK_API nk_status nk_layernorm_fwd_moments(nk_context *ctx, const nk_layernorm_desc *desc,
+                                          const nk_moments *moments, const void *x,
+                                          const void *gamma, const void *beta, void *y,
+                                          float *mean, float *rstd);
+NK_API nk_status nk_rmsnorm_fwd_moments(nk_context *ctx, const nk_rmsnorm_desc *desc,
+                                        const nk_moments *moments, const void *x,
+                                        const void *gamma, const void *beta, void *y,
+                                        float *rstd);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Channel norms: BatchNorm, GroupNorm, InstanceNorm                                           */
+/* ------------------------------------------------------------------------------------------ */
+/*
+ * A tensor of N samples, C channels and S spatial positions (S = H*W, or 1 for an N x C
+ * tensor), in one of two layouts:
+ *   NK_LAYOUT_NCS (NCHW): sample n is C rows of S elements: x[n*n_stride + c*row_stride + s]
+ *   NK_LAYOUT_NSC (NHWC): sample n is S rows of C elements: x[n*n_stride + s*row_stride + c]
+ * (an N x C tensor is either layout with S = 1). row_stride >= the row length (S or C) and
+ * n_stride >= (rows - 1) * row_stride + row length; strides are in elements.
+ *
+ * BatchNorm (spec layers.md 14.1; PyTorch semantics): statistics per channel over the N*S
+ * elements of that channel: mean, biased var, rstd = 1/sqrt(var + eps);
+ *   y = ((x - mean) * rstd) * g_c + b_c,  with g = gamma (1 if NULL) and b = beta (0 if NULL).
+ *   Training (NK_CHNORM_TRAINING): batch statistics; running estimates updated in place:
+ *     running_mean = (1 - m) * running_mean + m * mean,
+ *     running_var  = (1 - m) * running_var  + m * var * M / (M - 1)   (M = N*S; unbiased),
+ *     with m = momentum, or m = 1 / num_batches_tracked (after its increment) with
+ *     NK_CHNORM_CUMULATIVE (PyTorch's momentum=None). M == 1 is INVALID_ARGUMENT (PyTorch:
+ *     "expected more than 1 value per channel"). Update in double, rounded to f32.
+ *   Inference (no TRAINING flag): y with the running statistics (required).
+ *   Fused activation (oneDNN's fused ReLU): NK_CHNORM_RELU gives y = relu(bn(x));
+ *   NK_CHNORM_ADD_RELU gives y = relu(bn(x) + z) for a second input z (f32 add, then relu).
+ *   relu(v) = v < 0 ? 0 : v (NaN stays NaN).
+ * GroupNorm (14.2): G groups of C/G consecutive channels; statistics per (sample, group) over
+ *   (C/G)*S elements; affine per channel. No running state. C % G != 0 is INVALID_ARGUMENT.
+ * InstanceNorm (14.3): GroupNorm with G = C, plus optional running statistics (PyTorch's
+ *   track_running_stats): with NK_CHNORM_TRAINING and running buffers given, they are updated
+ *   with the mean over samples of the instance means and of the unbiased instance variances
+ *   (S == 1 is then INVALID_ARGUMENT); without NK_CHNORM_TRAINING and with running buffers,
+ *   the running statistics normalize (as BatchNorm inference); without running buffers the
+ *   instance statistics always normalize (PyTorch's default).
+ *
+ * Arithmetic (every ISA, every thread count, same bits; docs/ops/batchnorm.md):
+ * statistics are nk_moments (blocks of f32 lanes merged in double, fixed chunks); the mean is
+ * split into mean_hi = (float)mean and mean_lo = (float)(mean - mean_hi), and
+ *   xhat = ((x - mean_hi) - mean_lo) * rstd;  y = fmaf(xhat, g, b)   [+ z, relu]
+ * so ill-conditioned channels (mean 1e4, std 1e-2) normalize to f32 accuracy. Accuracy
+ * (tested): f32 outputs within 2e-6 * max|reference| of the channel (group); bf16/f16 within
+ * 1 ulp of the correctly rounded reference.
+ *
+ * dtypes: x, z, y, dy, dx, dz hold `dtype`; gamma, beta, dgamma, dbeta hold `param_dtype`
+ * (F32 or == dtype); running statistics, saved mean/rstd are always f32.
+ *
+ * Edge cases (tested): N, C or S == 0: nothing is read or written, OK. A constant channel
+ * (group) normalizes to exactly 0 before the affine map, with finite gradients. NaN or +-inf in
+ * a channel's (group's) data makes that channel's (group's) outputs, saved statistics and
+ * running statistics NaN; other channels are untouched. One element per channel in BatchNorm
+ * training: INVALID_ARGUMENT (see above).
+ *
+ * Aliasing: y may be x (or z); dx may be dy or x; dz may be dy. Other overlaps of an output
+ * with any buffer are INVALID_ARGUMENT.
+ */
+
+typedef enum nk_layout {
+  NK_LAYOUT_NCS = 0, /* NCHW: channel rows of S contiguous elements */
+  NK_LAYOUT_NSC = 1, /* NHWC (and N x C): spatial rows of C contiguous channels */
+} nk_layout;
+
+/* "nchw", "nhwc"; "?" otherwise. */
+NK_API const char *nk_layout_name(nk_layout layout);
+
+/* Flags for nk_chnorm_desc.flags. */
+#define NK_CHNORM_TRAINING 0x1u   /* batch (instance) statistics; update running statistics */
+#define NK_CHNORM_CUMULATIVE 0x2u /* running update with m = 1/num_batches_tracked */
+#define NK_CHNORM_RELU 0x4u       /* BatchNorm: y = relu(bn(x)) */
+#define NK_CHNORM_ADD_RELU 0x8u   /* BatchNorm: y = relu(bn(x) + z) */
+#define NK_CHNORM_ACCUMULATE 0x10u /* backward: dgamma/dbeta += gradient (default overwrite) */
+
+typedef struct nk_chnorm_desc {
+  size_t batch;          /* N */
+  size_t channels;       /* C */
+  size_t spatial;        /* S (1 for an N x C tensor) */
+  size_t groups;         /* GroupNorm: G, divides C. Ignored by BatchNorm and InstanceNorm. */
+  nk_layout layout;
+  nk_dtype dtype;        /* x, z, y, dy, dx, dz */
+  nk_dtype param_dtype;  /* gamma, beta, dgamma, dbeta: F32 or == dtype */
+  float eps;             /* > 0, finite */
+  float momentum;        /* running update factor in [0, 1] (PyTorch default 0.1) */
+  uint32_t flags;        /* NK_CHNORM_* */
+  ptrdiff_t x_n_stride, x_row_stride;
+  ptrdiff_t z_n_stride, z_row_stride;   /* ADD_RELU's second input */
+  ptrdiff_t y_n_stride, y_row_stride;
+  ptrdiff_t dy_n_stride, dy_row_stride;
+  ptrdiff_t dx_n_stride, dx_row_stride;
+  ptrdiff_t dz_n_stride, dz_row_stride; /* ADD_RELU's gradient into z */
+} nk_chnorm_desc;
+typedef nk_chnorm_desc nk_batchnorm_desc;
+typedef nk_chnorm_desc nk_groupnorm_desc;
+typedef nk_chnorm_desc nk_instancenorm_desc;
+
+/* Dense descriptor: strides of a contiguous tensor of this layout, param_dtype F32, groups 1,
+ * momentum 0.1, flags 0 (inference). Any field may be changed afterwards. */
+NK_API nk_chnorm_desc nk_chnorm_desc_dense(size_t batch, size_t channels, size_t spatial,
+                                           nk_layout layout, nk_dtype dtype, float eps);
+
+/* Per-channel moments of x over its N*S elements: the partial-moment step of synchronized
+ * BatchNorm (merge the ranks' results with nk_moments_merge_n in rank order, then call
+ * nk_batchnorm_fwd_moments). OUT out[C]. Bit-identical to what nk_batchnorm_fwd computes.
+ * Workspace: nk_batchnorm_fwd_workspace_size. Returns OK, INVALID_ARGUMENT, MISUSE. */
+NK_API nk_status nk_batchnorm_moments(nk_context *ctx, const nk_batchnorm_desc *desc,
+                                      const void *x, nk_moments *out, void *workspace,
+                                      size_t workspace_size);
+
+/* Bytes of workspace nk_batchnorm_fwd and nk_batchnorm_moments need (0 for inference).
+ * A function of the sizes, layout and flags. */
+NK_API nk_status nk_batchnorm_fwd_workspace_size(const nk_batchnorm_desc *desc, size_t *bytes);
+
+/* BatchNorm forward.
+ *   x             IN  the input.
+ *   z             IN  ADD_RELU's second input (else must be NULL).
+ *   gamma, beta   IN  optional, C elements of param_dtype.
+ *   running_mean, running_var  IN/OUT (training: optional, both or neither; updated in place)
+ *                 IN (inference: required). C floats each.
+ *   num_batches_tracked  IN/OUT optional (required with NK_CHNORM_CUMULATIVE): incremented
+ *                 when running statistics are updated.
+ *   y             OUT the output.
+ *   save_mean, save_rstd  OUT optional, C floats (training: batch mean and rstd, as PyTorch's
+ *                 save_mean/save_invstd; inference: the running mean and its rstd).
+ *   workspace     nk_batchnorm_fwd_workspace_size bytes (training).
+ * Returns OK, INVALID_ARGUMENT, UNSUPPORTED (dtype combination), MISUSE (workspace). */
+NK_API nk_status nk_batchnorm_fwd(nk_context *ctx, const nk_batchnorm_desc *desc, const void *x,
+                                  const void *z, const void *gamma, const void *beta,
+                                  float *running_mean, float *running_var,
+                                  int64_t *num_batches_tracked, void *y, float *save_mean,
+                                  float *save_rstd, void *workspace, size_t workspace_size);
+
+/* BatchNorm training forward with statistics given as moments (C of them, e.g. merged over
+ * ranks): normalizes x with them, updates the running statistics with count = moments' count,
+ * writes save_mean/save_rstd. Needs NK_CHNORM_TRAINING. No workspace. nk_batchnorm_fwd equals
+ * nk_batchnorm_moments followed by this, bit for bit. */
+NK_API nk_status nk_batchnorm_fwd_moments(nk_context *ctx, const nk_batchnorm_desc *desc,
+                                          const nk_moments *moments, const void *x,
+                                          const void *z, const void *gamma, const void *beta,
+                                          float *running_mean, float *running_var,
+                                          int64_t *num_batches_tracked, void *y,
+                                          float *save_mean, float *save_rstd);
+
+/* Bytes of workspace nk_batchnorm_bwd and nk_batchnorm_bwd_reduce need. */
+NK_API nk_status nk_batchnorm_bwd_workspace_size(const nk_batchnorm_desc *desc, size_t *bytes);
+
+/* BatchNorm backward.
+ *   x          IN  the forward input.
+ *   y          IN  the forward output (needed with RELU/ADD_RELU for the mask, else NULL ok).
+ *   gamma      IN  optional (1 if NULL).
+ *   save_mean, save_rstd  IN  from the training forward (training) or, in inference mode, the
+ *              running mean and rstd (save_mean/save_rstd of an inference forward).
+ *   dy         IN  upstream gradient.
+ *   dx         OUT gradient w.r.t. x. Training: (g_c r/M)(M dy' - sum dy' - xhat sum(dy' xhat));
+ *              inference: dy' * g_c * r. dy' = dy masked by y > 0 with RELU/ADD_RELU.
+ *   dz         OUT ADD_RELU: gradient w.r.t. z (= dy'); optional.
+ *   dgamma, dbeta  OUT optional, C elements: sum(dy' xhat), sum(dy'); overwritten, or
+ *              accumulated with NK_CHNORM_ACCUMULATE.
+ * The mean's low part lost to the f32 save_mean is recomputed (xhat is exact to f32).
+ * Returns OK, INVALID_ARGUMENT, UNSUPPORTED, MISUSE. */
+NK_API nk_status nk_batchnorm_bwd(nk_context *ctx, const nk_batchnorm_desc *desc, const void *x,
+                                  const void *y, const void *gamma, const float *save_mean,
+                                  const float *save_rstd, const void *dy, void *dx, void *dz,
+                                  void *dgamma, void *dbeta, void *workspace,
+                                  size_t workspace_size);
+
+/* The two halves of the training backward, for synchronized BatchNorm:
+ * nk_batchnorm_bwd_reduce writes sums[3*c + k] for each channel c, over the local elements:
+ *   k = 0: sum dy',  k = 1: sum dy' * (x - save_mean),  k = 2: sum (x - save_mean)
+ * (double, fixed chunks). Add the ranks' sums elementwise in rank order, then
+ * nk_batchnorm_bwd_apply computes dx (and dz, dgamma, dbeta) with count = the total number of
+ * elements per channel over all ranks. nk_batchnorm_bwd is exactly these two on one process. */
+NK_API nk_status nk_batchnorm_bwd_reduce(nk_context *ctx, const nk_batchnorm_desc *desc,
+                                         const void *x, const void *y, const float *save_mean,
+                                         const void *dy, double *sums, void *workspace,
+                                         size_t workspace_size);
+NK_API nk_status nk_batchnorm_bwd_apply(nk_context *ctx, const nk_batchnorm_desc *desc,
+                                        double count, const double *sums, const void *x,
+                                        const void *y, const void *gamma,
+                                        const float *save_mean, const float *save_rstd,
+                                        const void *dy, void *dx, void *dz, void *dgamma,
+                                        void *dbeta);
+
+/* Folds inference BatchNorm into a per-channel scale and shift (y = x * scale + shift):
+ * scale = g * r, shift = b - mean * g * r with r = 1/sqrt(var + eps), in double, rounded to f32.
+ * gamma/beta optional (f32). And into a preceding linear/conv layer whose output channel c is
+ * row c of weight (C rows x k, row stride k) with optional bias: weight[c][:] *= scale_c,
+ * bias_c = (bias_c - mean_c) * g r + b (bias NULL: treated as 0, and then bias_out required).
+ * Returns OK or INVALID_ARGUMENT. */
+NK_API nk_status nk_batchnorm_fold(size_t channels, float eps, const float *running_mean,
+                                   const float *running_var, const float *gamma,
+                                   const float *beta, float *scale, float *shift);
+NK_API nk_status nk_batchnorm_fold_linear(size_t channels, size_t k, float eps,
+                                          const float *running_mean, const float *running_var,
+                                          const float *gamma, const float *beta, float *weight,
+                                          const float *bias, float *bias_out);
+
+/* GroupNorm forward. mean, rstd: OUT optional, N*G floats ([n][g]). y may be x.
+ * Returns OK, INVALID_ARGUMENT, UNSUPPORTED. No workspace. */
+NK_API nk_status nk_groupnorm_fwd(nk_context *ctx, const nk_groupnorm_desc *desc, const void *x,
+                                  const void *gamma, const void *beta, void *y, float *mean,
+                                  float *rstd);
+NK_API nk_status nk_groupnorm_bwd_workspace_size(const nk_groupnorm_desc *desc, size_t *bytes);
+/* GroupNorm backward: dx (exact formula, spec 14.2), dgamma/dbeta per channel (optional;
+ * overwritten or accumulated). mean, rstd from the forward. dx may be dy or x. */
+NK_API nk_status nk_groupnorm_bwd(nk_context *ctx, const nk_groupnorm_desc *desc, const void *x,
+                                  const void *gamma, const float *mean, const float *rstd,
+                                  const void *dy, void *dx, void *dgamma, void *dbeta,
+                                  void *workspace, size_t workspace_size);
+
+/* InstanceNorm forward (see above for the running statistics). mean, rstd: OUT optional,
+ * N*C floats ([n][c]) of the statistics used (the running ones broadcast in inference with
+ * running statistics). running_mean/var: both or neither, C floats. */
+NK_API nk_status nk_instancenorm_fwd(nk_context *ctx, const nk_instancenorm_desc *desc,
+                                     const void *x, const void *gamma, const void *beta,
+                                     float *running_mean, float *running_var, void *y,
+                                     float *mean, float *rstd);
+NK_API nk_status nk_instancenorm_bwd_workspace_size(const nk_instancenorm_desc *desc,
+                                                    size_t *bytes);
+/* InstanceNorm backward. With NK_CHNORM_TRAINING, or when the forward used instance
+ * statistics (use_running = 0), the GroupNorm backward with G = C; with use_running != 0 the
+ * statistics were constants: dx = dy * g * rstd. mean/rstd as written by the forward. */
+NK_API nk_status nk_instancenorm_bwd(nk_context *ctx, const nk_instancenorm_desc *desc,
+                                     int use_running, const void *x, const void *gamma,
+                                     const float *mean, const float *rstd, const void *dy,
+                                     void *dx, void *dgamma, void *dbeta, void *workspace,
+                                     size_t workspace_size);
 
 #ifdef __cplusplus
 }
