@@ -18,21 +18,23 @@ run: build
 deps:
 	bash scripts/deps.sh
 
-# 1. Release (gcc): all C tests, the install test.
+# Every test flavour builds normkit_mpi (NK_MPI=ON: configure fails if MPI is missing) and runs
+# its tests (label mpi: mpirun on 1, 2 and 3 ranks).
+# 1. Release (gcc): all C tests, the MPI tests, the install test.
 test-release: deps
-	cmake -S . -B build-test -DCMAKE_BUILD_TYPE=Release
+	cmake -S . -B build-test -DCMAKE_BUILD_TYPE=Release -DNK_MPI=ON
 	cmake --build build-test -j $(JOBS)
 	cd build-test && ctest --output-on-failure -j $(JOBS)
 
 # 2. clang, -Werror: everything must also build and pass with clang.
 test-clang: deps
-	CC=clang cmake -S . -B build-clang -DCMAKE_BUILD_TYPE=Release
+	CC=clang cmake -S . -B build-clang -DCMAKE_BUILD_TYPE=Release -DNK_MPI=ON
 	cmake --build build-clang -j $(JOBS)
 	cd build-clang && ctest --output-on-failure -j $(JOBS) -E install_package
 
 # 3. AddressSanitizer + UndefinedBehaviorSanitizer, with each ISA path forced in turn.
 test-sanitize: deps
-	cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DNK_SANITIZE=address,undefined
+	cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DNK_SANITIZE=address,undefined -DNK_MPI=ON
 	cmake --build build-asan -j $(JOBS)
 	for isa in scalar avx2 avx512; do \
 	  echo "== ASan+UBSan, NK_ISA=$$isa"; \

@@ -2,7 +2,8 @@
 # Installs what `make test` needs (Debian packages), idempotently; fails if something is missing
 # afterwards. Runs `apt-get update` once, only when a package has to be installed.
 set -euo pipefail
-pkgs="cmake make gcc clang pkg-config python3 libc6-dev"
+# libopenmpi-dev, openmpi-bin: normkit_mpi and its tests (mpicc's headers/libraries, mpirun).
+pkgs="cmake make gcc clang pkg-config python3 libc6-dev libopenmpi-dev openmpi-bin"
 missing=""
 for p in $pkgs; do
   dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
@@ -13,11 +14,16 @@ if [ -n "$missing" ]; then
   $sudo apt-get update -q
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q $missing
 fi
-for c in cmake make gcc clang pkg-config python3; do
+for c in cmake make gcc clang pkg-config python3 mpicc mpirun; do
   command -v "$c" >/dev/null || { echo "deps: $c is missing and could not be installed" >&2; exit 1; }
 done
 # The sanitizer runtimes of gcc (ASan, UBSan) must link.
 printf 'int main(void){return 0;}\n' | gcc -x c -fsanitize=address,undefined -o /tmp/nk-san-probe - \
   || { echo "deps: gcc cannot link -fsanitize=address,undefined" >&2; exit 1; }
 rm -f /tmp/nk-san-probe
+# MPI's C headers and library must link (normkit_mpi; the tests configure with NK_MPI=ON).
+printf '#include <mpi.h>\nint main(int c, char **v){MPI_Init(&c,&v);MPI_Finalize();return 0;}\n' \
+  | mpicc -x c -o /tmp/nk-mpi-probe - \
+  || { echo "deps: mpicc cannot build an MPI program" >&2; exit 1; }
+rm -f /tmp/nk-mpi-probe
 echo "deps: ok"
