@@ -1,0 +1,209 @@
+/*
+ * batchnorm.c — synchronized BatchNorm (training) over MPI, on the core's split entry points:
+ *   forward:  nk_batchnorm_moments (local) -> all-gather C moments -> merge in rank order ->
+ *             nk_batchnorm_fwd_moments (local normalize, running update with the global count)
+ *   backward: nk_batchnorm_bwd_reduce (local 3*C sums) + local count -> all-gather -> add in
+ *             rank order -> nk_batchnorm_bwd_apply (local dx; dgamma/dbeta from global sums)
+ *
+ * A rank with no samples (N*S == 0) contributes count 0 and zero sums; the core treats an
+ * empty tensor as "nothing to do", so to give that rank the same running statistics,
+ * save_mean/save_rstd and dgamma/dbeta as the others, it runs the core's second step on a
+ * zero-filled stand-in batch of 2 samples x C channels (S = 1, NHWC). Those outputs depend on
+ * the merged moments (sums, count) only, so they are the same bits as on the other ranks; the
+ * stand-in's y/dx are discarded.
+ */
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "comm.h"
+
+/* The stand-in batch of an empty rank: 2 samples, S = 1, NHWC, dense. */
+#define NK_MPI_STANDIN_BATCH 2
+
+static nk_batchnorm_desc nk__mpi_bn_standin_desc(const nk_batchnorm_desc *d) {
+  nk_batchnorm_desc e = *d;
+  const ptrdiff_t c = (ptrdiff_t)d->channels;
+  e.batch = NK_MPI_STANDIN_BATCH;
+  e.spatial = 1;
+  e.layout = NK_LAYOUT_NSC;
+  e.x_n_stride = e.z_n_stride = e.y_n_stride = c;
+  e.dy_n_stride = e.dx_n_stride = e.dz_n_stride = c;
+  e.x_row_stride = e.z_row_stride = e.y_row_stride = c;
+  e.dy_row_stride = e.dx_row_stride = e.dz_row_stride = c;
+  return e;
+}
+
+/* Zeroed stand-in tensors: k tensors of NK_MPI_STANDIN_BATCH * C elements of desc->dtype,
+ * tensor i at returned + i * (the returned *stride_bytes). NULL on failure. */
+static unsigned char *nk__mpi_bn_standin_alloc(const nk_batchnorm_desc *d, size_t k,
+                                               size_t *stride_bytes) {
+  const size_t elem = nk_dtype_size(d->dtype) ? nk_dtype_size(d->dtype) : sizeof(float);
+  size_t one, all;
+  if (__builtin_mul_overflow(d->channels, (size_t)NK_MPI_STANDIN_BATCH * elem, &one))
+    return NULL;
+  one = (one + 63) / 64 * 64;
+  if (__builtin_mul_overflow(one, k, &all)) return NULL;
+  *stride_bytes = one;
+  return calloc(1, all ? all : 1);
+}
+
+/* Common local checks; OK or a failure with its message. */
+static nk_status nk__mpi_bn_check(const nk__mpi *m, const nk_batchnorm_desc *desc,
+                                  size_t per_channel_doubles, size_t *elems) {
+  if (desc == NULL) return nk__mpi_fail(m->ctx, NK_STATUS_INVALID_ARGUMENT, "%s: desc is NULL", m->op);
+  if (!(desc->flags & NK_CHNORM_TRAINING))
+    return nk__mpi_fail(m->ctx, NK_STATUS_UNSUPPORTED,
+                        "%s: needs NK_CHNORM_TRAINING (inference uses the running statistics "
+                        "and needs no communication: call the core function)",
+                        m->op);
+  if (__builtin_mul_overflow(desc->batch, desc->spatial, elems))
+    return nk__mpi_fail(m->ctx, NK_STATUS_INVALID_ARGUMENT, "%s: batch %zu x spatial %zu overflows",
+                        m->op, desc->batch, desc->spatial);
+  if (desc->channels > ((size_t)INT_MAX - 1) / per_channel_doubles)
+    return nk__mpi_fail(m->ctx, NK_STATUS_UNSUPPORTED,
+                        "%s: channels %zu exceed what one MPI count holds", m->op,
+                        desc->channels);
+  return NK_STATUS_OK;
+}
+
+nk_status nk_mpi_batchnorm_fwd(nk_context *ctx, MPI_Comm comm, const nk_batchnorm_desc *desc,
+                               const void *x, const void *z, const void *gamma,
+                               const void *beta, float *running_mean, float *running_var,
+                               int64_t *num_batches_tracked, void *y, float *save_mean,
+                               float *save_rstd) {
+  nk__mpi m;
+  nk_status st = nk__mpi_begin(&m, ctx, "mpi_batchnorm_fwd", comm);
+  if (st != NK_STATUS_OK) return st;
+  nk_moments *slots = NULL;
+  void *ws = NULL;
+  unsigned char *standin = NULL;
+  size_t standin_stride = 0, elems = 0, channels = 0;
+
+  nk_status local = nk__mpi_bn_check(&m, desc, 3, &elems);
+  if (local == NK_STATUS_OK && desc->channels > 0) {
+    channels = desc->channels;
+    const size_t bytes = nk__mpi_slots_bytes(m.size, channels, sizeof(nk_moments));
+    slots = bytes ? malloc(bytes) : NULL;
+    nk_moments *mine = slots ? slots + (size_t)m.rank * channels : NULL;
+    size_t ws_bytes = 0;
+    if (slots == NULL) {
+      local = nk__mpi_fail(ctx, NK_STATUS_OUT_OF_MEMORY,
+                           "%s: cannot allocate %d x %zu moments", m.op, m.size, channels);
+    } else if (elems > 0) {
+      local = nk_batchnorm_fwd_workspace_size(desc, &ws_bytes);
+      if (local != NK_STATUS_OK) {
+        nk__mpi_fail(ctx, local, "%s: nk_batchnorm_fwd_workspace_size failed (%s)", m.op,
+                     nk_status_string(local));
+      } else if ((ws = malloc(ws_bytes ? ws_bytes : 1)) == NULL) {
+        local = nk__mpi_fail(ctx, NK_STATUS_OUT_OF_MEMORY,
+                             "%s: cannot allocate %zu bytes of workspace", m.op, ws_bytes);
+      } else {
+        local = nk_batchnorm_moments(ctx, desc, x, mine, ws, ws_bytes);
+      }
+    } else {
+      memset(mine, 0, channels * sizeof *mine); /* count 0: leaves the merge unchanged */
+      standin = nk__mpi_bn_standin_alloc(desc, 3, &standin_stride);
+      if (standin == NULL)
+        local = nk__mpi_fail(ctx, NK_STATUS_OUT_OF_MEMORY,
+                             "%s: cannot allocate the stand-in batch", m.op);
+    }
+  }
+
+  st = nk__mpi_agree(&m, local, channels, "channels");
+  if (st != NK_STATUS_OK || channels == 0) goto done;
+  st = nk__mpi_allgather(&m, slots, 3 * channels);
+  if (st != NK_STATUS_OK) goto done;
+  nk__mpi_fold_moments(m.size, channels, slots);
+  if (slots[0].count == 0.0) goto done; /* every rank empty: nothing to do, as N == 0 */
+
+  if (elems > 0) {
+    st = nk_batchnorm_fwd_moments(ctx, desc, slots, x, z, gamma, beta, running_mean, running_var,
+                                  num_batches_tracked, y, save_mean, save_rstd);
+  } else {
+    const nk_batchnorm_desc e = nk__mpi_bn_standin_desc(desc);
+    const void *sz = (desc->flags & NK_CHNORM_ADD_RELU) ? standin + 2 * standin_stride : NULL;
+    st = nk_batchnorm_fwd_moments(ctx, &e, slots, standin, sz, gamma, beta, running_mean,
+                                  running_var, num_batches_tracked, standin + standin_stride,
+                                  save_mean, save_rstd);
+  }
+done:
+  free(slots);
+  free(ws);
+  free(standin);
+  return st == NK_STATUS_OK ? nk__mpi_ok(ctx) : st;
+}
+
+nk_status nk_mpi_batchnorm_bwd(nk_context *ctx, MPI_Comm comm, const nk_batchnorm_desc *desc,
+                               const void *x, const void *y, const void *gamma,
+                               const float *save_mean, const float *save_rstd, const void *dy,
+                               void *dx, void *dz, void *dgamma, void *dbeta) {
+  nk__mpi m;
+  nk_status st = nk__mpi_begin(&m, ctx, "mpi_batchnorm_bwd", comm);
+  if (st != NK_STATUS_OK) return st;
+  double *slots = NULL;
+  void *ws = NULL;
+  unsigned char *standin = NULL;
+  size_t standin_stride = 0, elems = 0, channels = 0, per_rank = 0;
+
+  nk_status local = nk__mpi_bn_check(&m, desc, 3, &elems);
+  if (local == NK_STATUS_OK && desc->channels > 0) {
+    channels = desc->channels;
+    per_rank = 3 * channels + 1; /* the 3*C sums, then this rank's element count */
+    const size_t bytes = nk__mpi_slots_bytes(m.size, per_rank, sizeof(double));
+    slots = bytes ? malloc(bytes) : NULL;
+    double *mine = slots ? slots + (size_t)m.rank * per_rank : NULL;
+    size_t ws_bytes = 0;
+    if (slots == NULL) {
+      local = nk__mpi_fail(ctx, NK_STATUS_OUT_OF_MEMORY,
+                           "%s: cannot allocate %d x %zu sums", m.op, m.size, per_rank);
+    } else if (elems > 0) {
+      local = nk_batchnorm_bwd_workspace_size(desc, &ws_bytes);
+      if (local != NK_STATUS_OK) {
+        nk__mpi_fail(ctx, local, "%s: nk_batchnorm_bwd_workspace_size failed (%s)", m.op,
+                     nk_status_string(local));
+      } else if ((ws = malloc(ws_bytes ? ws_bytes : 1)) == NULL) {
+        local = nk__mpi_fail(ctx, NK_STATUS_OUT_OF_MEMORY,
+                             "%s: cannot allocate %zu bytes of workspace", m.op, ws_bytes);
+      } else {
+        local = nk_batchnorm_bwd_reduce(ctx, desc, x, y, save_mean, dy, mine, ws, ws_bytes);
+      }
+      mine[3 * channels] = (double)elems;
+    } else {
+      memset(mine, 0, per_rank * sizeof *mine); /* zero sums and count: add nothing */
+      if (dgamma != NULL || dbeta != NULL) {
+        standin = nk__mpi_bn_standin_alloc(desc, 5, &standin_stride);
+        if (standin == NULL)
+          local = nk__mpi_fail(ctx, NK_STATUS_OUT_OF_MEMORY,
+                               "%s: cannot allocate the stand-in batch", m.op);
+      }
+    }
+  }
+
+  st = nk__mpi_agree(&m, local, channels, "channels");
+  if (st != NK_STATUS_OK || channels == 0) goto done;
+  st = nk__mpi_allgather(&m, slots, per_rank);
+  if (st != NK_STATUS_OK) goto done;
+  nk__mpi_fold_sums(m.size, per_rank, slots);
+  const double count = slots[3 * channels];
+  if (count == 0.0) goto done; /* every rank empty */
+
+  if (elems > 0) {
+    st = nk_batchnorm_bwd_apply(ctx, desc, count, slots, x, y, gamma, save_mean, save_rstd, dy,
+                                dx, dz, dgamma, dbeta);
+  } else if (standin != NULL) {
+    /* Only dgamma/dbeta matter here; they come from the global sums and count. */
+    const nk_batchnorm_desc e = nk__mpi_bn_standin_desc(desc);
+    const int relu = (desc->flags & (NK_CHNORM_RELU | NK_CHNORM_ADD_RELU)) != 0;
+    unsigned char *sx = standin, *sy = standin + standin_stride,
+                  *sdy = standin + 2 * standin_stride, *sdx = standin + 3 * standin_stride,
+                  *sdz = standin + 4 * standin_stride;
+    st = nk_batchnorm_bwd_apply(ctx, &e, count, slots, sx, relu ? sy : NULL, gamma, save_mean,
+                                save_rstd, sdy, sdx, dz != NULL ? sdz : NULL, dgamma, dbeta);
+  }
+done:
+  free(slots);
+  free(ws);
+  free(standin);
+  return st == NK_STATUS_OK ? nk__mpi_ok(ctx) : st;
+}
