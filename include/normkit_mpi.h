@@ -115,7 +115,8 @@ NK_API nk_status nk_mpi_batchnorm_fwd(nk_context *ctx, MPI_Comm comm,
  * as other parameter gradients). Arguments as nk_batchnorm_bwd, without the workspace.
  * save_mean/save_rstd are those nk_mpi_batchnorm_fwd wrote (the same on every rank).
  * Steps: nk_batchnorm_bwd_reduce on the local batch (3 sums per channel) plus the local
- * element count; nk_mpi_sum_allreduce of those 3*C + 1 doubles (the count sum is exact);
+ * element count; all-gather of those 3*C + 1 doubles and their sum in rank order, as
+ * nk_mpi_sum_allreduce but skipping ranks with no samples (the count sum is exact);
  * nk_batchnorm_bwd_apply with the summed sums and the total count.
  * dgamma/dbeta (optional) are overwritten, or accumulated with NK_CHNORM_ACCUMULATE, with the
  * global sums: identical on every rank, a rank with no samples included (it writes no dx).

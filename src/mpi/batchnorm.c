@@ -67,6 +67,22 @@ static nk_status nk__mpi_bn_check(const nk__mpi *m, const nk_batchnorm_desc *des
   return NK_STATUS_OK;
 }
 
+/* The rank-ordered sum of the backward's slots (3*C sums, then the count), skipping ranks with
+ * count 0: they add nothing, not even the sign of a zero, so that one rank holding all the data
+ * gives exactly the sums of nk_batchnorm_bwd. The result is slot 0 (all zero if every rank is
+ * empty). */
+static void nk__mpi_bn_fold_sums(int size, size_t per_rank, double *slots) {
+  int first = 0;
+  while (first < size && slots[(size_t)first * per_rank + per_rank - 1] == 0.0) first++;
+  if (first == size) return; /* every slot is zero already */
+  if (first > 0) memcpy(slots, slots + (size_t)first * per_rank, per_rank * sizeof *slots);
+  for (int r = first + 1; r < size; r++) {
+    const double *s = slots + (size_t)r * per_rank;
+    if (s[per_rank - 1] == 0.0) continue;
+    for (size_t i = 0; i < per_rank; i++) slots[i] += s[i];
+  }
+}
+
 nk_status nk_mpi_batchnorm_fwd(nk_context *ctx, MPI_Comm comm, const nk_batchnorm_desc *desc,
                                const void *x, const void *z, const void *gamma,
                                const void *beta, float *running_mean, float *running_var,
@@ -184,7 +200,7 @@ nk_status nk_mpi_batchnorm_bwd(nk_context *ctx, MPI_Comm comm, const nk_batchnor
   if (st != NK_STATUS_OK || channels == 0) goto done;
   st = nk__mpi_allgather(&m, slots, per_rank);
   if (st != NK_STATUS_OK) goto done;
-  nk__mpi_fold_sums(m.size, per_rank, slots);
+  nk__mpi_bn_fold_sums(m.size, per_rank, slots);
   const double count = slots[3 * channels];
   if (count == 0.0) goto done; /* every rank empty */
 
