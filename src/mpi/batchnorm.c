@@ -5,12 +5,13 @@
  *   backward: nk_batchnorm_bwd_reduce (local 3*C sums) + local count -> all-gather -> add in
  *             rank order -> nk_batchnorm_bwd_apply (local dx; dgamma/dbeta from global sums)
  *
- * A rank with no samples (N*S == 0) contributes count 0 and zero sums; the core treats an
- * empty tensor as "nothing to do", so to give that rank the same running statistics,
- * save_mean/save_rstd and dgamma/dbeta as the others, it runs the core's second step on a
- * zero-filled stand-in batch of 2 samples x C channels (S = 1, NHWC). Those outputs depend on
- * the merged moments (sums, count) only, so they are the same bits as on the other ranks; the
- * stand-in's y/dx are discarded.
+ * A rank with no samples (N*S == 0) contributes count 0 and zero sums. Backward: the core's
+ * nk_batchnorm_bwd_apply on an empty batch still writes dgamma/dbeta from the global sums.
+ * Forward: nk_batchnorm_fwd_moments on an empty batch writes nothing, so to give that rank the
+ * same running statistics and save_mean/save_rstd as the others it runs on a zero-filled
+ * stand-in batch of 2 samples x C channels (S = 1, NHWC). Those outputs depend on the merged
+ * moments only, so they are the same bits as on the other ranks; the stand-in's y is
+ * discarded.
  */
 #include <limits.h>
 #include <stdlib.h>
@@ -159,8 +160,7 @@ nk_status nk_mpi_batchnorm_bwd(nk_context *ctx, MPI_Comm comm, const nk_batchnor
   if (st != NK_STATUS_OK) return st;
   double *slots = NULL;
   void *ws = NULL;
-  unsigned char *standin = NULL;
-  size_t standin_stride = 0, elems = 0, channels = 0, per_rank = 0;
+  size_t elems = 0, channels = 0, per_rank = 0;
 
   nk_status local = nk__mpi_bn_check(&m, desc, 3, &elems);
   if (local == NK_STATUS_OK && desc->channels > 0) {
@@ -174,6 +174,7 @@ nk_status nk_mpi_batchnorm_bwd(nk_context *ctx, MPI_Comm comm, const nk_batchnor
       local = nk__mpi_fail(ctx, NK_STATUS_OUT_OF_MEMORY,
                            "%s: cannot allocate %d x %zu sums", m.op, m.size, per_rank);
     } else if (elems > 0) {
+      mine[3 * channels] = (double)elems;
       local = nk_batchnorm_bwd_workspace_size(desc, &ws_bytes);
       if (local != NK_STATUS_OK) {
         nk__mpi_fail(ctx, local, "%s: nk_batchnorm_bwd_workspace_size failed (%s)", m.op,
@@ -184,15 +185,8 @@ nk_status nk_mpi_batchnorm_bwd(nk_context *ctx, MPI_Comm comm, const nk_batchnor
       } else {
         local = nk_batchnorm_bwd_reduce(ctx, desc, x, y, save_mean, dy, mine, ws, ws_bytes);
       }
-      mine[3 * channels] = (double)elems;
     } else {
-      memset(mine, 0, per_rank * sizeof *mine); /* zero sums and count: add nothing */
-      if (dgamma != NULL || dbeta != NULL) {
-        standin = nk__mpi_bn_standin_alloc(desc, 5, &standin_stride);
-        if (standin == NULL)
-          local = nk__mpi_fail(ctx, NK_STATUS_OUT_OF_MEMORY,
-                               "%s: cannot allocate the stand-in batch", m.op);
-      }
+      memset(mine, 0, per_rank * sizeof *mine); /* zero sums and count: skipped by the fold */
     }
   }
 
@@ -203,23 +197,12 @@ nk_status nk_mpi_batchnorm_bwd(nk_context *ctx, MPI_Comm comm, const nk_batchnor
   nk__mpi_bn_fold_sums(m.size, per_rank, slots);
   const double count = slots[3 * channels];
   if (count == 0.0) goto done; /* every rank empty */
-
-  if (elems > 0) {
-    st = nk_batchnorm_bwd_apply(ctx, desc, count, slots, x, y, gamma, save_mean, save_rstd, dy,
-                                dx, dz, dgamma, dbeta);
-  } else if (standin != NULL) {
-    /* Only dgamma/dbeta matter here; they come from the global sums and count. */
-    const nk_batchnorm_desc e = nk__mpi_bn_standin_desc(desc);
-    const int relu = (desc->flags & (NK_CHNORM_RELU | NK_CHNORM_ADD_RELU)) != 0;
-    unsigned char *sx = standin, *sy = standin + standin_stride,
-                  *sdy = standin + 2 * standin_stride, *sdx = standin + 3 * standin_stride,
-                  *sdz = standin + 4 * standin_stride;
-    st = nk_batchnorm_bwd_apply(ctx, &e, count, slots, sx, relu ? sy : NULL, gamma, save_mean,
-                                save_rstd, sdy, sdx, dz != NULL ? sdz : NULL, dgamma, dbeta);
-  }
+  /* With an empty local batch the core writes no dx but still computes dgamma/dbeta from the
+   * global sums (src/ops/chnorm.c, nk_batchnorm_bwd_apply), the same bits as every rank. */
+  st = nk_batchnorm_bwd_apply(ctx, desc, count, slots, x, y, gamma, save_mean, save_rstd, dy, dx,
+                              dz, dgamma, dbeta);
 done:
   free(slots);
   free(ws);
-  free(standin);
   return st == NK_STATUS_OK ? nk__mpi_ok(ctx) : st;
 }
