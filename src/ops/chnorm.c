@@ -530,10 +530,15 @@ static nk_status bn_fwd(nk_context *ctx, const char *op, const nk_chnorm_desc *d
   TRY(check_desc(ctx, op, d));
   const int training = (d->flags & NK_CHNORM_TRAINING) != 0;
   const int add = (d->flags & NK_CHNORM_ADD_RELU) != 0;
-  if (is_empty(d)) return nk__ok(ctx);
-  TRY(need(ctx, op, x, "x"));
-  TRY(need(ctx, op, y, "y"));
-  if (add) TRY(need(ctx, op, z, "z (NK_CHNORM_ADD_RELU)"));
+  /* An empty local batch with given moments (a rank without samples in synchronized
+   * BatchNorm) still writes the statistics and updates the running estimates. */
+  const int empty = is_empty(d);
+  if (d->channels == 0 || (empty && given == NULL)) return nk__ok(ctx);
+  if (!empty) {
+    TRY(need(ctx, op, x, "x"));
+    TRY(need(ctx, op, y, "y"));
+    if (add) TRY(need(ctx, op, z, "z (NK_CHNORM_ADD_RELU)"));
+  }
   if (!add && z)
     return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: z is given without NK_CHNORM_ADD_RELU",
                     op);
@@ -560,9 +565,9 @@ static nk_status bn_fwd(nk_context *ctx, const char *op, const nk_chnorm_desc *d
   }
   span s[10];
   const size_t pe = nk_dtype_size(d->param_dtype);
-  TRY(tspan(ctx, op, &s[0], "x", x, d->x_n_stride, d->x_row_stride, d, 0));
-  TRY(tspan(ctx, op, &s[1], "z", z, d->z_n_stride, d->z_row_stride, d, 0));
-  TRY(tspan(ctx, op, &s[2], "y", y, d->y_n_stride, d->y_row_stride, d, 1));
+  TRY(tspan(ctx, op, &s[0], "x", empty ? NULL : x, d->x_n_stride, d->x_row_stride, d, 0));
+  TRY(tspan(ctx, op, &s[1], "z", empty ? NULL : z, d->z_n_stride, d->z_row_stride, d, 0));
+  TRY(tspan(ctx, op, &s[2], "y", empty ? NULL : y, d->y_n_stride, d->y_row_stride, d, 1));
   TRY(nk__vector_span(ctx, op, &s[3], "gamma", gamma, C, pe, 0));
   TRY(nk__vector_span(ctx, op, &s[4], "beta", beta, C, pe, 0));
   TRY(nk__vector_span(ctx, op, &s[5], "running_mean", rm, C, sizeof(float), training));
@@ -608,6 +613,7 @@ static nk_status bn_fwd(nk_context *ctx, const char *op, const nk_chnorm_desc *d
       if (save_rstd) save_rstd[c] = rstd_of_var(rv[c], d->eps);
     }
   }
+  if (empty) return nk__ok(ctx);
   ew_job j;
   memset(&j, 0, sizeof j);
   j.k = nk__chnorm_kernels(ctx);
