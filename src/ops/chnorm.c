@@ -189,7 +189,8 @@ static void red_task(void *arg, size_t start, size_t count) {
   const geo *g = &j->g;
   for (size_t t = start; t < start + count; t++) {
     if (!g->nsc) {
-      const size_t c = t / j->ch.per_channel, chunk = t % j->ch.per_channel;
+      /* chunk-major: the tasks walk memory in order */
+      const size_t chunk = t / g->C, c = t % g->C;
       const ncs_piece p = ncs_chunk(g, &j->ch, chunk);
       double *acc = j->part + (chunk * g->C + c) * 3;
       acc[0] = acc[1] = acc[2] = 0.0;
@@ -295,6 +296,9 @@ struct ew_job {
   size_t G;
   const double *gsum;          /* GroupNorm backward: per (n, group) a, b, mc */
   int training;
+  int reverse; /* walk the items from the last: the first ones then come from the LLC, which
+                  still holds the end of the preceding reduction pass */
+  size_t items;
 };
 
 static size_t rows_per_task(size_t row_len) {
@@ -307,7 +311,8 @@ static void ew_task(void *arg, size_t start, size_t count) {
   const geo *g = &j->g;
   const int bwd = j->dx_param != NULL;
   if (!g->nsc) {
-    for (size_t t = start; t < start + count; t++) {
+    for (size_t i = start; i < start + count; i++) {
+      const size_t t = j->reverse ? j->items - 1 - i : i;
       const size_t n = t / g->C, c = t % g->C;
       if (!bwd) {
         nk_ch_norm_scalars p;
@@ -328,7 +333,8 @@ static void ew_task(void *arg, size_t start, size_t count) {
   const size_t ntiles = ceil_div(g->C, NK_CH_TILE_COLS), rpt = rows_per_task(g->C);
   const size_t T = g->N * g->S;
   float v[7][NK_CH_TILE_COLS];
-  for (size_t t = start; t < start + count; t++) {
+  for (size_t i = start; i < start + count; i++) {
+    const size_t t = j->reverse ? j->items - 1 - i : i;
     const size_t rt = t / ntiles, tile = t % ntiles;
     const size_t c0 = tile * NK_CH_TILE_COLS;
     const size_t cols = g->C - c0 < NK_CH_TILE_COLS ? g->C - c0 : NK_CH_TILE_COLS;
@@ -381,6 +387,7 @@ static void run_ew(nk_context *ctx, ew_job *j) {
   } else {
     items = ceil_div(g->N * g->S, rows_per_task(g->C)) * ceil_div(g->C, NK_CH_TILE_COLS);
   }
+  j->items = items;
   nk_parallelize_1d(nk__context_pool(ctx), ew_task, j, items, tile);
 }
 
@@ -629,6 +636,7 @@ static nk_status bn_fwd(nk_context *ctx, const char *op, const nk_chnorm_desc *d
   j.beta = beta;
   j.mom = mom;
   j.training = training;
+  j.reverse = training && given == NULL; /* x was just read by the moments pass */
   /* inference reads the running statistics as they were before this call (unchanged) */
   j.run_mean = rm;
   j.run_var = rv;
@@ -791,6 +799,7 @@ static void bn_apply_run(nk_context *ctx, const nk_chnorm_desc *d, double count,
   j.sums = sums;
   j.count = count;
   j.training = (d->flags & NK_CHNORM_TRAINING) != 0;
+  j.reverse = 1; /* the reduction pass (nk_batchnorm_bwd_reduce) read x and dy last */
   run_ew(ctx, &j);
 }
 
