@@ -5,49 +5,17 @@
  *   backward: nk_batchnorm_bwd_reduce (local 3*C sums) + local count -> all-gather -> add in
  *             rank order -> nk_batchnorm_bwd_apply (local dx; dgamma/dbeta from global sums)
  *
- * A rank with no samples (N*S == 0) contributes count 0 and zero sums. Backward: the core's
- * nk_batchnorm_bwd_apply on an empty batch still writes dgamma/dbeta from the global sums.
- * Forward: nk_batchnorm_fwd_moments on an empty batch writes nothing, so to give that rank the
- * same running statistics and save_mean/save_rstd as the others it runs on a zero-filled
- * stand-in batch of 2 samples x C channels (S = 1, NHWC). Those outputs depend on the merged
- * moments only, so they are the same bits as on the other ranks; the stand-in's y is
- * discarded.
+ * A rank with no samples (N*S == 0) contributes count 0 and zero sums (merging or adding them
+ * changes nothing) and still calls the core's second step with its empty batch: the core then
+ * writes the statistics, running estimates (nk_batchnorm_fwd_moments) and dgamma/dbeta
+ * (nk_batchnorm_bwd_apply) from the global values, the same bits as every other rank, and
+ * reads or writes no tensor.
  */
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "comm.h"
-
-/* The stand-in batch of an empty rank: 2 samples, S = 1, NHWC, dense. */
-#define NK_MPI_STANDIN_BATCH 2
-
-static nk_batchnorm_desc nk__mpi_bn_standin_desc(const nk_batchnorm_desc *d) {
-  nk_batchnorm_desc e = *d;
-  const ptrdiff_t c = (ptrdiff_t)d->channels;
-  e.batch = NK_MPI_STANDIN_BATCH;
-  e.spatial = 1;
-  e.layout = NK_LAYOUT_NSC;
-  e.x_n_stride = e.z_n_stride = e.y_n_stride = c;
-  e.dy_n_stride = e.dx_n_stride = e.dz_n_stride = c;
-  e.x_row_stride = e.z_row_stride = e.y_row_stride = c;
-  e.dy_row_stride = e.dx_row_stride = e.dz_row_stride = c;
-  return e;
-}
-
-/* Zeroed stand-in tensors: k tensors of NK_MPI_STANDIN_BATCH * C elements of desc->dtype,
- * tensor i at returned + i * (the returned *stride_bytes). NULL on failure. */
-static unsigned char *nk__mpi_bn_standin_alloc(const nk_batchnorm_desc *d, size_t k,
-                                               size_t *stride_bytes) {
-  const size_t elem = nk_dtype_size(d->dtype) ? nk_dtype_size(d->dtype) : sizeof(float);
-  size_t one, all;
-  if (__builtin_mul_overflow(d->channels, (size_t)NK_MPI_STANDIN_BATCH * elem, &one))
-    return NULL;
-  one = (one + 63) / 64 * 64;
-  if (__builtin_mul_overflow(one, k, &all)) return NULL;
-  *stride_bytes = one;
-  return calloc(1, all ? all : 1);
-}
 
 /* Common local checks; OK or a failure with its message. */
 static nk_status nk__mpi_bn_check(const nk__mpi *m, const nk_batchnorm_desc *desc,
@@ -94,8 +62,7 @@ nk_status nk_mpi_batchnorm_fwd(nk_context *ctx, MPI_Comm comm, const nk_batchnor
   if (st != NK_STATUS_OK) return st;
   nk_moments *slots = NULL;
   void *ws = NULL;
-  unsigned char *standin = NULL;
-  size_t standin_stride = 0, elems = 0, channels = 0;
+  size_t elems = 0, channels = 0;
 
   nk_status local = nk__mpi_bn_check(&m, desc, 3, &elems);
   if (local == NK_STATUS_OK && desc->channels > 0) {
@@ -120,10 +87,6 @@ nk_status nk_mpi_batchnorm_fwd(nk_context *ctx, MPI_Comm comm, const nk_batchnor
       }
     } else {
       memset(mine, 0, channels * sizeof *mine); /* count 0: leaves the merge unchanged */
-      standin = nk__mpi_bn_standin_alloc(desc, 3, &standin_stride);
-      if (standin == NULL)
-        local = nk__mpi_fail(ctx, NK_STATUS_OUT_OF_MEMORY,
-                             "%s: cannot allocate the stand-in batch", m.op);
     }
   }
 
@@ -134,20 +97,13 @@ nk_status nk_mpi_batchnorm_fwd(nk_context *ctx, MPI_Comm comm, const nk_batchnor
   nk__mpi_fold_moments(m.size, channels, slots);
   if (slots[0].count == 0.0) goto done; /* every rank empty: nothing to do, as N == 0 */
 
-  if (elems > 0) {
-    st = nk_batchnorm_fwd_moments(ctx, desc, slots, x, z, gamma, beta, running_mean, running_var,
-                                  num_batches_tracked, y, save_mean, save_rstd);
-  } else {
-    const nk_batchnorm_desc e = nk__mpi_bn_standin_desc(desc);
-    const void *sz = (desc->flags & NK_CHNORM_ADD_RELU) ? standin + 2 * standin_stride : NULL;
-    st = nk_batchnorm_fwd_moments(ctx, &e, slots, standin, sz, gamma, beta, running_mean,
-                                  running_var, num_batches_tracked, standin + standin_stride,
-                                  save_mean, save_rstd);
-  }
+  /* An empty local batch reads and writes no tensor but still gets the statistics and the
+   * running update (normkit.h, nk_batchnorm_fwd_moments). */
+  st = nk_batchnorm_fwd_moments(ctx, desc, slots, x, z, gamma, beta, running_mean, running_var,
+                                num_batches_tracked, y, save_mean, save_rstd);
 done:
   free(slots);
   free(ws);
-  free(standin);
   return st == NK_STATUS_OK ? nk__mpi_ok(ctx) : st;
 }
 
