@@ -13,8 +13,8 @@
  *   mean:     1 ulp(mean) + 1e-6 * std;  rstd, running_var: relative 2e-6;  running_mean as mean
  * Splits of the batch over the ranks: "uneven" (different sizes, and with 3 ranks rank 1 has
  * no samples) and "last" (every sample on the last rank, the others empty: the results must
- * be bit-identical to the single-process ones). Every run is repeated: the two runs must give
- * the same bits, and the statistics, running estimates and dgamma/dbeta must be the same bits
+ * be bit-identical to the single-process ones). Every run is repeated, on 2 threads: the two
+ * runs must give the same bits, and the statistics, running estimates and dgamma/dbeta must be the same bits
  * on every rank.
  */
 #include <float.h>
@@ -217,11 +217,18 @@ static void run_case(const bn_case *k) {
     bn_run a, b;
     run_alloc(&a, El, C);
     run_alloc(&b, El, C);
-    nk_context *ctx = NULL;
+    /* the repeat runs on 2 threads: the same bits whatever the thread count */
+    nk_context *ctx = NULL, *ctx2 = NULL;
+    nk_threadpool *pool = NULL;
     nk_context_create(&ctx);
+    nk_context_create(&ctx2);
+    nk_threadpool_create(2, &pool);
+    nk_context_set_threadpool(ctx2, pool);
     run_mpi(k, &dl, x + off, gamma, beta, dy + off, &a, ctx);
-    run_mpi(k, &dl, x + off, gamma, beta, dy + off, &b, NULL);
+    run_mpi(k, &dl, x + off, gamma, beta, dy + off, &b, ctx2);
     nk_context_destroy(ctx);
+    nk_context_destroy(ctx2);
+    nk_threadpool_destroy(pool);
     const char *spn = sp == SPLIT_UNEVEN ? "uneven" : "last";
 
     /* Determinism: the repeated run, and the other ranks. */

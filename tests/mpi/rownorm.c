@@ -11,7 +11,7 @@
  *   rstd:        relative 2e-6;   mean: 1 ulp(mean) + 1e-6 * std
  * Splits of the columns: "uneven" (with 3 ranks rank 1 has no columns) and "last" (every
  * column on the last rank: bit-identical to nk_moments_rows + nk_*norm_fwd_moments of the full
- * rows on one process). Each call runs twice (same bits), and mean/rstd must be the same bits
+ * rows on one process). Each call runs twice, the second time on 2 threads (same bits), and mean/rstd must be the same bits
  * on every rank.
  */
 #include <float.h>
@@ -115,17 +115,24 @@ static void run_case(const rn_case *k) {
           *rb = nk_t_alloc(R * 4);
     const void *xs = (const char *)x + c0 * es;
     const float *gs = gamma + c0, *bs = B ? beta + c0 : NULL;
-    nk_context *ctx = NULL;
+    nk_context *ctx = NULL, *ctx2 = NULL; /* the repeat runs on 2 threads */
+    nk_threadpool *pool = NULL;
     nk_context_create(&ctx);
+    nk_context_create(&ctx2);
+    nk_threadpool_create(2, &pool);
+    nk_context_set_threadpool(ctx2, pool);
     for (int rep = 0; rep < 2; rep++) {
       void *y = rep ? yb : ya;
       float *m = rep ? mb : ma, *r = rep ? rb : ra;
-      st = k->rms ? nk_mpi_rmsnorm_fwd(ctx, MPI_COMM_WORLD, &dl, xs, gs, bs, y, r)
-                  : nk_mpi_layernorm_fwd(ctx, MPI_COMM_WORLD, &dl, xs, gs, bs, y, m, r);
+      nk_context *c = rep ? ctx2 : ctx;
+      st = k->rms ? nk_mpi_rmsnorm_fwd(c, MPI_COMM_WORLD, &dl, xs, gs, bs, y, r)
+                  : nk_mpi_layernorm_fwd(c, MPI_COMM_WORLD, &dl, xs, gs, bs, y, m, r);
       NK_MPI_CHECK(st == NK_OK, "%s/%s: %s (%s)", k->name, spn, nk_status_string(st),
-                   nk_context_message(ctx));
+                   nk_context_message(c));
     }
     nk_context_destroy(ctx);
+    nk_context_destroy(ctx2);
+    nk_threadpool_destroy(pool);
     NK_MPI_CHECK(memcmp(ya, yb, yl_elems * es) == 0 && memcmp(ma, mb, R * 4) == 0 &&
                      memcmp(ra, rb, R * 4) == 0,
                  "%s/%s: a repeated run differs", k->name, spn);
