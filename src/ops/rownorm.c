@@ -362,7 +362,7 @@ static nk_status norm_bwd(nk_context *ctx, int is_rms, const nk_norm_desc *d, si
   TRY(nk__vector_span(ctx, op, &s[10], "dgamma_acc", full ? NULL : dgamma_acc, cols, 8, 1));
   TRY(nk__vector_span(ctx, op, &s[11], "dbeta_acc", full ? NULL : dbeta_acc, cols, 8, 1));
   TRY(nk__vector_span(ctx, op, &s[12], "workspace", need ? workspace : NULL, need, 1, 1));
-  s[13] = (span){"none", NULL, 0, 0, 0, 0};
+  s[13] = (span){"none", NULL, 0, 0, 0, 0, 0};
   TRY(nk__check_overlaps(ctx, op, s, 14, bwd_alias_ok));
 
   const nk_op kop = is_rms ? NK_OP_RMSNORM_BWD : NK_OP_LAYERNORM_BWD;

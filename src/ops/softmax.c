@@ -338,7 +338,7 @@ static nk_status softmax_bwd(nk_context *ctx, const nk_softmax_desc *d, size_t r
   TRY(check_mask_sink(ctx, op, d, NULL, sink, &unused, &s[3]));
   TRY(nk__vector_span(ctx, op, &s[4], "lse", lse, d->rows, sizeof(float), 0));
   TRY(nk__vector_span(ctx, op, &s[5], "dsink", dsink, d->rows, sizeof(float), 1));
-  s[6] = (span){"none", NULL, 0, 0, 0, 0};
+  s[6] = (span){"none", NULL, 0, 0, 0, 0, 0};
   TRY(nk__check_overlaps(ctx, op, s, 7, bwd_alias_ok));
 
   const nk_softmax_entry *e =
@@ -414,7 +414,7 @@ static nk_status sigmoid_run(nk_context *ctx, int bwd, const nk_softmax_desc *d,
     TRY(nk__tensor_span(ctx, op, &s[0], "y", x, d->y_stride, d->rows, d->cols, d->dtype, 0));
     TRY(nk__tensor_span(ctx, op, &s[1], "dy", dy, d->dy_stride, d->rows, d->cols, d->dtype, 0));
     TRY(nk__tensor_span(ctx, op, &s[2], "dx", y, d->dx_stride, d->rows, d->cols, d->dtype, 1));
-    s[3] = (span){"none", NULL, 0, 0, 0, 0};
+    s[3] = (span){"none", NULL, 0, 0, 0, 0, 0};
     TRY(nk__check_overlaps(ctx, op, s, 4, bwd_alias_ok));
   } else {
     TRY(nk__tensor_span(ctx, op, &s[0], "x", x, d->x_stride, d->rows, d->cols, d->dtype, 0));
@@ -423,7 +423,7 @@ static nk_status sigmoid_run(nk_context *ctx, int bwd, const nk_softmax_desc *d,
     TRY(nk__tensor_span(ctx, op, &s[2], "mask", mask,
                         mr == 1 ? (ptrdiff_t)d->cols : d->mask_stride, mr, d->cols,
                         d->mask_dtype, 0));
-    s[3] = (span){"none", NULL, 0, 0, 0, 0};
+    s[3] = (span){"none", NULL, 0, 0, 0, 0, 0};
     TRY(nk__check_overlaps(ctx, op, s, 4, fwd_alias_ok));
   }
   const nk_softmax_entry *e = nk__select_softmax(
@@ -558,15 +558,15 @@ nk_status nk_cross_entropy(nk_context *ctx, const nk_cross_entropy_desc *d, cons
     TRY(nk__tensor_span(ctx, op, &s[1], "dx", dlogits, d->dx_stride, rows, d->cols,
                         d->dtype, 1));
   } else {
-    s[0] = (span){"x", NULL, 0, 0, 0, 0};
-    s[1] = (span){"dx", NULL, 0, 0, 0, 1};
+    s[0] = (span){"x", NULL, 0, 0, 0, 0, 0};
+    s[1] = (span){"dx", NULL, 0, 0, 0, 1, 0};
   }
   TRY(nk__vector_span(ctx, op, &s[2], "target", target, rows, sizeof(int64_t), 0));
   TRY(nk__vector_span(ctx, op, &s[3], "loss", loss,
                       d->reduction == NK_REDUCTION_NONE ? rows : 1, sizeof(float), 1));
   TRY(nk__vector_span(ctx, op, &s[4], "lse", lse, rows, sizeof(float), 1));
   TRY(nk__vector_span(ctx, op, &s[5], "workspace", need ? workspace : NULL, need, 1, 1));
-  s[6] = (span){"none", NULL, 0, 0, 0, 0};
+  s[6] = (span){"none", NULL, 0, 0, 0, 0, 0};
   TRY(nk__check_overlaps(ctx, op, s, 7, xent_alias_ok));
   size_t counted = 0;
   for (size_t i = 0; i < rows; i++) {

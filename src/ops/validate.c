@@ -27,7 +27,7 @@ nk_status nk__check_overlaps(nk_context *ctx, const char *op, const span *s, siz
       if (j == i || s[j].ptr == NULL || !ranges_intersect(&s[i], &s[j])) continue;
       if (s[j].output && j < i) continue; /* reported from the other side */
       const int exact = s[i].ptr == s[j].ptr && s[i].stride == s[j].stride && s[i].stride != 0 &&
-                        s[i].esize == s[j].esize;
+                        s[i].stride2 == s[j].stride2 && s[i].esize == s[j].esize;
       if (exact && exact_ok(&s[i], &s[j])) continue;
       return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT,
                       "%s: %s overlaps %s (only exact in-place aliasing is allowed, and only "
@@ -50,7 +50,7 @@ nk_status nk__check_stride(nk_context *ctx, const char *op, const char *name, pt
 nk_status nk__tensor_span(nk_context *ctx, const char *op, span *s, const char *name,
                           const void *ptr, ptrdiff_t stride, size_t rows, size_t cols, nk_dtype dt,
                           int output) {
-  *s = (span){name, ptr, stride, nk_dtype_size(dt), 0, output};
+  *s = (span){name, ptr, stride, nk_dtype_size(dt), 0, output, 0};
   if (ptr == NULL) return NK_STATUS_OK;
   nk_status st = nk__check_stride(ctx, op, name, stride, cols);
   if (st != NK_STATUS_OK) return st;
@@ -62,9 +62,29 @@ nk_status nk__tensor_span(nk_context *ctx, const char *op, span *s, const char *
   return NK_STATUS_OK;
 }
 
+nk_status nk__tensor3_span(nk_context *ctx, const char *op, span *s, const char *name,
+                           const void *ptr, ptrdiff_t n_stride, ptrdiff_t row_stride, size_t n,
+                           size_t rows, size_t cols, nk_dtype dt, int output) {
+  nk_status st = nk__tensor_span(ctx, op, s, name, ptr, row_stride, rows, cols, dt, output);
+  if (st != NK_STATUS_OK || ptr == NULL) return st;
+  const size_t inner = s->bytes / s->esize; /* (rows - 1) * row_stride + cols */
+  if (n_stride < 0 || (size_t)n_stride < inner)
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT,
+                    "%s: %s_n_stride %td < %zu (one sample's extent)", op, name, n_stride, inner);
+  s->stride2 = n_stride;
+  size_t elems, bytes;
+  if (!nk__mul_size(n - 1, (size_t)n_stride, &elems) || !nk__add_size(elems, inner, &elems) ||
+      !nk__mul_size(elems, s->esize, &bytes) || bytes > (size_t)PTRDIFF_MAX)
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT,
+                    "%s: %s of %zu samples, n_stride %td overflows the address space", op, name,
+                    n, n_stride);
+  s->bytes = bytes;
+  return NK_STATUS_OK;
+}
+
 nk_status nk__vector_span(nk_context *ctx, const char *op, span *s, const char *name,
                           const void *ptr, size_t n, size_t esize, int output) {
-  *s = (span){name, ptr, 0, esize, 0, output};
+  *s = (span){name, ptr, 0, esize, 0, output, 0};
   if (ptr == NULL) return NK_STATUS_OK;
   if (!nk__mul_size(n, esize, &s->bytes) || s->bytes > (size_t)PTRDIFF_MAX)
     return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: %s of %zu elements is too large", op,

@@ -19,6 +19,7 @@ typedef struct span {
   size_t esize;
   size_t bytes; /* address range length */
   int output;
+  ptrdiff_t stride2; /* outer stride of a 3-D tensor (channel norms); 0 otherwise */
 } span;
 
 /* Whether output `out` may be the very same tensor as `other` (same pointer, stride, esize). */
@@ -47,6 +48,11 @@ nk_status nk__check_stride(nk_context *ctx, const char *op, const char *name, pt
 nk_status nk__tensor_span(nk_context *ctx, const char *op, span *s, const char *name,
                           const void *ptr, ptrdiff_t stride, size_t rows, size_t cols,
                           nk_dtype dt, int output);
+/* Fills s for a tensor of n blocks (n_stride apart) of rows x cols (row_stride apart), n >= 1
+ * and rows >= 1: row_stride >= cols and n_stride >= (rows - 1) * row_stride + cols. */
+nk_status nk__tensor3_span(nk_context *ctx, const char *op, span *s, const char *name,
+                           const void *ptr, ptrdiff_t n_stride, ptrdiff_t row_stride, size_t n,
+                           size_t rows, size_t cols, nk_dtype dt, int output);
 nk_status nk__vector_span(nk_context *ctx, const char *op, span *s, const char *name,
                           const void *ptr, size_t n, size_t esize, int output);
 int nk__span_is(const span *s, const char *name);
