@@ -135,6 +135,14 @@ static inline double ch_ratio(double got, double ref, double bound) {
   return fabs(got - ref) / bound;
 }
 
+/* ch_ratio for an f32 result of a float64 reference: a reference beyond the f32 range must give
+ * the infinity that rounding it to f32 gives. */
+static inline double ch_ratio32(double got, double ref, double bound) {
+  const float r32 = (float)ref;
+  if (isinf(r32) && !isinf(ref)) return got == (double)r32 ? 0.0 : INFINITY;
+  return ch_ratio(got, ref, bound);
+}
+
 /* Compares every element of the library tensor (geometry tl, dtype dt) with the reference
  * (geometry tr): bound = rel * scale[set] + (ulps ? 1 ulp of dt at ref : 0) + floor.
  * Returns the worst ratio (<= 1 passes); each failing element is reported (up to the check

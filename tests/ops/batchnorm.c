@@ -12,8 +12,10 @@
  * activation| (+ |z| with add+ReLU), D_c = max over channel c of |reference dx|):
  *   y  f32:       |y - ref| <= 2e-6 P_c
  *   y  bf16/f16:  |y - ref| <= 1 ulp(ref)   (+ 2e-6 P_c with beta or z: the sum can cancel)
- *   dx f32:       |dx - ref| <= 2e-6 D_c (+ 4 f32 subnormal ulps: dx may be that small)
- *   dx bf16/f16:  |dx - ref| <= 1 ulp(ref) + 2e-6 D_c
+ *   dx f32:       |dx - ref| <= 2e-6 max(D_c, T_c) (+ 4 f32 subnormal ulps: dx may be that
+ *                 small), T_c = |g_c| rstd_c max|dy'| max(1, max|xhat|): dx cancels (with M = 2
+ *                 the exact dx is ~eps/var times its terms), so D_c alone is not attainable
+ *   dx bf16/f16:  |dx - ref| <= 1 ulp(ref) + 2e-6 max(D_c, T_c)
  *   dz:           exactly dy' (dy masked by the forward's y)
  *   save_mean:    1 ulp + 1e-6 sd_c;  save_rstd: 2e-6 relative (inference: the running mean's
  *                 bits and 1 ulp of the reference rstd)
@@ -21,7 +23,8 @@
  *                 (per step, from the previous state; after the steps 4 ulp + steps x that
  *                 from the pure float64 iteration)
  *   dgamma:       4e-6 sum |dy'| max|xhat| + 1 ulp;  dbeta: 4e-6 sum |dy'| + 1 ulp
- *   moments:      count exact, mean 5e-7 sd + 4 eps |mean|, M2 5e-7 relative
+ *   moments:      count exact, mean 5e-7 sd + 4 eps |mean|, M2 1e-6 relative ("a few units
+ *                 of 1e-7": f32 blocks of 32 rows reach 5.6e-7)
  */
 #include <float.h>
 #include <math.h>
@@ -227,7 +230,7 @@ static void run_bn(const bn_cfg *b) {
         const double vu = vr[c] * (double)M / (double)(M - 1);
         NK_CHECK(ch_ratio(rm[c], rmr[c], ulp32(rmr[c]) + m * (1e-6 * sd + ulp32(mr[c]))) <= 1,
                  "%s: step %d running_mean[%zu] %.9g ref %.9g", what, step, c, (double)rm[c], rmr[c]);
-        NK_CHECK(ch_ratio(rv[c], rvr[c], ulp32(rvr[c]) + 2e-6 * m * vu) <= 1,
+        NK_CHECK(ch_ratio32(rv[c], rvr[c], ulp32(rvr[c]) + 2e-6 * m * vu) <= 1,
                  "%s: step %d running_var[%zu] %.9g ref %.9g", what, step, c, (double)rv[c], rvr[c]);
       } else {
         NK_CHECK(memcmp(&rm[c], &rm0[c], 4) == 0 && memcmp(&rv[c], &rv0[c], 4) == 0,
@@ -248,7 +251,7 @@ static void run_bn(const bn_cfg *b) {
         NK_CHECK(mom[c].count == (double)M, "%s: moments[%zu].count %.17g", what, c, mom[c].count);
         NK_CHECK(ch_ratio(mom[c].mean, mr[c], 5e-7 * sd + 4 * DBL_EPSILON * fabs(mr[c])) <= 1,
                  "%s: moments[%zu].mean %.17g ref %.17g", what, c, mom[c].mean, mr[c]);
-        NK_CHECK(ch_ratio(mom[c].m2, vr[c] * (double)M, 5e-7 * vr[c] * (double)M) <= 1,
+        NK_CHECK(ch_ratio(mom[c].m2, vr[c] * (double)M, 1e-6 * vr[c] * (double)M) <= 1,
                  "%s: moments[%zu].m2 %.17g ref %.17g", what, c, mom[c].m2, vr[c] * (double)M);
       }
       st = nk_batchnorm_fwd_moments(b->ctx, &d, mom, x, add ? z : NULL, G, B, RM ? rm2 : NULL,
@@ -268,7 +271,7 @@ static void run_bn(const bn_cfg *b) {
       NK_CHECK(ch_ratio(rm[c], rmd[c], 4 * ulp32(rmd[c]) + k * (1e-6 * sd + ulp32(mr[c]))) <= 1,
                "%s: after %d steps running_mean[%zu] %.9g, float64 chain %.9g", what, b->steps, c,
                (double)rm[c], rmd[c]);
-      NK_CHECK(ch_ratio(rv[c], rvd[c], 4 * ulp32(rvd[c]) + k * 2e-6 * fabs(rvd[c])) <= 1,
+      NK_CHECK(ch_ratio32(rv[c], rvd[c], 4 * ulp32(rvd[c]) + k * 2e-6 * fabs(rvd[c])) <= 1,
                "%s: after %d steps running_var[%zu] %.9g, float64 chain %.9g", what, b->steps, c,
                (double)rv[c], rvd[c]);
     }
@@ -289,19 +292,14 @@ static void run_bn(const bn_cfg *b) {
   for (size_t c = 0; c < C; c++) rtmp[c] = rm0[c];
   nk_ref_batchnorm_bwd(&tr, xr, Ymr, Gr, b->eps, b->training, rtmp, srr, dyr, dxr, dzr, dgr, dbr);
   ch_set_absmax(&tr, dxr, NULL, 0, scale);
-  const int wide = dt == NK_DTYPE_F32;
-  char wdx[240];
-  snprintf(wdx, sizeof wdx, "%s: dx", what);
-  ch_compare(wdx, &tdx, dt, dx, &tr, dxr, 0, scale, 2e-6, !wide, wide ? 4 * 0x1p-149 : 0.0);
-  snprintf(wdx, sizeof wdx, "%s: dz", what);
-  if (add) ch_compare(wdx, &tdz, dt, dz, &tr, dzr, 0, scale, 0.0, 0, 0.0);
   for (size_t c = 0; c < C; c++) {
-    double sdy = 0, xm = 0;
+    double sdy = 0, xm = 0, dym = 0;
     const double mu = b->training ? mr[c] : rm0[c];
     for (size_t a = 0; a < N; a++)
       for (size_t s = 0; s < S; s++) {
         const size_t k = nk_ref_chidx(&tr, a, c, s);
         sdy += fabs(dzr[k]);
+        dym = fmax(dym, fabs(dzr[k]));
         xm = fmax(xm, fabs((xr[k] - mu) * srr[c]));
       }
     if (b->gamma)
@@ -309,7 +307,17 @@ static void run_bn(const bn_cfg *b) {
                "%s: dgamma[%zu] %.9g ref %.9g", what, c, nk_t_get(dg, c, pdt), dgr[c]);
     NK_CHECK(ch_ratio(nk_t_get(db, c, pdt), dbr[c], 4e-6 * sdy + nk_t_ulp(dbr[c], pdt)) <= 1,
              "%s: dbeta[%zu] %.9g ref %.9g", what, c, nk_t_get(db, c, pdt), dbr[c]);
+    /* dx cancels (M = 2 gives dx ~ eps/var): the bound is relative to the larger of the
+     * channel's |dx| and the size of its terms, |g| r max|dy'| max(1, max|xhat|) */
+    const double terms = fabs(Gr ? Gr[c] : 1.0) * srr[c] * dym * fmax(1.0, xm);
+    if (terms > scale[c]) scale[c] = terms;
   }
+  const int wide = dt == NK_DTYPE_F32;
+  char wdx[240];
+  snprintf(wdx, sizeof wdx, "%s: dx", what);
+  ch_compare(wdx, &tdx, dt, dx, &tr, dxr, 0, scale, 2e-6, !wide, wide ? 4 * 0x1p-149 : 0.0);
+  snprintf(wdx, sizeof wdx, "%s: dz", what);
+  if (add) ch_compare(wdx, &tdz, dt, dz, &tr, dzr, 0, scale, 0.0, 0, 0.0);
   if (b->training) { /* bwd_reduce + bwd_apply == bwd, bit for bit */
     st = nk_batchnorm_bwd_reduce(b->ctx, &d, x, Y, sm, dy, sums, ws, wsb2);
     NK_CHECK(st == NK_STATUS_OK, "%s: bwd_reduce status %s", what, nk_status_string(st));
@@ -702,11 +710,15 @@ NK_TEST(synchronized_split_batch) {
     NK_CHECK(nk_batchnorm_bwd_reduce(NULL, &r[1], (float *)q.x + off, NULL, q.sm,
                                      (float *)q.dy + off, s1, q.ws, q.wsb) == 0, "reduce 1");
     for (int k = 0; k < 12; k++) s0[k] += s1[k];
-    for (int part = 0; part < 2; part++)
-      NK_CHECK(nk_batchnorm_bwd_apply(NULL, &r[part], (double)(N * S), s0, (float *)q.x + part * off,
-                                      NULL, q.gamma, q.sm, q.sr, (float *)q.dy + part * off, NULL,
-                                      dx2 + part * off, part ? dgp : dg2, part ? dbp : db2) == 0,
-               "apply part %d", part);
+    nk_context *ctx = NULL;
+    nk_context_create(&ctx);
+    for (int part = 0; part < 2; part++) {
+      const nk_status st = nk_batchnorm_bwd_apply(
+          ctx, &r[part], (double)(N * S), s0, (float *)q.x + part * off, NULL, q.gamma, q.sm, q.sr,
+          (float *)q.dy + part * off, dx2 + part * off, NULL, part ? dgp : dg2, part ? dbp : db2);
+      NK_CHECK(st == 0, "apply part %d: %s: %s", part, nk_status_string(st), nk_context_message(ctx));
+    }
+    nk_context_destroy(ctx);
     double dmax = 0;
     for (size_t k = 0; k < q.T; k++) dmax = fmax(dmax, fabs(((float *)q.dx)[k]));
     for (size_t k = 0; k < q.T; k++)
