@@ -201,6 +201,12 @@ typedef enum nk_op {
   NK_OP_CROSS_ENTROPY = 6,    /* fused softmax cross-entropy (loss and dlogits) */
   NK_OP_SIGMOID_ATTN_FWD = 7, /* element-wise sigmoid attention scores */
   NK_OP_SIGMOID_ATTN_BWD = 8,
+  NK_OP_BATCHNORM_FWD = 9,    /* the channel norms share one kernel set (nk_chnorm__<isa>) */
+  NK_OP_BATCHNORM_BWD = 10,
+  NK_OP_GROUPNORM_FWD = 11,
+  NK_OP_GROUPNORM_BWD = 12,
+  NK_OP_INSTANCENORM_FWD = 13,
+  NK_OP_INSTANCENORM_BWD = 14,
   NK_OP_COUNT
 } nk_op;
 
@@ -616,8 +622,8 @@ NK_API nk_status nk_moments_finalize(const nk_moments *m, float eps, float *mean
 NK_API nk_status nk_moments_rows(nk_context *ctx, size_t rows, size_t cols, nk_dtype dtype,
                                  const void *x, ptrdiff_t x_stride, nk_moments *out);
 /* Moments of each column of a rows x cols tensor (over its rows). OUT out[cols]. Rows are cut
- * into blocks of NK_MOMENTS_BLOCK_ROWS from row 0, grouped into fixed chunks (a function of
- * rows and cols), merged in order. Returns OK, INVALID_ARGUMENT. */
+ * into blocks of NK_MOMENTS_BLOCK_ROWS from row 0, merged in order; threads split the columns
+ * (in tiles of 512), which changes nothing in the results. Returns OK, INVALID_ARGUMENT. */
 NK_API nk_status nk_moments_cols(nk_context *ctx, size_t rows, size_t cols, nk_dtype dtype,
                                  const void *x, ptrdiff_t x_stride, nk_moments *out);
 

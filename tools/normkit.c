@@ -344,10 +344,23 @@ static struct {
 /* Options, shapes, runners                                                                    */
 /* ------------------------------------------------------------------------------------------ */
 
-enum { OP_LAYERNORM, OP_RMSNORM, OP_SOFTMAX, OP_LOG_SOFTMAX, OP_CROSS_ENTROPY, OP_SIGMOID, NOPS };
+enum {
+  OP_LAYERNORM,
+  OP_RMSNORM,
+  OP_SOFTMAX,
+  OP_LOG_SOFTMAX,
+  OP_CROSS_ENTROPY,
+  OP_SIGMOID,
+  OP_BATCHNORM,
+  OP_GROUPNORM,
+  OP_INSTANCENORM,
+  NOPS
+};
 enum { DIR_FWD = 0, DIR_BWD = 1, DIR_FWDBWD = 2, NDIRS };
-static const char *const op_names[] = {"layernorm",     "rmsnorm",     "softmax",
-                                       "log_softmax", "cross_entropy", "sigmoid_attn"};
+static const char *const op_names[] = {"layernorm",    "rmsnorm",   "softmax",
+                                       "log_softmax",  "cross_entropy", "sigmoid_attn",
+                                       "batchnorm",    "groupnorm", "instancenorm"};
+static const char *const layout_names[] = {"nchw", "nhwc"}; /* indexed by nk_layout */
 static const char *const dir_names[] = {"fwd", "bwd", "fwdbwd"};
 static const char *const algo_names[] = {"auto", "three_pass_reload", "three_pass_recompute",
                                          "two_pass", "online"};
@@ -355,6 +368,10 @@ static const char *const algo_names[] = {"auto", "three_pass_reload", "three_pas
 
 static int is_rownorm(int op) { return op == OP_LAYERNORM || op == OP_RMSNORM; }
 static int is_softmax(int op) { return op == OP_SOFTMAX || op == OP_LOG_SOFTMAX; }
+static int is_chnorm(int op) {
+  return op == OP_BATCHNORM || op == OP_GROUPNORM || op == OP_INSTANCENORM;
+}
+#define CH_GROUPS 32 /* GroupNorm's groups in the bench (fewer when C is not a multiple) */
 
 /* Which directions an op has: cross-entropy runs forward (loss) and fused forward+backward. */
 static int op_has_dir(int op, int dir) {
@@ -368,7 +385,8 @@ typedef struct options {
   unsigned op_mask, dir_mask, dtype_mask; /* bit i: op_names[i] / dir_names[i] / nk_dtype i */
   unsigned algo_mask;                     /* bit i: algo_names[i] (softmax forward) */
   int dtype_given, algo_given;
-  size_t rows, cols;                      /* --shape, or 0 */
+  size_t rows, cols, spatial;             /* --shape, or 0 */
+  unsigned layout_mask;                   /* --layout: bit i = layout_names[i] */
   const char *shapes_file;
   size_t threads;                         /* --threads, or 0 */
   nk_isa isa;                             /* NK_ISA_AUTO unless --isa */
@@ -376,9 +394,11 @@ typedef struct options {
 } options;
 
 typedef struct shape {
-  size_t rows, cols;
+  size_t rows, cols;   /* NxCxS shapes: rows = N, cols = C */
+  size_t spatial;      /* S of an NxCxS shape (channel norms); 0 for RxC shapes */
   unsigned dtype_mask;
-  unsigned op_mask; /* the ops this shape runs (a shape line may name them) */
+  unsigned op_mask;     /* the ops this shape runs (a shape line may name them) */
+  unsigned layout_mask; /* NxCxS: bit i = layout_names[i] */
 } shape;
 
 typedef struct shape_list {
@@ -399,7 +419,9 @@ static const char *default_shapes =
     "64x1024\n"        /* in cache */
     "4096x1024\n"      /* in cache (16 MiB f32; the LLC here is large) */
     "65536x4096 f32\n" /* out of cache: 1 GiB f32 input */
-    "2048x128256 f32 cross_entropy\n" /* Llama-3 vocabulary, 1 GiB of f32 logits */;
+    "2048x128256 f32 cross_entropy\n" /* Llama-3 vocabulary, 1 GiB of f32 logits */
+    "32x64x3136\n"     /* channel norms in cache: ResNet-50 stage 1 (56x56), 25 MiB f32 */
+    "64x256x16384 f32\n" /* channel norms out of cache: 1 GiB f32 (128x128 maps) */;
 
 static void usage(FILE *f) {
   fprintf(f,
@@ -408,6 +430,7 @@ static void usage(FILE *f) {
           "                     [--dtype f32|bf16|f16] [--algo NAME[,NAME]|all] [--shape RxC]\n"
           "                     [--shapes FILE]\n"
           "                     [--threads N] [--isa scalar|avx2|avx512] [--reps N]\n"
+          "                     [--layout nchw|nhwc]\n"
           "       normkit help\n"
           "\n"
           "info   CPU features, ISA paths and the kernel each op and dtype runs.\n"
@@ -417,17 +440,22 @@ static void usage(FILE *f) {
           "                thread counts 1, 2, 4, ... all\n"
           "  --op, --direction, --dtype   select (comma lists allowed: --dtype f32,bf16); ops:\n"
           "                layernorm rmsnorm softmax log_softmax cross_entropy sigmoid_attn\n"
+          "                batchnorm groupnorm instancenorm (these on NxCxS shapes)\n"
           "  --algo        softmax forward algorithms: auto three_pass_reload\n"
           "                three_pass_recompute two_pass online, or all (default auto;\n"
           "                --full: all)\n"
-          "  --shape RxC   one shape (rows x cols) instead of the defaults\n"
-          "  --shapes FILE shapes from a file: lines 'RxC [dtype ...] [op ...]', '#' comments\n"
+          "  --shape RxC   one shape (rows x cols; NxCxS for the channel norms) instead of the\n"
+          "                defaults\n"
+          "  --layout L    channel norms: nchw, nhwc or both (default both)\n"
+          "  --shapes FILE shapes from a file: lines 'RxC [dtype ...] [op ...]' or\n"
+          "                'NxCxS [dtype ...] [op ...] [nchw] [nhwc]', '#' comments\n"
           "                (bench/shapes/default.txt holds the defaults)\n"
           "  --threads N   one pool of N threads (default: 1 and all)\n"
           "  --isa NAME    force the kernel path (nk_context_set_isa)\n"
           "  --reps N      at least N timed calls per case (default 5)\n"
           "Default: every op and direction x f32, bf16 at 64x1024 and 4096x1024, plus\n"
           "65536x4096 f32 (1 GiB, out of cache) and cross_entropy at 2048x128256 f32;\n"
+          "channel norms at 32x64x3136 (f32, bf16) and 64x256x16384 f32, nchw and nhwc;\n"
           "threads 1 and all.\n");
 }
 
@@ -453,19 +481,29 @@ static int parse_size(const char *s, size_t *out) {
   return 1;
 }
 
-static int parse_shape(const char *s, size_t *rows, size_t *cols) {
+/* RxC, or NxCxS (spatial != NULL gets S, or 0 for RxC). */
+static int parse_shape3(const char *s, size_t *rows, size_t *cols, size_t *spatial) {
   char buf[64];
-  size_t r, c;
+  size_t r, c, sp = 0;
   if (snprintf(buf, sizeof buf, "%s", s) >= (int)sizeof buf) return 0;
   char *x = strchr(buf, 'x');
   if (x == NULL) return 0;
   *x = '\0';
+  char *x2 = strchr(x + 1, 'x');
+  if (x2) {
+    if (spatial == NULL) return 0;
+    *x2 = '\0';
+    if (!parse_size(x2 + 1, &sp)) return 0;
+  }
   if (!parse_size(buf, &r) || !parse_size(x + 1, &c)) return 0;
   if (r > SIZE_MAX / c / 8) return 0; /* keep every byte count representable */
+  if (sp && r * c > SIZE_MAX / sp / 8) return 0;
   *rows = r;
   *cols = c;
+  if (spatial) *spatial = sp;
   return 1;
 }
+
 
 static int parse_isa(const char *s, nk_isa *isa) {
   static const nk_isa isas[] = {NK_ISA_AUTO, NK_ISA_SCALAR, NK_ISA_AVX2, NK_ISA_AVX512};
@@ -486,7 +524,8 @@ static int parse_value(options *o, const char *name, const char *v) {
   }
   if (strcmp(name, "--dtype") == 0)
     return o->dtype_given = 1, parse_mask(v, dtype_names, 3, &o->dtype_mask);
-  if (strcmp(name, "--shape") == 0) return parse_shape(v, &o->rows, &o->cols);
+  if (strcmp(name, "--shape") == 0) return parse_shape3(v, &o->rows, &o->cols, &o->spatial);
+  if (strcmp(name, "--layout") == 0) return parse_mask(v, layout_names, 2, &o->layout_mask);
   if (strcmp(name, "--shapes") == 0) return o->shapes_file = v, 1;
   if (strcmp(name, "--threads") == 0) return parse_size(v, &o->threads) && o->threads <= 1024;
   if (strcmp(name, "--isa") == 0) return parse_isa(v, &o->isa);
@@ -497,7 +536,8 @@ static int parse_value(options *o, const char *name, const char *v) {
 
 static int is_value_option(const char *name) {
   static const char *const names[] = {"--op",     "--direction", "--dtype", "--shape", "--shapes",
-                                      "--threads", "--isa",       "--reps",  "--algo"};
+                                      "--threads", "--isa",       "--reps",  "--algo",
+                                      "--layout"};
   for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
     if (strcmp(name, names[i]) == 0) return 1;
   return 0;
@@ -505,7 +545,7 @@ static int is_value_option(const char *name) {
 
 static int parse_bench_args(int argc, char **argv, options *o) {
   *o = (options){.op_mask = (1u << NOPS) - 1, .dir_mask = (1u << NDIRS) - 1, .dtype_mask = 3,
-                 .algo_mask = 1, .isa = NK_ISA_AUTO, .min_reps = 5};
+                 .algo_mask = 1, .isa = NK_ISA_AUTO, .min_reps = 5, .layout_mask = 3};
   for (int i = 0; i < argc; i++) {
     const char *a = argv[i], *eq = strchr(a, '=');
     char name[32];
@@ -527,9 +567,14 @@ static int parse_bench_args(int argc, char **argv, options *o) {
   return 1;
 }
 
-static void add_shape(shape_list *l, size_t rows, size_t cols, unsigned mask, unsigned ops) {
+static void add_shape3(shape_list *l, size_t rows, size_t cols, size_t spatial, unsigned mask,
+                       unsigned ops, unsigned layouts) {
   if (mask == 0 || ops == 0 || l->n == MAX_SHAPES) return;
-  l->s[l->n++] = (shape){rows, cols, mask, ops};
+  l->s[l->n++] = (shape){rows, cols, spatial, mask, ops, layouts ? layouts : 3u};
+}
+
+static void add_shape(shape_list *l, size_t rows, size_t cols, unsigned mask, unsigned ops) {
+  add_shape3(l, rows, cols, 0, mask, ops, 0);
 }
 
 /* Reads 'RxC [dtype ...] [op ...]' lines; a line's dtypes are intersected with `sel`; a line
@@ -542,20 +587,26 @@ static int parse_shape_text(const char *text, unsigned sel, shape_list *l) {
     text += len + (text[len] == '\n');
     line[strcspn(line, "#")] = '\0';
     char *tok = strtok(line, " \t\r"), *dt;
-    size_t rows, cols;
-    unsigned mask = 0, ops = 0, m;
+    size_t rows, cols, spatial;
+    unsigned mask = 0, ops = 0, layouts = 0, m;
     if (tok == NULL) continue;
-    if (!parse_shape(tok, &rows, &cols)) return fprintf(stderr, "normkit: bad shape %s\n", tok), 0;
+    if (!parse_shape3(tok, &rows, &cols, &spatial))
+      return fprintf(stderr, "normkit: bad shape %s\n", tok), 0;
     while ((dt = strtok(NULL, " \t\r")) != NULL) {
       if (parse_mask(dt, op_names, NOPS, &m)) {
         ops |= m;
+        continue;
+      }
+      if (parse_mask(dt, layout_names, 2, &m)) {
+        layouts |= m;
         continue;
       }
       if (!parse_mask(dt, dtype_names, 3, &m))
         return fprintf(stderr, "normkit: bad dtype or op %s\n", dt), 0;
       mask |= m;
     }
-    add_shape(l, rows, cols, mask ? mask & sel : sel, ops ? ops : (1u << NOPS) - 1);
+    add_shape3(l, rows, cols, spatial, mask ? mask & sel : sel, ops ? ops : (1u << NOPS) - 1,
+               layouts);
   }
   return 1;
 }
@@ -587,7 +638,8 @@ static void add_sweeps(shape_list *l, unsigned sel) {
 
 static int build_shapes(const options *o, shape_list *l) {
   l->n = 0;
-  if (o->rows) return add_shape(l, o->rows, o->cols, o->dtype_mask, (1u << NOPS) - 1), 1;
+  if (o->rows)
+    return add_shape3(l, o->rows, o->cols, o->spatial, o->dtype_mask, (1u << NOPS) - 1, 0), 1;
   if (o->shapes_file) return read_shapes_file(o->shapes_file, o->dtype_mask, l);
   if (!parse_shape_text(default_shapes, o->dtype_mask, l)) return 0;
   if (o->full) add_sweeps(l, o->dtype_mask);
@@ -669,7 +721,8 @@ static void free_anchor(void) {
 
 /* The buffers of one shape and dtype, shared by its cases (x and dy are never overwritten). */
 typedef struct workset {
-  size_t rows, cols;
+  size_t rows, cols, spatial; /* NxCxS: rows = N, cols = C, spatial = S; else spatial = 0 */
+  float *run_mean, *run_var;  /* channel norms: C floats each */
   nk_dtype dtype;
   void *x, *y, *dy, *dx;                         /* rows x cols of dtype; dy, dx may be NULL */
   float *gamma, *beta, *mean, *rstd, *dgamma, *dbeta; /* param_dtype f32 */
@@ -682,8 +735,9 @@ static float *param_alloc(size_t n) { return xalloc(n * sizeof(float)); }
 
 static void workset_create(workset *w, const shape *s, nk_dtype dt, int with_bwd,
                            nk_threadpool *pool) {
-  size_t n = s->rows * s->cols, bytes = n * nk_dtype_size(dt);
-  *w = (workset){.rows = s->rows, .cols = s->cols, .dtype = dt};
+  const size_t sp = s->spatial ? s->spatial : 1;
+  size_t n = s->rows * s->cols * sp, bytes = n * nk_dtype_size(dt);
+  *w = (workset){.rows = s->rows, .cols = s->cols, .spatial = s->spatial, .dtype = dt};
   w->x = xalloc(bytes);
   w->y = xalloc(bytes);
   fill_normal(pool, w->x, dt, n, 1, 0.25, 1.0);
@@ -696,13 +750,16 @@ static void workset_create(workset *w, const shape *s, nk_dtype dt, int with_bwd
   }
   w->gamma = param_alloc(s->cols), w->beta = param_alloc(s->cols);
   w->dgamma = param_alloc(s->cols), w->dbeta = param_alloc(s->cols);
-  w->mean = param_alloc(s->rows), w->rstd = param_alloc(s->rows);
+  const size_t nstats = s->spatial ? s->rows * s->cols : s->rows; /* N*C for channel norms */
+  w->mean = param_alloc(nstats), w->rstd = param_alloc(nstats);
+  w->run_mean = param_alloc(s->cols), w->run_var = param_alloc(s->cols);
+  for (size_t c = 0; c < s->cols; c++) w->run_mean[c] = 0.0f, w->run_var[c] = 1.0f;
   fill_normal(NULL, w->gamma, NK_DTYPE_F32, s->cols, 3, 1.0, 0.5);
   fill_normal(NULL, w->beta, NK_DTYPE_F32, s->cols, 4, 0.0, 0.5);
   memset(w->dgamma, 0, s->cols * sizeof(float));
   memset(w->dbeta, 0, s->cols * sizeof(float));
-  memset(w->mean, 0, s->rows * sizeof(float));
-  memset(w->rstd, 0, s->rows * sizeof(float));
+  memset(w->mean, 0, nstats * sizeof(float));
+  memset(w->rstd, 0, nstats * sizeof(float));
   w->gamma_d = xalloc(s->cols * sizeof(double));
   w->beta_d = xalloc(s->cols * sizeof(double));
   w->target = xalloc(s->rows * sizeof(int64_t));
@@ -716,7 +773,7 @@ static void workset_create(workset *w, const shape *s, nk_dtype dt, int with_bwd
 static void workset_destroy(workset *w) {
   void *bufs[] = {w->x,      w->y,      w->dy,     w->dx,      w->gamma,
                   w->beta,   w->mean,   w->rstd,   w->dgamma,  w->dbeta,
-                  w->gamma_d, w->beta_d, w->target, w->row_loss};
+                  w->gamma_d, w->beta_d, w->target, w->row_loss, w->run_mean, w->run_var};
   for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
 }
 
@@ -728,6 +785,8 @@ typedef struct bench_case {
   nk_norm_desc desc;
   nk_softmax_desc sdesc;
   nk_cross_entropy_desc xdesc;
+  nk_chnorm_desc cdesc; /* channel norms */
+  nk_layout layout;
   float loss;       /* cross-entropy: the mean loss */
   void *ws;         /* backward workspace (allocated outside the timed region) */
   size_t ws_size;
@@ -746,6 +805,10 @@ static nk_op case_nk_op(const bench_case *c) {
     case OP_RMSNORM: return c->dir == DIR_FWD ? NK_OP_RMSNORM_FWD : NK_OP_RMSNORM_BWD;
     case OP_CROSS_ENTROPY: return NK_OP_CROSS_ENTROPY;
     case OP_SIGMOID: return c->dir == DIR_FWD ? NK_OP_SIGMOID_ATTN_FWD : NK_OP_SIGMOID_ATTN_BWD;
+    case OP_BATCHNORM: return c->dir == DIR_FWD ? NK_OP_BATCHNORM_FWD : NK_OP_BATCHNORM_BWD;
+    case OP_GROUPNORM: return c->dir == DIR_FWD ? NK_OP_GROUPNORM_FWD : NK_OP_GROUPNORM_BWD;
+    case OP_INSTANCENORM:
+      return c->dir == DIR_FWD ? NK_OP_INSTANCENORM_FWD : NK_OP_INSTANCENORM_BWD;
     default: return c->dir == DIR_FWD ? NK_OP_SOFTMAX_FWD : NK_OP_SOFTMAX_BWD;
   }
 }
@@ -767,8 +830,36 @@ static nk_status run_softmax_family(const bench_case *c, int dir) {
   }
 }
 
+/* Channel norms: BatchNorm training forward/backward (running statistics updated), GroupNorm
+ * with CH_GROUPS groups, InstanceNorm with instance statistics (PyTorch's defaults). */
+static nk_status run_chnorm(const bench_case *c, int dir) {
+  const workset *w = c->w;
+  nk_context *ctx = c->run->ctx;
+  const nk_chnorm_desc *d = &c->cdesc;
+  switch (c->op) {
+    case OP_BATCHNORM:
+      return dir == DIR_FWD
+                 ? nk_batchnorm_fwd(ctx, d, w->x, NULL, w->gamma, w->beta, w->run_mean,
+                                    w->run_var, NULL, w->y, w->mean, w->rstd, c->ws, c->ws_size)
+                 : nk_batchnorm_bwd(ctx, d, w->x, NULL, w->gamma, w->mean, w->rstd, w->dy,
+                                    w->dx, NULL, w->dgamma, w->dbeta, c->ws, c->ws_size);
+    case OP_GROUPNORM:
+      return dir == DIR_FWD ? nk_groupnorm_fwd(ctx, d, w->x, w->gamma, w->beta, w->y, w->mean,
+                                               w->rstd)
+                            : nk_groupnorm_bwd(ctx, d, w->x, w->gamma, w->mean, w->rstd, w->dy,
+                                               w->dx, w->dgamma, w->dbeta, c->ws, c->ws_size);
+    default:
+      return dir == DIR_FWD ? nk_instancenorm_fwd(ctx, d, w->x, w->gamma, w->beta, NULL, NULL,
+                                                  w->y, w->mean, w->rstd)
+                            : nk_instancenorm_bwd(ctx, d, 0, w->x, w->gamma, w->mean, w->rstd,
+                                                  w->dy, w->dx, w->dgamma, w->dbeta, c->ws,
+                                                  c->ws_size);
+  }
+}
+
 static nk_status run_fwd(const bench_case *c) {
   const workset *w = c->w;
+  if (is_chnorm(c->op)) return run_chnorm(c, DIR_FWD);
   if (!is_rownorm(c->op)) return run_softmax_family(c, DIR_FWD);
   if (c->op == OP_RMSNORM)
     return nk_rmsnorm_fwd(c->run->ctx, &c->desc, w->x, NULL, w->gamma, NULL, w->y, NULL, w->rstd);
@@ -778,6 +869,7 @@ static nk_status run_fwd(const bench_case *c) {
 
 static nk_status run_bwd(const bench_case *c) {
   const workset *w = c->w;
+  if (is_chnorm(c->op)) return run_chnorm(c, DIR_BWD);
   if (!is_rownorm(c->op)) return run_softmax_family(c, c->dir);
   if (c->op == OP_RMSNORM)
     return nk_rmsnorm_bwd(c->run->ctx, &c->desc, w->x, w->gamma, NULL, w->rstd, w->dy, NULL,
@@ -795,6 +887,15 @@ static nk_status run_case(const bench_case *c) {
  *   bwd: x, dy, gamma, rstd (+ mean) read; dx, dgamma (+ dbeta) written. */
 static double case_bytes(const bench_case *c) {
   double mat = (double)c->w->rows * (double)c->w->cols * (double)nk_dtype_size(c->w->dtype);
+  if (is_chnorm(c->op)) {
+    /* channel norms: x -> y (fwd); x, dy -> dx (bwd); parameters and statistics (C or N*C
+     * floats) counted once each */
+    const double stats = 4.0 * (c->op == OP_BATCHNORM ? (double)c->w->cols
+                                                      : (double)c->w->rows * (double)c->w->cols);
+    mat *= (double)c->w->spatial;
+    return c->dir == DIR_FWD ? 2 * mat + 2 * 4.0 * (double)c->w->cols + 2 * stats
+                             : 3 * mat + 3 * 4.0 * (double)c->w->cols + 2 * stats;
+  }
   double per_col = 4.0 * (double)c->w->cols, per_row = 4.0 * (double)c->w->rows;
   double ln = c->op == OP_LAYERNORM;
   /* softmax family: fwd x -> y; bwd y, dy -> dx; cross-entropy x, targets -> loss (+ dx) */
@@ -997,6 +1098,95 @@ static void validate_softmax_family(bench_case *c, validation *v, size_t *checke
   *checked = n;
 }
 
+/* Channel norms: a few channels (BatchNorm) or (sample, group) pairs (GroupNorm, InstanceNorm)
+ * recomputed in double from x (and dy): y or dx of every element of them, the saved statistics
+ * and (BatchNorm) dgamma/dbeta of the checked channels. */
+static size_t ch_index(const workset *w, nk_layout l, size_t n, size_t c, size_t s) {
+  return l == NK_LAYOUT_NSC ? (n * w->spatial + s) * w->cols + c
+                            : (n * w->cols + c) * w->spatial + s;
+}
+
+static size_t ch_groups(const bench_case *c) {
+  if (c->op == OP_INSTANCENORM) return c->w->cols;
+  if (c->op == OP_GROUPNORM) return c->cdesc.groups;
+  return 1;
+}
+
+static void validate_chnorm(const bench_case *c, validation *v, size_t *checked) {
+  const workset *w = c->w;
+  const nk_layout l = c->layout;
+  const int bwd = c->dir != DIR_FWD, bn = c->op == OP_BATCHNORM;
+  const size_t N = w->rows, C = w->cols, S = w->spatial, G = ch_groups(c), Cg = C / G;
+  const double eps = c->cdesc.eps;
+  /* a unit is a channel (BatchNorm: over n and s) or a (sample, group) */
+  const size_t units = bn ? C : N * G, nchk = units < 4 ? units : 4;
+  const size_t per = bn ? N * S : Cg * S;
+  double *ref = xalloc(per * sizeof(double));
+  for (size_t k = 0; k < nchk && v->ok; k++) {
+    const size_t u = nchk > 1 ? k * (units - 1) / (nchk - 1) : 0;
+    const size_t n0 = bn ? 0 : u / G, n1 = bn ? N : n0 + 1;
+    const size_t c0 = bn ? u : (u % G) * Cg, c1 = bn ? u + 1 : c0 + Cg;
+    double sum = 0.0, q = 0.0, cnt = (double)per;
+    for (size_t n = n0; n < n1; n++)
+      for (size_t ch = c0; ch < c1; ch++)
+        for (size_t sp = 0; sp < S; sp++) sum += load_elem(w->x, w->dtype, ch_index(w, l, n, ch, sp));
+    const double mean = sum / cnt;
+    for (size_t n = n0; n < n1; n++)
+      for (size_t ch = c0; ch < c1; ch++)
+        for (size_t sp = 0; sp < S; sp++) {
+          const double d = load_elem(w->x, w->dtype, ch_index(w, l, n, ch, sp)) - mean;
+          q += d * d;
+        }
+    const double r = 1.0 / sqrt(q / cnt + eps);
+    const size_t su = bn ? u : u; /* index of the saved statistics */
+    check_value(v, "mean", su, w->mean[su], mean, 1e-6 * (fabs(mean) + 1.0 / r));
+    check_value(v, "rstd", su, w->rstd[su], r, 1e-6 * r);
+    double A = 0.0, B = 0.0, absB = 0.0, absA = 0.0;
+    if (bwd) { /* sums of g = gamma * dy (GroupNorm) or dy (BatchNorm; gamma applied after) */
+      for (size_t n = n0; n < n1; n++)
+        for (size_t ch = c0; ch < c1; ch++)
+          for (size_t sp = 0; sp < S; sp++) {
+            const size_t i = ch_index(w, l, n, ch, sp);
+            const double g = load_elem(w->dy, w->dtype, i) * (bn ? 1.0 : w->gamma_d[ch]);
+            const double xh = (load_elem(w->x, w->dtype, i) - mean) * r;
+            A += g, B += g * xh, absA += fabs(g), absB += fabs(g * xh);
+          }
+    }
+    double m = 0.0;
+    size_t j = 0;
+    for (size_t n = n0; n < n1; n++)
+      for (size_t ch = c0; ch < c1; ch++)
+        for (size_t sp = 0; sp < S; sp++, j++) {
+          const size_t i = ch_index(w, l, n, ch, sp);
+          const double xh = (load_elem(w->x, w->dtype, i) - mean) * r;
+          if (!bwd) {
+            ref[j] = xh * w->gamma_d[ch] + w->beta_d[ch];
+          } else {
+            const double dy = load_elem(w->dy, w->dtype, i);
+            ref[j] = bn ? w->gamma_d[ch] * r * (dy - A / cnt - xh * B / cnt)
+                        : r * (w->gamma_d[ch] * dy - A / cnt - xh * B / cnt);
+          }
+          m = fmax(m, fabs(ref[j]));
+        }
+    const double bound = output_bound(w->dtype, 0, m);
+    j = 0;
+    for (size_t n = n0; n < n1; n++)
+      for (size_t ch = c0; ch < c1; ch++)
+        for (size_t sp = 0; sp < S; sp++, j++) {
+          const size_t i = ch_index(w, l, n, ch, sp);
+          const double got = load_elem(bwd ? w->dx : w->y, w->dtype, i), e = fabs(got - ref[j]);
+          if (m > 0 && e / m > v->max_err) v->max_err = e / m;
+          if (!(e <= bound)) fail(v, bwd ? "dx" : "y", i, got, ref[j], bound);
+        }
+    if (bwd && bn) {
+      check_value(v, "dgamma", u, w->dgamma[u], B, 1e-5 * absB + 1e-6);
+      check_value(v, "dbeta", u, w->dbeta[u], A, 1e-5 * absA + 1e-6);
+    }
+  }
+  free(ref);
+  *checked = nchk;
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* Timing and output                                                                           */
 /* ------------------------------------------------------------------------------------------ */
@@ -1048,6 +1238,10 @@ static void json_string(const char *s) {
 }
 
 static const char *kernel_of(const bench_case *c) {
+  if (is_chnorm(c->op)) {
+    const char *k = nk_kernel_name_ex(c->run->ctx, case_nk_op(c), c->w->dtype);
+    return k ? k : "(none)";
+  }
   const char *k = is_softmax(c->op) && c->dir == DIR_FWD
                       ? nk_softmax_kernel_name(c->run->ctx, &c->sdesc)
                       : nk_kernel_name_ex(c->run->ctx, case_nk_op(c), c->w->dtype);
@@ -1058,12 +1252,24 @@ static void emit_json(const bench_case *c, const case_result *r, const run_info 
   const workset *w = c->w;
   double bytes = case_bytes(c), gbps = bytes / r->median_s / 1e9;
   double best_copy = fmax(r->copy_gbps, r->copy_nt_gbps);
+  size_t rows = w->rows, cols = w->cols, elems = w->rows * w->cols;
+  const char *layout = "rows";
+  if (is_chnorm(c->op)) { /* rows x cols: the layout's rows (NCHW: N*C rows of S) */
+    layout = nk_layout_name(c->layout);
+    elems *= w->spatial;
+    rows = c->layout == NK_LAYOUT_NSC ? w->rows * w->spatial : w->rows * w->cols;
+    cols = c->layout == NK_LAYOUT_NSC ? w->cols : w->spatial;
+  }
   printf("{\"op\":\"%s\",\"direction\":\"%s\",\"dtype\":\"%s\",\"param_dtype\":\"f32\","
-         "\"layout\":\"rows\",\"rows\":%zu,\"cols\":%zu,\"elements\":%zu,\"threads\":%zu,"
-         "\"isa\":\"%s\",\"algo\":\"%s\",\"kernel\":",
-         op_names[c->op], dir_names[c->dir], nk_dtype_name(w->dtype), w->rows, w->cols,
-         w->rows * w->cols, c->run->threads, nk_isa_name(nk_context_isa(c->run->ctx)),
-         nk_softmax_algo_name(c->algo));
+         "\"layout\":\"%s\",\"rows\":%zu,\"cols\":%zu,\"elements\":%zu,\"threads\":%zu,"
+         "\"isa\":\"%s\",\"algo\":\"%s\",",
+         op_names[c->op], dir_names[c->dir], nk_dtype_name(w->dtype), layout, rows, cols, elems,
+         c->run->threads, nk_isa_name(nk_context_isa(c->run->ctx)),
+         is_chnorm(c->op) ? "-" : nk_softmax_algo_name(c->algo));
+  if (is_chnorm(c->op))
+    printf("\"batch\":%zu,\"channels\":%zu,\"spatial\":%zu,\"groups\":%zu,", w->rows, w->cols,
+           w->spatial, ch_groups(c));
+  printf("\"kernel\":");
   json_string(kernel_of(c));
   printf(",\"median_s\":%.9g,\"min_s\":%.9g,\"reps\":%ld,\"bytes\":%.0f,\"gbps\":%.6g,"
          "\"copy_gbps\":%.6g,\"copy_nt_gbps\":%.6g,\"fraction\":%.6g,\"max_err\":%.3g,"
@@ -1085,7 +1291,11 @@ static void emit_row(FILE *f, const bench_case *c, const case_result *r) {
   char shape_s[48];
   double gbps = case_bytes(c) / r->median_s / 1e9;
   double best_copy = fmax(r->copy_gbps, r->copy_nt_gbps);
-  snprintf(shape_s, sizeof shape_s, "%zux%zu", w->rows, w->cols);
+  if (is_chnorm(c->op))
+    snprintf(shape_s, sizeof shape_s, "%zux%zux%zu %s", w->rows, w->cols, w->spatial,
+             nk_layout_name(c->layout));
+  else
+    snprintf(shape_s, sizeof shape_s, "%zux%zu", w->rows, w->cols);
   fprintf(f, "%-13s %-6s %-5s %-11s %3zu %-6s %-46s %11.2f %11.2f %8.2f %6.3f\n", op_names[c->op],
           dir_names[c->dir], nk_dtype_name(w->dtype), shape_s, c->run->threads,
           nk_isa_name(nk_context_isa(c->run->ctx)), kernel_of(c), r->median_s * 1e6,
@@ -1098,6 +1308,12 @@ static void emit_row(FILE *f, const bench_case *c, const case_result *r) {
 /* ------------------------------------------------------------------------------------------ */
 
 static void case_label(const bench_case *c, char *out, size_t size) {
+  if (is_chnorm(c->op)) {
+    snprintf(out, size, "%s_%s %s %zux%zux%zu %s, %zu thread%s", op_names[c->op],
+             dir_names[c->dir], nk_dtype_name(c->w->dtype), c->w->rows, c->w->cols, c->w->spatial,
+             nk_layout_name(c->layout), c->run->threads, c->run->threads == 1 ? "" : "s");
+    return;
+  }
   snprintf(out, size, "%s_%s%s%s %s %zux%zu, %zu thread%s", op_names[c->op], dir_names[c->dir],
            is_softmax(c->op) && c->dir == DIR_FWD ? " " : "",
            is_softmax(c->op) && c->dir == DIR_FWD ? nk_softmax_algo_name(c->algo) : "",
@@ -1109,6 +1325,33 @@ static void case_label(const bench_case *c, char *out, size_t size) {
  * backward, the statistics it reads (one forward call). */
 static nk_status case_prepare(bench_case *c) {
   nk_status st;
+  if (is_chnorm(c->op)) {
+    const workset *w = c->w;
+    nk_chnorm_desc *d = &c->cdesc;
+    *d = nk_chnorm_desc_dense(w->rows, w->cols, w->spatial, c->layout, w->dtype, LN_EPS);
+    d->groups = w->cols % CH_GROUPS == 0 ? CH_GROUPS : 1;
+    if (c->op == OP_BATCHNORM) d->flags = NK_CHNORM_TRAINING;
+    if (c->dir == DIR_FWD)
+      st = c->op == OP_BATCHNORM ? nk_batchnorm_fwd_workspace_size(d, &c->ws_size) : NK_STATUS_OK;
+    else if (c->op == OP_BATCHNORM)
+      st = nk_batchnorm_bwd_workspace_size(d, &c->ws_size);
+    else if (c->op == OP_GROUPNORM)
+      st = nk_groupnorm_bwd_workspace_size(d, &c->ws_size);
+    else
+      st = nk_instancenorm_bwd_workspace_size(d, &c->ws_size);
+    if (st != NK_STATUS_OK) return st;
+    if (c->ws_size) c->ws = memset(xalloc(c->ws_size), 0, c->ws_size);
+    if (c->dir == DIR_FWD) return NK_STATUS_OK;
+    /* the backward's statistics: one forward (BatchNorm's needs its own workspace) */
+    if (c->op != OP_BATCHNORM) return run_fwd(c);
+    size_t fws = 0;
+    if ((st = nk_batchnorm_fwd_workspace_size(d, &fws)) != NK_STATUS_OK) return st;
+    void *f = xalloc(fws ? fws : 1);
+    st = nk_batchnorm_fwd(c->run->ctx, d, w->x, NULL, w->gamma, w->beta, NULL, NULL, NULL, w->y,
+                          w->mean, w->rstd, f, fws);
+    free(f);
+    return st;
+  }
   if (c->op == OP_CROSS_ENTROPY) {
     c->xdesc = nk_cross_entropy_desc_dense(c->w->rows, c->w->cols, c->w->dtype);
     st = nk_cross_entropy_workspace_size(&c->xdesc, &c->ws_size);
@@ -1157,7 +1400,8 @@ static int bench_one(bench_case *c, const options *o, const run_info *info) {
     first_s = now_s() - t0;
   }
   if (st == NK_STATUS_OK) {
-    if (!is_rownorm(c->op)) validate_softmax_family(c, &v, &res.checked_rows);
+    if (is_chnorm(c->op)) validate_chnorm(c, &v, &res.checked_rows);
+    else if (!is_rownorm(c->op)) validate_softmax_family(c, &v, &res.checked_rows);
     else if (c->dir == DIR_FWD) validate_fwd(c, &v, &res.checked_rows);
     else validate_bwd(c, &v, &res.checked_rows);
     res.max_err = v.max_err;
@@ -1179,13 +1423,21 @@ static int bench_one(bench_case *c, const options *o, const run_info *info) {
 }
 
 /* Every selected op, direction and runner on one work set. Returns the number of failures. */
-static int bench_workset(const workset *w, unsigned ops, const options *o, const runner *runs,
-                         size_t nruns, const run_info *info) {
+static int bench_workset(const workset *w, unsigned ops, unsigned layouts, const options *o,
+                         const runner *runs, size_t nruns, const run_info *info) {
   int failures = 0;
   for (int op = 0; op < NOPS; op++) {
     for (int dir = 0; dir < NDIRS; dir++) {
       if (!(ops >> op & 1) || !(o->dir_mask >> dir & 1) || !op_has_dir(op, dir)) continue;
-      for (int a = 0; a < NALGOS; a++) {
+      if (is_chnorm(op) != (w->spatial != 0)) continue; /* NxCxS shapes: channel norms only */
+      for (int lay = 0; lay < 2 && is_chnorm(op); lay++) {
+        if (!(layouts >> lay & 1)) continue;
+        for (size_t r = 0; r < nruns; r++) {
+          bench_case c = {.op = op, .dir = dir, .w = w, .run = &runs[r], .layout = (nk_layout)lay};
+          failures += !bench_one(&c, o, info);
+        }
+      }
+      for (int a = 0; a < NALGOS && !is_chnorm(op); a++) {
         const int algo_case = is_softmax(op) && dir == DIR_FWD;
         if (algo_case ? !(o->algo_mask >> a & 1) : a != 0) continue;
         if (a == NK_SOFTMAX_THREE_PASS_RELOAD && w->dtype != NK_DTYPE_F32) continue;
@@ -1226,12 +1478,16 @@ static int run_benchmarks(const options *o, const shape_list *shapes, runner *ru
       if (!(shapes->s[s].dtype_mask >> dt & 1)) continue;
       workset w;
       double t0 = now_s();
-      const unsigned ops = shapes->s[s].op_mask & o->op_mask;
+      const unsigned chn = 1u << OP_BATCHNORM | 1u << OP_GROUPNORM | 1u << OP_INSTANCENORM;
+      const unsigned ops =
+          shapes->s[s].op_mask & o->op_mask & (shapes->s[s].spatial ? chn : ~chn);
       if (ops == 0) continue;
       workset_create(&w, &shapes->s[s], (nk_dtype)dt, (o->dir_mask & ~1u) != 0, pool_all);
-      fprintf(stderr, "[%s %zux%zu: buffers filled in %.2f s]\n", dtype_names[dt],
-              shapes->s[s].rows, shapes->s[s].cols, now_s() - t0);
-      failures += bench_workset(&w, ops, o, runs, nruns, &info);
+      fprintf(stderr, "[%s %zux%zu%s: buffers filled in %.2f s]\n", dtype_names[dt],
+              shapes->s[s].rows, shapes->s[s].cols, shapes->s[s].spatial ? "xS" : "",
+              now_s() - t0);
+      failures += bench_workset(&w, ops, shapes->s[s].layout_mask & o->layout_mask, o, runs,
+                                nruns, &info);
       workset_destroy(&w);
     }
   }

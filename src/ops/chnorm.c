@@ -26,16 +26,6 @@
 static const uint32_t known_flags = NK_CHNORM_TRAINING | NK_CHNORM_CUMULATIVE | NK_CHNORM_RELU |
                                     NK_CHNORM_ADD_RELU | NK_CHNORM_ACCUMULATE;
 
-const nk_chnorm_kernels *nk__chnorm_kernels(const nk_context *ctx) {
-  switch (nk__context_isa(ctx)) {
-#if NK_ARCH_X86
-    case NK_ISA_AVX512: return &nk_chnorm_kernels_avx512;
-    case NK_ISA_AVX2: return &nk_chnorm_kernels_avx2;
-#endif
-    default: return &nk_chnorm_kernels_scalar;
-  }
-}
-
 const char *nk_layout_name(nk_layout layout) {
   switch (layout) {
     case NK_LAYOUT_NCS: return "nchw";

@@ -101,6 +101,12 @@ const char *nk_op_name(nk_op op) {
     case NK_OP_CROSS_ENTROPY: return "cross_entropy";
     case NK_OP_SIGMOID_ATTN_FWD: return "sigmoid_attn_fwd";
     case NK_OP_SIGMOID_ATTN_BWD: return "sigmoid_attn_bwd";
+    case NK_OP_BATCHNORM_FWD: return "batchnorm_fwd";
+    case NK_OP_BATCHNORM_BWD: return "batchnorm_bwd";
+    case NK_OP_GROUPNORM_FWD: return "groupnorm_fwd";
+    case NK_OP_GROUPNORM_BWD: return "groupnorm_bwd";
+    case NK_OP_INSTANCENORM_FWD: return "instancenorm_fwd";
+    case NK_OP_INSTANCENORM_BWD: return "instancenorm_bwd";
     case NK_OP_COUNT: break;
   }
   return "?";
@@ -122,6 +128,13 @@ const char *nk_kernel_name_ex(const nk_context *ctx, nk_op op, nk_dtype dtype) {
     case NK_OP_SIGMOID_ATTN_BWD:
       se = nk__select_softmax(isa, NK_SMK_SIGMOID_BWD, NK_SOFTMAX_AUTO, dtype);
       break;
+    case NK_OP_BATCHNORM_FWD:
+    case NK_OP_BATCHNORM_BWD:
+    case NK_OP_GROUPNORM_FWD:
+    case NK_OP_GROUPNORM_BWD:
+    case NK_OP_INSTANCENORM_FWD:
+    case NK_OP_INSTANCENORM_BWD:
+      return (unsigned)dtype <= NK_DTYPE_F16 ? nk__chnorm_kernels(ctx)->name : NULL;
     default: break;
   }
   if (op >= NK_OP_SOFTMAX_FWD) return se ? se->name : NULL;
@@ -134,3 +147,13 @@ const char *nk_kernel_name_ex(const nk_context *ctx, nk_op op, nk_dtype dtype) {
 }
 
 const char *nk_kernel_name(nk_op op, nk_dtype dtype) { return nk_kernel_name_ex(NULL, op, dtype); }
+
+const nk_chnorm_kernels *nk__chnorm_kernels(const nk_context *ctx) {
+  switch (nk__context_isa(ctx)) {
+#if NK_ARCH_X86
+    case NK_ISA_AVX512: return &nk_chnorm_kernels_avx512;
+    case NK_ISA_AVX2: return &nk_chnorm_kernels_avx2;
+#endif
+    default: return &nk_chnorm_kernels_scalar;
+  }
+}

@@ -5,6 +5,8 @@
 #include "internal.h"
 #include "kernels/rownorm/rownorm.h"
 #include "kernels/softmax/softmax.h"
+#include "kernels/arch.h"
+#include "kernels/chnorm/chnorm.h"
 
 /* The kernel for (isa, op, dtype), stepping down avx512 -> avx2 -> scalar; NULL if none. */
 nk_rownorm_fwd_ukernel_fn nk__select_rownorm_fwd(nk_isa isa, nk_op op, nk_dtype dtype);
@@ -17,5 +19,8 @@ const nk_softmax_entry *nk__select_softmax(nk_isa isa, nk_softmax_kind kind,
 /* The algorithm NK_SOFTMAX_AUTO runs for rows x cols of `dtype`, softmax or (log != 0)
  * log_softmax (src/ops/softmax.c): a function of the sizes only. */
 nk_softmax_algo nk__softmax_auto_algo(size_t rows, size_t cols, nk_dtype dtype, int log);
+
+/* The channel-norm kernels of ctx's ISA (every path has all of them). */
+const nk_chnorm_kernels *nk__chnorm_kernels(const nk_context *ctx);
 
 #endif /* NK_RUNTIME_DISPATCH_H */

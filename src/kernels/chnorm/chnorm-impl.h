@@ -232,9 +232,15 @@ static void block_moments_f64(size_t n, const void *x, size_t step, nk_dtype dt,
   *m2 = q;
 }
 
+/* Branch-free (vectorizable): a sum is not finite when its exponent bits are all ones. */
+INL int nonfinite(float v) {
+  uint32_t u;
+  memcpy(&u, &v, sizeof u);
+  return (u & 0x7F800000u) == 0x7F800000u;
+}
+
 INL int block_needs_f64(float s, float d, float q) {
-  if (!isfinite(s) || !isfinite(d) || !isfinite(q)) return 1;
-  return q < 0x1p-90f && !(q == 0.0f && d == 0.0f);
+  return nonfinite(s) | nonfinite(d) | nonfinite(q) | ((q < 0x1p-90f) & !((q == 0.0f) & (d == 0.0f)));
 }
 
 INL void block_finish(size_t n, float m, float d, float q, double *mean, double *m2) {
@@ -245,7 +251,7 @@ INL void block_finish(size_t n, float m, float d, float q, double *mean, double 
 }
 
 /* Sum of 64-lane blocks: full 64-element groups, then a partial group. */
-static void FN(moments_run)(size_t n, const void *x, nk_dtype dt, double acc[3]) {
+INL void moments_run_impl(size_t n, const void *x, nk_dtype dt, double acc[3]) {
   for (size_t b0 = 0; b0 < n; b0 += NK_CH_BLOCK) {
     const size_t L = n - b0 < NK_CH_BLOCK ? n - b0 : NK_CH_BLOCK;
     const size_t full = L / 64 * 64;
@@ -318,7 +324,7 @@ static void FN(moments_run)(size_t n, const void *x, nk_dtype dt, double acc[3])
 }
 
 /* Column moments. The per-column accumulators live in stack arrays of NK_CH_TILE_COLS. */
-static void FN(moments_cols)(size_t r0, size_t nrows, size_t cols, const void *x,
+INL void moments_cols_impl(size_t r0, size_t nrows, size_t cols, const void *x,
                              nk_ch_rows xr, nk_dtype dt, double *count, double *mean,
                              double *m2) {
   float s[NK_CH_TILE_COLS] __attribute__((aligned(64)));
@@ -369,8 +375,32 @@ static void FN(moments_cols)(size_t r0, size_t nrows, size_t cols, const void *x
         q[j] = fmaf(e, e, q[j]);
       }
     }
-    /* Block moments and Chan merge, per column (the count is shared by the columns). */
+    /* Block moments and Chan merge, per column (the count is shared by the columns). The
+     * common case (no column needs the double block) runs as plain loops the compiler
+     * vectorizes; the formulas are exactly those of block_finish and nk__ch_chan. */
     const double na = *count, nb = dl;
+    uint32_t bad = 0;
+    for (size_t j = 0; j < cols; j++) bad |= (uint32_t)block_needs_f64(s[j], d[j], q[j]);
+    if (!bad) {
+      if (na == 0.0) {
+        for (size_t j = 0; j < cols; j++) {
+          const double dd = (double)d[j], v = (double)q[j] - dd * dd / dl;
+          mean[j] = (double)m[j] + dd / dl;
+          m2[j] = v > 0.0 ? v : 0.0;
+        }
+      } else {
+        const double n = na + nb, w1 = nb / n, w2 = na * nb / n;
+        for (size_t j = 0; j < cols; j++) {
+          const double dd = (double)d[j], v = (double)q[j] - dd * dd / dl;
+          const double bm = (double)m[j] + dd / dl, bm2 = v > 0.0 ? v : 0.0;
+          const double delta = bm - mean[j];
+          mean[j] = mean[j] + delta * w1;
+          m2[j] = m2[j] + bm2 + delta * delta * w2;
+        }
+      }
+      *count = na + nb;
+      continue;
+    }
     for (size_t j = 0; j < cols; j++) {
       double bm, bm2;
       if (block_needs_f64(s[j], d[j], q[j])) {
@@ -402,12 +432,11 @@ INL v16f norm_v(v16f xv, v16f mh, v16f ml, v16f r, v16f g, v16f b) {
   return vfma(((xv - mh) - ml) * r, g, b);
 }
 
-static void FN(norm_run)(size_t n, const void *x, const void *z, void *y, nk_dtype dt,
-                         const nk_ch_norm_scalars *p, uint32_t flags) {
+INL void norm_run_impl(size_t n, const void *x, const void *z, void *y, nk_dtype dt,
+                         const nk_ch_norm_scalars *p, uint32_t flags, int nt) {
   const v16f mh = vsplat(p->mh), ml = vsplat(p->ml), r = vsplat(p->r), g = vsplat(p->g),
              b = vsplat(p->b);
   const int add = (flags & NK_CHK_ADD) != 0, relu = (flags & NK_CHK_RELU) != 0;
-  const int nt = (flags & NK_CHK_NT) != 0;
   size_t i = 0;
   for (; i + VL <= n; i += VL) {
     v16f v = norm_v(ld(x, i, dt), mh, ml, r, g, b);
@@ -425,29 +454,29 @@ static void FN(norm_run)(size_t n, const void *x, const void *z, void *y, nk_dty
   if (nt) nt_fence();
 }
 
-static void FN(norm_cols)(size_t r0, size_t nrows, size_t cols, const void *x, nk_ch_rows xr,
+INL void norm_cols_impl(size_t r0, size_t nrows, size_t cols, const void *x, nk_ch_rows xr,
                           const void *z, nk_ch_rows zr, void *y, nk_ch_rows yr, nk_dtype dt,
-                          const nk_ch_norm_vectors *p, uint32_t flags) {
+                          const nk_ch_norm_vectors *p, uint32_t flags, int nt) {
   const int add = (flags & NK_CHK_ADD) != 0, relu = (flags & NK_CHK_RELU) != 0;
-  const int nt = (flags & NK_CHK_NT) != 0;
+  const float *pmh = p->mh, *pml = p->ml, *pr = p->r, *pg = p->g, *pb = p->b;
   for (size_t i = r0; i < r0 + nrows; i++) {
     const void *xp = row_ptr(x, xr, i, dt);
     const void *zp = add ? row_ptr(z, zr, i, dt) : NULL;
     void *yp = (void *)row_ptr(y, yr, i, dt);
     size_t j = 0;
     for (; j + VL <= cols; j += VL) {
-      v16f v = norm_v(ld(xp, j, dt), ld(p->mh, j, NK_DTYPE_F32), ld(p->ml, j, NK_DTYPE_F32),
-                      ld(p->r, j, NK_DTYPE_F32), ld(p->g, j, NK_DTYPE_F32),
-                      ld(p->b, j, NK_DTYPE_F32));
+      v16f v = norm_v(ld(xp, j, dt), ld(pmh, j, NK_DTYPE_F32), ld(pml, j, NK_DTYPE_F32),
+                      ld(pr, j, NK_DTYPE_F32), ld(pg, j, NK_DTYPE_F32),
+                      ld(pb, j, NK_DTYPE_F32));
       if (add) v += ld(zp, j, dt);
       if (relu) v = vrelu(v);
       st(yp, j, v, dt, nt);
     }
     if (j < cols) {
       const size_t k = cols - j;
-      v16f v = norm_v(ld_part(xp, j, k, dt), ld_part(p->mh, j, k, NK_DTYPE_F32),
-                      ld_part(p->ml, j, k, NK_DTYPE_F32), ld_part(p->r, j, k, NK_DTYPE_F32),
-                      ld_part(p->g, j, k, NK_DTYPE_F32), ld_part(p->b, j, k, NK_DTYPE_F32));
+      v16f v = norm_v(ld_part(xp, j, k, dt), ld_part(pmh, j, k, NK_DTYPE_F32),
+                      ld_part(pml, j, k, NK_DTYPE_F32), ld_part(pr, j, k, NK_DTYPE_F32),
+                      ld_part(pg, j, k, NK_DTYPE_F32), ld_part(pb, j, k, NK_DTYPE_F32));
       if (add) v += ld_part(zp, j, k, dt);
       if (relu) v = vrelu(v);
       st_part(yp, j, k, v, dt);
@@ -475,7 +504,7 @@ static void gradsum_f64(size_t n, const void *x, size_t xstep, const void *y, si
   out[2] += c;
 }
 
-static void FN(gradsum_run)(size_t n, const void *x, const void *y, const void *dy,
+INL void gradsum_run_impl(size_t n, const void *x, const void *y, const void *dy,
                             nk_dtype dt, float mh, uint32_t flags, double acc[3]) {
   const int mask = (flags & NK_CHK_MASK) != 0;
   const v16f vm = vsplat(mh);
@@ -529,7 +558,7 @@ static void FN(gradsum_run)(size_t n, const void *x, const void *y, const void *
   }
 }
 
-static void FN(gradsum_cols)(size_t r0, size_t nrows, size_t cols, const void *x,
+INL void gradsum_cols_impl(size_t r0, size_t nrows, size_t cols, const void *x,
                              nk_ch_rows xr, const void *y, nk_ch_rows yr, const void *dy,
                              nk_ch_rows dyr, nk_dtype dt, const float *mh, uint32_t flags,
                              double *acc) {
@@ -600,12 +629,11 @@ INL v16f dx_v(v16f xv, v16f g, v16f mh, v16f mc, v16f r, v16f u, v16f a, v16f b,
   return vfma(-xh, b, g * u - a) * v;
 }
 
-static void FN(dx_run)(size_t n, const void *x, const void *y, const void *dy, void *dx,
-                       void *dz, nk_dtype dt, const nk_ch_dx_scalars *p, uint32_t flags) {
+INL void dx_run_impl(size_t n, const void *x, const void *y, const void *dy, void *dx,
+                       void *dz, nk_dtype dt, const nk_ch_dx_scalars *p, uint32_t flags, int nt) {
   const v16f mh = vsplat(p->mh), mc = vsplat(p->mc), r = vsplat(p->r), u = vsplat(p->u),
              a = vsplat(p->a), b = vsplat(p->b), v = vsplat(p->v);
   const int mask = (flags & NK_CHK_MASK) != 0, wdz = (flags & NK_CHK_DZ) != 0;
-  const int nt = (flags & NK_CHK_NT) != 0;
   size_t i = 0;
   for (; i + VL <= n; i += VL) {
     v16f g = ld(dy, i, dt);
@@ -625,13 +653,14 @@ static void FN(dx_run)(size_t n, const void *x, const void *y, const void *dy, v
   if (nt) nt_fence();
 }
 
-static void FN(dx_cols)(size_t r0, size_t nrows, size_t cols, const void *x, nk_ch_rows xr,
+INL void dx_cols_impl(size_t r0, size_t nrows, size_t cols, const void *x, nk_ch_rows xr,
                         const void *y, nk_ch_rows yr, const void *dy, nk_ch_rows dyr, void *dx,
                         nk_ch_rows dxr, void *dz, nk_ch_rows dzr, nk_dtype dt,
-                        const nk_ch_dx_vectors *p, uint32_t flags) {
+                        const nk_ch_dx_vectors *p, uint32_t flags, int nt) {
   const int mask = (flags & NK_CHK_MASK) != 0, wdz = (flags & NK_CHK_DZ) != 0;
-  const int nt = (flags & NK_CHK_NT) != 0;
   const nk_dtype F = NK_DTYPE_F32;
+  const float *pmh = p->mh, *pmc = p->mc, *pr = p->r, *pu = p->u, *pa = p->a, *pb = p->b,
+              *pv = p->v;
   for (size_t i = r0; i < r0 + nrows; i++) {
     const void *xp = row_ptr(x, xr, i, dt), *dyp = row_ptr(dy, dyr, i, dt);
     const void *yp = mask ? row_ptr(y, yr, i, dt) : NULL;
@@ -641,8 +670,8 @@ static void FN(dx_cols)(size_t r0, size_t nrows, size_t cols, const void *x, nk_
     for (; j + VL <= cols; j += VL) {
       v16f g = ld(dyp, j, dt);
       if (mask) g = vmask(g, ld(yp, j, dt));
-      const v16f o = dx_v(ld(xp, j, dt), g, ld(p->mh, j, F), ld(p->mc, j, F), ld(p->r, j, F),
-                          ld(p->u, j, F), ld(p->a, j, F), ld(p->b, j, F), ld(p->v, j, F));
+      const v16f o = dx_v(ld(xp, j, dt), g, ld(pmh, j, F), ld(pmc, j, F), ld(pr, j, F),
+                          ld(pu, j, F), ld(pa, j, F), ld(pb, j, F), ld(pv, j, F));
       st(dxp, j, o, dt, nt);
       if (wdz) st(dzp, j, g, dt, nt);
     }
@@ -650,15 +679,147 @@ static void FN(dx_cols)(size_t r0, size_t nrows, size_t cols, const void *x, nk_
       const size_t k = cols - j;
       v16f g = ld_part(dyp, j, k, dt);
       if (mask) g = vmask(g, ld_part(yp, j, k, dt));
-      const v16f o = dx_v(ld_part(xp, j, k, dt), g, ld_part(p->mh, j, k, F),
-                          ld_part(p->mc, j, k, F), ld_part(p->r, j, k, F),
-                          ld_part(p->u, j, k, F), ld_part(p->a, j, k, F),
-                          ld_part(p->b, j, k, F), ld_part(p->v, j, k, F));
+      const v16f o = dx_v(ld_part(xp, j, k, dt), g, ld_part(pmh, j, k, F),
+                          ld_part(pmc, j, k, F), ld_part(pr, j, k, F),
+                          ld_part(pu, j, k, F), ld_part(pa, j, k, F),
+                          ld_part(pb, j, k, F), ld_part(pv, j, k, F));
       st_part(dxp, j, k, o, dt);
       if (wdz) st_part(dzp, j, k, g, dt);
     }
   }
   if (nt) nt_fence();
+}
+
+/* ---- specializations: the dtype and the flags that shape the loops are compile-time ------- */
+
+#define NK_CH_DT_SWITCH(CALL)                                                                    \
+  do {                                                                                           \
+    switch (dt) {                                                                                \
+      case NK_DTYPE_BF16: CALL(NK_DTYPE_BF16); break;                                            \
+      case NK_DTYPE_F16: CALL(NK_DTYPE_F16); break;                                              \
+      default: CALL(NK_DTYPE_F32); break;                                                        \
+    }                                                                                            \
+  } while (0)
+
+static void FN(moments_run)(size_t n, const void *x, nk_dtype dt, double acc[3]) {
+#define CALL(D) moments_run_impl(n, x, D, acc)
+  NK_CH_DT_SWITCH(CALL);
+#undef CALL
+}
+
+static void FN(moments_cols)(size_t r0, size_t nrows, size_t cols, const void *x, nk_ch_rows xr,
+                             nk_dtype dt, double *count, double *mean, double *m2) {
+#define CALL(D) moments_cols_impl(r0, nrows, cols, x, xr, D, count, mean, m2)
+  NK_CH_DT_SWITCH(CALL);
+#undef CALL
+}
+
+/* flags: the loop-shaping bits as constants (NK_CHK_NT stays a run-time argument). */
+#define NK_CH_NORM_FLAGS(CALL)                                                                   \
+  do {                                                                                           \
+    const int nt = (flags & NK_CHK_NT) != 0;                                                     \
+    switch (flags & (NK_CHK_ADD | NK_CHK_RELU)) {                                                \
+      case 0: NK_CH_DT_SWITCH(CALL##_0); break;                                                  \
+      case NK_CHK_RELU: NK_CH_DT_SWITCH(CALL##_R); break;                                        \
+      case NK_CHK_ADD: NK_CH_DT_SWITCH(CALL##_A); break;                                         \
+      default: NK_CH_DT_SWITCH(CALL##_AR); break;                                                \
+    }                                                                                            \
+  } while (0)
+
+static void FN(norm_run)(size_t n, const void *x, const void *z, void *y, nk_dtype dt,
+                         const nk_ch_norm_scalars *p, uint32_t flags) {
+#define NR(D, F) norm_run_impl(n, x, z, y, D, p, F, nt)
+#define NR_0(D) NR(D, 0)
+#define NR_R(D) NR(D, NK_CHK_RELU)
+#define NR_A(D) NR(D, NK_CHK_ADD)
+#define NR_AR(D) NR(D, NK_CHK_ADD | NK_CHK_RELU)
+  NK_CH_NORM_FLAGS(NR);
+#undef NR
+#undef NR_0
+#undef NR_R
+#undef NR_A
+#undef NR_AR
+}
+
+static void FN(norm_cols)(size_t r0, size_t nrows, size_t cols, const void *x, nk_ch_rows xr,
+                          const void *z, nk_ch_rows zr, void *y, nk_ch_rows yr, nk_dtype dt,
+                          const nk_ch_norm_vectors *p, uint32_t flags) {
+#define NC(D, F) norm_cols_impl(r0, nrows, cols, x, xr, z, zr, y, yr, D, p, F, nt)
+#define NC_0(D) NC(D, 0)
+#define NC_R(D) NC(D, NK_CHK_RELU)
+#define NC_A(D) NC(D, NK_CHK_ADD)
+#define NC_AR(D) NC(D, NK_CHK_ADD | NK_CHK_RELU)
+  NK_CH_NORM_FLAGS(NC);
+#undef NC
+#undef NC_0
+#undef NC_R
+#undef NC_A
+#undef NC_AR
+}
+
+static void FN(gradsum_run)(size_t n, const void *x, const void *y, const void *dy, nk_dtype dt,
+                            float mh, uint32_t flags, double acc[3]) {
+#define G0(D) gradsum_run_impl(n, x, y, dy, D, mh, 0, acc)
+#define GM(D) gradsum_run_impl(n, x, y, dy, D, mh, NK_CHK_MASK, acc)
+  if (flags & NK_CHK_MASK) NK_CH_DT_SWITCH(GM);
+  else NK_CH_DT_SWITCH(G0);
+#undef G0
+#undef GM
+}
+
+static void FN(gradsum_cols)(size_t r0, size_t nrows, size_t cols, const void *x,
+                             nk_ch_rows xr, const void *y, nk_ch_rows yr, const void *dy,
+                             nk_ch_rows dyr, nk_dtype dt, const float *mh, uint32_t flags,
+                             double *acc) {
+#define G0(D) gradsum_cols_impl(r0, nrows, cols, x, xr, y, yr, dy, dyr, D, mh, 0, acc)
+#define GM(D) gradsum_cols_impl(r0, nrows, cols, x, xr, y, yr, dy, dyr, D, mh, NK_CHK_MASK, acc)
+  if (flags & NK_CHK_MASK) NK_CH_DT_SWITCH(GM);
+  else NK_CH_DT_SWITCH(G0);
+#undef G0
+#undef GM
+}
+
+#define NK_CH_DX_FLAGS(CALL)                                                                     \
+  do {                                                                                           \
+    const int nt = (flags & NK_CHK_NT) != 0;                                                     \
+    switch (flags & (NK_CHK_MASK | NK_CHK_DZ)) {                                                 \
+      case 0: NK_CH_DT_SWITCH(CALL##_0); break;                                                  \
+      case NK_CHK_MASK: NK_CH_DT_SWITCH(CALL##_M); break;                                        \
+      case NK_CHK_DZ: NK_CH_DT_SWITCH(CALL##_Z); break;                                          \
+      default: NK_CH_DT_SWITCH(CALL##_MZ); break;                                                \
+    }                                                                                            \
+  } while (0)
+
+static void FN(dx_run)(size_t n, const void *x, const void *y, const void *dy, void *dx,
+                       void *dz, nk_dtype dt, const nk_ch_dx_scalars *p, uint32_t flags) {
+#define DR(D, F) dx_run_impl(n, x, y, dy, dx, dz, D, p, F, nt)
+#define DR_0(D) DR(D, 0)
+#define DR_M(D) DR(D, NK_CHK_MASK)
+#define DR_Z(D) DR(D, NK_CHK_DZ)
+#define DR_MZ(D) DR(D, NK_CHK_MASK | NK_CHK_DZ)
+  NK_CH_DX_FLAGS(DR);
+#undef DR
+#undef DR_0
+#undef DR_M
+#undef DR_Z
+#undef DR_MZ
+}
+
+static void FN(dx_cols)(size_t r0, size_t nrows, size_t cols, const void *x, nk_ch_rows xr,
+                        const void *y, nk_ch_rows yr, const void *dy, nk_ch_rows dyr, void *dx,
+                        nk_ch_rows dxr, void *dz, nk_ch_rows dzr, nk_dtype dt,
+                        const nk_ch_dx_vectors *p, uint32_t flags) {
+#define DC(D, F) dx_cols_impl(r0, nrows, cols, x, xr, y, yr, dy, dyr, dx, dxr, dz, dzr, D, p, F, nt)
+#define DC_0(D) DC(D, 0)
+#define DC_M(D) DC(D, NK_CHK_MASK)
+#define DC_Z(D) DC(D, NK_CHK_DZ)
+#define DC_MZ(D) DC(D, NK_CHK_MASK | NK_CHK_DZ)
+  NK_CH_DX_FLAGS(DC);
+#undef DC
+#undef DC_0
+#undef DC_M
+#undef DC_Z
+#undef DC_MZ
 }
 
 const nk_chnorm_kernels NK_CH_CAT(nk_chnorm_kernels_, NK_CH_SUFFIX) = {
