@@ -542,16 +542,17 @@ static size_t dense_idx(const nk_batchnorm_desc *d, size_t n, size_t c, size_t s
 NK_TEST(nan_channel_stays_in_its_channel) {
   for (int lay = 0; lay < 2; lay++)
     for (int t = 0; t < 3; t++)
-      for (int inf = 0; inf < 2; inf++) {
+      for (int inf = 0; inf < 2; inf++)
+        for (int one = 0; one < 2; one++) { /* one == 1: one block per channel (N = 1, NCS) */
         const nk_dtype dt = ch_dtypes[t];
-        const size_t N = 3, C = 5, S = 40, es = nk_dtype_size(dt);
+        const size_t N = one ? 1 : 3, C = 5, S = 40, es = nk_dtype_size(dt);
         bn_bufs a, q;
         NK_REQUIRE(bufs_make(&a, N, C, S, lay ? NK_LAYOUT_NSC : NK_LAYOUT_NCS, dt,
                              NK_CHNORM_TRAINING, 3) &&
                        bufs_make(&q, N, C, S, lay ? NK_LAYOUT_NSC : NK_LAYOUT_NCS, dt,
                                  NK_CHNORM_TRAINING, 3),
                    "alloc");
-        nk_t_set(q.x, dense_idx(&q.d, 1, 2, 17), inf ? -INFINITY : NAN, dt);
+        nk_t_set(q.x, dense_idx(&q.d, N - 1, 2, 17), inf ? -INFINITY : NAN, dt);
         nk_status s1 = nk_batchnorm_fwd(NULL, &a.d, a.x, NULL, a.gamma, a.beta, a.rm, a.rv, NULL,
                                         a.y, a.sm, a.sr, a.ws, a.wsb);
         nk_status s2 = nk_batchnorm_fwd(NULL, &q.d, q.x, NULL, q.gamma, q.beta, q.rm, q.rv, NULL,
@@ -583,7 +584,8 @@ NK_TEST(nan_channel_stays_in_its_channel) {
             /* dbeta = sum dy does not involve x: either value is accepted */
             NK_CHECK(isnan(q.sm[c]) && isnan(q.sr[c]) && isnan(q.rm[c]) && isnan(q.rv[c]) &&
                          isnan(q.dg[c]),
-                     "NaN channel statistics: mean %g rstd %g running %g %g dgamma %g",
+                     "%s %s N%zu, %s in channel 2: mean %g rstd %g running %g %g dgamma %g",
+                     nk_layout_name(q.d.layout), nk_dtype_name(dt), N, inf ? "-inf" : "NaN",
                      q.sm[c], q.sr[c], q.rm[c], q.rv[c], q.dg[c]);
           } else {
             NK_CHECK(q.sm[c] == a.sm[c] && q.sr[c] == a.sr[c] && q.rm[c] == a.rm[c] &&
