@@ -775,7 +775,9 @@ NK_API nk_status nk_batchnorm_fwd(nk_context *ctx, const nk_batchnorm_desc *desc
 /* BatchNorm training forward with statistics given as moments (C of them, e.g. merged over
  * ranks): normalizes x with them, updates the running statistics with count = moments' count,
  * writes save_mean/save_rstd. Needs NK_CHNORM_TRAINING. No workspace. nk_batchnorm_fwd equals
- * nk_batchnorm_moments followed by this, bit for bit. */
+ * nk_batchnorm_moments followed by this, bit for bit. A local batch with N or S == 0 (a rank
+ * without samples) is valid here: x, z, y are not read or written, but the statistics and the
+ * running estimates are (every rank then holds the same). */
 NK_API nk_status nk_batchnorm_fwd_moments(nk_context *ctx, const nk_batchnorm_desc *desc,
                                           const nk_moments *moments, const void *x,
                                           const void *z, const void *gamma, const void *beta,

@@ -189,7 +189,8 @@ static void red_task(void *arg, size_t start, size_t count) {
   const geo *g = &j->g;
   for (size_t t = start; t < start + count; t++) {
     if (!g->nsc) {
-      const size_t c = t / j->ch.per_channel, chunk = t % j->ch.per_channel;
+      /* chunk-major: the tasks walk memory in order */
+      const size_t chunk = t / g->C, c = t % g->C;
       const ncs_piece p = ncs_chunk(g, &j->ch, chunk);
       double *acc = j->part + (chunk * g->C + c) * 3;
       acc[0] = acc[1] = acc[2] = 0.0;
@@ -295,6 +296,9 @@ struct ew_job {
   size_t G;
   const double *gsum;          /* GroupNorm backward: per (n, group) a, b, mc */
   int training;
+  int reverse; /* walk the items from the last: the first ones then come from the LLC, which
+                  still holds the end of the preceding reduction pass */
+  size_t items;
 };
 
 static size_t rows_per_task(size_t row_len) {
@@ -307,7 +311,8 @@ static void ew_task(void *arg, size_t start, size_t count) {
   const geo *g = &j->g;
   const int bwd = j->dx_param != NULL;
   if (!g->nsc) {
-    for (size_t t = start; t < start + count; t++) {
+    for (size_t i = start; i < start + count; i++) {
+      const size_t t = j->reverse ? j->items - 1 - i : i;
       const size_t n = t / g->C, c = t % g->C;
       if (!bwd) {
         nk_ch_norm_scalars p;
@@ -328,7 +333,8 @@ static void ew_task(void *arg, size_t start, size_t count) {
   const size_t ntiles = ceil_div(g->C, NK_CH_TILE_COLS), rpt = rows_per_task(g->C);
   const size_t T = g->N * g->S;
   float v[7][NK_CH_TILE_COLS];
-  for (size_t t = start; t < start + count; t++) {
+  for (size_t i = start; i < start + count; i++) {
+    const size_t t = j->reverse ? j->items - 1 - i : i;
     const size_t rt = t / ntiles, tile = t % ntiles;
     const size_t c0 = tile * NK_CH_TILE_COLS;
     const size_t cols = g->C - c0 < NK_CH_TILE_COLS ? g->C - c0 : NK_CH_TILE_COLS;
@@ -381,6 +387,7 @@ static void run_ew(nk_context *ctx, ew_job *j) {
   } else {
     items = ceil_div(g->N * g->S, rows_per_task(g->C)) * ceil_div(g->C, NK_CH_TILE_COLS);
   }
+  j->items = items;
   nk_parallelize_1d(nk__context_pool(ctx), ew_task, j, items, tile);
 }
 
@@ -530,10 +537,15 @@ static nk_status bn_fwd(nk_context *ctx, const char *op, const nk_chnorm_desc *d
   TRY(check_desc(ctx, op, d));
   const int training = (d->flags & NK_CHNORM_TRAINING) != 0;
   const int add = (d->flags & NK_CHNORM_ADD_RELU) != 0;
-  if (is_empty(d)) return nk__ok(ctx);
-  TRY(need(ctx, op, x, "x"));
-  TRY(need(ctx, op, y, "y"));
-  if (add) TRY(need(ctx, op, z, "z (NK_CHNORM_ADD_RELU)"));
+  /* An empty local batch with given moments (a rank without samples in synchronized
+   * BatchNorm) still writes the statistics and updates the running estimates. */
+  const int empty = is_empty(d);
+  if (d->channels == 0 || (empty && given == NULL)) return nk__ok(ctx);
+  if (!empty) {
+    TRY(need(ctx, op, x, "x"));
+    TRY(need(ctx, op, y, "y"));
+    if (add) TRY(need(ctx, op, z, "z (NK_CHNORM_ADD_RELU)"));
+  }
   if (!add && z)
     return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: z is given without NK_CHNORM_ADD_RELU",
                     op);
@@ -560,9 +572,9 @@ static nk_status bn_fwd(nk_context *ctx, const char *op, const nk_chnorm_desc *d
   }
   span s[10];
   const size_t pe = nk_dtype_size(d->param_dtype);
-  TRY(tspan(ctx, op, &s[0], "x", x, d->x_n_stride, d->x_row_stride, d, 0));
-  TRY(tspan(ctx, op, &s[1], "z", z, d->z_n_stride, d->z_row_stride, d, 0));
-  TRY(tspan(ctx, op, &s[2], "y", y, d->y_n_stride, d->y_row_stride, d, 1));
+  TRY(tspan(ctx, op, &s[0], "x", empty ? NULL : x, d->x_n_stride, d->x_row_stride, d, 0));
+  TRY(tspan(ctx, op, &s[1], "z", empty ? NULL : z, d->z_n_stride, d->z_row_stride, d, 0));
+  TRY(tspan(ctx, op, &s[2], "y", empty ? NULL : y, d->y_n_stride, d->y_row_stride, d, 1));
   TRY(nk__vector_span(ctx, op, &s[3], "gamma", gamma, C, pe, 0));
   TRY(nk__vector_span(ctx, op, &s[4], "beta", beta, C, pe, 0));
   TRY(nk__vector_span(ctx, op, &s[5], "running_mean", rm, C, sizeof(float), training));
@@ -608,6 +620,7 @@ static nk_status bn_fwd(nk_context *ctx, const char *op, const nk_chnorm_desc *d
       if (save_rstd) save_rstd[c] = rstd_of_var(rv[c], d->eps);
     }
   }
+  if (empty) return nk__ok(ctx);
   ew_job j;
   memset(&j, 0, sizeof j);
   j.k = nk__chnorm_kernels(ctx);
@@ -623,6 +636,7 @@ static nk_status bn_fwd(nk_context *ctx, const char *op, const nk_chnorm_desc *d
   j.beta = beta;
   j.mom = mom;
   j.training = training;
+  j.reverse = training && given == NULL; /* x was just read by the moments pass */
   /* inference reads the running statistics as they were before this call (unchanged) */
   j.run_mean = rm;
   j.run_var = rv;
@@ -785,6 +799,7 @@ static void bn_apply_run(nk_context *ctx, const nk_chnorm_desc *d, double count,
   j.sums = sums;
   j.count = count;
   j.training = (d->flags & NK_CHNORM_TRAINING) != 0;
+  j.reverse = 1; /* the reduction pass (nk_batchnorm_bwd_reduce) read x and dy last */
   run_ew(ctx, &j);
 }
 

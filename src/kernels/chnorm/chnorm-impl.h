@@ -1,7 +1,7 @@
 /*
  * chnorm-impl.h — the channel-norm kernels, one portable source compiled once per ISA.
  * Include it from scalar.c, avx2.c or avx512.c after defining NK_CH_SUFFIX (the name suffix).
- * The arithmetic is on 16-lane vectors of GCC/Clang vector extensions (element-wise IEEE
+ * The arithmetic is on native-width vectors of GCC/Clang vector extensions (element-wise IEEE
  * operations; the compiler never reassociates them and -ffp-contract=off forbids contraction),
  * so every ISA computes the same bits; the ISA-specific parts are the fused multiply-add, the
  * dtype conversions and the streaming stores, each of which is exact or bit-identical to the
@@ -18,7 +18,7 @@
 #include <immintrin.h>
 #endif
 
-/* The 64-byte vector helpers below are static and always inlined: no call ever passes a vector,
+/* The vector helpers below are static and always inlined: no call ever passes a vector,
  * so GCC's note that such returns would change the ABI without AVX-512 does not apply. */
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wpsabi"
@@ -29,117 +29,114 @@
 #define FN(name) NK_CH_CAT(nk_chnorm_##name##__, NK_CH_SUFFIX)
 #define INL static inline __attribute__((always_inline))
 
-typedef float v16f __attribute__((vector_size(64)));
-typedef int32_t v16i __attribute__((vector_size(64)));
-typedef uint32_t v16u __attribute__((vector_size(64)));
-typedef uint16_t v16h __attribute__((vector_size(32)));
-
+/* The native vector of the build: 16 lanes (AVX-512), 8 (AVX2) or 4 (SSE2, the scalar path's
+ * baseline). The arithmetic never depends on it: the canonical lanes (64 per block sum) are
+ * arrays of NA = 64 / VL vectors, and every operation is element-wise. */
+#if defined(__AVX512F__)
 #define VL 16
+#elif defined(__AVX2__)
+#define VL 8
+#else
+#define VL 4
+#endif
+#define NA (64 / VL)
 
-INL v16f vsplat(float a) { return (v16f){a, a, a, a, a, a, a, a, a, a, a, a, a, a, a, a}; }
+typedef float vf __attribute__((vector_size(VL * 4)));
+typedef int32_t vi __attribute__((vector_size(VL * 4)));
+typedef uint32_t vu __attribute__((vector_size(VL * 4)));
+typedef uint16_t vh __attribute__((vector_size(VL * 2)));
+
+INL vf vsplat(float a) { return (vf){0} + a; }
+INL vi vlane(void) {
+  vi l;
+  for (int i = 0; i < VL; i++) l[i] = i;
+  return l;
+}
+/* Lanes [0, k) keep v, the others are 0 (k <= VL). */
+INL vf vkeep(vf v, size_t k) {
+  const vi live = vlane() < ((vi){0} + (int)k);
+  return (vf)((vi)v & live);
+}
 
 /* fmaf on every lane. */
-INL v16f vfma(v16f a, v16f b, v16f c) {
+INL vf vfma(vf a, vf b, vf c) {
 #if defined(__AVX512F__)
-  return (v16f)_mm512_fmadd_ps((__m512)a, (__m512)b, (__m512)c);
+  return (vf)_mm512_fmadd_ps((__m512)a, (__m512)b, (__m512)c);
 #elif defined(__AVX2__) && defined(__FMA__)
-  v16f r;
-  __m256 lo = _mm256_fmadd_ps(_mm256_loadu_ps((const float *)&a), _mm256_loadu_ps((const float *)&b),
-                              _mm256_loadu_ps((const float *)&c));
-  __m256 hi = _mm256_fmadd_ps(_mm256_loadu_ps((const float *)&a + 8),
-                              _mm256_loadu_ps((const float *)&b + 8),
-                              _mm256_loadu_ps((const float *)&c + 8));
-  _mm256_storeu_ps((float *)&r, lo);
-  _mm256_storeu_ps((float *)&r + 8, hi);
-  return r;
+  return (vf)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c);
 #else
-  v16f r;
+  vf r;
   for (int l = 0; l < VL; l++) r[l] = fmaf(a[l], b[l], c[l]);
   return r;
 #endif
 }
 
 /* relu(v) = v < 0 ? 0 : v (NaN stays NaN, -0 stays -0). */
-INL v16f vrelu(v16f v) { return (v16f)((v16i)v & ~(v16i)(v < vsplat(0.0f))); }
+INL vf vrelu(vf v) { return (vf)((vi)v & ~(vi)(v < vsplat(0.0f))); }
 
 /* g' = y <= 0 ? 0 : dy (a NaN y passes the gradient, as PyTorch's threshold_backward). */
-INL v16f vmask(v16f dy, v16f y) { return (v16f)((v16i)dy & ~(v16i)(y <= vsplat(0.0f))); }
+INL vf vmask(vf dy, vf y) { return (vf)((vi)dy & ~(vi)(y <= vsplat(0.0f))); }
 
 /* ---- loads and stores with dtype conversion ------------------------------------------------ */
 
-INL v16f widen16(v16h h, nk_dtype dt) {
-  if (dt == NK_DTYPE_BF16) return (v16f)(__builtin_convertvector(h, v16u) << 16);
+INL vf widen(vh h, nk_dtype dt) {
+  if (dt == NK_DTYPE_BF16) return (vf)(__builtin_convertvector(h, vu) << 16);
 #if defined(__AVX512F__)
-  __m256i hh;
-  memcpy(&hh, &h, sizeof hh);
-  return (v16f)_mm512_cvtph_ps(hh);
+  return (vf)_mm512_cvtph_ps((__m256i)h);
 #elif defined(__F16C__)
-  __m128i h0, h1;
-  memcpy(&h0, &h, 16);
-  memcpy(&h1, (const char *)&h + 16, 16);
-  v16f r;
-  _mm256_storeu_ps((float *)&r, _mm256_cvtph_ps(h0));
-  _mm256_storeu_ps((float *)&r + 8, _mm256_cvtph_ps(h1));
-  return r;
+  return (vf)_mm256_cvtph_ps((__m128i)h);
 #else
-  v16f r;
+  vf r;
   for (int l = 0; l < VL; l++) r[l] = nk__f16_to_f32(h[l]);
   return r;
 #endif
 }
 
-INL v16h narrow16(v16f v, nk_dtype dt) {
+/* f32 -> bf16 / f16 bits, round to nearest even (nk__f32_to_bf16, nk__f32_to_f16). */
+INL vh narrow(vf v, nk_dtype dt) {
   if (dt == NK_DTYPE_BF16) {
-    const v16u u = (v16u)v;
-    const v16u hi = u >> 16;
-    const v16u rne = (u + 0x7FFFu + (hi & 1u)) >> 16;
-    const v16u nanm = (v16u)((u & 0x7FFFFFFFu) > 0x7F800000u);
-    return __builtin_convertvector((rne & ~nanm) | ((hi | 0x40u) & nanm), v16h);
+    const vu u = (vu)v;
+    const vu hi = u >> 16;
+    const vu rne = (u + 0x7FFFu + (hi & 1u)) >> 16;
+    const vu nanm = (vu)((vi)(u & 0x7FFFFFFFu) > 0x7F800000);
+    return __builtin_convertvector((rne & ~nanm) | ((hi | 0x40u) & nanm), vh);
   }
 #if defined(__AVX512F__)
-  __m256i h = _mm512_cvtps_ph((__m512)v, _MM_FROUND_TO_NEAREST_INT);
-  v16h r;
-  memcpy(&r, &h, sizeof r);
-  return r;
+  return (vh)_mm512_cvtps_ph((__m512)v, _MM_FROUND_TO_NEAREST_INT);
 #elif defined(__F16C__)
-  __m128i h0 = _mm256_cvtps_ph(_mm256_loadu_ps((const float *)&v), _MM_FROUND_TO_NEAREST_INT);
-  __m128i h1 = _mm256_cvtps_ph(_mm256_loadu_ps((const float *)&v + 8), _MM_FROUND_TO_NEAREST_INT);
-  v16h r;
-  memcpy(&r, &h0, 16);
-  memcpy((char *)&r + 16, &h1, 16);
-  return r;
+  return (vh)_mm256_cvtps_ph((__m256)v, _MM_FROUND_TO_NEAREST_INT);
 #else
-  v16h r;
+  vh r;
   for (int l = 0; l < VL; l++) r[l] = nk__f32_to_f16(v[l]);
   return r;
 #endif
 }
 
-/* 16 elements at element index i of p. */
-INL v16f ld(const void *p, size_t i, nk_dtype dt) {
+/* VL elements at element index i of p. */
+INL vf ld(const void *p, size_t i, nk_dtype dt) {
   if (dt == NK_DTYPE_F32) {
-    v16f v;
+    vf v;
     memcpy(&v, (const float *)p + i, sizeof v);
     return v;
   }
-  v16h h;
+  vh h;
   memcpy(&h, (const uint16_t *)p + i, sizeof h);
-  return widen16(h, dt);
+  return widen(h, dt);
 }
 
-/* The first k (< 16) elements at i, zeros in the other lanes. */
-INL v16f ld_part(const void *p, size_t i, size_t k, nk_dtype dt) {
+/* The first k (< VL) elements at i, zeros in the other lanes. */
+INL vf ld_part(const void *p, size_t i, size_t k, nk_dtype dt) {
   if (dt == NK_DTYPE_F32) {
-    v16f v = vsplat(0.0f);
+    vf v = vsplat(0.0f);
     memcpy(&v, (const float *)p + i, k * sizeof(float));
     return v;
   }
-  v16h h = {0};
+  vh h = {0};
   memcpy(&h, (const uint16_t *)p + i, k * sizeof(uint16_t));
-  return widen16(h, dt);
+  return widen(h, dt);
 }
 
-INL void st(void *p, size_t i, v16f v, nk_dtype dt, int nt) {
+INL void st(void *p, size_t i, vf v, nk_dtype dt, int nt) {
   if (dt == NK_DTYPE_F32) {
     float *q = (float *)p + i;
 #if defined(__AVX512F__)
@@ -149,8 +146,7 @@ INL void st(void *p, size_t i, v16f v, nk_dtype dt, int nt) {
     }
 #elif defined(__AVX2__)
     if (nt && ((uintptr_t)q & 31u) == 0) {
-      _mm256_stream_ps(q, _mm256_loadu_ps((const float *)&v));
-      _mm256_stream_ps(q + 8, _mm256_loadu_ps((const float *)&v + 8));
+      _mm256_stream_ps(q, (__m256)v);
       return;
     }
 #endif
@@ -159,24 +155,27 @@ INL void st(void *p, size_t i, v16f v, nk_dtype dt, int nt) {
     return;
   }
   uint16_t *q = (uint16_t *)p + i;
-  const v16h h = narrow16(v, dt);
-#if defined(__AVX2__) || defined(__AVX512F__)
+  const vh h = narrow(v, dt);
+#if defined(__AVX512F__)
   if (nt && ((uintptr_t)q & 31u) == 0) {
-    __m256i hh;
-    memcpy(&hh, &h, sizeof hh);
-    _mm256_stream_si256((__m256i *)q, hh);
+    _mm256_stream_si256((__m256i *)q, (__m256i)h);
+    return;
+  }
+#elif defined(__AVX2__)
+  if (nt && ((uintptr_t)q & 15u) == 0) {
+    _mm_stream_si128((__m128i *)q, (__m128i)h);
     return;
   }
 #endif
   memcpy(q, &h, sizeof h);
 }
 
-INL void st_part(void *p, size_t i, size_t k, v16f v, nk_dtype dt) {
+INL void st_part(void *p, size_t i, size_t k, vf v, nk_dtype dt) {
   if (dt == NK_DTYPE_F32) {
     memcpy((float *)p + i, &v, k * sizeof(float));
     return;
   }
-  const v16h h = narrow16(v, dt);
+  const vh h = narrow(v, dt);
   memcpy((uint16_t *)p + i, &h, k * sizeof(uint16_t));
 }
 
@@ -204,14 +203,26 @@ INL const void *row_ptr(const void *base, nk_ch_rows r, size_t i, nk_dtype dt) {
   return (const char *)base + off * (ptrdiff_t)esz(dt);
 }
 
-/* The fixed fold of 64 lanes (4 vectors): lane[k] += lane[k + s], s = 32, 16, 8, 4, 2, 1. */
-INL float fold64(v16f a0, v16f a1, v16f a2, v16f a3) {
-  const v16f b0 = a0 + a2, b1 = a1 + a3; /* s = 32 */
-  const v16f c = b0 + b1;                /* s = 16 */
-  float t[16];
-  memcpy(t, &c, sizeof t);
-  for (int s = 8; s >= 1; s >>= 1)
-    for (int k = 0; k < s; k++) t[k] += t[k + s];
+/* Addresses of flattened rows [i0, i0 + L) (one division for the whole run of rows). */
+INL void rows_fill(const void **out, const void *base, nk_ch_rows r, size_t i0, size_t L,
+                   nk_dtype dt) {
+  size_t n = i0 / r.s, sp = i0 % r.s;
+  const ptrdiff_t es = (ptrdiff_t)esz(dt);
+  for (size_t i = 0; i < L; i++) {
+    out[i] = (const char *)base + ((ptrdiff_t)n * r.n_stride + (ptrdiff_t)sp * r.row_stride) * es;
+    if (++sp == r.s) sp = 0, n++;
+  }
+}
+
+/* The fixed fold of the 64 lanes a[0..NA): lane[k] += lane[k + s], s = 32, 16, ..., 1. Steps
+ * with s >= VL add whole vectors (a[k] += a[k + s/VL]); the rest run on the lanes of a[0]. */
+INL float fold64(vf *a) {
+  for (int sv = NA / 2; sv >= 1; sv /= 2)
+    for (int k = 0; k < sv; k++) a[k] += a[k + sv];
+  float t[VL];
+  memcpy(t, &a[0], sizeof t);
+  for (int sl = VL / 2; sl >= 1; sl /= 2)
+    for (int k = 0; k < sl; k++) t[k] += t[k + sl];
   return t[0];
 }
 
@@ -250,75 +261,47 @@ INL void block_finish(size_t n, float m, float d, float q, double *mean, double 
   *m2 = v > 0.0 ? v : 0.0;
 }
 
-/* Sum of 64-lane blocks: full 64-element groups, then a partial group. */
+/* Blocks of up to 1024 elements: 64 lanes (NA vectors), full 64-element groups, then a partial
+ * group whose missing lanes add nothing (zeros: +0 added to a lane sum, e = 0 in pass 2). */
 INL void moments_run_impl(size_t n, const void *x, nk_dtype dt, double acc[3]) {
   for (size_t b0 = 0; b0 < n; b0 += NK_CH_BLOCK) {
     const size_t L = n - b0 < NK_CH_BLOCK ? n - b0 : NK_CH_BLOCK;
-    const size_t full = L / 64 * 64;
-    v16f s0 = vsplat(0), s1 = vsplat(0), s2 = vsplat(0), s3 = vsplat(0);
-    size_t i = 0;
-    for (; i < full; i += 64) {
-      s0 += ld(x, b0 + i, dt);
-      s1 += ld(x, b0 + i + 16, dt);
-      s2 += ld(x, b0 + i + 32, dt);
-      s3 += ld(x, b0 + i + 48, dt);
+    const size_t full = L / 64 * 64, k = L - full;
+    const void *xb = (const char *)x + b0 * esz(dt);
+    vf s[NA], t[NA];
+    for (int a = 0; a < NA; a++) s[a] = t[a] = vsplat(0);
+    for (size_t i = 0; i < full; i += 64)
+      for (int a = 0; a < NA; a++) s[a] += ld(xb, i + (size_t)a * VL, dt);
+    for (int a = 0; a < NA; a++) {
+      const size_t ka = k > (size_t)a * VL ? (k - (size_t)a * VL < VL ? k - (size_t)a * VL : VL) : 0;
+      if (ka) t[a] = ld_part(xb, full + (size_t)a * VL, ka, dt);
+      s[a] += t[a];
     }
-    v16f t[4] = {vsplat(0), vsplat(0), vsplat(0), vsplat(0)};
-    if (i < L) {
-      const size_t k = L - i;
-      for (size_t j = 0; j < 4; j++) {
-        const size_t kj = k > 16 * j ? (k - 16 * j < 16 ? k - 16 * j : 16) : 0;
-        if (kj) t[j] = ld_part(x, b0 + i + 16 * j, kj, dt);
+    const float sum = fold64(s);
+    const float m = (float)((double)sum / (double)L);
+    const vf vm = vsplat(m);
+    vf d[NA], q[NA];
+    for (int a = 0; a < NA; a++) d[a] = q[a] = vsplat(0);
+    for (size_t i = 0; i < full; i += 64)
+      for (int a = 0; a < NA; a++) {
+        const vf e = ld(xb, i + (size_t)a * VL, dt) - vm;
+        d[a] += e;
+        q[a] = vfma(e, e, q[a]);
       }
-      s0 += t[0];
-      s1 += t[1];
-      s2 += t[2];
-      s3 += t[3];
-    }
-    const float s = fold64(s0, s1, s2, s3);
-    const float m = (float)((double)s / (double)L);
-    const v16f vm = vsplat(m);
-    v16f d0 = vsplat(0), d1 = vsplat(0), d2 = vsplat(0), d3 = vsplat(0);
-    v16f q0 = vsplat(0), q1 = vsplat(0), q2 = vsplat(0), q3 = vsplat(0);
-    for (i = 0; i < full; i += 64) {
-      const v16f e0 = ld(x, b0 + i, dt) - vm, e1 = ld(x, b0 + i + 16, dt) - vm;
-      const v16f e2 = ld(x, b0 + i + 32, dt) - vm, e3 = ld(x, b0 + i + 48, dt) - vm;
-      d0 += e0;
-      d1 += e1;
-      d2 += e2;
-      d3 += e3;
-      q0 = vfma(e0, e0, q0);
-      q1 = vfma(e1, e1, q1);
-      q2 = vfma(e2, e2, q2);
-      q3 = vfma(e3, e3, q3);
-    }
-    if (i < L) {
-      /* lanes past the end must add nothing: e = 0 there */
-      const size_t k = L - i;
-      v16f e[4];
-      for (size_t j = 0; j < 4; j++) {
-        const size_t kj = k > 16 * j ? (k - 16 * j < 16 ? k - 16 * j : 16) : 0;
-        const v16i lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
-        const v16i live = lane < (v16i){(int)kj, (int)kj, (int)kj, (int)kj, (int)kj, (int)kj,
-                                        (int)kj, (int)kj, (int)kj, (int)kj, (int)kj, (int)kj,
-                                        (int)kj, (int)kj, (int)kj, (int)kj};
-        e[j] = (v16f)((v16i)(t[j] - vm) & live);
+    if (k) {
+      for (int a = 0; a < NA; a++) {
+        const size_t ka = k > (size_t)a * VL ? (k - (size_t)a * VL < VL ? k - (size_t)a * VL : VL) : 0;
+        const vf e = vkeep(t[a] - vm, ka);
+        d[a] += e;
+        q[a] = vfma(e, e, q[a]);
       }
-      d0 += e[0];
-      d1 += e[1];
-      d2 += e[2];
-      d3 += e[3];
-      q0 = vfma(e[0], e[0], q0);
-      q1 = vfma(e[1], e[1], q1);
-      q2 = vfma(e[2], e[2], q2);
-      q3 = vfma(e[3], e[3], q3);
     }
-    const float d = fold64(d0, d1, d2, d3), q = fold64(q0, q1, q2, q3);
+    const float dsum = fold64(d), qsum = fold64(q);
     double mean, m2;
-    if (block_needs_f64(s, d, q))
-      block_moments_f64(L, (const char *)x + b0 * esz(dt), 1, dt, &mean, &m2);
+    if (block_needs_f64(sum, dsum, qsum))
+      block_moments_f64(L, xb, 1, dt, &mean, &m2);
     else
-      block_finish(L, m, d, q, &mean, &m2);
+      block_finish(L, m, dsum, qsum, &mean, &m2);
     nk__ch_chan(&acc[0], &acc[1], &acc[2], (double)L, mean, m2);
   }
 }
@@ -331,49 +314,33 @@ INL void moments_cols_impl(size_t r0, size_t nrows, size_t cols, const void *x,
   float m[NK_CH_TILE_COLS] __attribute__((aligned(64)));
   float d[NK_CH_TILE_COLS] __attribute__((aligned(64)));
   float q[NK_CH_TILE_COLS] __attribute__((aligned(64)));
-  const size_t full = cols / VL * VL, k = cols - full;
   for (size_t b0 = 0; b0 < nrows; b0 += NK_CH_BLOCK_ROWS) {
     const size_t L = nrows - b0 < NK_CH_BLOCK_ROWS ? nrows - b0 : NK_CH_BLOCK_ROWS;
-    memset(s, 0, cols_up(cols) * sizeof(float));
-    memset(d, 0, cols_up(cols) * sizeof(float));
-    memset(q, 0, cols_up(cols) * sizeof(float));
-    for (size_t i = 0; i < L; i++) {
-      const void *p = row_ptr(x, xr, r0 + b0 + i, dt);
-      size_t j = 0;
-      for (; j < full; j += VL) {
-        v16f a;
-        memcpy(&a, s + j, sizeof a);
-        a += ld(p, j, dt);
-        memcpy(s + j, &a, sizeof a);
-      }
-      if (k) {
-        v16f a;
-        memcpy(&a, s + j, sizeof a);
-        a += ld_part(p, j, k, dt);
-        memcpy(s + j, &a, sizeof a);
-      }
+    /* column vectors outside, rows inside: the accumulators stay in registers */
+    const void *rp[NK_CH_BLOCK_ROWS];
+    rows_fill(rp, x, xr, r0 + b0, L, dt);
+    for (size_t j = 0; j < cols; j += VL) {
+      const size_t kj = cols - j < VL ? cols - j : VL;
+      vf a = vsplat(0);
+      if (kj == VL)
+        for (size_t i = 0; i < L; i++) a += ld(rp[i], j, dt);
+      else
+        for (size_t i = 0; i < L; i++) a += ld_part(rp[i], j, kj, dt);
+      memcpy(s + j, &a, sizeof a);
     }
     const double dl = (double)L;
     for (size_t j = 0; j < cols; j++) m[j] = (float)((double)s[j] / dl);
-    for (size_t i = 0; i < L; i++) {
-      const void *p = row_ptr(x, xr, r0 + b0 + i, dt);
-      size_t j = 0;
-      for (; j < full; j += VL) {
-        v16f vm, vd, vq;
-        memcpy(&vm, m + j, sizeof vm);
-        memcpy(&vd, d + j, sizeof vd);
-        memcpy(&vq, q + j, sizeof vq);
-        const v16f e = ld(p, j, dt) - vm;
+    for (size_t j = 0; j < cols; j += VL) {
+      const size_t kj = cols - j < VL ? cols - j : VL;
+      vf vm, vd = vsplat(0), vq = vsplat(0);
+      memcpy(&vm, m + j, sizeof vm);
+      for (size_t i = 0; i < L; i++) {
+        const vf e = (kj == VL ? ld(rp[i], j, dt) : ld_part(rp[i], j, kj, dt)) - vm;
         vd += e;
         vq = vfma(e, e, vq);
-        memcpy(d + j, &vd, sizeof vd);
-        memcpy(q + j, &vq, sizeof vq);
       }
-      for (; j < cols; j++) { /* tail columns: the same per-lane operations */
-        const float e = get1(p, j, dt) - m[j];
-        d[j] += e;
-        q[j] = fmaf(e, e, q[j]);
-      }
+      memcpy(d + j, &vd, sizeof vd);
+      memcpy(q + j, &vq, sizeof vq);
     }
     /* Block moments and Chan merge, per column (the count is shared by the columns). The
      * common case (no column needs the double block) runs as plain loops the compiler
@@ -428,25 +395,25 @@ INL void moments_cols_impl(size_t r0, size_t nrows, size_t cols, const void *x,
 
 /* ---- normalize ----------------------------------------------------------------------------- */
 
-INL v16f norm_v(v16f xv, v16f mh, v16f ml, v16f r, v16f g, v16f b) {
+INL vf norm_v(vf xv, vf mh, vf ml, vf r, vf g, vf b) {
   return vfma(((xv - mh) - ml) * r, g, b);
 }
 
 INL void norm_run_impl(size_t n, const void *x, const void *z, void *y, nk_dtype dt,
                          const nk_ch_norm_scalars *p, uint32_t flags, int nt) {
-  const v16f mh = vsplat(p->mh), ml = vsplat(p->ml), r = vsplat(p->r), g = vsplat(p->g),
+  const vf mh = vsplat(p->mh), ml = vsplat(p->ml), r = vsplat(p->r), g = vsplat(p->g),
              b = vsplat(p->b);
   const int add = (flags & NK_CHK_ADD) != 0, relu = (flags & NK_CHK_RELU) != 0;
   size_t i = 0;
   for (; i + VL <= n; i += VL) {
-    v16f v = norm_v(ld(x, i, dt), mh, ml, r, g, b);
+    vf v = norm_v(ld(x, i, dt), mh, ml, r, g, b);
     if (add) v += ld(z, i, dt);
     if (relu) v = vrelu(v);
     st(y, i, v, dt, nt);
   }
   if (i < n) {
     const size_t k = n - i;
-    v16f v = norm_v(ld_part(x, i, k, dt), mh, ml, r, g, b);
+    vf v = norm_v(ld_part(x, i, k, dt), mh, ml, r, g, b);
     if (add) v += ld_part(z, i, k, dt);
     if (relu) v = vrelu(v);
     st_part(y, i, k, v, dt);
@@ -459,13 +426,20 @@ INL void norm_cols_impl(size_t r0, size_t nrows, size_t cols, const void *x, nk_
                           const nk_ch_norm_vectors *p, uint32_t flags, int nt) {
   const int add = (flags & NK_CHK_ADD) != 0, relu = (flags & NK_CHK_RELU) != 0;
   const float *pmh = p->mh, *pml = p->ml, *pr = p->r, *pg = p->g, *pb = p->b;
-  for (size_t i = r0; i < r0 + nrows; i++) {
-    const void *xp = row_ptr(x, xr, i, dt);
-    const void *zp = add ? row_ptr(z, zr, i, dt) : NULL;
-    void *yp = (void *)row_ptr(y, yr, i, dt);
+  const void *xa[NK_CH_BLOCK_ROWS], *za[NK_CH_BLOCK_ROWS], *ya[NK_CH_BLOCK_ROWS];
+  for (size_t i = 0; i < nrows; i++) {
+    const size_t bi = i % NK_CH_BLOCK_ROWS;
+    if (bi == 0) {
+      const size_t L = nrows - i < NK_CH_BLOCK_ROWS ? nrows - i : NK_CH_BLOCK_ROWS;
+      rows_fill(xa, x, xr, r0 + i, L, dt);
+      rows_fill(ya, y, yr, r0 + i, L, dt);
+      if (add) rows_fill(za, z, zr, r0 + i, L, dt);
+    }
+    const void *xp = xa[bi], *zp = add ? za[bi] : NULL;
+    void *yp = (void *)ya[bi];
     size_t j = 0;
     for (; j + VL <= cols; j += VL) {
-      v16f v = norm_v(ld(xp, j, dt), ld(pmh, j, NK_DTYPE_F32), ld(pml, j, NK_DTYPE_F32),
+      vf v = norm_v(ld(xp, j, dt), ld(pmh, j, NK_DTYPE_F32), ld(pml, j, NK_DTYPE_F32),
                       ld(pr, j, NK_DTYPE_F32), ld(pg, j, NK_DTYPE_F32),
                       ld(pb, j, NK_DTYPE_F32));
       if (add) v += ld(zp, j, dt);
@@ -474,7 +448,7 @@ INL void norm_cols_impl(size_t r0, size_t nrows, size_t cols, const void *x, nk_
     }
     if (j < cols) {
       const size_t k = cols - j;
-      v16f v = norm_v(ld_part(xp, j, k, dt), ld_part(pmh, j, k, NK_DTYPE_F32),
+      vf v = norm_v(ld_part(xp, j, k, dt), ld_part(pmh, j, k, NK_DTYPE_F32),
                       ld_part(pml, j, k, NK_DTYPE_F32), ld_part(pr, j, k, NK_DTYPE_F32),
                       ld_part(pg, j, k, NK_DTYPE_F32), ld_part(pb, j, k, NK_DTYPE_F32));
       if (add) v += ld_part(zp, j, k, dt);
@@ -505,55 +479,46 @@ static void gradsum_f64(size_t n, const void *x, size_t xstep, const void *y, si
 }
 
 INL void gradsum_run_impl(size_t n, const void *x, const void *y, const void *dy,
-                            nk_dtype dt, float mh, uint32_t flags, double acc[3]) {
+                          nk_dtype dt, float mh, uint32_t flags, double acc[3]) {
   const int mask = (flags & NK_CHK_MASK) != 0;
-  const v16f vm = vsplat(mh);
+  const vf vm = vsplat(mh);
   for (size_t b0 = 0; b0 < n; b0 += NK_CH_BLOCK) {
     const size_t L = n - b0 < NK_CH_BLOCK ? n - b0 : NK_CH_BLOCK;
-    v16f A[4], B[4], C[4];
-    for (int j = 0; j < 4; j++) A[j] = B[j] = C[j] = vsplat(0);
-    size_t i = 0;
-    for (; i + 64 <= L; i += 64) {
-      for (int j = 0; j < 4; j++) {
-        const size_t at = b0 + i + 16 * (size_t)j;
-        v16f g = ld(dy, at, dt);
-        if (mask) g = vmask(g, ld(y, at, dt));
-        const v16f e = ld(x, at, dt) - vm;
-        A[j] += g;
-        B[j] = vfma(g, e, B[j]);
-        C[j] += e;
+    const size_t full = L / 64 * 64, k = L - full;
+    const size_t off = b0 * esz(dt);
+    const void *xb = (const char *)x + off, *dyb = (const char *)dy + off;
+    const void *yb = mask ? (const char *)y + off : NULL;
+    vf A[NA], B[NA], C[NA];
+    for (int a = 0; a < NA; a++) A[a] = B[a] = C[a] = vsplat(0);
+    for (size_t i = 0; i < full; i += 64)
+      for (int a = 0; a < NA; a++) {
+        const size_t at = i + (size_t)a * VL;
+        vf g = ld(dyb, at, dt);
+        if (mask) g = vmask(g, ld(yb, at, dt));
+        const vf e = ld(xb, at, dt) - vm;
+        A[a] += g;
+        B[a] = vfma(g, e, B[a]);
+        C[a] += e;
       }
-    }
-    if (i < L) {
+    for (int a = 0; a < NA && k; a++) {
       /* lanes past the end add nothing: g = 0 and e = 0 there */
-      const size_t k = L - i;
-      const v16i lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
-      for (size_t j = 0; j < 4; j++) {
-        const size_t kj = k > 16 * j ? (k - 16 * j < 16 ? k - 16 * j : 16) : 0;
-        if (kj == 0) break;
-        const size_t at = b0 + i + 16 * j;
-        const int kk = (int)kj;
-        const v16i live = lane < (v16i){kk, kk, kk, kk, kk, kk, kk, kk,
-                                        kk, kk, kk, kk, kk, kk, kk, kk};
-        v16f g = ld_part(dy, at, kj, dt);
-        if (mask) g = vmask(g, ld_part(y, at, kj, dt));
-        const v16f e = (v16f)((v16i)(ld_part(x, at, kj, dt) - vm) & live);
-        A[j] += g;
-        B[j] = vfma(g, e, B[j]);
-        C[j] += e;
-      }
+      const size_t ka = k > (size_t)a * VL ? (k - (size_t)a * VL < VL ? k - (size_t)a * VL : VL) : 0;
+      if (ka == 0) break;
+      const size_t at = full + (size_t)a * VL;
+      vf g = ld_part(dyb, at, ka, dt);
+      if (mask) g = vmask(g, ld_part(yb, at, ka, dt));
+      const vf e = vkeep(ld_part(xb, at, ka, dt) - vm, ka);
+      A[a] += g;
+      B[a] = vfma(g, e, B[a]);
+      C[a] += e;
     }
-    const float a = fold64(A[0], A[1], A[2], A[3]);
-    const float b = fold64(B[0], B[1], B[2], B[3]);
-    const float c = fold64(C[0], C[1], C[2], C[3]);
-    if (!isfinite(a) || !isfinite(b) || !isfinite(c)) {
-      const size_t off = b0 * esz(dt);
-      gradsum_f64(L, (const char *)x + off, 1, y ? (const char *)y + off : NULL, 1,
-                  (const char *)dy + off, 1, dt, mh, mask, acc);
+    const float fa = fold64(A), fb = fold64(B), fc = fold64(C);
+    if (nonfinite(fa) | nonfinite(fb) | nonfinite(fc)) {
+      gradsum_f64(L, xb, 1, yb, 1, dyb, 1, dt, mh, mask, acc);
     } else {
-      acc[0] += (double)a;
-      acc[1] += (double)b;
-      acc[2] += (double)c;
+      acc[0] += (double)fa;
+      acc[1] += (double)fb;
+      acc[2] += (double)fc;
     }
   }
 }
@@ -566,42 +531,38 @@ INL void gradsum_cols_impl(size_t r0, size_t nrows, size_t cols, const void *x,
   float B[NK_CH_TILE_COLS] __attribute__((aligned(64)));
   float C[NK_CH_TILE_COLS] __attribute__((aligned(64)));
   const int mask = (flags & NK_CHK_MASK) != 0;
-  const size_t full = cols / VL * VL;
   for (size_t b0 = 0; b0 < nrows; b0 += NK_CH_BLOCK_ROWS) {
     const size_t L = nrows - b0 < NK_CH_BLOCK_ROWS ? nrows - b0 : NK_CH_BLOCK_ROWS;
-    memset(A, 0, cols_up(cols) * sizeof(float));
-    memset(B, 0, cols_up(cols) * sizeof(float));
-    memset(C, 0, cols_up(cols) * sizeof(float));
-    for (size_t i = 0; i < L; i++) {
-      const size_t row = r0 + b0 + i;
-      const void *xp = row_ptr(x, xr, row, dt), *dyp = row_ptr(dy, dyr, row, dt);
-      const void *yp = mask ? row_ptr(y, yr, row, dt) : NULL;
-      size_t j = 0;
-      for (; j < full; j += VL) {
-        v16f a, b, c, g = ld(dyp, j, dt);
-        if (mask) g = vmask(g, ld(yp, j, dt));
-        const v16f e = ld(xp, j, dt) - ld(mh, j, NK_DTYPE_F32);
-        memcpy(&a, A + j, sizeof a);
-        memcpy(&b, B + j, sizeof b);
-        memcpy(&c, C + j, sizeof c);
+    const void *xp[NK_CH_BLOCK_ROWS], *dyp[NK_CH_BLOCK_ROWS], *yp[NK_CH_BLOCK_ROWS];
+    rows_fill(xp, x, xr, r0 + b0, L, dt);
+    rows_fill(dyp, dy, dyr, r0 + b0, L, dt);
+    if (mask) rows_fill(yp, y, yr, r0 + b0, L, dt);
+    for (size_t j = 0; j < cols; j += VL) {
+      const size_t kj = cols - j < VL ? cols - j : VL;
+      vf a = vsplat(0), b = vsplat(0), c = vsplat(0);
+      const vf vm = kj == VL ? ld(mh, j, NK_DTYPE_F32) : ld_part(mh, j, kj, NK_DTYPE_F32);
+      for (size_t i = 0; i < L; i++) {
+        vf g, xv;
+        if (kj == VL) {
+          g = ld(dyp[i], j, dt);
+          if (mask) g = vmask(g, ld(yp[i], j, dt));
+          xv = ld(xp[i], j, dt);
+        } else {
+          g = ld_part(dyp[i], j, kj, dt);
+          if (mask) g = vmask(g, ld_part(yp[i], j, kj, dt));
+          xv = ld_part(xp[i], j, kj, dt);
+        }
+        const vf e = xv - vm;
         a += g;
         b = vfma(g, e, b);
         c += e;
-        memcpy(A + j, &a, sizeof a);
-        memcpy(B + j, &b, sizeof b);
-        memcpy(C + j, &c, sizeof c);
       }
-      for (; j < cols; j++) {
-        float g = get1(dyp, j, dt);
-        if (mask && get1(yp, j, dt) <= 0.0f) g = 0.0f;
-        const float e = get1(xp, j, dt) - mh[j];
-        A[j] += g;
-        B[j] = fmaf(g, e, B[j]);
-        C[j] += e;
-      }
+      memcpy(A + j, &a, sizeof a);
+      memcpy(B + j, &b, sizeof b);
+      memcpy(C + j, &c, sizeof c);
     }
     for (size_t j = 0; j < cols; j++) {
-      if (!isfinite(A[j]) || !isfinite(B[j]) || !isfinite(C[j])) {
+      if (nonfinite(A[j]) | nonfinite(B[j]) | nonfinite(C[j])) {
         double t[3] = {0.0, 0.0, 0.0};
         for (size_t i = 0; i < L; i++) {
           const size_t row = r0 + b0 + i;
@@ -624,29 +585,29 @@ INL void gradsum_cols_impl(size_t r0, size_t nrows, size_t cols, const void *x,
 
 /* ---- dx ------------------------------------------------------------------------------------- */
 
-INL v16f dx_v(v16f xv, v16f g, v16f mh, v16f mc, v16f r, v16f u, v16f a, v16f b, v16f v) {
-  const v16f xh = ((xv - mh) - mc) * r;
+INL vf dx_v(vf xv, vf g, vf mh, vf mc, vf r, vf u, vf a, vf b, vf v) {
+  const vf xh = ((xv - mh) - mc) * r;
   return vfma(-xh, b, g * u - a) * v;
 }
 
 INL void dx_run_impl(size_t n, const void *x, const void *y, const void *dy, void *dx,
                        void *dz, nk_dtype dt, const nk_ch_dx_scalars *p, uint32_t flags, int nt) {
-  const v16f mh = vsplat(p->mh), mc = vsplat(p->mc), r = vsplat(p->r), u = vsplat(p->u),
+  const vf mh = vsplat(p->mh), mc = vsplat(p->mc), r = vsplat(p->r), u = vsplat(p->u),
              a = vsplat(p->a), b = vsplat(p->b), v = vsplat(p->v);
   const int mask = (flags & NK_CHK_MASK) != 0, wdz = (flags & NK_CHK_DZ) != 0;
   size_t i = 0;
   for (; i + VL <= n; i += VL) {
-    v16f g = ld(dy, i, dt);
+    vf g = ld(dy, i, dt);
     if (mask) g = vmask(g, ld(y, i, dt));
-    const v16f o = dx_v(ld(x, i, dt), g, mh, mc, r, u, a, b, v);
+    const vf o = dx_v(ld(x, i, dt), g, mh, mc, r, u, a, b, v);
     st(dx, i, o, dt, nt);
     if (wdz) st(dz, i, g, dt, nt);
   }
   if (i < n) {
     const size_t k = n - i;
-    v16f g = ld_part(dy, i, k, dt);
+    vf g = ld_part(dy, i, k, dt);
     if (mask) g = vmask(g, ld_part(y, i, k, dt));
-    const v16f o = dx_v(ld_part(x, i, k, dt), g, mh, mc, r, u, a, b, v);
+    const vf o = dx_v(ld_part(x, i, k, dt), g, mh, mc, r, u, a, b, v);
     st_part(dx, i, k, o, dt);
     if (wdz) st_part(dz, i, k, g, dt);
   }
@@ -661,25 +622,36 @@ INL void dx_cols_impl(size_t r0, size_t nrows, size_t cols, const void *x, nk_ch
   const nk_dtype F = NK_DTYPE_F32;
   const float *pmh = p->mh, *pmc = p->mc, *pr = p->r, *pu = p->u, *pa = p->a, *pb = p->b,
               *pv = p->v;
-  for (size_t i = r0; i < r0 + nrows; i++) {
-    const void *xp = row_ptr(x, xr, i, dt), *dyp = row_ptr(dy, dyr, i, dt);
-    const void *yp = mask ? row_ptr(y, yr, i, dt) : NULL;
-    void *dxp = (void *)row_ptr(dx, dxr, i, dt);
-    void *dzp = wdz ? (void *)row_ptr(dz, dzr, i, dt) : NULL;
+  const void *xa[NK_CH_BLOCK_ROWS], *dya[NK_CH_BLOCK_ROWS], *ya[NK_CH_BLOCK_ROWS];
+  const void *dxa[NK_CH_BLOCK_ROWS], *dza[NK_CH_BLOCK_ROWS];
+  for (size_t i = 0; i < nrows; i++) {
+    const size_t bi = i % NK_CH_BLOCK_ROWS;
+    if (bi == 0) {
+      const size_t L = nrows - i < NK_CH_BLOCK_ROWS ? nrows - i : NK_CH_BLOCK_ROWS;
+      rows_fill(xa, x, xr, r0 + i, L, dt);
+      rows_fill(dya, dy, dyr, r0 + i, L, dt);
+      rows_fill(dxa, dx, dxr, r0 + i, L, dt);
+      if (mask) rows_fill(ya, y, yr, r0 + i, L, dt);
+      if (wdz) rows_fill(dza, dz, dzr, r0 + i, L, dt);
+    }
+    const void *xp = xa[bi], *dyp = dya[bi];
+    const void *yp = mask ? ya[bi] : NULL;
+    void *dxp = (void *)dxa[bi];
+    void *dzp = wdz ? (void *)dza[bi] : NULL;
     size_t j = 0;
     for (; j + VL <= cols; j += VL) {
-      v16f g = ld(dyp, j, dt);
+      vf g = ld(dyp, j, dt);
       if (mask) g = vmask(g, ld(yp, j, dt));
-      const v16f o = dx_v(ld(xp, j, dt), g, ld(pmh, j, F), ld(pmc, j, F), ld(pr, j, F),
+      const vf o = dx_v(ld(xp, j, dt), g, ld(pmh, j, F), ld(pmc, j, F), ld(pr, j, F),
                           ld(pu, j, F), ld(pa, j, F), ld(pb, j, F), ld(pv, j, F));
       st(dxp, j, o, dt, nt);
       if (wdz) st(dzp, j, g, dt, nt);
     }
     if (j < cols) {
       const size_t k = cols - j;
-      v16f g = ld_part(dyp, j, k, dt);
+      vf g = ld_part(dyp, j, k, dt);
       if (mask) g = vmask(g, ld_part(yp, j, k, dt));
-      const v16f o = dx_v(ld_part(xp, j, k, dt), g, ld_part(pmh, j, k, F),
+      const vf o = dx_v(ld_part(xp, j, k, dt), g, ld_part(pmh, j, k, F),
                           ld_part(pmc, j, k, F), ld_part(pr, j, k, F),
                           ld_part(pu, j, k, F), ld_part(pa, j, k, F),
                           ld_part(pb, j, k, F), ld_part(pv, j, k, F));
