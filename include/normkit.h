@@ -796,7 +796,8 @@ NK_API nk_status nk_batchnorm_bwd_workspace_size(const nk_batchnorm_desc *desc, 
  *              running mean and rstd (save_mean/save_rstd of an inference forward).
  *   dy         IN  upstream gradient.
  *   dx         OUT gradient w.r.t. x. Training: (g_c r/M)(M dy' - sum dy' - xhat sum(dy' xhat));
- *              inference: dy' * g_c * r. dy' = dy masked by y > 0 with RELU/ADD_RELU.
+ *              inference: dy' * g_c * r. dy' = (y <= 0 ? 0 : dy) with RELU/ADD_RELU (as
+ *              PyTorch's threshold_backward: a NaN y passes the gradient).
  *   dz         OUT ADD_RELU: gradient w.r.t. z (= dy'); optional.
  *   dgamma, dbeta  OUT optional, C elements: sum(dy' xhat), sum(dy'); overwritten, or
  *              accumulated with NK_CHNORM_ACCUMULATE.
@@ -829,7 +830,8 @@ NK_API nk_status nk_batchnorm_bwd_apply(nk_context *ctx, const nk_batchnorm_desc
  * scale = g * r, shift = b - mean * g * r with r = 1/sqrt(var + eps), in double, rounded to f32.
  * gamma/beta optional (f32). And into a preceding linear/conv layer whose output channel c is
  * row c of weight (C rows x k, row stride k) with optional bias: weight[c][:] *= scale_c,
- * bias_c = (bias_c - mean_c) * g r + b (bias NULL: treated as 0, and then bias_out required).
+ * bias_out_c = (bias_c - mean_c) * g r + b (bias NULL: treated as 0); bias_out (C floats) is
+ * always required and may be bias itself.
  * Returns OK or INVALID_ARGUMENT. */
 NK_API nk_status nk_batchnorm_fold(size_t channels, float eps, const float *running_mean,
                                    const float *running_var, const float *gamma,
@@ -839,7 +841,9 @@ NK_API nk_status nk_batchnorm_fold_linear(size_t channels, size_t k, float eps,
                                           const float *gamma, const float *beta, float *weight,
                                           const float *bias, float *bias_out);
 
-/* GroupNorm forward. mean, rstd: OUT optional, N*G floats ([n][g]). y may be x.
+/* GroupNorm forward. mean, rstd: OUT optional, N*G floats ([n][g]). y may be x. Flags: only
+ * NK_CHNORM_TRAINING (ignored: GroupNorm always uses the sample's statistics) and, in the
+ * backward, NK_CHNORM_ACCUMULATE; others are INVALID_ARGUMENT.
  * Returns OK, INVALID_ARGUMENT, UNSUPPORTED. No workspace. */
 NK_API nk_status nk_groupnorm_fwd(nk_context *ctx, const nk_groupnorm_desc *desc, const void *x,
                                   const void *gamma, const void *beta, void *y, float *mean,
@@ -863,7 +867,9 @@ NK_API nk_status nk_instancenorm_bwd_workspace_size(const nk_instancenorm_desc *
                                                     size_t *bytes);
 /* InstanceNorm backward. With NK_CHNORM_TRAINING, or when the forward used instance
  * statistics (use_running = 0), the GroupNorm backward with G = C; with use_running != 0 the
- * statistics were constants: dx = dy * g * rstd. mean/rstd as written by the forward. */
+ * statistics were constants: dx = dy * g * rstd. mean/rstd as written by the forward.
+ * use_running decides (NK_CHNORM_TRAINING is then ignored). Flags: TRAINING and ACCUMULATE
+ * only (InstanceNorm has no NK_CHNORM_CUMULATIVE: its running update always uses momentum). */
 NK_API nk_status nk_instancenorm_bwd(nk_context *ctx, const nk_instancenorm_desc *desc,
                                      int use_running, const void *x, const void *gamma,
                                      const float *mean, const float *rstd, const void *dy,
