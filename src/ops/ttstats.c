@@ -189,13 +189,19 @@ nk_status nk_unmixtns_init(nk_context *ctx, const nk_unmixtns_desc *desc,
   TRY(check_variances(ctx, op, "source_var", C, source_var));
 
   /* K == 1: no noise and a = 0, so the single component is the source statistics exactly. */
-  const double a = K > 1 ? (double)desc->alpha_init : 0.0;
-  const double spread = K > 1 ? sqrt(a * (double)K / (double)(K - 1)) : 0.0;
+  if (K == 1) {
+    for (size_t c = 0; c < C; c++) {
+      comp_mean[c] = source_mean[c];
+      comp_var[c] = source_var[c];
+    }
+    return nk__ok(ctx);
+  }
+  const double a = desc->alpha_init;
+  const double spread = sqrt(a * (double)K / (double)(K - 1));
   for (size_t k = 0; k < K; k++) {
     for (size_t c = 0; c < C; c++) {
       const double mu_s = source_mean[c], var_s = source_var[c];
-      const double noise = K > 1 ? spread * sqrt(var_s) * (double)xi[k * C + c] : 0.0;
-      comp_mean[k * C + c] = (float)(mu_s + noise);
+      comp_mean[k * C + c] = (float)(mu_s + spread * sqrt(var_s) * (double)xi[k * C + c]);
       comp_var[k * C + c] = (float)((1.0 - a) * var_s);
     }
   }
