@@ -905,7 +905,7 @@ NK_API nk_status nk_instancenorm_bwd(nk_context *ctx, const nk_instancenorm_desc
  * mixture of the source (running) statistics and the test batch's statistics:
  *   mean[c] = (1 - alpha_test) * source_mean[c] + alpha_test * mu_t[c]
  *   var[c]  = (1 - alpha_test) * source_var[c]  + alpha_test * v_t[c]
- * with mu_t = test[c].mean and v_t = test[c].m2 / (count - 1) (unbiased, what the reference
+ * with mu_t = test[c].mean and v_t = test[c].m2 / (count - 1) (unbiased, what the official
  * code's helper BatchNorm stores) or m2 / count (biased, unbiased_test_var == 0). The variance
  * mixture is a plain convex combination (not the variance of the mixture distribution). No
  * state is carried between batches.
@@ -913,15 +913,16 @@ NK_API nk_status nk_instancenorm_bwd(nk_context *ctx, const nk_instancenorm_desc
  *   alpha_test    IN  weight of the TEST statistics, in [0, 1] (alpha_source = 1 - alpha_test).
  *                 Default NK_TTA_ALPHA_DEFAULT = 0.1 (the benchmark code's BN.ALPHA). 0 gives
  *                 the source statistics exactly, 1 the test statistics (rounded to f32).
- *   unbiased_test_var  IN  nonzero: v_t unbiased (the reference code; recommended, pass 1);
+ *   unbiased_test_var  IN  nonzero: v_t unbiased (the official code; recommended, pass 1);
  *                 0: biased. With it, every test[c].count must be >= 2 (PyTorch's helper
  *                 BatchNorm fails there too); without it >= 1.
  *   source_mean, source_var  IN  C floats: the layer's running statistics; source_var >= 0
  *                 (or NaN).
  *   test          IN  C moments of the test batch (per channel over B*L elements).
  *   mean, var     OUT C floats: the statistics to normalize with.
- * NaN in a channel's inputs gives NaN in that channel's outputs (alpha 0 or 1 included:
- * 0 * NaN is NaN). Returns OK or INVALID_ARGUMENT (NULL with C > 0, alpha outside [0, 1] or
+ * NaN in a channel's test mean or source mean gives NaN in its mean, in its m2 or source var
+ * NaN in its var, for every alpha (0 * NaN is NaN, as in PyTorch); other channels are
+ * unaffected. Returns OK or INVALID_ARGUMENT (NULL with C > 0, alpha outside [0, 1] or
  * NaN, a count too small, negative m2 or source_var, overlapping buffers). */
 #define NK_TTA_ALPHA_DEFAULT 0.1f
 NK_API nk_status nk_tta_alpha_bn_stats(nk_context *ctx, size_t channels, float alpha_test,
@@ -961,9 +962,10 @@ NK_API nk_status nk_tta_alpha_bn_stats(nk_context *ctx, size_t channels, float a
  *   v_k[c]  += lambda (1/B) sum_b p[b][k] (s2[b][c]   - v_k[c])
  * An all-zero instance mean (or component mean) has similarity 0 to everything: its p is
  * uniform (1/K), never NaN. NaN in any instance's mean makes its p, its outputs, and (through
- * the update's sum over b) every component NaN, as in the reference code.
+ * the update's sum over b) every component NaN, as in the official code (unless lambda == 0:
+ * the components are then not written).
  *
- * Not implemented: the commented-out variance term of the reference code; UnMixTNS1d (1-D
+ * Not implemented: the commented-out variance term of the official code; UnMixTNS1d (1-D
  * BatchNorm layers keep their source statistics in the official code: use them directly). */
 #define NK_UNMIXTNS_TAU_DEFAULT 0.07f       /* softmax temperature */
 #define NK_UNMIXTNS_ALPHA_INIT_DEFAULT 0.5f /* the code's hard-coded "coeff" */
@@ -975,7 +977,7 @@ typedef struct nk_unmixtns_desc {
   size_t channels;   /* C */
   float tau;         /* temperature of the softmax over components, finite and > 0 */
   float lambda;      /* component update rate in [0, 1] (nk_unmixtns_lambda); 0 freezes the
-                        components (they are then left bit-identical) */
+                        components (nk_unmixtns_fwd then does not write them) */
   float alpha_init;  /* init spread a in [0, 1] (ignored when K == 1) */
 } nk_unmixtns_desc;
 
@@ -1082,7 +1084,7 @@ typedef struct nk_adab2n_desc {
                       0.1, 0.4, 0.7, 1.0 */
 } nk_adab2n_desc;
 
-/* Dense default: momentum 0.1, kappa 1 (plain EMA). Any field may be changed afterwards. */
+/* Defaults: momentum 0.1, kappa 1 (plain EMA). Any field may be changed afterwards. */
 NK_API nk_adab2n_desc nk_adab2n_desc_default(size_t channels);
 
 /* Advances the state by one training batch and returns its eta (rule above):
