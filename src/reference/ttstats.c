@@ -1,6 +1,6 @@
 /*
- * ttstats.c — float64 reference test-time statistics (spec stats-optim-rl.md A1–A3), computed from
- * the activations x (B x C x L) line by line as the official Python code does:
+ * ttstats.c — float64 reference test-time statistics (spec stats-optim-rl.md A1–A3), computed
+ * from the activations x (B x C x L) line by line as the official Python code does:
  *   alpha-BN   test-time-adaptation methods/bn.py AlphaBatchNorm
  *   UnMix-TNS  devavratTomar/unmixtns tta_experiments/unmixtns.py (BaseNormLayer, UnMixTNS2d)
  *   AdaB2N     lvyilin/AdaB2N models/utils/adab2n.py (get_eta, training_forward),
@@ -16,6 +16,8 @@ static double xat(const double *x, size_t C, size_t L, size_t b, size_t c, size_
   return x[(b * C + c) * L + l];
 }
 
+static double sq(double v) { return v * v; }
+
 /* torch.mean(x, dim=[2, 3]) */
 static double instance_mean(const double *x, size_t C, size_t L, size_t b, size_t c) {
   double s = 0.0;
@@ -27,7 +29,7 @@ static double instance_mean(const double *x, size_t C, size_t L, size_t b, size_
 static double instance_var(const double *x, size_t C, size_t L, size_t b, size_t c) {
   const double mu = instance_mean(x, C, L, b, c);
   double s = 0.0;
-  for (size_t l = 0; l < L; l++) s += (xat(x, C, L, b, c, l) - mu) * (xat(x, C, L, b, c, l) - mu);
+  for (size_t l = 0; l < L; l++) s += sq(xat(x, C, L, b, c, l) - mu);
   return s / (double)L;
 }
 
@@ -46,7 +48,7 @@ void nk_ref_alpha_bn_stats(size_t B, size_t C, size_t L, const double *x, double
     mu_t /= n;
     double ss = 0.0;
     for (size_t b = 0; b < B; b++)
-      for (size_t l = 0; l < L; l++) ss += (xat(x, C, L, b, c, l) - mu_t) * (xat(x, C, L, b, c, l) - mu_t);
+      for (size_t l = 0; l < L; l++) ss += sq(xat(x, C, L, b, c, l) - mu_t);
     const double v_t = ss / (unbiased ? n - 1.0 : n);
     mean[c] = (1.0 - alpha) * source_mean[c] + alpha * mu_t;
     var[c] = (1.0 - alpha) * source_var[c] + alpha * v_t;
@@ -69,7 +71,8 @@ void nk_ref_unmixtns_init(size_t K, size_t C, double alpha_init, const double *s
   for (size_t k = 0; k < K; k++) {
     for (size_t c = 0; c < C; c++) {
       double noise = 0.0;
-      if (K > 1) noise = sqrt(coeff * (double)K / (double)(K - 1)) * sqrt(source_var[c]) * xi[k * C + c];
+      if (K > 1)
+        noise = sqrt(coeff * (double)K / (double)(K - 1)) * sqrt(source_var[c]) * xi[k * C + c];
       comp_mean[k * C + c] = source_mean[c] + noise;
       comp_var[k * C + c] = (1.0 - coeff) * source_var[c];
     }
@@ -207,7 +210,7 @@ double nk_ref_adab2n_fwd(size_t B, size_t C, size_t L, const double *x, const in
       double v = 0.0;
       for (size_t b = 0; b < B; b++) {
         double s = 0.0;
-        for (size_t l = 0; l < L; l++) s += (xat(x, C, L, b, c, l) - mu) * (xat(x, C, L, b, c, l) - mu);
+        for (size_t l = 0; l < L; l++) s += sq(xat(x, C, L, b, c, l) - mu);
         v += (s / (double)L) * sw[b];
       }
       mean[c] = mu;
@@ -230,7 +233,7 @@ double nk_ref_adab2n_fwd(size_t B, size_t C, size_t L, const double *x, const in
       mu /= n;
       double v = 0.0;
       for (size_t b = 0; b < B; b++)
-        for (size_t l = 0; l < L; l++) v += (xat(x, C, L, b, c, l) - mu) * (xat(x, C, L, b, c, l) - mu);
+        for (size_t l = 0; l < L; l++) v += sq(xat(x, C, L, b, c, l) - mu);
       mean[c] = mu;
       var[c] = v / n;
     }
