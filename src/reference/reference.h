@@ -169,5 +169,46 @@ void nk_ref_batchnorm_fold_linear(size_t channels, size_t k, double eps,
                                   const double *running_mean, const double *running_var,
                                   const double *gamma, const double *beta, double *weight,
                                   const double *bias, double *bias_out);
+/* ---- test-time statistics (ttstats.c; spec stats-optim-rl.md Part A) ---- */
+/* These work on the activations themselves, as the official code does: x is a dense
+ * B x C x L tensor, x[(b*C + c)*L + l], and every statistic is formed from it by the spec's
+ * definitions (§0): instance mean over l, biased instance variance, batch mean/variance over
+ * (b, l). Outputs are double, nothing is rounded. */
+
+/* alpha-BN: test statistics of x over (B, L) per channel (var divided by B*L - 1 when
+ * unbiased, else B*L), mixed: mean = (1 - alpha) source_mean + alpha mu_t, likewise var. */
+void nk_ref_alpha_bn_stats(size_t B, size_t C, size_t L, const double *x, double alpha,
+                           int unbiased, const double *source_mean, const double *source_var,
+                           double *mean, double *var);
+
+/* 1 - (1 - momentum)^(batch / batch_max). */
+double nk_ref_unmixtns_lambda(double momentum, double batch, double batch_max);
+/* Components (K x C each) from the source statistics and the noise xi (K x C, unused for
+ * K == 1), as BaseNormLayer.__init__ with coeff = alpha_init. */
+void nk_ref_unmixtns_init(size_t K, size_t C, double alpha_init, const double *source_mean,
+                          const double *source_var, const double *xi, double *comp_mean,
+                          double *comp_var);
+/* One UnMixTNS2d.forward on x: mean_bar, var_bar (B x C; var clamped at 0), prob (B x K), and
+ * the components (K x C) updated in place with rate lambda. */
+void nk_ref_unmixtns_fwd(size_t K, size_t C, size_t B, size_t L, const double *x, double tau,
+                         double lambda, double *comp_mean, double *comp_var, double *mean_bar,
+                         double *var_bar, double *prob);
+
+/* AdaB2N's scalar state, as the Python module holds it (last_eta None = has_last_eta 0). */
+typedef struct nk_ref_adab2n_state {
+  double num_batches_tracked;
+  int has_last_eta;
+  double last_eta;
+  size_t tasks; /* cur_tasks */
+} nk_ref_adab2n_state;
+/* num_batches_tracked += 1, then get_eta(). */
+double nk_ref_adab2n_eta(double momentum, double kappa, nk_ref_adab2n_state *st);
+/* One training_forward on x: statistics (weighted when task_ids != NULL and tasks > 0, else
+ * plain biased batch statistics), running update, regularizer. w (tasks + 1) and omega (B) are
+ * written on the weighted path when not NULL. Returns eta. */
+double nk_ref_adab2n_fwd(size_t B, size_t C, size_t L, const double *x, const int64_t *task_ids,
+                         const double *phi, double momentum, double kappa,
+                         nk_ref_adab2n_state *st, double *running_mean, double *running_var,
+                         double *mean, double *var, double *w, double *omega, double *reg);
 
 #endif /* NK_REFERENCE_H */
