@@ -796,7 +796,8 @@ NK_API nk_status nk_batchnorm_bwd_workspace_size(const nk_batchnorm_desc *desc, 
  *              running mean and rstd (save_mean/save_rstd of an inference forward).
  *   dy         IN  upstream gradient.
  *   dx         OUT gradient w.r.t. x. Training: (g_c r/M)(M dy' - sum dy' - xhat sum(dy' xhat));
- *              inference: dy' * g_c * r. dy' = dy masked by y > 0 with RELU/ADD_RELU.
+ *              inference: dy' * g_c * r. dy' = (y <= 0 ? 0 : dy) with RELU/ADD_RELU (as
+ *              PyTorch's threshold_backward: a NaN y passes the gradient).
  *   dz         OUT ADD_RELU: gradient w.r.t. z (= dy'); optional.
  *   dgamma, dbeta  OUT optional, C elements: sum(dy' xhat), sum(dy'); overwritten, or
  *              accumulated with NK_CHNORM_ACCUMULATE.
@@ -829,7 +830,8 @@ NK_API nk_status nk_batchnorm_bwd_apply(nk_context *ctx, const nk_batchnorm_desc
  * scale = g * r, shift = b - mean * g * r with r = 1/sqrt(var + eps), in double, rounded to f32.
  * gamma/beta optional (f32). And into a preceding linear/conv layer whose output channel c is
  * row c of weight (C rows x k, row stride k) with optional bias: weight[c][:] *= scale_c,
- * bias_c = (bias_c - mean_c) * g r + b (bias NULL: treated as 0, and then bias_out required).
+ * bias_out_c = (bias_c - mean_c) * g r + b (bias NULL: treated as 0); bias_out (C floats) is
+ * always required and may be bias itself.
  * Returns OK or INVALID_ARGUMENT. */
 NK_API nk_status nk_batchnorm_fold(size_t channels, float eps, const float *running_mean,
                                    const float *running_var, const float *gamma,
@@ -839,7 +841,9 @@ NK_API nk_status nk_batchnorm_fold_linear(size_t channels, size_t k, float eps,
                                           const float *gamma, const float *beta, float *weight,
                                           const float *bias, float *bias_out);
 
-/* GroupNorm forward. mean, rstd: OUT optional, N*G floats ([n][g]). y may be x.
+/* GroupNorm forward. mean, rstd: OUT optional, N*G floats ([n][g]). y may be x. Flags: only
+ * NK_CHNORM_TRAINING (ignored: GroupNorm always uses the sample's statistics) and, in the
+ * backward, NK_CHNORM_ACCUMULATE; others are INVALID_ARGUMENT.
  * Returns OK, INVALID_ARGUMENT, UNSUPPORTED. No workspace. */
 NK_API nk_status nk_groupnorm_fwd(nk_context *ctx, const nk_groupnorm_desc *desc, const void *x,
                                   const void *gamma, const void *beta, void *y, float *mean,
@@ -863,12 +867,290 @@ NK_API nk_status nk_instancenorm_bwd_workspace_size(const nk_instancenorm_desc *
                                                     size_t *bytes);
 /* InstanceNorm backward. With NK_CHNORM_TRAINING, or when the forward used instance
  * statistics (use_running = 0), the GroupNorm backward with G = C; with use_running != 0 the
- * statistics were constants: dx = dy * g * rstd. mean/rstd as written by the forward. */
+ * statistics were constants: dx = dy * g * rstd. mean/rstd as written by the forward.
+ * use_running decides (NK_CHNORM_TRAINING is then ignored). Flags: TRAINING and ACCUMULATE
+ * only (InstanceNorm has no NK_CHNORM_CUMULATIVE: its running update always uses momentum). */
 NK_API nk_status nk_instancenorm_bwd(nk_context *ctx, const nk_instancenorm_desc *desc,
                                      int use_running, const void *x, const void *gamma,
                                      const float *mean, const float *rstd, const void *dy,
                                      void *dx, void *dgamma, void *dbeta, void *workspace,
                                      size_t workspace_size);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Test-time statistics: alpha-BN, UnMix-TNS, AdaB2N                                           */
+/* ------------------------------------------------------------------------------------------ */
+/*
+ * The statistics that test-time adaptation and continual-learning BatchNorm variants feed to a
+ * BatchNorm layer (spec stats-optim-rl.md Part A; docs/ops/test-time.md). The inputs are
+ * statistics, not tensors: the caller computes moments from its activations (a B x C x L
+ * tensor; L = H*W, or 1 for an N x C tensor) with the moments functions above, and these
+ * functions apply the methods' update rules to them:
+ *   per-channel batch moments:  C nk_moments, entry c over the B*L elements of channel c;
+ *   per-instance moments:       B*C nk_moments laid out [b][c] (entry b*C + c over the L
+ *                               elements of sample b, channel c; the "instance statistics").
+ * What comes out (mean/var per channel or per instance and channel) is what the caller
+ * normalizes with: y = gamma (x - mean) / sqrt(var + eps_bn) + beta (nk_batchnorm_fwd in
+ * inference mode takes per-channel mean/var as its running statistics).
+ *
+ * Arithmetic: every rule is evaluated in double from the given values (float state widened
+ * exactly); results stored in float buffers are rounded once to f32, results in double
+ * buffers are not rounded. State arrays (component and running statistics) are float, as
+ * PyTorch's buffers; scalar state (eta) is double. Single-threaded, no kernels, no ISA
+ * dependence: the same bits on every machine with the same libm (exp, pow, log, cos, sin).
+ * The context is used for its message only.
+ *
+ * Conventions of this section:
+ * - Variances are biased (M2 / count) unless a function says otherwise.
+ * - Every nk_moments entry read must have count >= 1 (>= 2 where a function takes the
+ *   unbiased variance) and finite, and m2 >= 0 or NaN: anything else is INVALID_ARGUMENT.
+ *   Data values are not policed otherwise: NaN or +-inf in a mean or m2 gives NaN in what
+ *   depends on it (see each function).
+ * - Validation (sizes, NULLs, parameters, moments' counts, task ids) is done in full before
+ *   anything is written: on failure no output and no state is changed.
+ * - No output (state arrays included) may overlap any other buffer given to the call
+ *   (INVALID_ARGUMENT); there is no in-place form. Inputs may overlap each other.
+ * - Gradients: none of these functions has a backward. AdaB2N's statistics depend on the
+ *   learnable task logits phi; the gradient into phi (and through mean/var into x) is not
+ *   implemented (nk_adab2n_weights returns w and omega, what such a backward starts from).
+ */
+
+/* alpha-BN (You, Li, Zhao 2021, arXiv 2110.04065; convention of the test-time-adaptation
+ * benchmark code, methods/bn.py AlphaBatchNorm): each channel is normalized with a fixed convex
+ * mixture of the source (running) statistics and the test batch's statistics:
+ *   mean[c] = (1 - alpha_test) * source_mean[c] + alpha_test * mu_t[c]
+ *   var[c]  = (1 - alpha_test) * source_var[c]  + alpha_test * v_t[c]
+ * with mu_t = test[c].mean and v_t = test[c].m2 / (count - 1) (unbiased, what the official
+ * code's helper BatchNorm stores) or m2 / count (biased, unbiased_test_var == 0). The variance
+ * mixture is a plain convex combination (not the variance of the mixture distribution). No
+ * state is carried between batches.
+ *   channels      C. 0: nothing is read or written, OK (pointers may then be NULL).
+ *   alpha_test    IN  weight of the TEST statistics, in [0, 1] (alpha_source = 1 - alpha_test).
+ *                 Default NK_TTA_ALPHA_DEFAULT = 0.1 (the benchmark code's BN.ALPHA). 0 gives
+ *                 the source statistics exactly, 1 the test statistics (rounded to f32).
+ *   unbiased_test_var  IN  nonzero: v_t unbiased (the official code; recommended, pass 1);
+ *                 0: biased. With it, every test[c].count must be >= 2 (PyTorch's helper
+ *                 BatchNorm fails there too); without it >= 1.
+ *   source_mean, source_var  IN  C floats: the layer's running statistics; source_var >= 0
+ *                 (or NaN).
+ *   test          IN  C moments of the test batch (per channel over B*L elements).
+ *   mean, var     OUT C floats: the statistics to normalize with.
+ * NaN in a channel's test mean or source mean gives NaN in its mean, in its m2 or source var
+ * NaN in its var, for every alpha (0 * NaN is NaN, as in PyTorch); other channels are
+ * unaffected. Returns OK or INVALID_ARGUMENT (NULL with C > 0, alpha outside [0, 1] or
+ * NaN, a count too small, negative m2 or source_var, overlapping buffers). */
+#define NK_TTA_ALPHA_DEFAULT 0.1f
+NK_API nk_status nk_tta_alpha_bn_stats(nk_context *ctx, size_t channels, float alpha_test,
+                                       int unbiased_test_var, const float *source_mean,
+                                       const float *source_var, const nk_moments *test,
+                                       float *mean, float *var);
+
+/* UnMix-TNS (Tomar, Vray, Thiran, Bozorgtabar, ICLR 2024; code devavratTomar/unmixtns
+ * unmixtns.py): K statistics components per BatchNorm layer, mu_k and v_k (K x C floats each,
+ * laid out [k][c], caller-owned), initialized around the source statistics and updated online;
+ * each test instance b is normalized with its own mixed statistics mean_bar[b][c],
+ * var_bar[b][c].
+ *
+ * Initialization (nk_unmixtns_init), with a = alpha_init:
+ *   K == 1:  mu_1 = source_mean, v_1 = source_var (no noise; a is treated as 0).
+ *   K  > 1:  mu_k[c] = source_mean[c] + sqrt(a K / (K - 1)) * sqrt(source_var[c]) * xi[k][c],
+ *            v_k[c]  = (1 - a) * source_var[c],
+ * xi a K x C matrix of standard normal draws supplied by the caller (PyTorch's randn_like, or
+ * nk_unmixtns_noise). The spread of the K means around their average then has expected
+ * (1/K) variance a * source_var, so component variance plus spread of means ~ source_var.
+ *
+ * Forward step (nk_unmixtns_fwd), per test batch of B instances with instance moments
+ * (xbar[b][c] = mean, s2[b][c] = m2 / count, biased), using the components as they were before
+ * this batch:
+ *   sim(u, w) = u.w / (max(|u|, 1e-12) max(|w|, 1e-12))        (PyTorch F.normalize)
+ *   p[b][k]   = softmax over k of sim(xbar[b], mu_k) / tau
+ *   muhat[b][k][c] = (1 - p[b][k]) mu_k[c] + p[b][k] xbar[b][c]
+ *   vhat[b][k][c]  = (1 - p[b][k]) v_k[c]  + p[b][k] s2[b][c]
+ *   mean_bar[b][c] = (1/K) sum_k muhat[b][k][c]
+ *   var_bar[b][c]  = max(0, (1/K) sum_k vhat + (1/K) sum_k muhat^2 - mean_bar^2)
+ *                    (law of total variance over the equal-weight mixture; evaluated as
+ *                    (1/K) sum_k vhat + (1/K) sum_k (muhat - mean_bar)^2, equal in exact
+ *                    arithmetic and free of cancellation; the clamp the spec asks for then
+ *                    only acts on negative component variances; NaN stays NaN)
+ * then the components move toward the batch (divisor B, not sum_b p):
+ *   mu_k[c] += lambda (1/B) sum_b p[b][k] (xbar[b][c] - mu_k[c])
+ *   v_k[c]  += lambda (1/B) sum_b p[b][k] (s2[b][c]   - v_k[c])
+ * An all-zero instance mean (or component mean) has similarity 0 to everything: its p is
+ * uniform (1/K), never NaN. NaN in any instance's mean makes its p, its outputs, and (through
+ * the update's sum over b) every component NaN, as in the official code (unless lambda == 0:
+ * the components are then not written).
+ *
+ * Not implemented: the commented-out variance term of the official code; UnMixTNS1d (1-D
+ * BatchNorm layers keep their source statistics in the official code: use them directly). */
+#define NK_UNMIXTNS_TAU_DEFAULT 0.07f       /* softmax temperature */
+#define NK_UNMIXTNS_ALPHA_INIT_DEFAULT 0.5f /* the code's hard-coded "coeff" */
+#define NK_UNMIXTNS_COMPONENTS_DEFAULT 16   /* 128 in the paper's mixed-domain setting */
+#define NK_UNMIXTNS_SIM_EPS 1e-12           /* the norm guard of the cosine similarity */
+
+typedef struct nk_unmixtns_desc {
+  size_t components; /* K >= 1 */
+  size_t channels;   /* C */
+  float tau;         /* temperature of the softmax over components, finite and > 0 */
+  float lambda;      /* component update rate in [0, 1] (nk_unmixtns_lambda); 0 freezes the
+                        components (nk_unmixtns_fwd then does not write them) */
+  float alpha_init;  /* init spread a in [0, 1] (ignored when K == 1) */
+} nk_unmixtns_desc;
+
+/* Defaults: tau 0.07, lambda 0.1 (momentum 0.1 and B == B_max), alpha_init 0.5. */
+NK_API nk_unmixtns_desc nk_unmixtns_desc_default(size_t components, size_t channels);
+
+/* The update rate from the source layer's BatchNorm momentum and the batch sizes:
+ *   lambda = 1 - (1 - momentum)^(batch / batch_max)     (double, rounded to f32)
+ * (momentum 0.1, batch == batch_max gives 0.1; the code's defaults are batch_max 64, or 16 on
+ * ImageNet-C). momentum in [0, 1]; batch, batch_max >= 1 (batch > batch_max is allowed).
+ * OUT *lambda. Returns OK or INVALID_ARGUMENT. */
+NK_API nk_status nk_unmixtns_lambda(nk_context *ctx, float momentum, size_t batch,
+                                    size_t batch_max, float *lambda);
+
+/* Fills xi[0..n) with standard normal draws, deterministically from seed (not PyTorch's
+ * generator: to reproduce a PyTorch run, pass its randn values to nk_unmixtns_init instead).
+ * Generator (docs/ops/test-time.md): splitmix64 (state += 0x9E3779B97F4A7C15, then the
+ * splitmix64 output mix), starting from state = seed; u = ((z >> 11) + 0.5) * 2^-53 in (0, 1);
+ * each pair (u1, u2) gives r = sqrt(-2 ln u1), xi[2i] = r cos(2 pi u2), xi[2i+1] = r sin(2 pi u2)
+ * (Box-Muller, in double, rounded to f32). The first n values do not depend on n (an odd n
+ * drops the last sine). n == 0: nothing written (xi may be NULL). Returns OK or
+ * INVALID_ARGUMENT (xi NULL with n > 0). */
+NK_API nk_status nk_unmixtns_noise(nk_context *ctx, uint64_t seed, size_t n, float *xi);
+
+/* Initializes the components (formulas above).
+ *   desc         K, C, alpha_init (tau and lambda are validated too).
+ *   source_mean, source_var  IN  C floats, the source BatchNorm's running statistics;
+ *                source_var >= 0 (or NaN: that channel's components are then NaN).
+ *   xi           IN  K x C floats [k][c]; required when K > 1, not read when K == 1 (may be
+ *                NULL).
+ *   comp_mean, comp_var  OUT K x C floats [k][c].
+ * C == 0: nothing read or written, OK. Returns OK or INVALID_ARGUMENT. */
+NK_API nk_status nk_unmixtns_init(nk_context *ctx, const nk_unmixtns_desc *desc,
+                                  const float *source_mean, const float *source_var,
+                                  const float *xi, float *comp_mean, float *comp_var);
+
+/* One test batch (formulas above): writes the per-instance statistics and updates the
+ * components in place.
+ *   batch        B, the number of instances.
+ *   inst         IN  B x C moments [b][c], each over one instance's L elements (count >= 1).
+ *   comp_mean, comp_var  IN/OUT  K x C floats: the components; read as they are before the
+ *                step (for p and the mixing), then overwritten with the updated ones.
+ *   mean_bar, var_bar    OUT B x C floats [b][c]: the statistics to normalize instance b with.
+ *   prob         OUT B x K doubles [b][k]: the assignment probabilities p (not rounded; the
+ *                function also uses this buffer as its scratch, so it is required).
+ * B == 0 or C == 0: nothing read or written, OK (the components do not move). Returns OK or
+ * INVALID_ARGUMENT (NULL, K == 0, tau <= 0 or not finite, lambda or alpha_init outside
+ * [0, 1], B*C or B*K or K*C overflowing, a count < 1, negative m2, overlapping buffers). */
+NK_API nk_status nk_unmixtns_fwd(nk_context *ctx, const nk_unmixtns_desc *desc, size_t batch,
+                                 const nk_moments *inst, float *comp_mean, float *comp_var,
+                                 float *mean_bar, float *var_bar, double *prob);
+
+/* AdaB2N (Lyu et al., NeurIPS 2023, arXiv 2310.08855; code lvyilin/AdaB2N models/utils/
+ * adab2n.py): training-time BatchNorm statistics for continual learning. Tasks k = 0..T are the
+ * tasks seen so far (T = state.tasks, the index of the current task); each sample b of the
+ * (replay-mixed) batch has a task id tau_b in [0, T] (label / classes_per_task); n_k counts
+ * the samples of task k in this batch (0 for an absent task); phi are per-layer learnable task
+ * logits (initialized to 0).
+ *
+ * Task weights (nk_adab2n_weights):
+ *   a_k = exp(phi_k) + n_k,  w_k = a_k / sum_{j=0..T} a_j,  omega_b = w_{tau_b} / n_{tau_b}
+ * so sum_b omega_b = sum over tasks present of w_k <= 1: a task absent from the batch keeps
+ * weight that no sample carries, and the statistics shrink toward 0 (the code's behaviour).
+ *
+ * Training statistics (nk_adab2n_fwd), from instance moments (xbar = mean, M2, L = count):
+ *   weighted (task ids given and T > 0):
+ *     mean[c] = sum_b omega_b xbar[b][c]
+ *     var[c]  = sum_b omega_b (1/L_b) sum_l (x_bcl - mean[c])^2
+ *             = sum_b omega_b (M2[b][c] / L_b + (xbar[b][c] - mean[c])^2)   (exact identity)
+ *     (centred on the weighted mean, not on per-task means)
+ *   plain (no task ids, or T == 0): the ordinary biased batch statistics: the instance
+ *     moments of each channel merged (Chan) in b order, mean and M2 / count.
+ * Running statistics (eval uses them as plain BatchNorm), with eta = next_eta() below:
+ *   running_mean += eta (mean - running_mean);  running_var = (1 - eta) running_var + eta var
+ * (biased var, unlike PyTorch's BatchNorm). Layer regularizer, after the update:
+ *   reg = mean_c (mean[c] - running_mean[c])^2 + mean_c (var[c] - running_var[c])^2
+ * The model loss adds lambda_reg * sum over layers of reg when the current task >= ada_t0
+ * (the caller's business).
+ *
+ * Modified momentum next_eta() (num_batches_tracked already incremented; m = momentum):
+ *   kappa == 0:      eta = 1 / num_batches_tracked     (cumulative average)
+ *   kappa == 1:      eta = m                           (plain EMA)
+ *   0 < kappa < 1:   first call (last_eta == 0): eta = m^kappa;
+ *                    later: eta = last_eta / (last_eta + (1 - m)^kappa);  last_eta = eta.
+ * The recursion falls monotonically to 1 - (1 - m)^kappa. As in the code, last_eta is only
+ * read and written in the third case.
+ *
+ * End of task: state.tasks += 1 (the caller does it); last_eta and num_batches_tracked are
+ * not reset. Eval forward: BatchNorm inference with the running statistics.
+ */
+
+/* AdaB2N's per-layer scalar state. A zeroed struct is the initial state. */
+typedef struct nk_adab2n_state {
+  int64_t num_batches_tracked; /* training batches seen; >= 0 */
+  double last_eta;             /* eta of the last call with 0 < kappa < 1; 0 before the first
+                                  (m^kappa > 0 for m > 0; with m == 0 the recursion stays 0) */
+  size_t tasks;                /* T: index of the current task (the code's cur_tasks) */
+} nk_adab2n_state;
+
+typedef struct nk_adab2n_desc {
+  size_t channels; /* C */
+  float momentum;  /* m in [0, 1]: the BatchNorm momentum (0.1) */
+  float kappa;     /* balance exponent in [0, 1]. No default: the official grid searches
+                      0.1, 0.4, 0.7, 1.0 */
+} nk_adab2n_desc;
+
+/* Defaults: momentum 0.1, kappa 1 (plain EMA). Any field may be changed afterwards. */
+NK_API nk_adab2n_desc nk_adab2n_desc_default(size_t channels);
+
+/* Advances the state by one training batch and returns its eta (rule above):
+ * num_batches_tracked += 1, then eta; last_eta updated when 0 < kappa < 1.
+ * nk_adab2n_fwd does this itself: call one or the other per batch, not both.
+ *   desc   momentum and kappa (channels is not read).
+ *   state  IN/OUT; num_batches_tracked must be >= 0 and < INT64_MAX, last_eta in [0, 1].
+ *   eta    OUT optional.
+ * Returns OK or INVALID_ARGUMENT (state unchanged). */
+NK_API nk_status nk_adab2n_next_eta(nk_context *ctx, const nk_adab2n_desc *desc,
+                                    nk_adab2n_state *state, double *eta);
+
+/* The task weights (rule above) for T = tasks:
+ *   batch        B >= 1.
+ *   task_ids     IN  B ids, each in [0, tasks].
+ *   phi          IN  tasks + 1 floats: the task logits phi_0..phi_T (the code's
+ *                task_weight[:T+1]).
+ *   task_weight  OUT tasks + 1 doubles: w_k.
+ *   omega        OUT B doubles: omega_b (sums to <= 1; exactly the w of the tasks present).
+ * exp(phi) overflowing (phi > ~709) gives inf/inf = NaN weights. Returns OK or
+ * INVALID_ARGUMENT (NULL, B == 0, an id out of range, tasks + 1 overflowing, overlaps). */
+NK_API nk_status nk_adab2n_weights(nk_context *ctx, size_t tasks, size_t batch,
+                                   const int64_t *task_ids, const float *phi,
+                                   double *task_weight, double *omega);
+
+/* One AdaB2N training step's statistics (rules above): advances the state (as
+ * nk_adab2n_next_eta), computes the batch statistics, updates the running statistics, and
+ * returns the layer regularizer.
+ *   desc         C, momentum, kappa.
+ *   state        IN/OUT (tasks is read: T).
+ *   batch        B >= 1.
+ *   inst         IN  B x C instance moments [b][c] (count L_b >= 1; the plain path merges
+ *                them, so unequal counts are weighted by count there).
+ *   task_ids     IN  optional: B task ids in [0, T]. NULL, or T == 0: the plain path (then
+ *                task_ids, phi, task_weight and omega are not read or written, may be NULL).
+ *   phi          IN  T + 1 floats (weighted path).
+ *   running_mean, running_var  IN/OUT C floats.
+ *   mean, var    OUT C floats: the statistics to normalize the batch with (the unrounded
+ *                double values are what the running update and reg use).
+ *   task_weight  OUT T + 1 doubles, omega OUT B doubles: required on the weighted path (the
+ *                function computes them there with nk_adab2n_weights).
+ *   reg          OUT optional: the layer regularizer, in double, from the unrounded mean, var
+ *                and updated running statistics. C == 0 gives 0.
+ * B == 0 is INVALID_ARGUMENT (a training step needs samples). C == 0: the state advances, the
+ * weights are written (weighted path), reg = 0, nothing else is touched.
+ * NaN in a channel's moments gives NaN in that channel's mean, var, running statistics and
+ * in reg. Returns OK or INVALID_ARGUMENT (nothing written, state unchanged). */
+NK_API nk_status nk_adab2n_fwd(nk_context *ctx, const nk_adab2n_desc *desc,
+                               nk_adab2n_state *state, size_t batch, const nk_moments *inst,
+                               const int64_t *task_ids, const float *phi, float *running_mean,
+                               float *running_var, float *mean, float *var,
+                               double *task_weight, double *omega, double *reg);
 
 #ifdef __cplusplus
 }

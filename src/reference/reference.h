@@ -2,7 +2,9 @@
  * reference.h — float64 reference implementations, written to be obviously correct.
  * Used by the tests and by the benchmark's validation. Dense row-major double arrays.
  * Straight from spec/layers.md §1–2: two-pass mean/variance, eps inside the sqrt; §12–13 for the
- * softmax family (softmax.c: long double sums after a max shift).
+ * softmax family (softmax.c: long double sums after a max shift); §14 for the channel norms and
+ * their moments (chnorm.c: two-pass long double statistics over tensors addressed through their
+ * layout and strides).
  */
 #ifndef NK_REFERENCE_H
 #define NK_REFERENCE_H
@@ -61,5 +63,152 @@ void nk_ref_cross_entropy(size_t rows, size_t cols, const double *z, const int64
 void nk_ref_sigmoid_fwd(size_t n, const double *z, double *y);
 /* dx = scale * dy * y * (1 - y). */
 void nk_ref_sigmoid_bwd(size_t n, const double *y, const double *dy, double scale, double *dx);
+
+/* ---- channel norms and moments (chnorm.c; spec §14, normkit.h "Moments", "Channel norms") ---- */
+
+/* Where element (n, c, s) of an N x C x S tensor lives (normkit.h "Channel norms"):
+ *   nsc == 0 (NCS, NCHW): n*n_stride + c*row_stride + s
+ *   nsc == 1 (NSC, NHWC): n*n_stride + s*row_stride + c
+ * A stride of 0 means dense (row_stride = S (NCS) or C (NSC); n_stride = rows * row_stride).
+ * Every tensor argument of one reference call (x, z, y, dy, dx, dz) uses this geometry; the
+ * per-channel arrays (gamma, beta, running statistics: C) and per-set arrays ([n][g]) are dense. */
+typedef struct nk_ref_chshape {
+  size_t n, c, s;
+  int nsc;
+  ptrdiff_t n_stride, row_stride;
+} nk_ref_chshape;
+
+/* The index of element (n, c, s). */
+size_t nk_ref_chidx(const nk_ref_chshape *t, size_t n, size_t c, size_t s);
+/* Elements a buffer of this geometry spans (largest index + 1; 0 when N, C or S is 0). */
+size_t nk_ref_chspan(const nk_ref_chshape *t);
+
+/* Moments of the n values x[0], x[stride], ..., x[(n-1)*stride] by plain two-pass (long
+ * double): mean and m2 = sum (x - mean)^2. n == 0 gives 0 and 0; any NaN or +-inf gives NaN
+ * for both (normkit.h "Moments"). */
+void nk_ref_moments(size_t n, const double *x, ptrdiff_t stride, double *mean, double *m2);
+
+/* Statistics by plain two-pass (long double), biased variance; NaN/inf in a set: both NaN.
+ * nk_ref_channel_stats: per channel over its N*S elements (BatchNorm); mean, var: C each.
+ * nk_ref_group_stats: per (sample, group), G groups of C/G consecutive channels, over (C/G)*S
+ * elements (GroupNorm; G == C is InstanceNorm); mean, var: N*G each, [n][g]. */
+void nk_ref_channel_stats(const nk_ref_chshape *t, const double *x, double *mean, double *var);
+void nk_ref_group_stats(const nk_ref_chshape *t, size_t groups, const double *x, double *mean,
+                        double *var);
+
+/* Fused activations of BatchNorm: relu(v) = v < 0 ? 0 : v (NaN stays NaN). */
+enum { NK_REF_ACT_NONE = 0, NK_REF_ACT_RELU = 1, NK_REF_ACT_ADD_RELU = 2 };
+
+/* BatchNorm forward (spec 14.1, normkit.h nk_batchnorm_fwd), M = N*S.
+ *   training != 0: batch statistics (mean, biased var) normalize. If running_mean and
+ *     running_var are given (both), they are updated: first ++*num_batches_tracked (when given),
+ *     then m = momentum, or m = 1 / *num_batches_tracked when cumulative (needs the counter);
+ *     rm = (1-m) rm + m mean, rv = (1-m) rv + m var M/(M-1).
+ *   training == 0: rm, rv normalize (required).
+ *   y = act((x - mean) * rstd * g + b [+ z]) with rstd = 1/sqrt(var + eps), g = gamma (1 if NULL),
+ *   b = beta (0 if NULL); act NK_REF_ACT_* (z only with ADD_RELU).
+ *   save_mean, save_rstd (C, may be NULL): the mean and rstd that normalized. */
+void nk_ref_batchnorm_fwd(const nk_ref_chshape *t, const double *x, const double *z,
+                          const double *gamma, const double *beta, double eps, int training,
+                          int act, double momentum, int cumulative, double *running_mean,
+                          double *running_var, int64_t *num_batches_tracked, double *y,
+                          double *save_mean, double *save_rstd);
+/* BatchNorm backward. dy' = dy, or with mask_y (the forward output; RELU/ADD_RELU)
+ * dy' = mask_y <= 0 ? 0 : dy (a NaN y passes the gradient).
+ *   training != 0: mean, var from x (eps); xhat = (x - mean) r;
+ *     dx = (g r / M) (M dy' - sum dy' - xhat sum dy' xhat)     (mean, rstd not read)
+ *   training == 0: mean, rstd given (C each); xhat = (x - mean) rstd; dx = dy' g rstd.
+ * dz (may be NULL) = dy'; dgamma = sum dy' xhat, dbeta = sum dy' (C each, overwritten; may be
+ * NULL). */
+void nk_ref_batchnorm_bwd(const nk_ref_chshape *t, const double *x, const double *mask_y,
+                          const double *gamma, double eps, int training, const double *mean,
+                          const double *rstd, const double *dy, double *dx, double *dz,
+                          double *dgamma, double *dbeta);
+/* The sums of nk_batchnorm_bwd_reduce, per channel c with the given mean (C):
+ * sums[3c] = sum dy', sums[3c+1] = sum dy' (x - mean[c]), sums[3c+2] = sum (x - mean[c]). */
+void nk_ref_batchnorm_bwd_sums(const nk_ref_chshape *t, const double *x, const double *mask_y,
+                               const double *mean, const double *dy, double *sums);
+
+/* GroupNorm forward (spec 14.2): G groups; y = (x - mu[n][g]) r[n][g] g_c + b_c. mean, rstd
+ * (N*G, [n][g]) may be NULL. */
+void nk_ref_groupnorm_fwd(const nk_ref_chshape *t, size_t groups, const double *x,
+                          const double *gamma, const double *beta, double eps, double *y,
+                          double *mean, double *rstd);
+/* GroupNorm backward (exact): statistics from x; within (n, g) with gh = g_c dy:
+ * dx = r (gh - mean(gh) - xhat mean(gh xhat)); dgamma_c = sum_{n,s} dy xhat, dbeta_c = sum dy
+ * (overwritten; may be NULL). */
+void nk_ref_groupnorm_bwd(const nk_ref_chshape *t, size_t groups, const double *x,
+                          const double *gamma, double eps, const double *dy, double *dx,
+                          double *dgamma, double *dbeta);
+/* InstanceNorm forward (spec 14.3, normkit.h nk_instancenorm_fwd):
+ *   running_mean/var NULL: instance statistics (per (n, c) over S) normalize;
+ *   training != 0 with running buffers: instance statistics normalize, and
+ *     rm = (1-m) rm + m mean_n(mu[n][c]), rv = (1-m) rv + m mean_n(var[n][c] S/(S-1));
+ *   training == 0 with running buffers: rm, rv normalize (as BatchNorm inference).
+ * mean, rstd (N*C, [n][c], may be NULL): the statistics used (running ones broadcast). */
+void nk_ref_instancenorm_fwd(const nk_ref_chshape *t, const double *x, const double *gamma,
+                             const double *beta, double eps, int training, double momentum,
+                             double *running_mean, double *running_var, double *y, double *mean,
+                             double *rstd);
+/* InstanceNorm backward: use_running != 0: the statistics are constants, mean/rstd given
+ * (N*C): dx = dy g rstd, dgamma = sum dy (x - mean) rstd; else the GroupNorm backward with
+ * G = C (statistics from x; mean, rstd not read). dgamma, dbeta overwritten; may be NULL. */
+void nk_ref_instancenorm_bwd(const nk_ref_chshape *t, int use_running, const double *x,
+                             const double *gamma, double eps, const double *mean,
+                             const double *rstd, const double *dy, double *dx, double *dgamma,
+                             double *dbeta);
+
+/* Inference BatchNorm folded (normkit.h nk_batchnorm_fold): r = 1/sqrt(rv + eps),
+ * scale = g r, shift = b - rm g r (gamma/beta may be NULL). */
+void nk_ref_batchnorm_fold(size_t channels, double eps, const double *running_mean,
+                           const double *running_var, const double *gamma, const double *beta,
+                           double *scale, double *shift);
+/* ... into a preceding linear layer: weight (C x k, dense) *= scale_c in place,
+ * bias_out_c = (bias_c - rm_c) g r + b (bias NULL: 0). */
+void nk_ref_batchnorm_fold_linear(size_t channels, size_t k, double eps,
+                                  const double *running_mean, const double *running_var,
+                                  const double *gamma, const double *beta, double *weight,
+                                  const double *bias, double *bias_out);
+/* ---- test-time statistics (ttstats.c; spec stats-optim-rl.md Part A) ---- */
+/* These work on the activations themselves, as the official code does: x is a dense
+ * B x C x L tensor, x[(b*C + c)*L + l], and every statistic is formed from it by the spec's
+ * definitions (§0): instance mean over l, biased instance variance, batch mean/variance over
+ * (b, l). Outputs are double, nothing is rounded. */
+
+/* alpha-BN: test statistics of x over (B, L) per channel (var divided by B*L - 1 when
+ * unbiased, else B*L), mixed: mean = (1 - alpha) source_mean + alpha mu_t, likewise var. */
+void nk_ref_alpha_bn_stats(size_t B, size_t C, size_t L, const double *x, double alpha,
+                           int unbiased, const double *source_mean, const double *source_var,
+                           double *mean, double *var);
+
+/* 1 - (1 - momentum)^(batch / batch_max). */
+double nk_ref_unmixtns_lambda(double momentum, double batch, double batch_max);
+/* Components (K x C each) from the source statistics and the noise xi (K x C, unused for
+ * K == 1), as BaseNormLayer.__init__ with coeff = alpha_init. */
+void nk_ref_unmixtns_init(size_t K, size_t C, double alpha_init, const double *source_mean,
+                          const double *source_var, const double *xi, double *comp_mean,
+                          double *comp_var);
+/* One UnMixTNS2d.forward on x: mean_bar, var_bar (B x C; var clamped at 0), prob (B x K), and
+ * the components (K x C) updated in place with rate lambda. */
+void nk_ref_unmixtns_fwd(size_t K, size_t C, size_t B, size_t L, const double *x, double tau,
+                         double lambda, double *comp_mean, double *comp_var, double *mean_bar,
+                         double *var_bar, double *prob);
+
+/* AdaB2N's scalar state, as the Python module holds it (last_eta None = has_last_eta 0). */
+typedef struct nk_ref_adab2n_state {
+  double num_batches_tracked;
+  int has_last_eta;
+  double last_eta;
+  size_t tasks; /* cur_tasks */
+} nk_ref_adab2n_state;
+/* num_batches_tracked += 1, then get_eta(). */
+double nk_ref_adab2n_eta(double momentum, double kappa, nk_ref_adab2n_state *st);
+/* One training_forward on x: statistics (weighted when task_ids != NULL and tasks > 0, else
+ * plain biased batch statistics), running update, regularizer. w (tasks + 1) and omega (B) are
+ * written on the weighted path when not NULL. Returns eta. */
+double nk_ref_adab2n_fwd(size_t B, size_t C, size_t L, const double *x, const int64_t *task_ids,
+                         const double *phi, double momentum, double kappa,
+                         nk_ref_adab2n_state *st, double *running_mean, double *running_var,
+                         double *mean, double *var, double *w, double *omega, double *reg);
 
 #endif /* NK_REFERENCE_H */

@@ -52,6 +52,13 @@ INL vi vlane(void) {
   for (int i = 0; i < VL; i++) l[i] = i;
   return l;
 }
+/* Whether any lane is nonzero (as an int32: 0 or not). */
+INL int32_t vany(vi v) {
+  int32_t r = 0;
+  for (int i = 0; i < VL; i++) r |= v[i];
+  return r;
+}
+
 /* Lanes [0, k) keep v, the others are 0 (k <= VL). */
 INL vf vkeep(vf v, size_t k) {
   const vi live = vlane() < ((vi){0} + (int)k);
@@ -228,17 +235,18 @@ INL float fold64(vf *a) {
 
 /* ---- block moments ------------------------------------------------------------------------- */
 
-/* The double-precision block moments (rare blocks: overflow, underflow, NaN/inf). */
-static void block_moments_f64(size_t n, const void *x, size_t step, nk_dtype dt, double *mean,
-                              double *m2) {
+/* The double-precision moments of a block of n values (rare blocks: overflow, underflow of the
+ * squares, NaN/inf). Any NaN or inf among the values gives NaN for both. */
+static void block_moments_f64(size_t n, const double *t, double *mean, double *m2) {
   double s = 0.0;
-  for (size_t i = 0; i < n; i++) s += (double)get1(x, i * step, dt);
+  for (size_t i = 0; i < n; i++) s += t[i];
+  if (!isfinite(s)) { /* finite floats never overflow a double sum of <= 1024 terms */
+    *mean = *m2 = NAN;
+    return;
+  }
   const double m = s / (double)n;
   double q = 0.0;
-  for (size_t i = 0; i < n; i++) {
-    const double d = (double)get1(x, i * step, dt) - m;
-    q += d * d;
-  }
+  for (size_t i = 0; i < n; i++) q += (t[i] - m) * (t[i] - m);
   *mean = m;
   *m2 = q;
 }
@@ -250,8 +258,10 @@ INL int nonfinite(float v) {
   return (u & 0x7F800000u) == 0x7F800000u;
 }
 
-INL int block_needs_f64(float s, float d, float q) {
-  return nonfinite(s) | nonfinite(d) | nonfinite(q) | ((q < 0x1p-90f) & !((q == 0.0f) & (d == 0.0f)));
+/* The f32 block needs the double path when a sum is not finite, or when the squares may have
+ * underflowed: Q < 2^-90 while some deviation is nonzero (nz; a constant block is exact). */
+INL int block_needs_f64(float s, float d, float q, int32_t nz) {
+  return nonfinite(s) | nonfinite(d) | nonfinite(q) | ((q < 0x1p-90f) & (nz != 0));
 }
 
 INL void block_finish(size_t n, float m, float d, float q, double *mean, double *m2) {
@@ -281,12 +291,14 @@ INL void moments_run_impl(size_t n, const void *x, nk_dtype dt, double acc[3]) {
     const float m = (float)((double)sum / (double)L);
     const vf vm = vsplat(m);
     vf d[NA], q[NA];
+    vi nz = (vi){0};
     for (int a = 0; a < NA; a++) d[a] = q[a] = vsplat(0);
     for (size_t i = 0; i < full; i += 64)
       for (int a = 0; a < NA; a++) {
         const vf e = ld(xb, i + (size_t)a * VL, dt) - vm;
         d[a] += e;
         q[a] = vfma(e, e, q[a]);
+        nz |= (vi)e;
       }
     if (k) {
       for (int a = 0; a < NA; a++) {
@@ -294,13 +306,16 @@ INL void moments_run_impl(size_t n, const void *x, nk_dtype dt, double acc[3]) {
         const vf e = vkeep(t[a] - vm, ka);
         d[a] += e;
         q[a] = vfma(e, e, q[a]);
+        nz |= (vi)e;
       }
     }
     const float dsum = fold64(d), qsum = fold64(q);
     double mean, m2;
-    if (block_needs_f64(sum, dsum, qsum))
-      block_moments_f64(L, xb, 1, dt, &mean, &m2);
-    else
+    if (block_needs_f64(sum, dsum, qsum, vany(nz & 0x7FFFFFFF))) {
+      double tv[NK_CH_BLOCK];
+      for (size_t i = 0; i < L; i++) tv[i] = (double)get1(xb, i, dt);
+      block_moments_f64(L, tv, &mean, &m2);
+    } else
       block_finish(L, m, dsum, qsum, &mean, &m2);
     nk__ch_chan(&acc[0], &acc[1], &acc[2], (double)L, mean, m2);
   }
@@ -314,6 +329,7 @@ INL void moments_cols_impl(size_t r0, size_t nrows, size_t cols, const void *x,
   float m[NK_CH_TILE_COLS] __attribute__((aligned(64)));
   float d[NK_CH_TILE_COLS] __attribute__((aligned(64)));
   float q[NK_CH_TILE_COLS] __attribute__((aligned(64)));
+  int32_t nzc[NK_CH_TILE_COLS] __attribute__((aligned(64)));
   for (size_t b0 = 0; b0 < nrows; b0 += NK_CH_BLOCK_ROWS) {
     const size_t L = nrows - b0 < NK_CH_BLOCK_ROWS ? nrows - b0 : NK_CH_BLOCK_ROWS;
     /* column vectors outside, rows inside: the accumulators stay in registers */
@@ -333,21 +349,25 @@ INL void moments_cols_impl(size_t r0, size_t nrows, size_t cols, const void *x,
     for (size_t j = 0; j < cols; j += VL) {
       const size_t kj = cols - j < VL ? cols - j : VL;
       vf vm, vd = vsplat(0), vq = vsplat(0);
+      vi vz = (vi){0};
       memcpy(&vm, m + j, sizeof vm);
       for (size_t i = 0; i < L; i++) {
         const vf e = (kj == VL ? ld(rp[i], j, dt) : ld_part(rp[i], j, kj, dt)) - vm;
         vd += e;
         vq = vfma(e, e, vq);
+        vz |= (vi)e;
       }
+      vz &= 0x7FFFFFFF;
       memcpy(d + j, &vd, sizeof vd);
       memcpy(q + j, &vq, sizeof vq);
+      memcpy(nzc + j, &vz, sizeof vz);
     }
     /* Block moments and Chan merge, per column (the count is shared by the columns). The
      * common case (no column needs the double block) runs as plain loops the compiler
      * vectorizes; the formulas are exactly those of block_finish and nk__ch_chan. */
     const double na = *count, nb = dl;
     uint32_t bad = 0;
-    for (size_t j = 0; j < cols; j++) bad |= (uint32_t)block_needs_f64(s[j], d[j], q[j]);
+    for (size_t j = 0; j < cols; j++) bad |= (uint32_t)block_needs_f64(s[j], d[j], q[j], nzc[j]);
     if (!bad) {
       if (na == 0.0) {
         for (size_t j = 0; j < cols; j++) {
@@ -370,17 +390,10 @@ INL void moments_cols_impl(size_t r0, size_t nrows, size_t cols, const void *x,
     }
     for (size_t j = 0; j < cols; j++) {
       double bm, bm2;
-      if (block_needs_f64(s[j], d[j], q[j])) {
-        /* column j of this block, in double */
-        double sum = 0.0, qq = 0.0;
-        for (size_t i = 0; i < L; i++) sum += (double)get1(row_ptr(x, xr, r0 + b0 + i, dt), j, dt);
-        const double mu = sum / dl;
-        for (size_t i = 0; i < L; i++) {
-          const double e = (double)get1(row_ptr(x, xr, r0 + b0 + i, dt), j, dt) - mu;
-          qq += e * e;
-        }
-        bm = mu;
-        bm2 = qq;
+      if (block_needs_f64(s[j], d[j], q[j], nzc[j])) {
+        double tv[NK_CH_BLOCK_ROWS];
+        for (size_t i = 0; i < L; i++) tv[i] = (double)get1(rp[i], j, dt);
+        block_moments_f64(L, tv, &bm, &bm2);
       } else {
         block_finish(L, m[j], d[j], q[j], &bm, &bm2);
       }
