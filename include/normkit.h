@@ -814,7 +814,10 @@ NK_API nk_status nk_batchnorm_bwd(nk_context *ctx, const nk_batchnorm_desc *desc
  *   k = 0: sum dy',  k = 1: sum dy' * (x - save_mean),  k = 2: sum (x - save_mean)
  * (double, fixed chunks). Add the ranks' sums elementwise in rank order, then
  * nk_batchnorm_bwd_apply computes dx (and dz, dgamma, dbeta) with count = the total number of
- * elements per channel over all ranks. nk_batchnorm_bwd is exactly these two on one process. */
+ * elements per channel over all ranks. nk_batchnorm_bwd is exactly these two on one process.
+ * On a local batch with N or S == 0 (a rank without samples), reduce writes zero sums and
+ * apply reads and writes no tensor but still writes dgamma/dbeta from the summed sums (every
+ * rank then holds the same parameter gradients). */
 NK_API nk_status nk_batchnorm_bwd_reduce(nk_context *ctx, const nk_batchnorm_desc *desc,
                                          const void *x, const void *y, const float *save_mean,
                                          const void *dy, double *sums, void *workspace,
