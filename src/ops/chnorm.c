@@ -198,7 +198,7 @@ static void red_task(void *arg, size_t start, size_t count) {
         const size_t off = p.s0 * g->es;
         const char *xr = (const char *)run_at(g, j->x, n, c) + off;
         if (!j->grad) {
-          j->k->moments_run(p.len, xr, g->dt, acc);
+          j->k->moments_run(p.len, xr, g->dt, j->kflags, acc);
         } else {
           const char *yr = j->y.p ? (const char *)run_at(g, j->y, n, c) + off : NULL;
           const char *dyr = (const char *)run_at(g, j->dy, n, c) + off;
@@ -216,7 +216,7 @@ static void red_task(void *arg, size_t start, size_t count) {
         double count = 0.0, mean[NK_CH_TILE_COLS], m2[NK_CH_TILE_COLS];
         memset(mean, 0, cols * sizeof(double));
         memset(m2, 0, cols * sizeof(double));
-        j->k->moments_cols(r0, nr, cols, col_at(g, j->x, c0), rows_of(g, j->x), g->dt, &count,
+        j->k->moments_cols(r0, nr, cols, col_at(g, j->x, c0), rows_of(g, j->x), g->dt, j->kflags, &count,
                            mean, m2);
         for (size_t c = 0; c < cols; c++) {
           out[3 * c] = count;
@@ -501,6 +501,7 @@ static void bn_moments_run(nk_context *ctx, const nk_chnorm_desc *d, const void 
   j.ch = chunking_of(&j.g);
   j.x = (tens){x, d->x_n_stride, d->x_row_stride};
   j.part = workspace;
+  j.kflags = big_output(&j.g) ? NK_CHK_PF : 0;
   reduce(ctx, &j, (double *)out);
 }
 
@@ -737,7 +738,8 @@ static void bn_reduce_run(nk_context *ctx, const nk_chnorm_desc *d, const void *
                d->y_row_stride};
   j.dy = (tens){dy, d->dy_n_stride, d->dy_row_stride};
   j.mean = save_mean;
-  j.kflags = (d->flags & (NK_CHNORM_RELU | NK_CHNORM_ADD_RELU)) ? NK_CHK_MASK : 0;
+  j.kflags = ((d->flags & (NK_CHNORM_RELU | NK_CHNORM_ADD_RELU)) ? NK_CHK_MASK : 0) |
+             (big_output(&j.g) ? NK_CHK_PF : 0);
   j.part = workspace;
   j.grad = 1;
   reduce(ctx, &j, sums);
@@ -954,7 +956,7 @@ static void gn_group_moments(const gn_job *j, size_t n, size_t g0, size_t g1, do
   if (!g->nsc) {
     for (size_t k = g0; k < g1; k++)
       for (size_t c = k * j->Cg; c < (k + 1) * j->Cg; c++)
-        j->k->moments_run(g->S, run_at(g, j->x, n, c), g->dt, &gm[3 * (k - g0)]);
+        j->k->moments_run(g->S, run_at(g, j->x, n, c), g->dt, 0, &gm[3 * (k - g0)]);
     return;
   }
   const size_t cbeg = g0 * j->Cg, cend = g1 * j->Cg;
@@ -964,7 +966,7 @@ static void gn_group_moments(const gn_job *j, size_t n, size_t g0, size_t g1, do
     double count = 0.0;
     memset(mean, 0, cols * sizeof(double));
     memset(m2, 0, cols * sizeof(double));
-    j->k->moments_cols(n * g->S, g->S, cols, col_at(g, j->x, c0), rows_of(g, j->x), g->dt,
+    j->k->moments_cols(n * g->S, g->S, cols, col_at(g, j->x, c0), rows_of(g, j->x), g->dt, 0,
                        &count, mean, m2);
     for (size_t c = 0; c < cols; c++) {
       double *a = &gm[3 * ((c0 + c) / j->Cg - g0)];
@@ -1272,7 +1274,7 @@ static void in_running_task(void *arg, size_t start, size_t count) {
     for (size_t n = 0; n < g->N; n++) {
       if (!g->nsc) {
         double acc[3] = {0.0, 0.0, 0.0};
-        j->k->moments_run(g->S, run_at(g, j->x, n, c0), g->dt, acc);
+        j->k->moments_run(g->S, run_at(g, j->x, n, c0), g->dt, 0, acc);
         sm[0] += acc[1];
         sv[0] += acc[2] / (S - 1.0);
       } else {
@@ -1280,7 +1282,7 @@ static void in_running_task(void *arg, size_t start, size_t count) {
         memset(mean, 0, cols * sizeof(double));
         memset(m2, 0, cols * sizeof(double));
         j->k->moments_cols(n * g->S, g->S, cols, col_at(g, j->x, c0), rows_of(g, j->x), g->dt,
-                           &cnt, mean, m2);
+                           0, &cnt, mean, m2);
         for (size_t c = 0; c < cols; c++) {
           sm[c] += mean[c];
           sv[c] += m2[c] / (S - 1.0);

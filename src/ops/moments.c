@@ -43,6 +43,7 @@ typedef struct mom_job {
   const void *x;
   ptrdiff_t stride;
   nk_moments *out;
+  uint32_t kflags;
 } mom_job;
 
 static void rows_task(void *arg, size_t start, size_t count) {
@@ -51,7 +52,7 @@ static void rows_task(void *arg, size_t start, size_t count) {
   for (size_t r = start; r < start + count; r++) {
     double acc[3] = {0.0, 0.0, 0.0};
     j->k->moments_run(j->cols, (const char *)j->x + (ptrdiff_t)r * j->stride * (ptrdiff_t)es,
-                      j->dt, acc);
+                      j->dt, j->kflags, acc);
     j->out[r] = (nk_moments){acc[0], acc[1], acc[2]};
   }
 }
@@ -67,7 +68,8 @@ static void cols_task(void *arg, size_t start, size_t count) {
     memset(mean, 0, cols * sizeof(double));
     memset(m2, 0, cols * sizeof(double));
     const nk_ch_rows rr = {j->rows, 0, j->stride};
-    j->k->moments_cols(0, j->rows, cols, (const char *)j->x + c0 * es, rr, j->dt, &n, mean, m2);
+    j->k->moments_cols(0, j->rows, cols, (const char *)j->x + c0 * es, rr, j->dt, j->kflags, &n,
+                       mean, m2);
     for (size_t c = 0; c < cols; c++) j->out[c0 + c] = (nk_moments){n, mean[c], m2[c]};
   }
 }
@@ -95,7 +97,10 @@ static nk_status moments_2d(nk_context *ctx, const char *op, int by_cols, size_t
   if (x == NULL) return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: x is NULL", op);
   TRY(nk__tensor_span(ctx, op, &s[0], "x", x, x_stride, rows, cols, dtype, 0));
   TRY(nk__check_overlaps(ctx, op, s, 2, no_alias));
-  mom_job j = {nk__chnorm_kernels(ctx), rows, cols, dtype, x, x_stride, out};
+  size_t bytes = 0;
+  const int big = nk__mul_size(rows, cols, &bytes) && nk__mul_size(bytes, nk_dtype_size(dtype), &bytes) &&
+                  bytes >= ((size_t)64 << 20);
+  mom_job j = {nk__chnorm_kernels(ctx), rows, cols, dtype, x, x_stride, out, big ? NK_CHK_PF : 0};
   nk_threadpool *pool = nk__context_pool(ctx);
   if (by_cols)
     nk_parallelize_1d(pool, cols_task, &j, (cols + NK_CH_TILE_COLS - 1) / NK_CH_TILE_COLS, 1);

@@ -40,6 +40,9 @@
 #define VL 4
 #endif
 #define NA (64 / VL)
+/* Column vectors processed together by the column kernels (independent add chains). */
+#define CG 4
+#define CGG (VL == 16 ? 4 : 2) /* the gradient sums keep 3 accumulators per vector */
 
 typedef float vf __attribute__((vector_size(VL * 4)));
 typedef int32_t vi __attribute__((vector_size(VL * 4)));
@@ -52,6 +55,26 @@ INL vi vlane(void) {
   for (int i = 0; i < VL; i++) l[i] = i;
   return l;
 }
+/* Elements before the first 64-byte boundary of the output p when streaming (nt), so the
+ * streaming stores of the vectors after them are aligned; 0 when not streaming or when p is not
+ * element-aligned (the stores then fall back to regular ones). At most n. */
+INL size_t head_elems(const void *p, size_t n, size_t es, int nt) {
+  const uintptr_t a = (uintptr_t)p;
+  if (!nt || a % es != 0) return 0;
+  const size_t h = ((64u - (a & 63u)) & 63u) / es;
+  return h < n ? h : n;
+}
+
+/* The chunk at element i of a run of n whose first h elements form the unaligned head:
+ * VL elements, or fewer in the head and at the tail. */
+INL size_t chunk_at(size_t i, size_t h, size_t n) {
+  const size_t end = i < h ? h : n;
+  return end - i < VL ? end - i : VL;
+}
+
+/* Prefetch (to L1) the line NK_CH_PF_DIST bytes past byte `off` of p. A hint: never faults. */
+#define PF(p, off) __builtin_prefetch((const char *)(p) + (off) + NK_CH_PF_DIST, 0, 3)
+
 /* Whether any lane is nonzero (as an int32: 0 or not). */
 INL int32_t vany(vi v) {
   int32_t r = 0;
@@ -273,7 +296,7 @@ INL void block_finish(size_t n, float m, float d, float q, double *mean, double 
 
 /* Blocks of up to 1024 elements: 64 lanes (NA vectors), full 64-element groups, then a partial
  * group whose missing lanes add nothing (zeros: +0 added to a lane sum, e = 0 in pass 2). */
-INL void moments_run_impl(size_t n, const void *x, nk_dtype dt, double acc[3]) {
+INL void moments_run_impl(size_t n, const void *x, nk_dtype dt, int pf, double acc[3]) {
   for (size_t b0 = 0; b0 < n; b0 += NK_CH_BLOCK) {
     const size_t L = n - b0 < NK_CH_BLOCK ? n - b0 : NK_CH_BLOCK;
     const size_t full = L / 64 * 64, k = L - full;
@@ -281,7 +304,10 @@ INL void moments_run_impl(size_t n, const void *x, nk_dtype dt, double acc[3]) {
     vf s[NA], t[NA];
     for (int a = 0; a < NA; a++) s[a] = t[a] = vsplat(0);
     for (size_t i = 0; i < full; i += 64)
-      for (int a = 0; a < NA; a++) s[a] += ld(xb, i + (size_t)a * VL, dt);
+      for (int a = 0; a < NA; a++) {
+        if (pf) PF(xb, (i + (size_t)a * VL) * esz(dt));
+        s[a] += ld(xb, i + (size_t)a * VL, dt);
+      }
     for (int a = 0; a < NA; a++) {
       const size_t ka = k > (size_t)a * VL ? (k - (size_t)a * VL < VL ? k - (size_t)a * VL : VL) : 0;
       if (ka) t[a] = ld_part(xb, full + (size_t)a * VL, ka, dt);
@@ -332,21 +358,49 @@ INL void moments_cols_impl(size_t r0, size_t nrows, size_t cols, const void *x,
   int32_t nzc[NK_CH_TILE_COLS] __attribute__((aligned(64)));
   for (size_t b0 = 0; b0 < nrows; b0 += NK_CH_BLOCK_ROWS) {
     const size_t L = nrows - b0 < NK_CH_BLOCK_ROWS ? nrows - b0 : NK_CH_BLOCK_ROWS;
-    /* column vectors outside, rows inside: the accumulators stay in registers */
+    /* Column vectors outside, rows inside: the accumulators stay in registers; CG vectors at
+     * a time so that CG independent chains hide the add latency. */
     const void *rp[NK_CH_BLOCK_ROWS];
     rows_fill(rp, x, xr, r0 + b0, L, dt);
-    for (size_t j = 0; j < cols; j += VL) {
+    size_t j = 0;
+    for (; j + CG * VL <= cols; j += CG * VL) {
+      vf a[CG];
+      for (int g = 0; g < CG; g++) a[g] = vsplat(0);
+      for (size_t i = 0; i < L; i++)
+        for (int g = 0; g < CG; g++) a[g] += ld(rp[i], j + (size_t)g * VL, dt);
+      for (int g = 0; g < CG; g++) memcpy(s + j + (size_t)g * VL, &a[g], sizeof a[g]);
+    }
+    for (; j < cols; j += VL) {
       const size_t kj = cols - j < VL ? cols - j : VL;
       vf a = vsplat(0);
-      if (kj == VL)
-        for (size_t i = 0; i < L; i++) a += ld(rp[i], j, dt);
-      else
-        for (size_t i = 0; i < L; i++) a += ld_part(rp[i], j, kj, dt);
+      for (size_t i = 0; i < L; i++) a += kj == VL ? ld(rp[i], j, dt) : ld_part(rp[i], j, kj, dt);
       memcpy(s + j, &a, sizeof a);
     }
     const double dl = (double)L;
-    for (size_t j = 0; j < cols; j++) m[j] = (float)((double)s[j] / dl);
-    for (size_t j = 0; j < cols; j += VL) {
+    for (size_t jj = 0; jj < cols; jj++) m[jj] = (float)((double)s[jj] / dl);
+    for (j = 0; j + CG * VL <= cols; j += CG * VL) {
+      vf vm[CG], vd[CG], vq[CG];
+      vi vz[CG];
+      for (int g = 0; g < CG; g++) {
+        memcpy(&vm[g], m + j + (size_t)g * VL, sizeof vm[g]);
+        vd[g] = vq[g] = vsplat(0);
+        vz[g] = (vi){0};
+      }
+      for (size_t i = 0; i < L; i++)
+        for (int g = 0; g < CG; g++) {
+          const vf e = ld(rp[i], j + (size_t)g * VL, dt) - vm[g];
+          vd[g] += e;
+          vq[g] = vfma(e, e, vq[g]);
+          vz[g] |= (vi)e;
+        }
+      for (int g = 0; g < CG; g++) {
+        vz[g] &= 0x7FFFFFFF;
+        memcpy(d + j + (size_t)g * VL, &vd[g], sizeof vd[g]);
+        memcpy(q + j + (size_t)g * VL, &vq[g], sizeof vq[g]);
+        memcpy(nzc + j + (size_t)g * VL, &vz[g], sizeof vz[g]);
+      }
+    }
+    for (; j < cols; j += VL) {
       const size_t kj = cols - j < VL ? cols - j : VL;
       vf vm, vd = vsplat(0), vq = vsplat(0);
       vi vz = (vi){0};
@@ -417,19 +471,22 @@ INL void norm_run_impl(size_t n, const void *x, const void *z, void *y, nk_dtype
   const vf mh = vsplat(p->mh), ml = vsplat(p->ml), r = vsplat(p->r), g = vsplat(p->g),
              b = vsplat(p->b);
   const int add = (flags & NK_CHK_ADD) != 0, relu = (flags & NK_CHK_RELU) != 0;
-  size_t i = 0;
-  for (; i + VL <= n; i += VL) {
-    vf v = norm_v(ld(x, i, dt), mh, ml, r, g, b);
-    if (add) v += ld(z, i, dt);
-    if (relu) v = vrelu(v);
-    st(y, i, v, dt, nt);
-  }
-  if (i < n) {
-    const size_t k = n - i;
-    vf v = norm_v(ld_part(x, i, k, dt), mh, ml, r, g, b);
-    if (add) v += ld_part(z, i, k, dt);
-    if (relu) v = vrelu(v);
-    st_part(y, i, k, v, dt);
+  const int pf = nt; /* streaming outputs come with out-of-cache inputs */
+  const size_t h = head_elems(y, n, esz(dt), nt);
+  for (size_t i = 0, k; i < n; i += k) {
+    k = chunk_at(i, h, n);
+    if (k == VL) {
+      if (pf) PF(x, i * esz(dt));
+      vf v = norm_v(ld(x, i, dt), mh, ml, r, g, b);
+      if (add) v += ld(z, i, dt);
+      if (relu) v = vrelu(v);
+      st(y, i, v, dt, nt);
+    } else {
+      vf v = norm_v(ld_part(x, i, k, dt), mh, ml, r, g, b);
+      if (add) v += ld_part(z, i, k, dt);
+      if (relu) v = vrelu(v);
+      st_part(y, i, k, v, dt);
+    }
   }
   if (nt) nt_fence();
 }
@@ -450,17 +507,19 @@ INL void norm_cols_impl(size_t r0, size_t nrows, size_t cols, const void *x, nk_
     }
     const void *xp = xa[bi], *zp = add ? za[bi] : NULL;
     void *yp = (void *)ya[bi];
-    size_t j = 0;
-    for (; j + VL <= cols; j += VL) {
-      vf v = norm_v(ld(xp, j, dt), ld(pmh, j, NK_DTYPE_F32), ld(pml, j, NK_DTYPE_F32),
+    const size_t h = head_elems(yp, cols, esz(dt), nt);
+    for (size_t j = 0, k; j < cols; j += k) {
+      k = chunk_at(j, h, cols);
+      if (k == VL) {
+        if (nt) PF(xp, j * esz(dt)); /* streaming outputs come with out-of-cache inputs */
+        vf v = norm_v(ld(xp, j, dt), ld(pmh, j, NK_DTYPE_F32), ld(pml, j, NK_DTYPE_F32),
                       ld(pr, j, NK_DTYPE_F32), ld(pg, j, NK_DTYPE_F32),
                       ld(pb, j, NK_DTYPE_F32));
-      if (add) v += ld(zp, j, dt);
-      if (relu) v = vrelu(v);
-      st(yp, j, v, dt, nt);
-    }
-    if (j < cols) {
-      const size_t k = cols - j;
+        if (add) v += ld(zp, j, dt);
+        if (relu) v = vrelu(v);
+        st(yp, j, v, dt, nt);
+        continue;
+      }
       vf v = norm_v(ld_part(xp, j, k, dt), ld_part(pmh, j, k, NK_DTYPE_F32),
                       ld_part(pml, j, k, NK_DTYPE_F32), ld_part(pr, j, k, NK_DTYPE_F32),
                       ld_part(pg, j, k, NK_DTYPE_F32), ld_part(pb, j, k, NK_DTYPE_F32));
@@ -493,7 +552,7 @@ static void gradsum_f64(size_t n, const void *x, size_t xstep, const void *y, si
 
 INL void gradsum_run_impl(size_t n, const void *x, const void *y, const void *dy,
                           nk_dtype dt, float mh, uint32_t flags, double acc[3]) {
-  const int mask = (flags & NK_CHK_MASK) != 0;
+  const int mask = (flags & NK_CHK_MASK) != 0, pf = (flags & NK_CHK_PF) != 0;
   const vf vm = vsplat(mh);
   for (size_t b0 = 0; b0 < n; b0 += NK_CH_BLOCK) {
     const size_t L = n - b0 < NK_CH_BLOCK ? n - b0 : NK_CH_BLOCK;
@@ -506,6 +565,7 @@ INL void gradsum_run_impl(size_t n, const void *x, const void *y, const void *dy
     for (size_t i = 0; i < full; i += 64)
       for (int a = 0; a < NA; a++) {
         const size_t at = i + (size_t)a * VL;
+        if (pf) PF(xb, at * esz(dt)), PF(dyb, at * esz(dt));
         vf g = ld(dyb, at, dt);
         if (mask) g = vmask(g, ld(yb, at, dt));
         const vf e = ld(xb, at, dt) - vm;
@@ -550,7 +610,30 @@ INL void gradsum_cols_impl(size_t r0, size_t nrows, size_t cols, const void *x,
     rows_fill(xp, x, xr, r0 + b0, L, dt);
     rows_fill(dyp, dy, dyr, r0 + b0, L, dt);
     if (mask) rows_fill(yp, y, yr, r0 + b0, L, dt);
-    for (size_t j = 0; j < cols; j += VL) {
+    size_t j = 0;
+    for (; j + CGG * VL <= cols; j += CGG * VL) { /* CGG column vectors: independent chains */
+      vf a[CGG], b[CGG], c[CGG], vm[CGG];
+      for (int g = 0; g < CGG; g++) {
+        a[g] = b[g] = c[g] = vsplat(0);
+        vm[g] = ld(mh, j + (size_t)g * VL, NK_DTYPE_F32);
+      }
+      for (size_t i = 0; i < L; i++)
+        for (int g = 0; g < CGG; g++) {
+          const size_t at = j + (size_t)g * VL;
+          vf gv = ld(dyp[i], at, dt);
+          if (mask) gv = vmask(gv, ld(yp[i], at, dt));
+          const vf e = ld(xp[i], at, dt) - vm[g];
+          a[g] += gv;
+          b[g] = vfma(gv, e, b[g]);
+          c[g] += e;
+        }
+      for (int g = 0; g < CGG; g++) {
+        memcpy(A + j + (size_t)g * VL, &a[g], sizeof a[g]);
+        memcpy(B + j + (size_t)g * VL, &b[g], sizeof b[g]);
+        memcpy(C + j + (size_t)g * VL, &c[g], sizeof c[g]);
+      }
+    }
+    for (; j < cols; j += VL) {
       const size_t kj = cols - j < VL ? cols - j : VL;
       vf a = vsplat(0), b = vsplat(0), c = vsplat(0);
       const vf vm = kj == VL ? ld(mh, j, NK_DTYPE_F32) : ld_part(mh, j, kj, NK_DTYPE_F32);
@@ -608,21 +691,24 @@ INL void dx_run_impl(size_t n, const void *x, const void *y, const void *dy, voi
   const vf mh = vsplat(p->mh), mc = vsplat(p->mc), r = vsplat(p->r), u = vsplat(p->u),
              a = vsplat(p->a), b = vsplat(p->b), v = vsplat(p->v);
   const int mask = (flags & NK_CHK_MASK) != 0, wdz = (flags & NK_CHK_DZ) != 0;
-  size_t i = 0;
-  for (; i + VL <= n; i += VL) {
-    vf g = ld(dy, i, dt);
-    if (mask) g = vmask(g, ld(y, i, dt));
-    const vf o = dx_v(ld(x, i, dt), g, mh, mc, r, u, a, b, v);
-    st(dx, i, o, dt, nt);
-    if (wdz) st(dz, i, g, dt, nt);
-  }
-  if (i < n) {
-    const size_t k = n - i;
-    vf g = ld_part(dy, i, k, dt);
-    if (mask) g = vmask(g, ld_part(y, i, k, dt));
-    const vf o = dx_v(ld_part(x, i, k, dt), g, mh, mc, r, u, a, b, v);
-    st_part(dx, i, k, o, dt);
-    if (wdz) st_part(dz, i, k, g, dt);
+  const int pf = nt;
+  const size_t h = head_elems(dx, n, esz(dt), nt);
+  for (size_t i = 0, k; i < n; i += k) {
+    k = chunk_at(i, h, n);
+    if (k == VL) {
+      if (pf) PF(x, i * esz(dt)), PF(dy, i * esz(dt));
+      vf g = ld(dy, i, dt);
+      if (mask) g = vmask(g, ld(y, i, dt));
+      const vf o = dx_v(ld(x, i, dt), g, mh, mc, r, u, a, b, v);
+      st(dx, i, o, dt, nt);
+      if (wdz) st(dz, i, g, dt, nt);
+    } else {
+      vf g = ld_part(dy, i, k, dt);
+      if (mask) g = vmask(g, ld_part(y, i, k, dt));
+      const vf o = dx_v(ld_part(x, i, k, dt), g, mh, mc, r, u, a, b, v);
+      st_part(dx, i, k, o, dt);
+      if (wdz) st_part(dz, i, k, g, dt);
+    }
   }
   if (nt) nt_fence();
 }
@@ -651,17 +737,19 @@ INL void dx_cols_impl(size_t r0, size_t nrows, size_t cols, const void *x, nk_ch
     const void *yp = mask ? ya[bi] : NULL;
     void *dxp = (void *)dxa[bi];
     void *dzp = wdz ? (void *)dza[bi] : NULL;
-    size_t j = 0;
-    for (; j + VL <= cols; j += VL) {
-      vf g = ld(dyp, j, dt);
-      if (mask) g = vmask(g, ld(yp, j, dt));
-      const vf o = dx_v(ld(xp, j, dt), g, ld(pmh, j, F), ld(pmc, j, F), ld(pr, j, F),
+    const size_t h = head_elems(dxp, cols, esz(dt), nt);
+    for (size_t j = 0, k; j < cols; j += k) {
+      k = chunk_at(j, h, cols);
+      if (k == VL) {
+        if (nt) PF(xp, j * esz(dt)), PF(dyp, j * esz(dt));
+        vf g = ld(dyp, j, dt);
+        if (mask) g = vmask(g, ld(yp, j, dt));
+        const vf o = dx_v(ld(xp, j, dt), g, ld(pmh, j, F), ld(pmc, j, F), ld(pr, j, F),
                           ld(pu, j, F), ld(pa, j, F), ld(pb, j, F), ld(pv, j, F));
-      st(dxp, j, o, dt, nt);
-      if (wdz) st(dzp, j, g, dt, nt);
-    }
-    if (j < cols) {
-      const size_t k = cols - j;
+        st(dxp, j, o, dt, nt);
+        if (wdz) st(dzp, j, g, dt, nt);
+        continue;
+      }
       vf g = ld_part(dyp, j, k, dt);
       if (mask) g = vmask(g, ld_part(yp, j, k, dt));
       const vf o = dx_v(ld_part(xp, j, k, dt), g, ld_part(pmh, j, k, F),
@@ -686,14 +774,18 @@ INL void dx_cols_impl(size_t r0, size_t nrows, size_t cols, const void *x, nk_ch
     }                                                                                            \
   } while (0)
 
-static void FN(moments_run)(size_t n, const void *x, nk_dtype dt, double acc[3]) {
-#define CALL(D) moments_run_impl(n, x, D, acc)
+static void FN(moments_run)(size_t n, const void *x, nk_dtype dt, uint32_t flags,
+                            double acc[3]) {
+  const int pf = (flags & NK_CHK_PF) != 0;
+#define CALL(D) moments_run_impl(n, x, D, pf, acc)
   NK_CH_DT_SWITCH(CALL);
 #undef CALL
 }
 
 static void FN(moments_cols)(size_t r0, size_t nrows, size_t cols, const void *x, nk_ch_rows xr,
-                             nk_dtype dt, double *count, double *mean, double *m2) {
+                             nk_dtype dt, uint32_t flags, double *count, double *mean,
+                             double *m2) {
+  (void)flags; /* the hardware prefetcher serves the row-block walk better than software */
 #define CALL(D) moments_cols_impl(r0, nrows, cols, x, xr, D, count, mean, m2)
   NK_CH_DT_SWITCH(CALL);
 #undef CALL
@@ -744,8 +836,8 @@ static void FN(norm_cols)(size_t r0, size_t nrows, size_t cols, const void *x, n
 
 static void FN(gradsum_run)(size_t n, const void *x, const void *y, const void *dy, nk_dtype dt,
                             float mh, uint32_t flags, double acc[3]) {
-#define G0(D) gradsum_run_impl(n, x, y, dy, D, mh, 0, acc)
-#define GM(D) gradsum_run_impl(n, x, y, dy, D, mh, NK_CHK_MASK, acc)
+#define G0(D) gradsum_run_impl(n, x, y, dy, D, mh, flags & NK_CHK_PF, acc)
+#define GM(D) gradsum_run_impl(n, x, y, dy, D, mh, NK_CHK_MASK | (flags & NK_CHK_PF), acc)
   if (flags & NK_CHK_MASK) NK_CH_DT_SWITCH(GM);
   else NK_CH_DT_SWITCH(G0);
 #undef G0

@@ -40,7 +40,7 @@
 
 #include "normkit.h"
 
-#define NK_CH_BLOCK 1024       /* elements per block of a contiguous run (== NK_MOMENTS_BLOCK) */
+#define NK_CH_BLOCK 4096       /* elements per block of a contiguous run (== NK_MOMENTS_BLOCK) */
 #define NK_CH_BLOCK_ROWS 32    /* rows per block of a column (== NK_MOMENTS_BLOCK_ROWS) */
 #define NK_CH_TILE_COLS 512    /* most columns a column kernel call handles (caller tiles) */
 
@@ -50,6 +50,11 @@
 #define NK_CHK_MASK 0x4u /* backward: g' = y <= 0 ? 0 : dy */
 #define NK_CHK_DZ 0x8u   /* dx: also write dz = g' */
 #define NK_CHK_NT 0x10u  /* outputs may use streaming stores */
+#define NK_CHK_PF 0x20u  /* inputs are out of cache: prefetch NK_CH_PF_DIST bytes ahead */
+
+/* Software prefetch distance of the out-of-cache passes. Measured here (2 cores, 1 GiB): a
+ * read stream goes from 25 to 29.5 GB/s with prefetcht0 4 KiB ahead (bench/NOTES.md). */
+#define NK_CH_PF_DIST 4096
 
 /* Rows of a column kernel: the flattened row sequence of an NSC tensor. Row i (counted from
  * the tensor's row 0) of sample i / s lives at base + (i / s) * n_stride + (i % s) * row_stride. */
@@ -78,12 +83,12 @@ typedef struct nk_ch_dx_vectors {
 typedef struct nk_chnorm_kernels {
   const char *name; /* "nk_chnorm__avx512", ... */
   /* Moments of the n elements at x (a contiguous run), merged block by block into acc. */
-  void (*moments_run)(size_t n, const void *x, nk_dtype dt, double acc[3]);
+  void (*moments_run)(size_t n, const void *x, nk_dtype dt, uint32_t flags, double acc[3]);
   /* Column moments of rows [r0, r0 + nrows) (flattened; blocks of NK_CH_BLOCK_ROWS from r0),
    * columns [0, cols) (cols <= NK_CH_TILE_COLS) of the tensor at x: merged into
    * count (shared, one double), mean[cols], m2[cols]. */
   void (*moments_cols)(size_t r0, size_t nrows, size_t cols, const void *x, nk_ch_rows rows,
-                       nk_dtype dt, double *count, double *mean, double *m2);
+                       nk_dtype dt, uint32_t flags, double *count, double *mean, double *m2);
   void (*norm_run)(size_t n, const void *x, const void *z, void *y, nk_dtype dt,
                    const nk_ch_norm_scalars *p, uint32_t flags);
   void (*norm_cols)(size_t r0, size_t nrows, size_t cols, const void *x, nk_ch_rows xr,
