@@ -18,6 +18,9 @@
 
 /* Elements per reduction chunk (a contiguous run is cut into pieces of this size). */
 #define NK_CH_CHUNK_ELEMS ((size_t)1 << 16)
+/* NHWC chunks are larger: their partials are per channel (C of them per chunk), and the
+ * per-channel merges of many small chunks cost more than the parallelism they buy. */
+#define NK_CH_CHUNK_ROWS_ELEMS ((size_t)1 << 18)
 /* Outputs at least this large use streaming stores (as the row norms). */
 #define NK_CH_NONTEMPORAL_BYTES ((size_t)64 << 20)
 /* Elements per task of the element-wise passes (load balance only). */
@@ -135,7 +138,7 @@ static chunking chunking_of(const geo *g) {
       k.per_channel = g->N * k.pieces;
     }
   } else {
-    size_t r = NK_CH_CHUNK_ELEMS / g->C / NK_CH_BLOCK_ROWS * NK_CH_BLOCK_ROWS;
+    size_t r = NK_CH_CHUNK_ROWS_ELEMS / g->C / NK_CH_BLOCK_ROWS * NK_CH_BLOCK_ROWS;
     if (r < NK_CH_BLOCK_ROWS) r = NK_CH_BLOCK_ROWS;
     k.rows = r;
     k.per_channel = ceil_div(g->N * g->S, r);

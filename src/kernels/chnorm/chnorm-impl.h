@@ -65,13 +65,6 @@ INL size_t head_elems(const void *p, size_t n, size_t es, int nt) {
   return h < n ? h : n;
 }
 
-/* The chunk at element i of a run of n whose first h elements form the unaligned head:
- * VL elements, or fewer in the head and at the tail. */
-INL size_t chunk_at(size_t i, size_t h, size_t n) {
-  const size_t end = i < h ? h : n;
-  return end - i < VL ? end - i : VL;
-}
-
 /* Prefetch (to L1) the line NK_CH_PF_DIST bytes past byte `off` of p. A hint: never faults. */
 #define PF(p, off) __builtin_prefetch((const char *)(p) + (off) + NK_CH_PF_DIST, 0, 3)
 
@@ -466,36 +459,52 @@ INL vf norm_v(vf xv, vf mh, vf ml, vf r, vf g, vf b) {
   return vfma(((xv - mh) - ml) * r, g, b);
 }
 
-INL void norm_run_impl(size_t n, const void *x, const void *z, void *y, nk_dtype dt,
-                         const nk_ch_norm_scalars *p, uint32_t flags, int nt) {
-  const vf mh = vsplat(p->mh), ml = vsplat(p->ml), r = vsplat(p->r), g = vsplat(p->g),
-             b = vsplat(p->b);
-  const int add = (flags & NK_CHK_ADD) != 0, relu = (flags & NK_CHK_RELU) != 0;
-  const int pf = nt; /* streaming outputs come with out-of-cache inputs */
-  const size_t h = head_elems(y, n, esz(dt), nt);
-  for (size_t i = 0, k; i < n; i += k) {
-    k = chunk_at(i, h, n);
-    if (k == VL) {
-      if (pf) PF(x, i * esz(dt));
-      vf v = norm_v(ld(x, i, dt), mh, ml, r, g, b);
-      if (add) v += ld(z, i, dt);
-      if (relu) v = vrelu(v);
-      st(y, i, v, dt, nt);
-    } else {
-      vf v = norm_v(ld_part(x, i, k, dt), mh, ml, r, g, b);
-      if (add) v += ld_part(z, i, k, dt);
-      if (relu) v = vrelu(v);
-      st_part(y, i, k, v, dt);
-    }
+/* k elements (VL when full) at element i; the parameters are vectors (p* == NULL: splats). */
+INL void norm_at(const void *x, const void *z, void *y, nk_dtype dt, size_t i, size_t k,
+                 int full, vf mh, vf ml, vf r, vf g, vf b, int add, int relu, int nt) {
+  vf v = norm_v(full ? ld(x, i, dt) : ld_part(x, i, k, dt), mh, ml, r, g, b);
+  if (add) v += full ? ld(z, i, dt) : ld_part(z, i, k, dt);
+  if (relu) v = vrelu(v);
+  if (full) {
+    if (nt) PF(x, i * esz(dt)); /* streaming outputs come with out-of-cache inputs */
+    st(y, i, v, dt, nt);
+  } else {
+    st_part(y, i, k, v, dt);
   }
+}
+
+/* The element loop of a run of n: an unaligned head (streaming only), whole vectors, a tail.
+ * BODY(i, k, full) handles k elements at i. */
+#define NK_CH_ELEMENTS(n, h, BODY)                                                               \
+  do {                                                                                           \
+    size_t i_ = 0;                                                                               \
+    while (i_ < (h)) {                                                                           \
+      const size_t k_ = (h) - i_ < VL ? (h) - i_ : VL;                                           \
+      BODY(i_, k_, 0);                                                                           \
+      i_ += k_;                                                                                  \
+    }                                                                                            \
+    for (; i_ + VL <= (n); i_ += VL) BODY(i_, VL, 1);                                            \
+    if (i_ < (n)) BODY(i_, (n) - i_, 0);                                                         \
+  } while (0)
+
+INL void norm_run_impl(size_t n, const void *x, const void *z, void *y, nk_dtype dt,
+                       const nk_ch_norm_scalars *p, uint32_t flags, int nt) {
+  const vf mh = vsplat(p->mh), ml = vsplat(p->ml), r = vsplat(p->r), g = vsplat(p->g),
+           b = vsplat(p->b);
+  const int add = (flags & NK_CHK_ADD) != 0, relu = (flags & NK_CHK_RELU) != 0;
+  const size_t h = head_elems(y, n, esz(dt), nt);
+#define BODY(i, k, full) norm_at(x, z, y, dt, i, k, full, mh, ml, r, g, b, add, relu, nt)
+  NK_CH_ELEMENTS(n, h, BODY);
+#undef BODY
   if (nt) nt_fence();
 }
 
 INL void norm_cols_impl(size_t r0, size_t nrows, size_t cols, const void *x, nk_ch_rows xr,
-                          const void *z, nk_ch_rows zr, void *y, nk_ch_rows yr, nk_dtype dt,
-                          const nk_ch_norm_vectors *p, uint32_t flags, int nt) {
+                        const void *z, nk_ch_rows zr, void *y, nk_ch_rows yr, nk_dtype dt,
+                        const nk_ch_norm_vectors *p, uint32_t flags, int nt) {
   const int add = (flags & NK_CHK_ADD) != 0, relu = (flags & NK_CHK_RELU) != 0;
   const float *pmh = p->mh, *pml = p->ml, *pr = p->r, *pg = p->g, *pb = p->b;
+  const nk_dtype F = NK_DTYPE_F32;
   const void *xa[NK_CH_BLOCK_ROWS], *za[NK_CH_BLOCK_ROWS], *ya[NK_CH_BLOCK_ROWS];
   for (size_t i = 0; i < nrows; i++) {
     const size_t bi = i % NK_CH_BLOCK_ROWS;
@@ -508,25 +517,12 @@ INL void norm_cols_impl(size_t r0, size_t nrows, size_t cols, const void *x, nk_
     const void *xp = xa[bi], *zp = add ? za[bi] : NULL;
     void *yp = (void *)ya[bi];
     const size_t h = head_elems(yp, cols, esz(dt), nt);
-    for (size_t j = 0, k; j < cols; j += k) {
-      k = chunk_at(j, h, cols);
-      if (k == VL) {
-        if (nt) PF(xp, j * esz(dt)); /* streaming outputs come with out-of-cache inputs */
-        vf v = norm_v(ld(xp, j, dt), ld(pmh, j, NK_DTYPE_F32), ld(pml, j, NK_DTYPE_F32),
-                      ld(pr, j, NK_DTYPE_F32), ld(pg, j, NK_DTYPE_F32),
-                      ld(pb, j, NK_DTYPE_F32));
-        if (add) v += ld(zp, j, dt);
-        if (relu) v = vrelu(v);
-        st(yp, j, v, dt, nt);
-        continue;
-      }
-      vf v = norm_v(ld_part(xp, j, k, dt), ld_part(pmh, j, k, NK_DTYPE_F32),
-                      ld_part(pml, j, k, NK_DTYPE_F32), ld_part(pr, j, k, NK_DTYPE_F32),
-                      ld_part(pg, j, k, NK_DTYPE_F32), ld_part(pb, j, k, NK_DTYPE_F32));
-      if (add) v += ld_part(zp, j, k, dt);
-      if (relu) v = vrelu(v);
-      st_part(yp, j, k, v, dt);
-    }
+#define PV(ptr, j, k, full) ((full) ? ld(ptr, j, F) : ld_part(ptr, j, k, F))
+#define BODY(j, k, full)                                                                         \
+  norm_at(xp, zp, yp, dt, j, k, full, PV(pmh, j, k, full), PV(pml, j, k, full),                  \
+          PV(pr, j, k, full), PV(pg, j, k, full), PV(pb, j, k, full), add, relu, nt)
+    NK_CH_ELEMENTS(cols, h, BODY);
+#undef BODY
   }
   if (nt) nt_fence();
 }
@@ -686,37 +682,38 @@ INL vf dx_v(vf xv, vf g, vf mh, vf mc, vf r, vf u, vf a, vf b, vf v) {
   return vfma(-xh, b, g * u - a) * v;
 }
 
-INL void dx_run_impl(size_t n, const void *x, const void *y, const void *dy, void *dx,
-                       void *dz, nk_dtype dt, const nk_ch_dx_scalars *p, uint32_t flags, int nt) {
-  const vf mh = vsplat(p->mh), mc = vsplat(p->mc), r = vsplat(p->r), u = vsplat(p->u),
-             a = vsplat(p->a), b = vsplat(p->b), v = vsplat(p->v);
-  const int mask = (flags & NK_CHK_MASK) != 0, wdz = (flags & NK_CHK_DZ) != 0;
-  const int pf = nt;
-  const size_t h = head_elems(dx, n, esz(dt), nt);
-  for (size_t i = 0, k; i < n; i += k) {
-    k = chunk_at(i, h, n);
-    if (k == VL) {
-      if (pf) PF(x, i * esz(dt)), PF(dy, i * esz(dt));
-      vf g = ld(dy, i, dt);
-      if (mask) g = vmask(g, ld(y, i, dt));
-      const vf o = dx_v(ld(x, i, dt), g, mh, mc, r, u, a, b, v);
-      st(dx, i, o, dt, nt);
-      if (wdz) st(dz, i, g, dt, nt);
-    } else {
-      vf g = ld_part(dy, i, k, dt);
-      if (mask) g = vmask(g, ld_part(y, i, k, dt));
-      const vf o = dx_v(ld_part(x, i, k, dt), g, mh, mc, r, u, a, b, v);
-      st_part(dx, i, k, o, dt);
-      if (wdz) st_part(dz, i, k, g, dt);
-    }
+INL void dx_at(const void *x, const void *y, const void *dy, void *dx, void *dz, nk_dtype dt,
+               size_t i, size_t k, int full, vf mh, vf mc, vf r, vf u, vf a, vf b, vf v,
+               int mask, int wdz, int nt) {
+  vf g = full ? ld(dy, i, dt) : ld_part(dy, i, k, dt);
+  if (mask) g = vmask(g, full ? ld(y, i, dt) : ld_part(y, i, k, dt));
+  const vf o = dx_v(full ? ld(x, i, dt) : ld_part(x, i, k, dt), g, mh, mc, r, u, a, b, v);
+  if (full) {
+    if (nt) PF(x, i * esz(dt)), PF(dy, i * esz(dt));
+    st(dx, i, o, dt, nt);
+    if (wdz) st(dz, i, g, dt, nt);
+  } else {
+    st_part(dx, i, k, o, dt);
+    if (wdz) st_part(dz, i, k, g, dt);
   }
+}
+
+INL void dx_run_impl(size_t n, const void *x, const void *y, const void *dy, void *dx,
+                     void *dz, nk_dtype dt, const nk_ch_dx_scalars *p, uint32_t flags, int nt) {
+  const vf mh = vsplat(p->mh), mc = vsplat(p->mc), r = vsplat(p->r), u = vsplat(p->u),
+           a = vsplat(p->a), b = vsplat(p->b), v = vsplat(p->v);
+  const int mask = (flags & NK_CHK_MASK) != 0, wdz = (flags & NK_CHK_DZ) != 0;
+  const size_t h = head_elems(dx, n, esz(dt), nt);
+#define BODY(i, k, full) dx_at(x, y, dy, dx, dz, dt, i, k, full, mh, mc, r, u, a, b, v, mask, wdz, nt)
+  NK_CH_ELEMENTS(n, h, BODY);
+#undef BODY
   if (nt) nt_fence();
 }
 
 INL void dx_cols_impl(size_t r0, size_t nrows, size_t cols, const void *x, nk_ch_rows xr,
-                        const void *y, nk_ch_rows yr, const void *dy, nk_ch_rows dyr, void *dx,
-                        nk_ch_rows dxr, void *dz, nk_ch_rows dzr, nk_dtype dt,
-                        const nk_ch_dx_vectors *p, uint32_t flags, int nt) {
+                      const void *y, nk_ch_rows yr, const void *dy, nk_ch_rows dyr, void *dx,
+                      nk_ch_rows dxr, void *dz, nk_ch_rows dzr, nk_dtype dt,
+                      const nk_ch_dx_vectors *p, uint32_t flags, int nt) {
   const int mask = (flags & NK_CHK_MASK) != 0, wdz = (flags & NK_CHK_DZ) != 0;
   const nk_dtype F = NK_DTYPE_F32;
   const float *pmh = p->mh, *pmc = p->mc, *pr = p->r, *pu = p->u, *pa = p->a, *pb = p->b,
@@ -733,35 +730,19 @@ INL void dx_cols_impl(size_t r0, size_t nrows, size_t cols, const void *x, nk_ch
       if (mask) rows_fill(ya, y, yr, r0 + i, L, dt);
       if (wdz) rows_fill(dza, dz, dzr, r0 + i, L, dt);
     }
-    const void *xp = xa[bi], *dyp = dya[bi];
-    const void *yp = mask ? ya[bi] : NULL;
-    void *dxp = (void *)dxa[bi];
-    void *dzp = wdz ? (void *)dza[bi] : NULL;
+    const void *xp = xa[bi], *dyp = dya[bi], *yp = mask ? ya[bi] : NULL;
+    void *dxp = (void *)dxa[bi], *dzp = wdz ? (void *)dza[bi] : NULL;
     const size_t h = head_elems(dxp, cols, esz(dt), nt);
-    for (size_t j = 0, k; j < cols; j += k) {
-      k = chunk_at(j, h, cols);
-      if (k == VL) {
-        if (nt) PF(xp, j * esz(dt)), PF(dyp, j * esz(dt));
-        vf g = ld(dyp, j, dt);
-        if (mask) g = vmask(g, ld(yp, j, dt));
-        const vf o = dx_v(ld(xp, j, dt), g, ld(pmh, j, F), ld(pmc, j, F), ld(pr, j, F),
-                          ld(pu, j, F), ld(pa, j, F), ld(pb, j, F), ld(pv, j, F));
-        st(dxp, j, o, dt, nt);
-        if (wdz) st(dzp, j, g, dt, nt);
-        continue;
-      }
-      vf g = ld_part(dyp, j, k, dt);
-      if (mask) g = vmask(g, ld_part(yp, j, k, dt));
-      const vf o = dx_v(ld_part(xp, j, k, dt), g, ld_part(pmh, j, k, F),
-                          ld_part(pmc, j, k, F), ld_part(pr, j, k, F),
-                          ld_part(pu, j, k, F), ld_part(pa, j, k, F),
-                          ld_part(pb, j, k, F), ld_part(pv, j, k, F));
-      st_part(dxp, j, k, o, dt);
-      if (wdz) st_part(dzp, j, k, g, dt);
-    }
+#define BODY(j, k, full)                                                                         \
+  dx_at(xp, yp, dyp, dxp, dzp, dt, j, k, full, PV(pmh, j, k, full), PV(pmc, j, k, full),         \
+        PV(pr, j, k, full), PV(pu, j, k, full), PV(pa, j, k, full), PV(pb, j, k, full),          \
+        PV(pv, j, k, full), mask, wdz, nt)
+    NK_CH_ELEMENTS(cols, h, BODY);
+#undef BODY
   }
   if (nt) nt_fence();
 }
+#undef PV
 
 /* ---- specializations: the dtype and the flags that shape the loops are compile-time ------- */
 
