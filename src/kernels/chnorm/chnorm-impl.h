@@ -297,10 +297,7 @@ INL void moments_run_impl(size_t n, const void *x, nk_dtype dt, int pf, double a
     vf s[NA], t[NA];
     for (int a = 0; a < NA; a++) s[a] = t[a] = vsplat(0);
     for (size_t i = 0; i < full; i += 64)
-      for (int a = 0; a < NA; a++) {
-        if (pf) PF(xb, (i + (size_t)a * VL) * esz(dt));
-        s[a] += ld(xb, i + (size_t)a * VL, dt);
-      }
+      for (int a = 0; a < NA; a++) s[a] += ld(xb, i + (size_t)a * VL, dt);
     for (int a = 0; a < NA; a++) {
       const size_t ka = k > (size_t)a * VL ? (k - (size_t)a * VL < VL ? k - (size_t)a * VL : VL) : 0;
       if (ka) t[a] = ld_part(xb, full + (size_t)a * VL, ka, dt);
@@ -312,8 +309,12 @@ INL void moments_run_impl(size_t n, const void *x, nk_dtype dt, int pf, double a
     vf d[NA], q[NA];
     vi nz = (vi){0};
     for (int a = 0; a < NA; a++) d[a] = q[a] = vsplat(0);
+    /* Pass 2 runs on L1: out of cache, it requests the next block meanwhile (same offset,
+     * one block later), so memory is busy in both passes. */
     for (size_t i = 0; i < full; i += 64)
       for (int a = 0; a < NA; a++) {
+        if (pf)
+          __builtin_prefetch((const char *)xb + (NK_CH_BLOCK + i + (size_t)a * VL) * esz(dt), 0, 3);
         const vf e = ld(xb, i + (size_t)a * VL, dt) - vm;
         d[a] += e;
         q[a] = vfma(e, e, q[a]);
@@ -342,7 +343,7 @@ INL void moments_run_impl(size_t n, const void *x, nk_dtype dt, int pf, double a
 
 /* Column moments. The per-column accumulators live in stack arrays of NK_CH_TILE_COLS. */
 INL void moments_cols_impl(size_t r0, size_t nrows, size_t cols, const void *x,
-                             nk_ch_rows xr, nk_dtype dt, double *count, double *mean,
+                             nk_ch_rows xr, nk_dtype dt, int pf, double *count, double *mean,
                              double *m2) {
   float s[NK_CH_TILE_COLS] __attribute__((aligned(64)));
   float m[NK_CH_TILE_COLS] __attribute__((aligned(64)));
@@ -353,8 +354,14 @@ INL void moments_cols_impl(size_t r0, size_t nrows, size_t cols, const void *x,
     const size_t L = nrows - b0 < NK_CH_BLOCK_ROWS ? nrows - b0 : NK_CH_BLOCK_ROWS;
     /* Column vectors outside, rows inside: the accumulators stay in registers; CG vectors at
      * a time so that CG independent chains hide the add latency. */
-    const void *rp[NK_CH_BLOCK_ROWS];
+    const void *rp[NK_CH_BLOCK_ROWS], *np[NK_CH_BLOCK_ROWS];
     rows_fill(rp, x, xr, r0 + b0, L, dt);
+    /* out of cache: pass 2 (on L1) requests the next block's lines, row by row */
+    const size_t Ln = !pf || b0 + L >= nrows ? 0
+                      : (nrows - b0 - L < NK_CH_BLOCK_ROWS ? nrows - b0 - L : NK_CH_BLOCK_ROWS);
+    if (Ln) rows_fill(np, x, xr, r0 + b0 + L, Ln, dt);
+    const size_t lines = (cols * esz(dt) + 63) / 64, nlines = Ln * lines;
+    size_t pq = 0;
     size_t j = 0;
     for (; j + CG * VL <= cols; j += CG * VL) {
       vf a[CG];
@@ -381,6 +388,8 @@ INL void moments_cols_impl(size_t r0, size_t nrows, size_t cols, const void *x,
       }
       for (size_t i = 0; i < L; i++)
         for (int g = 0; g < CG; g++) {
+          if (pq < nlines)
+            __builtin_prefetch((const char *)np[pq / lines] + (pq % lines) * 64, 0, 3), pq++;
           const vf e = ld(rp[i], j + (size_t)g * VL, dt) - vm[g];
           vd[g] += e;
           vq[g] = vfma(e, e, vq[g]);
@@ -766,8 +775,8 @@ static void FN(moments_run)(size_t n, const void *x, nk_dtype dt, uint32_t flags
 static void FN(moments_cols)(size_t r0, size_t nrows, size_t cols, const void *x, nk_ch_rows xr,
                              nk_dtype dt, uint32_t flags, double *count, double *mean,
                              double *m2) {
-  (void)flags; /* the hardware prefetcher serves the row-block walk better than software */
-#define CALL(D) moments_cols_impl(r0, nrows, cols, x, xr, D, count, mean, m2)
+  const int pf = (flags & NK_CHK_PF) != 0;
+#define CALL(D) moments_cols_impl(r0, nrows, cols, x, xr, D, pf, count, mean, m2)
   NK_CH_DT_SWITCH(CALL);
 #undef CALL
 }
