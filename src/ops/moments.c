@@ -182,10 +182,7 @@ static nk_status rownorm_moments(nk_context *ctx, int is_rms, const nk_norm_desc
                                  const void *beta, void *y, float *mean, float *rstd) {
   const char *op = is_rms ? "rmsnorm_fwd_moments" : "layernorm_fwd_moments";
   if (d == NULL) return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: desc is NULL", op);
-  if (!dtype_known(d->dtype) || !dtype_known(d->param_dtype))
-    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: unknown dtype", op);
-  if (d->param_dtype != NK_DTYPE_F32 && d->param_dtype != d->dtype)
-    return nk__fail(ctx, NK_STATUS_UNSUPPORTED, "%s: param_dtype must be f32 or the dtype", op);
+  TRY(nk__check_dtypes(ctx, op, d->dtype, d->param_dtype));
   if (!(d->eps > 0.0f) || !isfinite(d->eps))
     return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: eps %g must be finite and > 0", op,
                     (double)d->eps);

@@ -46,15 +46,7 @@ static int bwd_alias_ok(const span *out, const span *other) {
 /* Checks the descriptor fields shared by every call. */
 static nk_status check_desc(nk_context *ctx, const char *op, const nk_norm_desc *d) {
   if (d == NULL) return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: desc is NULL", op);
-  if (!dtype_known(d->dtype))
-    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: unknown dtype %d", op, (int)d->dtype);
-  if (!dtype_known(d->param_dtype))
-    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: unknown param_dtype %d", op,
-                    (int)d->param_dtype);
-  if (d->param_dtype != NK_DTYPE_F32 && d->param_dtype != d->dtype)
-    return nk__fail(ctx, NK_STATUS_UNSUPPORTED,
-                    "%s: param_dtype %s with dtype %s (param_dtype must be f32 or the dtype)", op,
-                    nk_dtype_name(d->param_dtype), nk_dtype_name(d->dtype));
+  TRY(nk__check_dtypes(ctx, op, d->dtype, d->param_dtype));
   if (!(d->eps > 0.0f) || !isfinite(d->eps))
     return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: eps %g must be finite and > 0", op,
                     (double)d->eps);

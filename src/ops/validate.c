@@ -94,6 +94,19 @@ nk_status nk__vector_span(nk_context *ctx, const char *op, span *s, const char *
 
 int nk__span_is(const span *s, const char *name) { return strcmp(s->name, name) == 0; }
 
+nk_status nk__check_dtypes(nk_context *ctx, const char *op, nk_dtype dtype, nk_dtype param_dtype) {
+  if (!dtype_known(dtype))
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: unknown dtype %d", op, (int)dtype);
+  if (!dtype_known(param_dtype))
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: unknown param_dtype %d", op,
+                    (int)param_dtype);
+  if (param_dtype != NK_DTYPE_F32 && param_dtype != dtype)
+    return nk__fail(ctx, NK_STATUS_UNSUPPORTED,
+                    "%s: param_dtype %s with dtype %s (param_dtype must be f32 or the dtype)", op,
+                    nk_dtype_name(param_dtype), nk_dtype_name(dtype));
+  return NK_STATUS_OK;
+}
+
 nk_status nk__check_row_range(nk_context *ctx, const char *op, size_t row_begin, size_t row_end,
                               size_t rows) {
   if (row_begin > row_end || row_end > rows)

@@ -56,6 +56,9 @@ nk_status nk__tensor3_span(nk_context *ctx, const char *op, span *s, const char 
 nk_status nk__vector_span(nk_context *ctx, const char *op, span *s, const char *name,
                           const void *ptr, size_t n, size_t esize, int output);
 int nk__span_is(const span *s, const char *name);
+/* Activation dtype and parameter dtype: both known, and the parameters f32 or the activation
+ * dtype (UNSUPPORTED otherwise). */
+nk_status nk__check_dtypes(nk_context *ctx, const char *op, nk_dtype dtype, nk_dtype param_dtype);
 /* The rows [row_begin, row_end) of a _rows entry point lie inside [0, rows). */
 nk_status nk__check_row_range(nk_context *ctx, const char *op, size_t row_begin, size_t row_end,
                               size_t rows);
