@@ -281,9 +281,9 @@ INL int block_needs_f64(float s, float d, float q, int32_t nz) {
 }
 
 INL void block_finish(size_t n, float m, float d, float q, double *mean, double *m2) {
-  const double dn = (double)n, dd = (double)d;
-  double v = (double)q - dd * dd / dn;
-  *mean = (double)m + dd / dn;
+  const double inv = 1.0 / (double)n, dd = (double)d;
+  double v = (double)q - dd * dd * inv;
+  *mean = (double)m + dd * inv;
   *m2 = v > 0.0 ? v : 0.0;
 }
 
@@ -304,7 +304,7 @@ INL void moments_run_impl(size_t n, const void *x, nk_dtype dt, int pf, double a
       s[a] += t[a];
     }
     const float sum = fold64(s);
-    const float m = (float)((double)sum / (double)L);
+    const float m = (float)((double)sum * (1.0 / (double)L));
     const vf vm = vsplat(m);
     vf d[NA], q[NA];
     vi nz = (vi){0};
@@ -377,7 +377,8 @@ INL void moments_cols_impl(size_t r0, size_t nrows, size_t cols, const void *x,
       memcpy(s + j, &a, sizeof a);
     }
     const double dl = (double)L;
-    for (size_t jj = 0; jj < cols; jj++) m[jj] = (float)((double)s[jj] / dl);
+    const double inv = 1.0 / dl; /* one division per block; the rest multiply */
+    for (size_t jj = 0; jj < cols; jj++) m[jj] = (float)((double)s[jj] * inv);
     for (j = 0; j + CG * VL <= cols; j += CG * VL) {
       vf vm[CG], vd[CG], vq[CG];
       vi vz[CG];
@@ -427,15 +428,15 @@ INL void moments_cols_impl(size_t r0, size_t nrows, size_t cols, const void *x,
     if (!bad) {
       if (na == 0.0) {
         for (size_t j = 0; j < cols; j++) {
-          const double dd = (double)d[j], v = (double)q[j] - dd * dd / dl;
-          mean[j] = (double)m[j] + dd / dl;
+          const double dd = (double)d[j], v = (double)q[j] - dd * dd * inv;
+          mean[j] = (double)m[j] + dd * inv;
           m2[j] = v > 0.0 ? v : 0.0;
         }
       } else {
         const double n = na + nb, w1 = nb / n, w2 = na * nb / n;
         for (size_t j = 0; j < cols; j++) {
-          const double dd = (double)d[j], v = (double)q[j] - dd * dd / dl;
-          const double bm = (double)m[j] + dd / dl, bm2 = v > 0.0 ? v : 0.0;
+          const double dd = (double)d[j], v = (double)q[j] - dd * dd * inv;
+          const double bm = (double)m[j] + dd * inv, bm2 = v > 0.0 ? v : 0.0;
           const double delta = bm - mean[j];
           mean[j] = mean[j] + delta * w1;
           m2[j] = m2[j] + bm2 + delta * delta * w2;
