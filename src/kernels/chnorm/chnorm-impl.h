@@ -609,6 +609,11 @@ INL void gradsum_cols_impl(size_t r0, size_t nrows, size_t cols, const void *x,
   float A[NK_CH_TILE_COLS] __attribute__((aligned(64)));
   float B[NK_CH_TILE_COLS] __attribute__((aligned(64)));
   float C[NK_CH_TILE_COLS] __attribute__((aligned(64)));
+  /* the call's double totals per column (added to acc at the end; callers pass acc zeroed) */
+  double ta[NK_CH_TILE_COLS], tb[NK_CH_TILE_COLS], tc[NK_CH_TILE_COLS];
+  memset(ta, 0, cols * sizeof(double));
+  memset(tb, 0, cols * sizeof(double));
+  memset(tc, 0, cols * sizeof(double));
   const int mask = (flags & NK_CHK_MASK) != 0;
   for (size_t b0 = 0; b0 < nrows; b0 += NK_CH_BLOCK_ROWS) {
     const size_t L = nrows - b0 < NK_CH_BLOCK_ROWS ? nrows - b0 : NK_CH_BLOCK_ROWS;
@@ -663,25 +668,42 @@ INL void gradsum_cols_impl(size_t r0, size_t nrows, size_t cols, const void *x,
       memcpy(B + j, &b, sizeof b);
       memcpy(C + j, &c, sizeof c);
     }
-    for (size_t j = 0; j < cols; j++) {
-      if (nonfinite(A[j]) | nonfinite(B[j]) | nonfinite(C[j])) {
+    /* the block sums go to double totals (SoA, vectorizable) unless a column overflowed */
+    uint32_t bad = 0;
+    for (size_t jj = 0; jj < cols; jj++)
+      bad |= (uint32_t)(nonfinite(A[jj]) | nonfinite(B[jj]) | nonfinite(C[jj]));
+    if (!bad) {
+      for (size_t jj = 0; jj < cols; jj++) {
+        ta[jj] += (double)A[jj];
+        tb[jj] += (double)B[jj];
+        tc[jj] += (double)C[jj];
+      }
+      continue;
+    }
+    for (size_t jj = 0; jj < cols; jj++) {
+      if (nonfinite(A[jj]) | nonfinite(B[jj]) | nonfinite(C[jj])) {
         double t[3] = {0.0, 0.0, 0.0};
         for (size_t i = 0; i < L; i++) {
           const size_t row = r0 + b0 + i;
-          gradsum_f64(1, (const char *)row_ptr(x, xr, row, dt) + j * esz(dt), 1,
-                      mask ? (const char *)row_ptr(y, yr, row, dt) + j * esz(dt) : NULL, 1,
-                      (const char *)row_ptr(dy, dyr, row, dt) + j * esz(dt), 1, dt, mh[j],
+          gradsum_f64(1, (const char *)row_ptr(x, xr, row, dt) + jj * esz(dt), 1,
+                      mask ? (const char *)row_ptr(y, yr, row, dt) + jj * esz(dt) : NULL, 1,
+                      (const char *)row_ptr(dy, dyr, row, dt) + jj * esz(dt), 1, dt, mh[jj],
                       mask, t);
         }
-        acc[3 * j] += t[0];
-        acc[3 * j + 1] += t[1];
-        acc[3 * j + 2] += t[2];
+        ta[jj] += t[0];
+        tb[jj] += t[1];
+        tc[jj] += t[2];
       } else {
-        acc[3 * j] += (double)A[j];
-        acc[3 * j + 1] += (double)B[j];
-        acc[3 * j + 2] += (double)C[j];
+        ta[jj] += (double)A[jj];
+        tb[jj] += (double)B[jj];
+        tc[jj] += (double)C[jj];
       }
     }
+  }
+  for (size_t jj = 0; jj < cols; jj++) {
+    acc[3 * jj] += ta[jj];
+    acc[3 * jj + 1] += tb[jj];
+    acc[3 * jj + 2] += tc[jj];
   }
 }
 

@@ -97,7 +97,8 @@ typedef struct nk_chnorm_kernels {
   /* Adds A, B, C (see above) of the run to acc[0..2]. */
   void (*gradsum_run)(size_t n, const void *x, const void *y, const void *dy, nk_dtype dt,
                       float mh, uint32_t flags, double acc[3]);
-  /* Adds per column A, B, C to acc[3*j + k]. */
+  /* Adds per column A, B, C to acc[3*j + k] (the blocks' sums are totalled first, then added:
+   * callers pass acc zeroed). */
   void (*gradsum_cols)(size_t r0, size_t nrows, size_t cols, const void *x, nk_ch_rows xr,
                        const void *y, nk_ch_rows yr, const void *dy, nk_ch_rows dyr,
                        nk_dtype dt, const float *mh, uint32_t flags, double *acc);
