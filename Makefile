@@ -4,7 +4,7 @@
 JOBS ?= 2
 BUILD ?= build
 
-.PHONY: all build run test deps test-release test-clang test-sanitize clean
+.PHONY: all build run test deps test-release test-clang test-sanitize test-fuzz fuzz clean
 
 all: build
 
@@ -41,8 +41,32 @@ test-sanitize: deps
 	  (cd build-asan && NK_ISA=$$isa ctest --output-on-failure -j $(JOBS) -E install_package) || exit 1; \
 	done
 
-test: test-release test-clang test-sanitize
+# 4. libFuzzer harnesses (tests/fuzz/, clang, ASan+UBSan): each runs FUZZ_RUNS executions from
+# its committed seed corpus (tests/fuzz/corpus/<name>/, read only: new inputs go to a scratch
+# directory) and prints its executions and the share of valid calls (it fails below 50%).
+# About 6 s per harness on this 2-core machine (docs/security.md). `make fuzz` runs each for
+# FUZZ_LONG_RUNS executions (not part of make test).
+FUZZ_RUNS ?= 20000
+FUZZ_LONG_RUNS ?= 1000000
+FUZZ_HARNESSES = rownorm softmax cross_entropy
+build-fuzz: deps
+	CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DNK_SANITIZE=address,undefined -DNK_FUZZ=ON -DNK_BUILD_TOOLS=OFF
+	cmake --build build-fuzz -j $(JOBS) $(foreach h,$(FUZZ_HARNESSES),--target fuzz_$(h))
+define nk_fuzz_run
+	for h in $(FUZZ_HARNESSES); do \
+	  rm -rf build-fuzz/scratch/$$h && mkdir -p build-fuzz/scratch/$$h && \
+	  (cd build-fuzz && ./tests/fuzz_$$h -runs=$(1) -seed=1 -print_final_stats=0 \
+	    -artifact_prefix=scratch/$$h- scratch/$$h ../tests/fuzz/corpus/$$h 2>fuzz-$$h.log \
+	    || { tail -40 fuzz-$$h.log; exit 1; }) || exit 1; \
+	done
+endef
+test-fuzz: build-fuzz
+	$(call nk_fuzz_run,$(FUZZ_RUNS))
+fuzz: build-fuzz
+	$(call nk_fuzz_run,$(FUZZ_LONG_RUNS))
+
+test: test-release test-clang test-sanitize test-fuzz
 	@echo "make test: all suites passed"
 
 clean:
-	rm -rf build build-test build-clang build-asan
+	rm -rf build build-test build-clang build-asan build-fuzz

@@ -3,7 +3,8 @@
 # afterwards. Runs `apt-get update` once, only when a package has to be installed.
 set -euo pipefail
 # libopenmpi-dev, openmpi-bin: normkit_mpi and its tests (mpicc's headers/libraries, mpirun).
-pkgs="cmake make gcc clang pkg-config python3 libc6-dev libopenmpi-dev openmpi-bin"
+# libclang-rt-14-dev: libFuzzer and clang's sanitizer runtimes (make test-fuzz).
+pkgs="cmake make gcc clang pkg-config python3 libc6-dev libopenmpi-dev openmpi-bin libclang-rt-14-dev"
 missing=""
 for p in $pkgs; do
   dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
@@ -21,6 +22,11 @@ done
 printf 'int main(void){return 0;}\n' | gcc -x c -fsanitize=address,undefined -o /tmp/nk-san-probe - \
   || { echo "deps: gcc cannot link -fsanitize=address,undefined" >&2; exit 1; }
 rm -f /tmp/nk-san-probe
+# clang must link a libFuzzer harness with ASan+UBSan (make test-fuzz).
+printf 'int LLVMFuzzerTestOneInput(const unsigned char *d, unsigned long n){(void)d;(void)n;return 0;}\n' \
+  | clang -x c -fsanitize=fuzzer,address,undefined -o /tmp/nk-fuzz-probe - \
+  || { echo "deps: clang cannot link -fsanitize=fuzzer,address,undefined" >&2; exit 1; }
+rm -f /tmp/nk-fuzz-probe
 # MPI's C headers and library must link (normkit_mpi; the tests configure with NK_MPI=ON).
 printf '#include <mpi.h>\nint main(int c, char **v){MPI_Init(&c,&v);MPI_Finalize();return 0;}\n' \
   | mpicc -x c -o /tmp/nk-mpi-probe - \
