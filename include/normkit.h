@@ -1155,6 +1155,76 @@ NK_API nk_status nk_adab2n_fwd(nk_context *ctx, const nk_adab2n_desc *desc,
                                float *running_var, float *mean, float *var,
                                double *task_weight, double *omega, double *reg);
 
+/* ------------------------------------------------------------------------------------------ */
+/* Weight and optimizer normalization: weight norm, AdamP/SGDP, NaP                            */
+/* ------------------------------------------------------------------------------------------ */
+/*
+ * Reparameterizations and optimizer steps that act on weights (spec stats-optim-rl.md Part B;
+ * docs/ops/weight-norm.md, docs/ops/optimizers.md, docs/ops/nap.md). A weight tensor is a
+ * dense, contiguous float array of n = rows * cols elements, row-major: row r is the output
+ * unit / output channel r (PyTorch's dim 0; a conv kernel out x in x kh x kw is rows = out,
+ * cols = in*kh*kw). Parameters and optimizer state are f32 (as PyTorch's buffers); scalar
+ * hyper-parameters are double (Python floats).
+ *
+ * Arithmetic: every element is computed in double from the f32 inputs and rounded once to f32
+ * when stored; row reductions (norms, dot products) are plain sequential double sums in index
+ * order. Single-threaded, no kernels, no ISA dependence: the same bits on every machine with
+ * the same libm (sqrt, pow, cos). The context is used for its message only.
+ *
+ * Conventions of this section:
+ * - Validation (NULLs, sizes, hyper-parameters, overlaps) is done in full before anything is
+ *   written: on failure no output and no state is changed, and the context says why.
+ * - Outputs and state arrays may not overlap any other buffer of the call (INVALID_ARGUMENT),
+ *   except the documented in-place updates (param/state arrays updated in place are one
+ *   buffer each, IN/OUT).
+ * - Data values are not policed: NaN or inf in a parameter, gradient or state propagates as
+ *   each function says.
+ * - Not implemented: Weight Compander (arXiv 2306.16993): its companding function could not be
+ *   verified from the paper (spec B8), so normkit does not ship a guessed one.
+ */
+
+/* Weight normalization (Salimans & Kingma 2016, arXiv 1602.07868; PyTorch weight_norm, dim 0):
+ * each output row r of a rows x cols weight is a learned scale g[r] times a unit direction:
+ *   nrm[r] = ||v_r||_2 = sqrt(sum_j v[r][j]^2),   d[r] = max(nrm[r], eps)
+ *   w[r][j] = g[r] * v[r][j] / d[r]
+ * Backward, from dw = dL/dw (d[r] = nrm[r], i.e. nrm >= eps):
+ *   dg[r]    = sum_j dw[r][j] v[r][j] / nrm[r]
+ *   dv[r][j] = (g[r] / nrm[r]) dw[r][j] - (g[r] dg[r] / nrm[r]^2) v[r][j]
+ * (dv is orthogonal to v_r); where the clamp is active (nrm[r] < eps), d does not depend on v:
+ *   dg[r] = sum_j dw v / eps,  dv[r][j] = (g[r] / eps) dw[r][j].
+ * PyTorch's dim = None (one norm over the whole tensor) is rows = 1, cols = numel; dim = 1
+ * (ConvTranspose) needs the caller to transpose.
+ *   rows, cols   the weight's shape; rows == 0 or cols == 0: nothing read or written, OK
+ *                (pointers may then be NULL). rows * cols must not overflow.
+ *   eps          IN  clamp of the norm, finite and >= 0. Default NK_WEIGHT_NORM_EPS_DEFAULT =
+ *                0: PyTorch's arithmetic, where a zero row of v gives w = g * 0 / 0 = NaN (and
+ *                NaN dv, dg). eps > 0 makes a zero row give w = 0, dg = 0, dv = (g/eps) dw.
+ *   v            IN  rows x cols floats, the direction parameter.
+ *   g            IN  rows floats, the scale parameter (PyTorch init: g = ||v_r||, see
+ *                nk_weight_norm_fwd's norm output).
+ * NaN or inf in a row of v makes that row's w (dv, dg) NaN; NaN in g[r] or dw[r] reaches the
+ * elements of row r that depend on it. Other rows are unaffected.
+ * Thread-safe for distinct outputs; no in-place form. */
+#define NK_WEIGHT_NORM_EPS_DEFAULT 0.0f
+
+/* Forward: w = g v / max(||v_r||, eps) per row.
+ *   w     OUT rows x cols floats.
+ *   norm  OUT optional (NULL: not written): rows floats, the unclamped ||v_r|| rounded to f32
+ *         (what PyTorch's weight_norm init copies into g).
+ * Returns OK or INVALID_ARGUMENT (NULL v, g or w with a nonzero size, eps negative or not
+ * finite, rows * cols overflowing, an output overlapping another buffer). */
+NK_API nk_status nk_weight_norm_fwd(nk_context *ctx, size_t rows, size_t cols, float eps,
+                                    const float *v, const float *g, float *w, float *norm);
+
+/* Backward: dv and dg from dw (formulas above), both OVERWRITTEN (not accumulated).
+ *   dw    IN  rows x cols floats, dL/dw.
+ *   dv    OUT rows x cols floats.
+ *   dg    OUT rows floats.
+ * Returns OK or INVALID_ARGUMENT (as nk_weight_norm_fwd; dv and dg are required). */
+NK_API nk_status nk_weight_norm_bwd(nk_context *ctx, size_t rows, size_t cols, float eps,
+                                    const float *v, const float *g, const float *dw, float *dv,
+                                    float *dg);
+
 #ifdef __cplusplus
 }
 #endif

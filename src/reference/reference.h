@@ -211,4 +211,12 @@ double nk_ref_adab2n_fwd(size_t B, size_t C, size_t L, const double *x, const in
                          nk_ref_adab2n_state *st, double *running_mean, double *running_var,
                          double *mean, double *var, double *w, double *omega, double *reg);
 
+/* ---- weight and optimizer normalization (optim.c; spec stats-optim-rl.md Part B) ---- */
+/* Weight normalization, rows x cols dense: w = g v / max(||v_r||, eps); norm optional (the
+ * unclamped ||v_r||). Backward overwrites dv (rows x cols) and dg (rows). */
+void nk_ref_weight_norm_fwd(size_t rows, size_t cols, double eps, const double *v,
+                            const double *g, double *w, double *norm);
+void nk_ref_weight_norm_bwd(size_t rows, size_t cols, double eps, const double *v,
+                            const double *g, const double *dw, double *dv, double *dg);
+
 #endif /* NK_REFERENCE_H */
