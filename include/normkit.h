@@ -1225,6 +1225,108 @@ NK_API nk_status nk_weight_norm_bwd(nk_context *ctx, size_t rows, size_t cols, f
                                     const float *v, const float *g, const float *dw, float *dv,
                                     float *dg);
 
+
+/* AdamP and SGDP (Heo et al., ICLR 2021, arXiv 2006.08217; official code clovaai/AdamP
+ * adamp/adamp.py, adamp/sgdp.py): Adam / SGD-momentum steps that, for a weight detected as
+ * scale-invariant, remove the radial component of the update and scale its weight decay by
+ * wd_ratio. One call is one optimizer step on one parameter tensor of n elements, flat and
+ * dense, with caller-owned state.
+ *
+ * Shape (for the detection): rows = the tensor's shape[0] when it has ndim > 1 (then
+ * rows >= 1 divides n and the "channel view" is rows x (n/rows)); rows = 0 for ndim <= 1
+ * (biases, norm-layer gamma/beta): never projected, wd factor 1.
+ *
+ * Projection (the code's _projection(p, grad, u), from the parameters theta BEFORE this step's
+ * decay and the gradient g; eps is the optimizer's eps):
+ *   for the view V in (channel: rows x n/rows, layer: 1 x n), D = the view's row length:
+ *     cos_r = |<g_r, theta_r>| / (max(||g_r||, eps) * max(||theta_r||, eps))
+ *     if max_r cos_r < delta / sqrt(D):      (NaN in any cos_r: the test fails)
+ *        unit_r = theta_r / (||theta_r|| + eps)
+ *        u_r   -= unit_r <unit_r, u_r>                 (row-wise)
+ *        f      = wd_ratio;  stop
+ *   neither view passes: u unchanged, f = 1.
+ * A zero gradient or zero weight has cos 0 and is projected (the projection of a zero weight is
+ * the identity; only f changes), as in the code.
+ *
+ * Arithmetic: elementwise in double from the f32 values; the state is rounded to f32 when
+ * stored, and u is computed from the stored (rounded) state, as PyTorch keeps f32 state; the
+ * new parameter theta (1 - lr wd f) - step u is rounded once (PyTorch rounds after the decay
+ * and after the add). Row norms and dot products are sequential double sums.
+ *
+ * projection (OUT, optional in both steps) reports the view that passed: */
+typedef enum nk_optim_projection {
+  NK_OPTIM_PROJECTION_NONE = 0,    /* not projected (rows == 0, or neither view passed) */
+  NK_OPTIM_PROJECTION_CHANNEL = 1, /* projected per row of the channel view */
+  NK_OPTIM_PROJECTION_LAYER = 2,   /* projected on the whole tensor */
+} nk_optim_projection;
+
+/* AdamP hyper-parameters (the code's param group). */
+typedef struct nk_adamp_desc {
+  double lr;           /* eta, finite and >= 0 */
+  double beta1, beta2; /* in [0, 1) */
+  double eps;          /* > 0 and finite: Adam's eps, the cosine clamp and the unit +eps */
+  double weight_decay; /* lambda, finite and >= 0 (decoupled; 0 disables) */
+  double delta;        /* cosine threshold constant, finite and >= 0 (0: never projected) */
+  double wd_ratio;     /* decay factor on projected weights, finite and >= 0 */
+  int nesterov;        /* nonzero: Nesterov direction */
+} nk_adamp_desc;
+
+/* Defaults of the code: lr 1e-3, betas (0.9, 0.999), eps 1e-8, weight_decay 0, delta 0.1,
+ * wd_ratio 0.1, nesterov 0. */
+NK_API nk_adamp_desc nk_adamp_desc_default(void);
+
+/* One AdamP step (the code's order):
+ *   step += 1;  bc1 = 1 - beta1^step;  bc2 = 1 - beta2^step
+ *   m = beta1 m + (1 - beta1) g;  v = beta2 v + (1 - beta2) g^2        (stored as f32)
+ *   den = sqrt(v) / sqrt(bc2) + eps;  step_size = lr / bc1
+ *   u = m / den    (nesterov: u = (beta1 m + (1 - beta1) g) / den, with the updated m)
+ *   (u, f) = projection(theta, g, u) if rows > 0, else f = 1
+ *   theta = theta (1 - lr weight_decay f) - step_size u      (decay term only if wd > 0)
+ *   desc        IN  hyper-parameters.
+ *   n           elements; 0: only *step advances (nothing else is read or written).
+ *   rows        shape[0] (ndim > 1) or 0 (never projected); rows > 0 must divide n.
+ *   param       IN/OUT n floats, theta.
+ *   grad        IN  n floats, g.
+ *   exp_avg, exp_avg_sq  IN/OUT n floats each: m and v (zeros before the first step).
+ *   step        IN/OUT the step counter (0 before the first step); must be in [0, INT64_MAX).
+ *   projection  OUT optional: which view was projected.
+ * NaN in g, theta or the state makes the affected elements NaN (and a NaN cosine disables the
+ * projection of the whole tensor, as PyTorch's max() and comparison do). Returns OK or
+ * INVALID_ARGUMENT (NULLs, a hyper-parameter out of range, rows not dividing n, step out of
+ * range, buffers overlapping; nothing written, step unchanged). */
+NK_API nk_status nk_adamp_step(nk_context *ctx, const nk_adamp_desc *desc, size_t n,
+                               size_t rows, float *param, const float *grad, float *exp_avg,
+                               float *exp_avg_sq, int64_t *step,
+                               nk_optim_projection *projection);
+
+/* SGDP hyper-parameters (the code's param group). */
+typedef struct nk_sgdp_desc {
+  double lr;           /* eta, finite and >= 0 (required: no default in the code) */
+  double momentum;     /* mu in [0, 1) (the decay divides by 1 - mu) */
+  double dampening;    /* in [0, 1] */
+  double eps;          /* > 0 and finite: cosine clamp and unit +eps */
+  double weight_decay; /* lambda, finite and >= 0 */
+  double delta;        /* finite and >= 0 */
+  double wd_ratio;     /* finite and >= 0 */
+  int nesterov;        /* nonzero: d = g + mu buf */
+} nk_sgdp_desc;
+
+/* Defaults of the code with the given lr: momentum 0, dampening 0, eps 1e-8, weight_decay 0,
+ * delta 0.1, wd_ratio 0.1, nesterov 0. */
+NK_API nk_sgdp_desc nk_sgdp_desc_default(double lr);
+
+/* One SGDP step (the code's order):
+ *   buf = mu buf + (1 - dampening) g          (buf starts at ZEROS, unlike torch.optim.SGD)
+ *   d = nesterov ? g + mu buf : buf
+ *   (d, f) = projection(theta, g, d) if rows > 0, else f = 1
+ *   theta = theta (1 - lr weight_decay f / (1 - mu)) - lr d      (decay term only if wd > 0)
+ *   n, rows, param, grad, projection  as nk_adamp_step (n == 0: nothing done).
+ *   momentum_buf IN/OUT n floats (stored as f32; d uses the stored value).
+ * Returns OK or INVALID_ARGUMENT (as nk_adamp_step). */
+NK_API nk_status nk_sgdp_step(nk_context *ctx, const nk_sgdp_desc *desc, size_t n, size_t rows,
+                              float *param, const float *grad, float *momentum_buf,
+                              nk_optim_projection *projection);
+
 #ifdef __cplusplus
 }
 #endif

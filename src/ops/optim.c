@@ -123,3 +123,232 @@ nk_status nk_weight_norm_bwd(nk_context *ctx, size_t rows, size_t cols, float ep
   return nk__ok(ctx);
 }
 
+/* ---- AdamP / SGDP --------------------------------------------------------------------------- */
+
+/* The update direction of one element, before the projection: AdamP's m / den (or the Nesterov
+ * form) from the stored f32 state, or SGDP's buf (or g + mu buf). Computed twice per element
+ * (once for the projection's dot product, once for the update) with identical bits. */
+typedef struct optim_dir {
+  int adam, nesterov;
+  const float *g, *m, *v, *buf;
+  double beta1, inv_sqrt_bc2, eps, mu;
+} optim_dir;
+
+static double dir_at(const optim_dir *d, size_t i) {
+  const double g = (double)d->g[i];
+  if (d->adam) {
+    const double m = (double)d->m[i];
+    const double den = sqrt((double)d->v[i]) * d->inv_sqrt_bc2 + d->eps;
+    return (d->nesterov ? d->beta1 * m + (1.0 - d->beta1) * g : m) / den;
+  }
+  const double b = (double)d->buf[i];
+  return d->nesterov ? g + d->mu * b : b;
+}
+
+/* |<g_r, theta_r>| / (max(||g_r||, eps) max(||theta_r||, eps)); NaN stays NaN. */
+static double cosine(double gt, double gg, double tt, double eps) {
+  double a = sqrt(gg), b = sqrt(tt);
+  if (a < eps) a = eps;
+  if (b < eps) b = eps;
+  return fabs(gt) / (a * b);
+}
+
+/* The code's _projection test: the channel view, then the layer view (rows == 0: none). */
+static nk_optim_projection choose_view(size_t n, size_t rows, const float *theta, const float *g,
+                                       double eps, double delta) {
+  if (rows == 0) return NK_OPTIM_PROJECTION_NONE;
+  const size_t cols = n / rows;
+  double lgg = 0.0, ltt = 0.0, lgt = 0.0, cmax = 0.0;
+  int nan = 0;
+  for (size_t r = 0; r < rows; r++) {
+    double gg = 0.0, tt = 0.0, gt = 0.0;
+    for (size_t j = r * cols; j < (r + 1) * cols; j++) {
+      const double gj = (double)g[j], tj = (double)theta[j];
+      gg += gj * gj;
+      tt += tj * tj;
+      gt += gj * tj;
+    }
+    const double c = cosine(gt, gg, tt, eps);
+    if (isnan(c)) nan = 1;
+    else if (c > cmax) cmax = c;
+    lgg += gg;
+    ltt += tt;
+    lgt += gt;
+  }
+  if (nan) return NK_OPTIM_PROJECTION_NONE; /* the layer sums hold the NaN too */
+  if (cmax < delta / sqrt((double)cols)) return NK_OPTIM_PROJECTION_CHANNEL;
+  if (cosine(lgt, lgg, ltt, eps) < delta / sqrt((double)n)) return NK_OPTIM_PROJECTION_LAYER;
+  return NK_OPTIM_PROJECTION_NONE;
+}
+
+/* theta = theta * decay - step_size * Pi(u), Pi the projection of `view` (or the identity). */
+static void apply_update(size_t n, size_t rows, nk_optim_projection view, float *theta,
+                         const optim_dir *d, double decay, double step_size) {
+  const size_t len = view == NK_OPTIM_PROJECTION_CHANNEL ? n / rows : n;
+  for (size_t b0 = 0; b0 < n; b0 += len) {
+    double nt = 0.0, k = 0.0;
+    if (view != NK_OPTIM_PROJECTION_NONE) {
+      /* unit = theta / (||theta|| + eps);  u -= unit <unit, u> = theta (<theta, u> / nt^2) */
+      double tt = 0.0, tu = 0.0;
+      for (size_t i = b0; i < b0 + len; i++) {
+        const double t = (double)theta[i];
+        tt += t * t;
+        tu += t * dir_at(d, i);
+      }
+      nt = sqrt(tt) + d->eps;
+      k = tu / nt;
+    }
+    for (size_t i = b0; i < b0 + len; i++) {
+      const double t = (double)theta[i];
+      double u = dir_at(d, i);
+      if (view != NK_OPTIM_PROJECTION_NONE) u -= t / nt * k;
+      theta[i] = (float)(t * decay - step_size * u);
+    }
+  }
+}
+
+static nk_status check_unit_open(nk_context *ctx, const char *op, const char *name, double v) {
+  if (!(v >= 0.0 && v < 1.0))
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: %s %g must be in [0, 1)", op, name, v);
+  return NK_STATUS_OK;
+}
+
+static nk_status check_positive(nk_context *ctx, const char *op, const char *name, double v) {
+  if (!(v > 0.0) || !isfinite(v))
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: %s %g must be finite and > 0", op,
+                    name, v);
+  return NK_STATUS_OK;
+}
+
+static nk_status check_rows(nk_context *ctx, const char *op, size_t n, size_t rows) {
+  if (rows != 0 && n % rows != 0)
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: rows %zu does not divide n %zu", op,
+                    rows, n);
+  if (n > (size_t)PTRDIFF_MAX / sizeof(float))
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: n %zu is too large", op, n);
+  return NK_STATUS_OK;
+}
+
+nk_adamp_desc nk_adamp_desc_default(void) {
+  nk_adamp_desc d;
+  d.lr = 1e-3;
+  d.beta1 = 0.9;
+  d.beta2 = 0.999;
+  d.eps = 1e-8;
+  d.weight_decay = 0.0;
+  d.delta = 0.1;
+  d.wd_ratio = 0.1;
+  d.nesterov = 0;
+  return d;
+}
+
+nk_status nk_adamp_step(nk_context *ctx, const nk_adamp_desc *desc, size_t n, size_t rows,
+                        float *param, const float *grad, float *exp_avg, float *exp_avg_sq,
+                        int64_t *step, nk_optim_projection *projection) {
+  static const char op[] = "adamp_step";
+  REQUIRE_PTR(desc);
+  REQUIRE_PTR(step);
+  TRY(check_nonneg(ctx, op, "lr", desc->lr));
+  TRY(check_unit_open(ctx, op, "beta1", desc->beta1));
+  TRY(check_unit_open(ctx, op, "beta2", desc->beta2));
+  TRY(check_positive(ctx, op, "eps", desc->eps));
+  TRY(check_nonneg(ctx, op, "weight_decay", desc->weight_decay));
+  TRY(check_nonneg(ctx, op, "delta", desc->delta));
+  TRY(check_nonneg(ctx, op, "wd_ratio", desc->wd_ratio));
+  TRY(check_rows(ctx, op, n, rows));
+  if (*step < 0 || *step == INT64_MAX)
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: step %lld out of range", op,
+                    (long long)*step);
+  if (n > 0) {
+    REQUIRE_PTR(param);
+    REQUIRE_PTR(grad);
+    REQUIRE_PTR(exp_avg);
+    REQUIRE_PTR(exp_avg_sq);
+  }
+  span s[6];
+  TRY(nk__vector_span(ctx, op, &s[0], "param", n ? param : NULL, n, sizeof(float), 1));
+  TRY(nk__vector_span(ctx, op, &s[1], "grad", n ? grad : NULL, n, sizeof(float), 0));
+  TRY(nk__vector_span(ctx, op, &s[2], "exp_avg", n ? exp_avg : NULL, n, sizeof(float), 1));
+  TRY(nk__vector_span(ctx, op, &s[3], "exp_avg_sq", n ? exp_avg_sq : NULL, n, sizeof(float), 1));
+  TRY(nk__vector_span(ctx, op, &s[4], "step", step, 1, sizeof(int64_t), 1));
+  TRY(nk__vector_span(ctx, op, &s[5], "projection", projection, 1, sizeof(nk_optim_projection),
+                      1));
+  TRY(nk__check_overlaps(ctx, op, s, 6, no_alias));
+
+  const int64_t t = *step + 1;
+  *step = t;
+  if (projection) *projection = NK_OPTIM_PROJECTION_NONE;
+  if (n == 0) return nk__ok(ctx);
+  const double b1 = desc->beta1, b2 = desc->beta2;
+  const double bc1 = 1.0 - pow(b1, (double)t), bc2 = 1.0 - pow(b2, (double)t);
+  for (size_t i = 0; i < n; i++) {
+    const double g = (double)grad[i];
+    exp_avg[i] = (float)(b1 * (double)exp_avg[i] + (1.0 - b1) * g);
+    exp_avg_sq[i] = (float)(b2 * (double)exp_avg_sq[i] + (1.0 - b2) * g * g);
+  }
+  const optim_dir d = {1, desc->nesterov != 0, grad, exp_avg, exp_avg_sq, NULL,
+                       b1, 1.0 / sqrt(bc2),     desc->eps, 0.0};
+  const nk_optim_projection view = choose_view(n, rows, param, grad, desc->eps, desc->delta);
+  const double f = view != NK_OPTIM_PROJECTION_NONE ? desc->wd_ratio : 1.0;
+  const double decay = desc->weight_decay > 0.0 ? 1.0 - desc->lr * desc->weight_decay * f : 1.0;
+  apply_update(n, rows, view, param, &d, decay, desc->lr / bc1);
+  if (projection) *projection = view;
+  return nk__ok(ctx);
+}
+
+nk_sgdp_desc nk_sgdp_desc_default(double lr) {
+  nk_sgdp_desc d;
+  d.lr = lr;
+  d.momentum = 0.0;
+  d.dampening = 0.0;
+  d.eps = 1e-8;
+  d.weight_decay = 0.0;
+  d.delta = 0.1;
+  d.wd_ratio = 0.1;
+  d.nesterov = 0;
+  return d;
+}
+
+nk_status nk_sgdp_step(nk_context *ctx, const nk_sgdp_desc *desc, size_t n, size_t rows,
+                       float *param, const float *grad, float *momentum_buf,
+                       nk_optim_projection *projection) {
+  static const char op[] = "sgdp_step";
+  REQUIRE_PTR(desc);
+  TRY(check_nonneg(ctx, op, "lr", desc->lr));
+  TRY(check_unit_open(ctx, op, "momentum", desc->momentum));
+  if (!(desc->dampening >= 0.0 && desc->dampening <= 1.0))
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: dampening %g must be in [0, 1]", op,
+                    desc->dampening);
+  TRY(check_positive(ctx, op, "eps", desc->eps));
+  TRY(check_nonneg(ctx, op, "weight_decay", desc->weight_decay));
+  TRY(check_nonneg(ctx, op, "delta", desc->delta));
+  TRY(check_nonneg(ctx, op, "wd_ratio", desc->wd_ratio));
+  TRY(check_rows(ctx, op, n, rows));
+  if (n == 0) {
+    if (projection) *projection = NK_OPTIM_PROJECTION_NONE;
+    return nk__ok(ctx);
+  }
+  REQUIRE_PTR(param);
+  REQUIRE_PTR(grad);
+  REQUIRE_PTR(momentum_buf);
+  span s[4];
+  TRY(nk__vector_span(ctx, op, &s[0], "param", param, n, sizeof(float), 1));
+  TRY(nk__vector_span(ctx, op, &s[1], "grad", grad, n, sizeof(float), 0));
+  TRY(nk__vector_span(ctx, op, &s[2], "momentum_buf", momentum_buf, n, sizeof(float), 1));
+  TRY(nk__vector_span(ctx, op, &s[3], "projection", projection, 1, sizeof(nk_optim_projection),
+                      1));
+  TRY(nk__check_overlaps(ctx, op, s, 4, no_alias));
+
+  const double mu = desc->momentum, damp = desc->dampening;
+  for (size_t i = 0; i < n; i++)
+    momentum_buf[i] = (float)(mu * (double)momentum_buf[i] + (1.0 - damp) * (double)grad[i]);
+  const optim_dir d = {0, desc->nesterov != 0, grad, NULL, NULL, momentum_buf,
+                       0.0, 0.0,                desc->eps, mu};
+  const nk_optim_projection view = choose_view(n, rows, param, grad, desc->eps, desc->delta);
+  const double f = view != NK_OPTIM_PROJECTION_NONE ? desc->wd_ratio : 1.0;
+  const double decay =
+      desc->weight_decay > 0.0 ? 1.0 - desc->lr * desc->weight_decay * f / (1.0 - mu) : 1.0;
+  apply_update(n, rows, view, param, &d, decay, desc->lr);
+  if (projection) *projection = view;
+  return nk__ok(ctx);
+}

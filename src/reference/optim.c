@@ -6,6 +6,7 @@
  */
 #include <math.h>
 #include <stddef.h>
+#include <stdlib.h>
 
 #include "reference.h"
 
@@ -49,4 +50,91 @@ void nk_ref_weight_norm_bwd(size_t rows, size_t cols, double eps, const double *
       for (size_t j = 0; j < cols; j++) dv[r * cols + j] = g[r] / eps * dwr[j];
     }
   }
+}
+
+/* ---- AdamP / SGDP (B5), in the order of clovaai/AdamP adamp.py / sgdp.py ---- */
+
+/* F.cosine_similarity(x, y, dim=1, eps).abs_() for one row, per-norm clamps (spec B5). */
+static double ref_cos(const double *x, const double *y, size_t n, double eps) {
+  const double nx = ref_norm(x, n), ny = ref_norm(y, n);
+  return fabs(ref_dot(x, y, n)) / (fmax(nx, eps) * fmax(ny, eps));
+}
+
+/* _projection(p, grad, perturb, delta, wd_ratio, eps): returns the view (0 none, 1 channel,
+ * 2 layer) and projects perturb in place; *wd = wd_ratio when projected, else 1. */
+static int ref_projection(size_t n, size_t rows, const double *p, const double *grad,
+                          double *perturb, double delta, double wd_ratio, double eps,
+                          double *wd) {
+  *wd = 1.0;
+  for (int view = 1; view <= 2; view++) {
+    const size_t R = view == 1 ? rows : 1, D = n / R;
+    double cmax = -1.0;
+    int nan = 0;
+    for (size_t r = 0; r < R; r++) {
+      const double c = ref_cos(grad + r * D, p + r * D, D, eps);
+      if (c != c) nan = 1;
+      if (c > cmax) cmax = c;
+    }
+    if (!nan && cmax < delta / sqrt((double)D)) {
+      for (size_t r = 0; r < R; r++) {
+        const double *pr = p + r * D;
+        double *ur = perturb + r * D;
+        const double denom = ref_norm(pr, D) + eps; /* p_n = p / (||p|| + eps) */
+        double s = 0.0;                             /* sum(p_n * perturb) */
+        for (size_t j = 0; j < D; j++) s += pr[j] / denom * ur[j];
+        for (size_t j = 0; j < D; j++) ur[j] -= pr[j] / denom * s;
+      }
+      *wd = wd_ratio;
+      return view;
+    }
+  }
+  return 0;
+}
+
+int nk_ref_adamp_step(size_t n, size_t rows, const nk_ref_adamp_hp *hp, double *p,
+                      const double *grad, double *exp_avg, double *exp_avg_sq, double *step) {
+  const double beta1 = hp->beta1, beta2 = hp->beta2;
+  *step += 1.0;
+  const double bias_correction1 = 1.0 - pow(beta1, *step);
+  const double bias_correction2 = 1.0 - pow(beta2, *step);
+  double *perturb = malloc((n ? n : 1) * sizeof(double));
+  for (size_t i = 0; i < n; i++) {
+    exp_avg[i] = exp_avg[i] * beta1 + (1.0 - beta1) * grad[i];
+    exp_avg_sq[i] = exp_avg_sq[i] * beta2 + (1.0 - beta2) * grad[i] * grad[i];
+  }
+  const double step_size = hp->lr / bias_correction1;
+  for (size_t i = 0; i < n; i++) {
+    const double denom = sqrt(exp_avg_sq[i]) / sqrt(bias_correction2) + hp->eps;
+    perturb[i] = hp->nesterov ? (beta1 * exp_avg[i] + (1.0 - beta1) * grad[i]) / denom
+                              : exp_avg[i] / denom;
+  }
+  double wd_ratio = 1.0;
+  int view = 0;
+  if (rows > 0)
+    view = ref_projection(n, rows, p, grad, perturb, hp->delta, hp->wd_ratio, hp->eps, &wd_ratio);
+  if (hp->weight_decay > 0)
+    for (size_t i = 0; i < n; i++) p[i] *= 1.0 - hp->lr * hp->weight_decay * wd_ratio;
+  for (size_t i = 0; i < n; i++) p[i] += -step_size * perturb[i];
+  free(perturb);
+  return view;
+}
+
+int nk_ref_sgdp_step(size_t n, size_t rows, const nk_ref_sgdp_hp *hp, double *p,
+                     const double *grad, double *buf) {
+  const double momentum = hp->momentum;
+  double *d_p = malloc((n ? n : 1) * sizeof(double));
+  for (size_t i = 0; i < n; i++) {
+    buf[i] = buf[i] * momentum + (1.0 - hp->dampening) * grad[i];
+    d_p[i] = hp->nesterov ? grad[i] + momentum * buf[i] : buf[i];
+  }
+  double wd_ratio = 1.0;
+  int view = 0;
+  if (rows > 0)
+    view = ref_projection(n, rows, p, grad, d_p, hp->delta, hp->wd_ratio, hp->eps, &wd_ratio);
+  if (hp->weight_decay != 0)
+    for (size_t i = 0; i < n; i++)
+      p[i] *= 1.0 - hp->lr * hp->weight_decay * wd_ratio / (1.0 - momentum);
+  for (size_t i = 0; i < n; i++) p[i] += -hp->lr * d_p[i];
+  free(d_p);
+  return view;
 }

@@ -219,4 +219,20 @@ void nk_ref_weight_norm_fwd(size_t rows, size_t cols, double eps, const double *
 void nk_ref_weight_norm_bwd(size_t rows, size_t cols, double eps, const double *v,
                             const double *g, const double *dw, double *dv, double *dg);
 
+/* AdamP / SGDP: one step of clovaai/AdamP's AdamP.step / SGDP.step on one tensor of n doubles
+ * (rows = shape[0] for ndim > 1, 0 for ndim <= 1). Returns the view that was projected:
+ * 0 none, 1 channel, 2 layer. step is the state's counter (incremented). */
+typedef struct nk_ref_adamp_hp {
+  double lr, beta1, beta2, eps, weight_decay, delta, wd_ratio;
+  int nesterov;
+} nk_ref_adamp_hp;
+typedef struct nk_ref_sgdp_hp {
+  double lr, momentum, dampening, eps, weight_decay, delta, wd_ratio;
+  int nesterov;
+} nk_ref_sgdp_hp;
+int nk_ref_adamp_step(size_t n, size_t rows, const nk_ref_adamp_hp *hp, double *p,
+                      const double *grad, double *exp_avg, double *exp_avg_sq, double *step);
+int nk_ref_sgdp_step(size_t n, size_t rows, const nk_ref_sgdp_hp *hp, double *p,
+                     const double *grad, double *buf);
+
 #endif /* NK_REFERENCE_H */

@@ -54,7 +54,8 @@ static double worst_f32(size_t n, const float *got, const double *ref, double sc
   double worst = 0.0;
   for (size_t i = 0; i < n; i++) {
     const double bound = drift ? drift_bound(ref[i], scale) : one_call_bound(ref[i], scale);
-    const double e = fabs((double)got[i] - ref[i]) / bound;
+    const double diff = fabs((double)got[i] - ref[i]);
+    const double e = diff == 0.0 ? 0.0 : diff / bound;
     if (!(e <= worst)) worst = e;
   }
   return worst;
@@ -263,6 +264,304 @@ NK_TEST(weight_norm_invalid) {
 #undef CLEAN
 }
 
+/* ---- AdamP / SGDP ----------------------------------------------------------------------------- */
+
+enum grad_kind { G_RANDOM, G_TANGENT, G_LAYER, G_ZERO };
+
+/* A gradient for the current (reference) weights th (rows x cols; rows 0 = one row):
+ *   G_RANDOM   normal;
+ *   G_TANGENT  normal minus its radial part, row by row (a scale-invariant weight's gradient:
+ *              every channel cosine ~ 1e-7, the channel view passes);
+ *   G_LAYER    per row: a tangent part of norm 0.5/||th_r|| plus s_r th_r/||th_r||^2 with
+ *              s_r = +-1 alternating (rows even): each channel cosine ~ 0.89 fails the channel
+ *              test, but <g, th> over the whole tensor is sum_r s_r = 0: the layer view passes;
+ *   G_ZERO     zeros. */
+static void make_grad(nk_rng *rng, enum grad_kind kind, size_t rows, size_t cols,
+                      const double *th, float *g, double *gd) {
+  const size_t R = rows ? rows : 1, n = R * cols;
+  for (size_t i = 0; i < n; i++) gd[i] = kind == G_ZERO ? 0.0 : nk_rng_normal(rng);
+  if (kind == G_TANGENT || kind == G_LAYER) {
+    for (size_t r = 0; r < R; r++) {
+      double *gr = gd + r * cols;
+      const double *tr = th + r * cols;
+      double tt = 0, gt = 0;
+      for (size_t j = 0; j < cols; j++) tt += tr[j] * tr[j], gt += gr[j] * tr[j];
+      for (size_t j = 0; j < cols; j++) gr[j] -= gt / tt * tr[j];
+      if (kind == G_LAYER) {
+        double gg = 0;
+        for (size_t j = 0; j < cols; j++) gg += gr[j] * gr[j];
+        const double scale = 0.5 / sqrt(tt) / sqrt(gg), s = (r % 2) ? -1.0 : 1.0;
+        for (size_t j = 0; j < cols; j++) gr[j] = gr[j] * scale + s * tr[j] / tt;
+      }
+    }
+  }
+  for (size_t i = 0; i < n; i++) {
+    g[i] = (float)gd[i];
+    gd[i] = (double)g[i];
+  }
+}
+
+static const char *view_name(int v) { return v == 0 ? "none" : v == 1 ? "channel" : "layer"; }
+
+typedef struct optim_case {
+  const char *name;
+  size_t rows, cols; /* rows 0: an ndim <= 1 tensor of cols elements */
+  enum grad_kind kind;
+  int want_view; /* -1: whatever the reference says (checked to agree) */
+} optim_case;
+
+static const optim_case optim_cases[] = {
+    {"random_2d", 8, 50, G_RANDOM, -1},   {"tangent_channel", 8, 50, G_TANGENT, 1},
+    {"layer_only", 6, 40, G_LAYER, 2},   {"bias_1d", 0, 33, G_TANGENT, 0},
+    {"single_row", 1, 64, G_TANGENT, 1}, {"zero_grad", 4, 16, G_ZERO, 1},
+};
+
+NK_TEST(adamp_sequences) {
+  enum { STEPS = 8 };
+  for (size_t c = 0; c < sizeof optim_cases / sizeof optim_cases[0]; c++) {
+    const optim_case *oc = &optim_cases[c];
+    const size_t n = (oc->rows ? oc->rows : 1) * oc->cols;
+    for (int variant = 0; variant < 2; variant++) {
+      nk_rng rng = {0xada0ull + 17 * c + variant};
+      nk_adamp_desc d = nk_adamp_desc_default();
+      d.lr = 0.01;
+      d.weight_decay = variant ? 0.05 : 0.0;
+      d.nesterov = variant;
+      const nk_ref_adamp_hp hp = {d.lr,           d.beta1, d.beta2,    d.eps,
+                                  d.weight_decay, d.delta, d.wd_ratio, d.nesterov};
+      float *p = nk_t_alloc(n * 4), *g = nk_t_alloc(n * 4), *m = nk_t_alloc(n * 4),
+            *v = nk_t_alloc(n * 4);
+      double *pd = nk_t_alloc(n * 8), *gd = nk_t_alloc(n * 8), *md = nk_t_alloc(n * 8),
+             *vd = nk_t_alloc(n * 8), *tmp = nk_t_alloc(n * 8);
+      fill(&rng, n, 0.5, p, pd);
+      int64_t step = 0;
+      double stepd = 0;
+      for (int t = 0; t < STEPS; t++) {
+        make_grad(&rng, oc->kind, oc->rows, oc->cols, pd, g, gd);
+        nk_optim_projection view = (nk_optim_projection)99;
+        NK_REQUIRE(nk_adamp_step(actx, &d, n, oc->rows, p, g, m, v, &step, &view) == NK_OK,
+                   "%s: %s", oc->name, nk_context_message(actx));
+        const int rv = nk_ref_adamp_step(n, oc->rows, &hp, pd, gd, md, vd, &stepd);
+        NK_CHECK((int)view == rv, "%s step %d: view %s, reference %s", oc->name, t,
+                 view_name((int)view), view_name(rv));
+        if (oc->want_view >= 0)
+          NK_CHECK(rv == oc->want_view, "%s step %d: reference view %s, expected %s", oc->name,
+                   t, view_name(rv), view_name(oc->want_view));
+        NK_CHECK(step == t + 1 && stepd == t + 1, "step counter");
+        const double ep = worst_f32(n, p, pd, max_abs(n, pd), 1);
+        const double em = worst_f32(n, m, md, max_abs(n, md), 1);
+        const double ev = worst_f32(n, v, vd, max_abs(n, vd), 1);
+        NK_CHECK(ep <= 1 && em <= 1 && ev <= 1,
+                 "%s nesterov %d step %d: param %.3g m %.3g v %.3g (x bound)", oc->name, variant,
+                 t, ep, em, ev);
+      }
+      (void)tmp;
+      free(p), free(g), free(m), free(v), free(pd), free(gd), free(md), free(vd), free(tmp);
+    }
+  }
+}
+
+NK_TEST(sgdp_sequences) {
+  enum { STEPS = 8 };
+  for (size_t c = 0; c < sizeof optim_cases / sizeof optim_cases[0]; c++) {
+    const optim_case *oc = &optim_cases[c];
+    const size_t n = (oc->rows ? oc->rows : 1) * oc->cols;
+    for (int variant = 0; variant < 3; variant++) {
+      nk_rng rng = {0x5d90ull + 31 * c + variant};
+      nk_sgdp_desc d = nk_sgdp_desc_default(0.05);
+      d.momentum = variant ? 0.9 : 0.0;
+      d.dampening = variant == 2 ? 0.1 : 0.0;
+      d.weight_decay = variant ? 1e-2 : 0.0;
+      d.nesterov = variant == 1;
+      const nk_ref_sgdp_hp hp = {d.lr,           d.momentum, d.dampening, d.eps,
+                                 d.weight_decay, d.delta,    d.wd_ratio,  d.nesterov};
+      float *p = nk_t_alloc(n * 4), *g = nk_t_alloc(n * 4), *b = nk_t_alloc(n * 4);
+      double *pd = nk_t_alloc(n * 8), *gd = nk_t_alloc(n * 8), *bd = nk_t_alloc(n * 8);
+      fill(&rng, n, 0.5, p, pd);
+      for (int t = 0; t < STEPS; t++) {
+        make_grad(&rng, oc->kind, oc->rows, oc->cols, pd, g, gd);
+        nk_optim_projection view = (nk_optim_projection)99;
+        NK_REQUIRE(nk_sgdp_step(actx, &d, n, oc->rows, p, g, b, &view) == NK_OK, "%s: %s",
+                   oc->name, nk_context_message(actx));
+        const int rv = nk_ref_sgdp_step(n, oc->rows, &hp, pd, gd, bd);
+        NK_CHECK((int)view == rv, "%s step %d: view %s, reference %s", oc->name, t,
+                 view_name((int)view), view_name(rv));
+        if (oc->want_view >= 0)
+          NK_CHECK(rv == oc->want_view, "%s step %d: reference view %s, expected %s", oc->name,
+                   t, view_name(rv), view_name(oc->want_view));
+        const double ep = worst_f32(n, p, pd, max_abs(n, pd), 1);
+        const double eb = worst_f32(n, b, bd, max_abs(n, bd) + 1e-30, 1);
+        NK_CHECK(ep <= 1 && eb <= 1, "%s variant %d step %d: param %.3g buf %.3g (x bound)",
+                 oc->name, variant, t, ep, eb);
+      }
+      free(p), free(g), free(b), free(pd), free(gd), free(bd);
+    }
+  }
+}
+
+/* The projected update is orthogonal to each row (channel view): with no decay, one SGDP step
+ * from a tangent gradient changes ||theta_r|| only at second order (||theta_r + d||^2 =
+ * ||theta_r||^2 + ||d||^2 when <theta_r, d> = 0). And a radial gradient that the test cannot
+ * see as scale-invariant (cos 1) is not projected. */
+NK_TEST(sgdp_projection_geometry) {
+  enum { R = 4, C = 32, N = R * C };
+  nk_rng rng = {0x9e0ull};
+  float p[N], g[N], b[N] = {0}, p0[N];
+  double pd[N], gd[N];
+  fill(&rng, N, 1.0, p, pd);
+  memcpy(p0, p, sizeof p);
+  make_grad(&rng, G_TANGENT, R, C, pd, g, gd);
+  nk_sgdp_desc d = nk_sgdp_desc_default(0.1);
+  nk_optim_projection view;
+  NK_REQUIRE(nk_sgdp_step(actx, &d, N, R, p, g, b, &view) == NK_OK, "step");
+  NK_CHECK(view == NK_OPTIM_PROJECTION_CHANNEL, "view %d", (int)view);
+  for (size_t r = 0; r < R; r++) {
+    double dot = 0, n0 = 0, nd = 0;
+    for (size_t j = 0; j < C; j++) {
+      const double dd = (double)p[r * C + j] - (double)p0[r * C + j];
+      dot += dd * p0[r * C + j], n0 += (double)p0[r * C + j] * p0[r * C + j], nd += dd * dd;
+    }
+    NK_CHECK(fabs(dot) <= 1e-5 * sqrt(n0 * nd), "row %zu: <delta, theta> = %g", r, dot);
+  }
+  /* g = theta: cos 1 everywhere, no projection, plain SGD */
+  memcpy(p, p0, sizeof p);
+  memset(b, 0, sizeof b);
+  NK_REQUIRE(nk_sgdp_step(actx, &d, N, R, p, p0, b, &view) == NK_OK, "step");
+  NK_CHECK(view == NK_OPTIM_PROJECTION_NONE, "view %d", (int)view);
+  for (size_t i = 0; i < N; i++)
+    NK_CHECK(p[i] == (float)((double)p0[i] - 0.1 * (double)p0[i]), "plain SGD at %zu", i);
+}
+
+/* Zero weights (cos 0: projected, the projection is the identity, wd_ratio applies), zero
+ * gradients (Adam direction 0: only the decay moves theta), NaN gradients (that element NaN,
+ * the cosine NaN: no projection anywhere, other elements take the unprojected update). */
+NK_TEST(adamp_degenerate_inputs) {
+  enum { R = 2, C = 8, N = R * C };
+  nk_adamp_desc d = nk_adamp_desc_default();
+  d.weight_decay = 0.5;
+  float p[N] = {0}, g[N], m[N] = {0}, v[N] = {0};
+  int64_t step = 0;
+  nk_optim_projection view;
+  for (size_t i = 0; i < N; i++) g[i] = (float)(0.1 * (double)(i + 1));
+  NK_REQUIRE(nk_adamp_step(actx, &d, N, R, p, g, m, v, &step, &view) == NK_OK, "zero theta");
+  NK_CHECK(view == NK_OPTIM_PROJECTION_CHANNEL, "zero theta view %d", (int)view);
+  for (size_t i = 0; i < N; i++) /* step 1: u = m/(sqrt(v)/sqrt(bc2)+eps) ~ sign(g) */
+    NK_CHECK(fabs((double)p[i] + 1e-3) < 1e-9, "zero theta: p[%zu] = %g", i, (double)p[i]);
+  /* zero gradient: from a fresh state, only the decay with wd_ratio (cos 0: projected) */
+  float q[N], q0[N], z[N] = {0};
+  for (size_t i = 0; i < N; i++) q[i] = q0[i] = (float)(i % 3) - 1.0f;
+  memset(m, 0, sizeof m), memset(v, 0, sizeof v), step = 0;
+  NK_REQUIRE(nk_adamp_step(actx, &d, N, R, q, z, m, v, &step, &view) == NK_OK, "zero grad");
+  NK_CHECK(view == NK_OPTIM_PROJECTION_CHANNEL, "zero grad view %d", (int)view);
+  const double decay = 1.0 - d.lr * d.weight_decay * d.wd_ratio;
+  for (size_t i = 0; i < N; i++)
+    NK_CHECK(q[i] == (float)((double)q0[i] * decay), "zero grad: q[%zu] = %g", i, (double)q[i]);
+  /* NaN gradient element */
+  nk_rng rng = {5};
+  double qd[N], gd[N], md[N] = {0}, vd[N] = {0}, sd = 0;
+  fill(&rng, N, 1.0, q, qd);
+  make_grad(&rng, G_TANGENT, R, C, qd, g, gd);
+  g[3] = NAN;
+  gd[3] = NAN;
+  memset(m, 0, sizeof m), memset(v, 0, sizeof v), step = 0;
+  NK_REQUIRE(nk_adamp_step(actx, &d, N, R, q, g, m, v, &step, &view) == NK_OK, "NaN grad");
+  const nk_ref_adamp_hp hp = {d.lr,           d.beta1, d.beta2,    d.eps,
+                              d.weight_decay, d.delta, d.wd_ratio, d.nesterov};
+  const int rv = nk_ref_adamp_step(N, R, &hp, qd, gd, md, vd, &sd);
+  NK_CHECK(view == NK_OPTIM_PROJECTION_NONE && rv == 0, "NaN grad: view %d ref %d", (int)view,
+           rv);
+  for (size_t i = 0; i < N; i++) {
+    if (i == 3) {
+      NK_CHECK(isnan(q[i]) && isnan(m[i]) && isnan(v[i]), "NaN element must be NaN");
+      continue;
+    }
+    NK_CHECK(fabs((double)q[i] - qd[i]) <= drift_bound(qd[i], 1.0), "q[%zu] %g vs %g", i,
+             (double)q[i], qd[i]);
+  }
+}
+
+NK_TEST(optim_steps_invalid) {
+  enum { R = 3, C = 4, N = R * C };
+  float g[N];
+  for (size_t i = 0; i < N; i++) g[i] = 1.0f;
+  float buf[4 * N];
+  float *p = buf, *m = buf + N, *v = buf + 2 * N, *b = buf + 3 * N;
+  int64_t step;
+  nk_optim_projection view;
+  memset(buf, POISON, sizeof buf);
+  memset(&step, POISON, sizeof step);
+  memset(&view, POISON, sizeof view);
+  step = 4;
+  const int64_t step0 = step;
+#define CLEAN (all_bytes(buf, sizeof buf, POISON) && step == step0 && all_bytes(&view, sizeof view, POISON))
+  const nk_adamp_desc d0 = nk_adamp_desc_default();
+  nk_adamp_desc d = d0;
+#define ADAMP(...) nk_adamp_step(actx, __VA_ARGS__)
+  EXPECT_INVALID(ADAMP(NULL, N, R, p, g, m, v, &step, &view), CLEAN);
+  EXPECT_INVALID(ADAMP(&d, N, R, p, g, m, v, NULL, &view), CLEAN);
+  EXPECT_INVALID(ADAMP(&d, N, R, NULL, g, m, v, &step, &view), CLEAN);
+  EXPECT_INVALID(ADAMP(&d, N, R, p, NULL, m, v, &step, &view), CLEAN);
+  EXPECT_INVALID(ADAMP(&d, N, R, p, g, NULL, v, &step, &view), CLEAN);
+  EXPECT_INVALID(ADAMP(&d, N, R, p, g, m, NULL, &step, &view), CLEAN);
+  EXPECT_INVALID(ADAMP(&d, N, 5, p, g, m, v, &step, &view), CLEAN); /* 5 does not divide 12 */
+  EXPECT_INVALID(ADAMP(&d, N, R, p, g, m, m, &step, &view), CLEAN);
+  EXPECT_INVALID(ADAMP(&d, N, R, p, g, m, m + 1, &step, &view), CLEAN);
+  EXPECT_INVALID(ADAMP(&d, N, R, p, p, m, v, &step, &view), CLEAN);
+  EXPECT_INVALID(ADAMP(&d, N, R, p, g, m, v, &step, (nk_optim_projection *)(void *)(p + 3)), CLEAN);
+  EXPECT_INVALID(ADAMP(&d, N, R, p, g, m, v, (int64_t *)(void *)m, &view), CLEAN);
+  d.lr = -1;
+  EXPECT_INVALID(ADAMP(&d, N, R, p, g, m, v, &step, &view), CLEAN);
+  d = d0, d.lr = INFINITY;
+  EXPECT_INVALID(ADAMP(&d, N, R, p, g, m, v, &step, &view), CLEAN);
+  d = d0, d.beta1 = 1.0;
+  EXPECT_INVALID(ADAMP(&d, N, R, p, g, m, v, &step, &view), CLEAN);
+  d = d0, d.beta2 = NAN;
+  EXPECT_INVALID(ADAMP(&d, N, R, p, g, m, v, &step, &view), CLEAN);
+  d = d0, d.eps = 0.0;
+  EXPECT_INVALID(ADAMP(&d, N, R, p, g, m, v, &step, &view), CLEAN);
+  d = d0, d.weight_decay = -0.1;
+  EXPECT_INVALID(ADAMP(&d, N, R, p, g, m, v, &step, &view), CLEAN);
+  d = d0, d.delta = NAN;
+  EXPECT_INVALID(ADAMP(&d, N, R, p, g, m, v, &step, &view), CLEAN);
+  d = d0, d.wd_ratio = -1;
+  EXPECT_INVALID(ADAMP(&d, N, R, p, g, m, v, &step, &view), CLEAN);
+  d = d0;
+  step = -1;
+  EXPECT_INVALID(ADAMP(&d, N, R, p, g, m, v, &step, &view), step == -1);
+  step = INT64_MAX;
+  EXPECT_INVALID(ADAMP(&d, N, R, p, g, m, v, &step, &view), step == INT64_MAX);
+  step = step0;
+  NK_CHECK(strstr(nk_context_message(actx), "adamp_step") != NULL, "op not named");
+#undef ADAMP
+  nk_sgdp_desc s0 = nk_sgdp_desc_default(0.1), s = s0;
+#define SGDP(...) nk_sgdp_step(actx, __VA_ARGS__)
+  EXPECT_INVALID(SGDP(NULL, N, R, p, g, b, &view), CLEAN);
+  EXPECT_INVALID(SGDP(&s, N, R, NULL, g, b, &view), CLEAN);
+  EXPECT_INVALID(SGDP(&s, N, R, p, NULL, b, &view), CLEAN);
+  EXPECT_INVALID(SGDP(&s, N, R, p, g, NULL, &view), CLEAN);
+  EXPECT_INVALID(SGDP(&s, N, 7, p, g, b, &view), CLEAN);
+  EXPECT_INVALID(SGDP(&s, N, R, p, g, p + 1, &view), CLEAN);
+  EXPECT_INVALID(SGDP(&s, N, R, p, b, b, &view), CLEAN);
+  s.momentum = 1.0;
+  EXPECT_INVALID(SGDP(&s, N, R, p, g, b, &view), CLEAN);
+  s = s0, s.dampening = 1.5;
+  EXPECT_INVALID(SGDP(&s, N, R, p, g, b, &view), CLEAN);
+  s = s0, s.lr = NAN;
+  EXPECT_INVALID(SGDP(&s, N, R, p, g, b, &view), CLEAN);
+  s = s0, s.eps = -1e-8;
+  EXPECT_INVALID(SGDP(&s, N, R, p, g, b, &view), CLEAN);
+  s = s0, s.weight_decay = NAN;
+  EXPECT_INVALID(SGDP(&s, N, R, p, g, b, &view), CLEAN);
+  NK_CHECK(strstr(nk_context_message(actx), "sgdp_step") != NULL, "op not named");
+#undef SGDP
+  /* n == 0: AdamP's counter advances, nothing else is touched */
+  NK_CHECK(nk_adamp_step(actx, &d0, 0, 0, NULL, NULL, NULL, NULL, &step, NULL) == NK_OK, "n 0");
+  NK_CHECK(step == step0 + 1, "n 0: step");
+  NK_CHECK(nk_sgdp_step(actx, &s0, 0, 0, NULL, NULL, NULL, NULL) == NK_OK, "n 0");
+  NK_CHECK(all_bytes(buf, sizeof buf, POISON), "n 0 wrote");
+#undef CLEAN
+}
+
 int main(void) {
   if (nk_context_create(&actx) != NK_OK) return 1;
   NK_RUN(weight_norm_fwd_bwd_match_reference);
@@ -270,6 +569,11 @@ int main(void) {
   NK_RUN(weight_norm_sgd_sequence);
   NK_RUN(weight_norm_zero_and_nan_rows);
   NK_RUN(weight_norm_invalid);
+  NK_RUN(adamp_sequences);
+  NK_RUN(sgdp_sequences);
+  NK_RUN(sgdp_projection_geometry);
+  NK_RUN(adamp_degenerate_inputs);
+  NK_RUN(optim_steps_invalid);
   nk_context_destroy(actx);
   return nk_test_summary();
 }
