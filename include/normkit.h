@@ -1327,6 +1327,85 @@ NK_API nk_status nk_sgdp_step(nk_context *ctx, const nk_sgdp_desc *desc, size_t 
                               float *param, const float *grad, float *momentum_buf,
                               nk_optim_projection *projection);
 
+
+/* Normalize-and-Project, NaP (Lyle et al., NeurIPS 2024, arXiv 2407.01800): with a
+ * normalization layer before every nonlinearity, each weight that feeds one is projected back to
+ * its norm at initialization after every optimizer step, so its effective learning rate equals
+ * the nominal one; any decay of the effective rate is then an explicit learning-rate schedule.
+ * The caller chooses the projected tensors (not the output layer, not the normalization layers'
+ * gamma/beta: the default of the spec, whose handling in the paper is unverified) and disables
+ * weight decay on them.
+ *
+ * Groups: a rows x cols weight (dense, row-major; rows = output channels) is projected either
+ *   NK_NAP_PER_LAYER:    as one group of rows*cols elements (the paper's default: the norm of
+ *                        the whole tensor, exact for LayerNorm/RMSNorm after the layer), or
+ *   NK_NAP_PER_CHANNEL:  per row (exact scale invariance under BatchNorm, which normalizes each
+ *                        output channel separately).
+ * rho holds one double per group (1 per layer, rows per channel): rho_k = ||W_k^(0)||_2. */
+typedef enum nk_nap_mode {
+  NK_NAP_PER_LAYER = 0,
+  NK_NAP_PER_CHANNEL = 1,
+} nk_nap_mode;
+
+/* Records the norms to project to: rho_k = sqrt(sum over group k of w^2), in double.
+ *   mode        NK_NAP_PER_LAYER or NK_NAP_PER_CHANNEL (other values: INVALID_ARGUMENT).
+ *   rows, cols  the weight's shape; a zero size: nothing read or written, OK.
+ *   w           IN  rows x cols floats (the weights at initialization).
+ *   rho         OUT 1 (per layer) or rows (per channel) doubles.
+ * Returns OK or INVALID_ARGUMENT (NULLs, bad mode, size overflow, overlap). */
+NK_API nk_status nk_nap_norms(nk_context *ctx, nk_nap_mode mode, size_t rows, size_t cols,
+                              const float *w, double *rho);
+
+/* The projection, in place, after an optimizer step: for each group k,
+ *   n_k = ||w_k||_2;  w_k <- w_k * (rho_k / n_k)     (double, rounded once per element)
+ * A group with n_k == 0 is left unchanged (the spec's guard: there is no direction to scale);
+ * a group with a NaN or inf element becomes all NaN.
+ *   w     IN/OUT rows x cols floats.
+ *   rho   IN  1 or rows doubles, each finite and >= 0 (0 projects the group to zero).
+ *   norm  OUT optional (NULL: not written): 1 or rows doubles, n_k before the projection (what a
+ *         layer-wise schedule measures, see nk_nap_layer_lr).
+ * Returns OK or INVALID_ARGUMENT (as nk_nap_norms, a negative or non-finite rho; nothing is
+ * written on failure). */
+NK_API nk_status nk_nap_project(nk_context *ctx, nk_nap_mode mode, size_t rows, size_t cols,
+                                float *w, const double *rho, double *norm);
+
+/* The explicit learning-rate schedule (the paper's "LN + WP + Schedule"; its exact Atari shape
+ * is unverified, so the shapes below are generic). With W = warmup_steps, T = total_steps and
+ * step t >= 0:
+ *   t < W:            lr = lr_init * t / W                       (linear warmup from 0)
+ *   p = min(1, (t - W) / (T - W)) otherwise, and
+ *     CONSTANT:       lr = lr_init
+ *     LINEAR:         lr = (1 - p) lr_init + p lr_final
+ *     COSINE:         lr = lr_final + (lr_init - lr_final) (1 + cos(pi p)) / 2
+ * (so t >= T gives lr_final for the decaying shapes). */
+typedef enum nk_nap_schedule_kind {
+  NK_NAP_SCHEDULE_CONSTANT = 0,
+  NK_NAP_SCHEDULE_LINEAR = 1,
+  NK_NAP_SCHEDULE_COSINE = 2,
+} nk_nap_schedule_kind;
+
+typedef struct nk_nap_schedule {
+  nk_nap_schedule_kind kind;
+  double lr_init;       /* finite, >= 0 */
+  double lr_final;      /* finite, >= 0 (not read by CONSTANT) */
+  int64_t warmup_steps; /* W >= 0 */
+  int64_t total_steps;  /* T > W for LINEAR and COSINE (not read by CONSTANT) */
+} nk_nap_schedule;
+
+/* OUT *lr at step t >= 0 (formulas above). Returns OK or INVALID_ARGUMENT (NULL, unknown kind,
+ * t < 0, a rate negative or not finite, W < 0, T <= W for a decaying shape). */
+NK_API nk_status nk_nap_schedule_lr(nk_context *ctx, const nk_nap_schedule *schedule, int64_t t,
+                                    double *lr);
+
+/* Layer-wise rescaling that reproduces an unconstrained normalized network's implicit decay
+ * (this is the spec's derivation, not a formula from the paper):
+ *   lr_layer = lr * (rho / free_norm)^power
+ * with free_norm = ||W(t)|| measured on an unprojected run, power 2 for SGD and 1 for Adam-type
+ * optimizers. lr, power finite >= 0; rho, free_norm finite > 0. OUT *lr_layer.
+ * Returns OK or INVALID_ARGUMENT. */
+NK_API nk_status nk_nap_layer_lr(nk_context *ctx, double lr, double rho, double free_norm,
+                                 double power, double *lr_layer);
+
 #ifdef __cplusplus
 }
 #endif

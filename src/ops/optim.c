@@ -352,3 +352,107 @@ nk_status nk_sgdp_step(nk_context *ctx, const nk_sgdp_desc *desc, size_t n, size
   if (projection) *projection = view;
   return nk__ok(ctx);
 }
+
+/* ---- Normalize-and-Project ------------------------------------------------------------------ */
+
+static nk_status nap_groups(nk_context *ctx, const char *op, nk_nap_mode mode, size_t rows,
+                            size_t cols, size_t *n, size_t *groups) {
+  if (mode != NK_NAP_PER_LAYER && mode != NK_NAP_PER_CHANNEL)
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: unknown mode %d", op, (int)mode);
+  TRY(check_shape(ctx, op, rows, cols, n));
+  *groups = mode == NK_NAP_PER_LAYER ? 1 : rows;
+  return NK_STATUS_OK;
+}
+
+nk_status nk_nap_norms(nk_context *ctx, nk_nap_mode mode, size_t rows, size_t cols,
+                       const float *w, double *rho) {
+  static const char op[] = "nap_norms";
+  size_t n = 0, groups = 1;
+  TRY(nap_groups(ctx, op, mode, rows, cols, &n, &groups));
+  if (n == 0) return nk__ok(ctx);
+  REQUIRE_PTR(w);
+  REQUIRE_PTR(rho);
+  span s[2];
+  TRY(nk__vector_span(ctx, op, &s[0], "w", w, n, sizeof(float), 0));
+  TRY(nk__vector_span(ctx, op, &s[1], "rho", rho, groups, sizeof(double), 1));
+  TRY(nk__check_overlaps(ctx, op, s, 2, no_alias));
+  const size_t len = n / groups;
+  for (size_t k = 0; k < groups; k++) rho[k] = sqrt(sumsq(w + k * len, len));
+  return nk__ok(ctx);
+}
+
+nk_status nk_nap_project(nk_context *ctx, nk_nap_mode mode, size_t rows, size_t cols, float *w,
+                         const double *rho, double *norm) {
+  static const char op[] = "nap_project";
+  size_t n = 0, groups = 1;
+  TRY(nap_groups(ctx, op, mode, rows, cols, &n, &groups));
+  if (n == 0) return nk__ok(ctx);
+  REQUIRE_PTR(w);
+  REQUIRE_PTR(rho);
+  span s[3];
+  TRY(nk__vector_span(ctx, op, &s[0], "w", w, n, sizeof(float), 1));
+  TRY(nk__vector_span(ctx, op, &s[1], "rho", rho, groups, sizeof(double), 0));
+  TRY(nk__vector_span(ctx, op, &s[2], "norm", norm, groups, sizeof(double), 1));
+  TRY(nk__check_overlaps(ctx, op, s, 3, no_alias));
+  for (size_t k = 0; k < groups; k++)
+    if (!(rho[k] >= 0.0) || !isfinite(rho[k]))
+      return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: rho[%zu] %g must be finite and >= 0",
+                      op, k, rho[k]);
+  const size_t len = n / groups;
+  for (size_t k = 0; k < groups; k++) {
+    float *wk = w + k * len;
+    const double nk = sqrt(sumsq(wk, len));
+    if (norm != NULL) norm[k] = nk;
+    if (nk == 0.0) continue;                         /* no direction: unchanged */
+    const double f = isfinite(nk) ? rho[k] / nk : NAN; /* NaN or inf: the group is NaN */
+    for (size_t i = 0; i < len; i++) wk[i] = (float)((double)wk[i] * f);
+  }
+  return nk__ok(ctx);
+}
+
+nk_status nk_nap_schedule_lr(nk_context *ctx, const nk_nap_schedule *schedule, int64_t t,
+                             double *lr) {
+  static const char op[] = "nap_schedule_lr";
+  REQUIRE_PTR(schedule);
+  REQUIRE_PTR(lr);
+  const nk_nap_schedule *s = schedule;
+  if (s->kind != NK_NAP_SCHEDULE_CONSTANT && s->kind != NK_NAP_SCHEDULE_LINEAR &&
+      s->kind != NK_NAP_SCHEDULE_COSINE)
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: unknown kind %d", op, (int)s->kind);
+  const int decays = s->kind != NK_NAP_SCHEDULE_CONSTANT;
+  TRY(check_nonneg(ctx, op, "lr_init", s->lr_init));
+  if (decays) TRY(check_nonneg(ctx, op, "lr_final", s->lr_final));
+  if (t < 0 || s->warmup_steps < 0)
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: t %lld and warmup_steps %lld must be >= 0",
+                    op, (long long)t, (long long)s->warmup_steps);
+  if (decays && s->total_steps <= s->warmup_steps)
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: total_steps %lld <= warmup_steps %lld",
+                    op, (long long)s->total_steps, (long long)s->warmup_steps);
+  if (t < s->warmup_steps) {
+    *lr = s->lr_init * (double)t / (double)s->warmup_steps;
+    return nk__ok(ctx);
+  }
+  if (!decays) {
+    *lr = s->lr_init;
+    return nk__ok(ctx);
+  }
+  double p = (double)(t - s->warmup_steps) / (double)(s->total_steps - s->warmup_steps);
+  if (p > 1.0) p = 1.0;
+  if (s->kind == NK_NAP_SCHEDULE_LINEAR)
+    *lr = (1.0 - p) * s->lr_init + p * s->lr_final; /* exact at both ends */
+  else
+    *lr = s->lr_final + (s->lr_init - s->lr_final) * 0.5 * (1.0 + cos(3.14159265358979323846 * p));
+  return nk__ok(ctx);
+}
+
+nk_status nk_nap_layer_lr(nk_context *ctx, double lr, double rho, double free_norm, double power,
+                          double *lr_layer) {
+  static const char op[] = "nap_layer_lr";
+  TRY(check_nonneg(ctx, op, "lr", lr));
+  TRY(check_nonneg(ctx, op, "power", power));
+  TRY(check_positive(ctx, op, "rho", rho));
+  TRY(check_positive(ctx, op, "free_norm", free_norm));
+  REQUIRE_PTR(lr_layer);
+  *lr_layer = lr * pow(rho / free_norm, power);
+  return nk__ok(ctx);
+}

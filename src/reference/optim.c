@@ -138,3 +138,31 @@ int nk_ref_sgdp_step(size_t n, size_t rows, const nk_ref_sgdp_hp *hp, double *p,
   free(d_p);
   return view;
 }
+
+/* ---- Normalize-and-Project (B7) ---- */
+
+void nk_ref_nap_norms(int per_channel, size_t rows, size_t cols, const double *w, double *rho) {
+  if (per_channel)
+    for (size_t r = 0; r < rows; r++) rho[r] = ref_norm(w + r * cols, cols);
+  else
+    rho[0] = ref_norm(w, rows * cols);
+}
+
+void nk_ref_nap_project(int per_channel, size_t rows, size_t cols, double *w, const double *rho) {
+  const size_t groups = per_channel ? rows : 1, len = per_channel ? cols : rows * cols;
+  for (size_t k = 0; k < groups; k++) {
+    double *wk = w + k * len;
+    const double nrm = ref_norm(wk, len);
+    if (nrm == 0.0) continue; /* guard ||W|| = 0: skip */
+    for (size_t i = 0; i < len; i++) wk[i] = wk[i] / nrm * rho[k];
+  }
+}
+
+double nk_ref_nap_schedule_lr(int kind, double lr_init, double lr_final, double warmup,
+                              double total, double t) {
+  if (t < warmup) return lr_init * t / warmup;
+  if (kind == 0) return lr_init;
+  const double p = fmin(1.0, (t - warmup) / (total - warmup));
+  if (kind == 1) return (1.0 - p) * lr_init + p * lr_final;
+  return lr_final + 0.5 * (lr_init - lr_final) * (1.0 + cos(3.14159265358979323846 * p));
+}

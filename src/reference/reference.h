@@ -235,4 +235,12 @@ int nk_ref_adamp_step(size_t n, size_t rows, const nk_ref_adamp_hp *hp, double *
 int nk_ref_sgdp_step(size_t n, size_t rows, const nk_ref_sgdp_hp *hp, double *p,
                      const double *grad, double *buf);
 
+/* NaP: group norms (per_channel: one per row, else one over all rows*cols), the projection
+ * w_k <- w_k / ||w_k|| * rho_k (zero groups skipped), and the schedule (kind 0 constant,
+ * 1 linear, 2 cosine; linear warmup from 0). */
+void nk_ref_nap_norms(int per_channel, size_t rows, size_t cols, const double *w, double *rho);
+void nk_ref_nap_project(int per_channel, size_t rows, size_t cols, double *w, const double *rho);
+double nk_ref_nap_schedule_lr(int kind, double lr_init, double lr_final, double warmup,
+                              double total, double t);
+
 #endif /* NK_REFERENCE_H */

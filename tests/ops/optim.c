@@ -562,6 +562,168 @@ NK_TEST(optim_steps_invalid) {
 #undef CLEAN
 }
 
+/* ---- Normalize-and-Project -------------------------------------------------------------------- */
+
+/* Six steps of "update, then project" per mode: the update is a random step scaled by the
+ * schedule's lr(t); after each step the reference projects the library's pre-projection weights
+ * (in double) and the library's projected f32 weights must match it to the one-call bound; the
+ * projected norms must stay at rho. */
+NK_TEST(nap_sequence) {
+  enum { R = 6, C = 30, N = R * C, STEPS = 6 };
+  for (int mode = 0; mode < 2; mode++) {
+    nk_rng rng = {0x4a9ull + mode};
+    float w[N], upd[N];
+    double wd[N], rho_ref[R], rho[R], norm[R];
+    fill(&rng, N, 0.3, w, wd);
+    const size_t groups = mode ? R : 1;
+    NK_REQUIRE(nk_nap_norms(actx, (nk_nap_mode)mode, R, C, w, rho) == NK_OK, "norms");
+    nk_ref_nap_norms(mode, R, C, wd, rho_ref);
+    for (size_t k = 0; k < groups; k++)
+      NK_CHECK(fabs(rho[k] - rho_ref[k]) <= 1e-14 * rho_ref[k], "rho[%zu] %.17g vs %.17g", k,
+               rho[k], rho_ref[k]);
+    const nk_nap_schedule sch = {NK_NAP_SCHEDULE_COSINE, 0.1, 0.01, 2, STEPS};
+    for (int t = 0; t < STEPS; t++) {
+      double lr;
+      NK_REQUIRE(nk_nap_schedule_lr(actx, &sch, t, &lr) == NK_OK, "lr");
+      for (size_t i = 0; i < N; i++) {
+        upd[i] = (float)(lr * nk_rng_normal(&rng));
+        w[i] = (float)((double)w[i] + (double)upd[i]);
+      }
+      for (size_t i = 0; i < N; i++) wd[i] = (double)w[i]; /* same pre-projection weights */
+      NK_REQUIRE(nk_nap_project(actx, (nk_nap_mode)mode, R, C, w, rho, norm) == NK_OK, "project");
+      nk_ref_nap_project(mode, R, C, wd, rho_ref);
+      const double e = worst_f32(N, w, wd, max_abs(N, wd), 0);
+      NK_CHECK(e <= 1, "mode %d step %d: w %.3g (x bound)", mode, t, e);
+      double after[R];
+      NK_REQUIRE(nk_nap_norms(actx, (nk_nap_mode)mode, R, C, w, after) == NK_OK, "norms");
+      for (size_t k = 0; k < groups; k++)
+        NK_CHECK(fabs(after[k] - rho[k]) <= 1e-6 * rho[k], "mode %d step %d group %zu: %g vs %g",
+                 mode, t, k, after[k], rho[k]);
+    }
+  }
+}
+
+NK_TEST(nap_zero_and_nan_groups) {
+  enum { R = 3, C = 4, N = R * C };
+  float w[N];
+  for (size_t i = 0; i < N; i++) w[i] = (float)i + 1.0f;
+  for (size_t j = 0; j < C; j++) w[C + j] = 0.0f; /* row 1: zero */
+  w[2 * C + 1] = INFINITY;                        /* row 2: inf */
+  const double rho[R] = {2.0, 3.0, 4.0};
+  double norm[R];
+  NK_REQUIRE(nk_nap_project(actx, NK_NAP_PER_CHANNEL, R, C, w, rho, norm) == NK_OK, "project");
+  double n0 = 0;
+  for (size_t j = 0; j < C; j++) n0 += (double)w[j] * w[j];
+  NK_CHECK(fabs(sqrt(n0) - 2.0) < 1e-6, "row 0 norm %g", sqrt(n0));
+  for (size_t j = 0; j < C; j++) {
+    NK_CHECK(w[C + j] == 0.0f, "zero row must stay 0");
+    NK_CHECK(isnan(w[2 * C + j]), "inf row must become NaN");
+  }
+  NK_CHECK(norm[1] == 0.0 && isinf(norm[2]), "norms before: %g %g", norm[1], norm[2]);
+  /* per layer: the non-finite element makes the whole tensor NaN */
+  float v[N];
+  for (size_t i = 0; i < N; i++) v[i] = 1.0f;
+  v[5] = NAN;
+  NK_REQUIRE(nk_nap_project(actx, NK_NAP_PER_LAYER, R, C, v, rho, NULL) == NK_OK, "layer");
+  for (size_t i = 0; i < N; i++) NK_CHECK(isnan(v[i]), "layer NaN at %zu", i);
+  /* rho 0 projects to zero */
+  for (size_t i = 0; i < N; i++) v[i] = 1.0f;
+  const double zero = 0.0;
+  NK_REQUIRE(nk_nap_project(actx, NK_NAP_PER_LAYER, R, C, v, &zero, NULL) == NK_OK, "rho 0");
+  for (size_t i = 0; i < N; i++) NK_CHECK(v[i] == 0.0f, "rho 0 at %zu", i);
+}
+
+NK_TEST(nap_schedules) {
+  const nk_nap_schedule_kind kinds[] = {NK_NAP_SCHEDULE_CONSTANT, NK_NAP_SCHEDULE_LINEAR,
+                                        NK_NAP_SCHEDULE_COSINE};
+  for (int k = 0; k < 3; k++) {
+    const nk_nap_schedule s = {kinds[k], 0.3, 0.003, 10, 110};
+    double prev = INFINITY;
+    for (int64_t t = 0; t <= 130; t++) {
+      double lr;
+      NK_REQUIRE(nk_nap_schedule_lr(actx, &s, t, &lr) == NK_OK, "lr");
+      const double ref = nk_ref_nap_schedule_lr(k, 0.3, 0.003, 10, 110, (double)t);
+      NK_CHECK(fabs(lr - ref) <= 4 * DBL_EPSILON * 0.3, "kind %d t %lld: %.17g vs %.17g", k,
+               (long long)t, lr, ref);
+      if (t >= 10) {
+        NK_CHECK(lr <= prev, "kind %d t %lld: not monotone after warmup", k, (long long)t);
+        prev = lr;
+      }
+    }
+    double lr;
+    NK_REQUIRE(nk_nap_schedule_lr(actx, &s, 0, &lr) == NK_OK && lr == 0.0, "warmup starts at 0");
+    NK_REQUIRE(nk_nap_schedule_lr(actx, &s, 10, &lr) == NK_OK && lr == 0.3, "end of warmup");
+    NK_REQUIRE(nk_nap_schedule_lr(actx, &s, 500, &lr) == NK_OK, "late");
+    NK_CHECK(lr == (k == 0 ? 0.3 : 0.003), "kind %d late lr %g", k, lr);
+  }
+  /* layer-wise factor */
+  double l;
+  NK_REQUIRE(nk_nap_layer_lr(actx, 0.1, 2.0, 4.0, 2.0, &l) == NK_OK, "layer lr");
+  NK_CHECK(fabs(l - 0.025) < 1e-17, "SGD: %g", l);
+  NK_REQUIRE(nk_nap_layer_lr(actx, 0.1, 2.0, 4.0, 1.0, &l) == NK_OK, "layer lr");
+  NK_CHECK(fabs(l - 0.05) < 1e-17, "Adam: %g", l);
+}
+
+NK_TEST(nap_invalid) {
+  enum { R = 3, C = 4, N = R * C };
+  float w[N];
+  double out[2 * R];
+  for (size_t i = 0; i < N; i++) w[i] = 1.0f;
+  float wp[N];
+  memset(wp, POISON, sizeof wp);
+  memset(out, POISON, sizeof out);
+  const double rho[R] = {1, 1, 1};
+  double rho_bad[R] = {1, -1, 1};
+#define CLEAN (all_bytes(out, sizeof out, POISON) && all_bytes(wp, sizeof wp, POISON))
+  EXPECT_INVALID(nk_nap_norms(actx, (nk_nap_mode)7, R, C, w, out), CLEAN);
+  EXPECT_INVALID(nk_nap_norms(actx, NK_NAP_PER_CHANNEL, R, C, NULL, out), CLEAN);
+  EXPECT_INVALID(nk_nap_norms(actx, NK_NAP_PER_CHANNEL, R, C, w, NULL), CLEAN);
+  EXPECT_INVALID(nk_nap_norms(actx, NK_NAP_PER_CHANNEL, SIZE_MAX, 3, w, out), CLEAN);
+  EXPECT_INVALID(nk_nap_norms(actx, NK_NAP_PER_CHANNEL, 2, 2, (const float *)(void *)out,
+                              out + 1), CLEAN);
+  EXPECT_INVALID(nk_nap_project(actx, NK_NAP_PER_CHANNEL, R, C, NULL, rho, out), CLEAN);
+  EXPECT_INVALID(nk_nap_project(actx, NK_NAP_PER_CHANNEL, R, C, wp, NULL, out), CLEAN);
+  EXPECT_INVALID(nk_nap_project(actx, NK_NAP_PER_CHANNEL, R, C, wp, rho_bad, out), CLEAN);
+  rho_bad[1] = NAN;
+  EXPECT_INVALID(nk_nap_project(actx, NK_NAP_PER_CHANNEL, R, C, wp, rho_bad, out), CLEAN);
+  rho_bad[1] = INFINITY;
+  EXPECT_INVALID(nk_nap_project(actx, NK_NAP_PER_CHANNEL, R, C, wp, rho_bad, out), CLEAN);
+  EXPECT_INVALID(nk_nap_project(actx, NK_NAP_PER_CHANNEL, R, C, wp, rho, (double *)(void *)wp),
+                 CLEAN);
+  EXPECT_INVALID(nk_nap_project(actx, NK_NAP_PER_CHANNEL, R, C, wp, out, out + 2), CLEAN);
+  NK_CHECK(strstr(nk_context_message(actx), "nap_project") != NULL, "op not named");
+  double lr = 12345.0;
+  const nk_nap_schedule ok = {NK_NAP_SCHEDULE_LINEAR, 0.1, 0.0, 5, 10};
+  nk_nap_schedule s = ok;
+#define LRCLEAN (lr == 12345.0)
+  EXPECT_INVALID(nk_nap_schedule_lr(actx, NULL, 0, &lr), LRCLEAN);
+  EXPECT_INVALID(nk_nap_schedule_lr(actx, &s, 0, NULL), LRCLEAN);
+  EXPECT_INVALID(nk_nap_schedule_lr(actx, &s, -1, &lr), LRCLEAN);
+  s.kind = (nk_nap_schedule_kind)9;
+  EXPECT_INVALID(nk_nap_schedule_lr(actx, &s, 0, &lr), LRCLEAN);
+  s = ok, s.lr_init = -0.1;
+  EXPECT_INVALID(nk_nap_schedule_lr(actx, &s, 0, &lr), LRCLEAN);
+  s = ok, s.lr_final = NAN;
+  EXPECT_INVALID(nk_nap_schedule_lr(actx, &s, 0, &lr), LRCLEAN);
+  s = ok, s.total_steps = 5;
+  EXPECT_INVALID(nk_nap_schedule_lr(actx, &s, 0, &lr), LRCLEAN);
+  s = ok, s.warmup_steps = -1;
+  EXPECT_INVALID(nk_nap_schedule_lr(actx, &s, 0, &lr), LRCLEAN);
+  EXPECT_INVALID(nk_nap_layer_lr(actx, 0.1, 0.0, 1.0, 1.0, &lr), LRCLEAN);
+  EXPECT_INVALID(nk_nap_layer_lr(actx, 0.1, 1.0, INFINITY, 1.0, &lr), LRCLEAN);
+  EXPECT_INVALID(nk_nap_layer_lr(actx, -0.1, 1.0, 1.0, 1.0, &lr), LRCLEAN);
+  EXPECT_INVALID(nk_nap_layer_lr(actx, 0.1, 1.0, 1.0, -1.0, &lr), LRCLEAN);
+  EXPECT_INVALID(nk_nap_layer_lr(actx, 0.1, 1.0, 1.0, 1.0, NULL), LRCLEAN);
+  /* CONSTANT ignores lr_final and total_steps */
+  s = ok, s.kind = NK_NAP_SCHEDULE_CONSTANT, s.total_steps = 0, s.lr_final = NAN;
+  NK_CHECK(nk_nap_schedule_lr(actx, &s, 7, &lr) == NK_OK && lr == 0.1, "constant");
+  /* empty shapes */
+  NK_CHECK(nk_nap_norms(actx, NK_NAP_PER_LAYER, 0, 5, NULL, NULL) == NK_OK, "empty");
+  NK_CHECK(nk_nap_project(actx, NK_NAP_PER_CHANNEL, 4, 0, NULL, NULL, NULL) == NK_OK, "empty");
+#undef CLEAN
+#undef LRCLEAN
+}
+
 int main(void) {
   if (nk_context_create(&actx) != NK_OK) return 1;
   NK_RUN(weight_norm_fwd_bwd_match_reference);
@@ -574,6 +736,10 @@ int main(void) {
   NK_RUN(sgdp_projection_geometry);
   NK_RUN(adamp_degenerate_inputs);
   NK_RUN(optim_steps_invalid);
+  NK_RUN(nap_sequence);
+  NK_RUN(nap_zero_and_nan_groups);
+  NK_RUN(nap_schedules);
+  NK_RUN(nap_invalid);
   nk_context_destroy(actx);
   return nk_test_summary();
 }
