@@ -1156,7 +1156,7 @@ NK_API nk_status nk_adab2n_fwd(nk_context *ctx, const nk_adab2n_desc *desc,
                                double *task_weight, double *omega, double *reg);
 
 /* ------------------------------------------------------------------------------------------ */
-/* Weight and optimizer normalization: weight norm, AdamP/SGDP, NaP                            */
+/* Weight and optimizer normalization: weight norm, AdamP/SGDP, NaP, Conda                    */
 /* ------------------------------------------------------------------------------------------ */
 /*
  * Reparameterizations and optimizer steps that act on weights (spec stats-optim-rl.md Part B;
@@ -1405,6 +1405,93 @@ NK_API nk_status nk_nap_schedule_lr(nk_context *ctx, const nk_nap_schedule *sche
  * Returns OK or INVALID_ARGUMENT. */
 NK_API nk_status nk_nap_layer_lr(nk_context *ctx, double lr, double rho, double free_norm,
                                  double power, double *lr_layer);
+
+
+/* Conda, column-normalized Adam (Wang et al., arXiv 2509.24218; official code jie040109/Conda
+ * conda_torch/conda.py, projector.py): Adam run in a rotated coordinate system of a 2-D weight
+ * W (rows x cols = a x b, PyTorch Linear out x in), given by an orthogonal basis that the
+ * official code takes from the thin SVD of the first moment m = U S V^T, refreshed every
+ * update_proj_gap steps. normkit's core takes the basis as an INPUT (no SVD in the core): the
+ * caller computes it from exp_avg (after nk_conda_update_moment) with its LAPACK (gesdd, float32
+ * as the code) when nk_conda_refresh_due says so, and passes it to nk_conda_step.
+ *
+ * Sides (the code's proj_type "std": RIGHT when a >= b, else LEFT; nk_conda_std_side):
+ *   NK_CONDA_SIDE_RIGHT: basis P = V^T, b x b row-major; proj(X) = X P^T, back(Y) = Y P.
+ *   NK_CONDA_SIDE_LEFT:  basis U, a x a row-major;       proj(X) = U^T X, back(Y) = U Y.
+ *   NK_CONDA_SIDE_NONE:  identity (the path of every non-projected parameter: embeddings,
+ *                        norms, LM head, biases; basis not read).
+ * The "reverse_std", "left"/"right"-forced and "full" projection types are the caller's
+ * choice of side (full, U^T X V, is not implemented).
+ *
+ * One step with t the counter before the step (state: exp_avg m a x b in ORIGINAL coordinates,
+ * exp_avg_sq v a x b in PROJECTED coordinates, never rotated when the basis changes):
+ *   1. m = beta1 m + (1 - beta1) g                                  (nk_conda_update_moment)
+ *   2. if nk_conda_refresh_due(t, gap, last): basis = SVD basis of the updated m;  last = t
+ *   3. ghat = proj(g), mhat = proj(m)                               (nk_conda_step from here)
+ *   4. v = beta2 v + (1 - beta2) ghat^2
+ *   5. den = sqrt(v) + eps;  t = t + 1;
+ *      step_size = lr sqrt(1 - beta2^t) / (1 - beta1^t)  (correct_bias; else lr)
+ *   6. N = mhat / den;  7. D = scale * back(N)
+ *   8. W = W - step_size D;  9. W = W - lr weight_decay W   (decoupled, after the step)
+ * Arithmetic: in double from the f32 values; m and v are rounded to f32 when stored and read
+ * back rounded; the projections are sequential double dot products; W's two updates are one
+ * rounding. NaN anywhere in g, m or the basis spreads through the projection (a row for RIGHT,
+ * a column for LEFT). */
+typedef enum nk_conda_side {
+  NK_CONDA_SIDE_NONE = 0,
+  NK_CONDA_SIDE_RIGHT = 1,
+  NK_CONDA_SIDE_LEFT = 2,
+} nk_conda_side;
+
+typedef struct nk_conda_desc {
+  double lr;           /* finite >= 0 */
+  double beta1, beta2; /* in [0, 1) */
+  double eps;          /* finite > 0 (the code: 1e-8; its docstring says 1e-6) */
+  double weight_decay; /* finite >= 0 */
+  double scale;        /* finite: the update scale (class 1.0; published scripts 0.25) */
+  int correct_bias;    /* nonzero (default): bias correction folded into the step size */
+  int64_t update_proj_gap; /* G >= 1: basis refresh period (class 2000; LLaMA launcher 50) */
+} nk_conda_desc;
+
+/* The class defaults: lr 1e-3, betas (0.9, 0.999), eps 1e-8, weight_decay 0, scale 1,
+ * correct_bias 1, update_proj_gap 2000. (The LLaMA scripts use lr 0.01, betas (0.9, 0.99),
+ * scale 0.25; GPT-2 also weight_decay 0.01.) */
+NK_API nk_conda_desc nk_conda_desc_default(void);
+
+/* The code's "std" choice: RIGHT when rows >= cols, else LEFT. */
+NK_API nk_conda_side nk_conda_std_side(size_t rows, size_t cols);
+
+/* Whether the basis must be recomputed before the step with counter t (pre-increment):
+ * *due = 1 when no basis exists yet (last_refresh < 0) or t % gap == 0 and last_refresh != t;
+ * otherwise 0. t >= 0, gap >= 1. Returns OK or INVALID_ARGUMENT. */
+NK_API nk_status nk_conda_refresh_due(nk_context *ctx, int64_t t, int64_t gap,
+                                      int64_t last_refresh, int *due);
+
+/* Step 1: exp_avg = beta1 exp_avg + (1 - beta1) grad over rows x cols floats (stored f32).
+ * Only desc->beta1 is used (and validated with the rest of desc). A zero size: nothing done.
+ * Returns OK or INVALID_ARGUMENT (NULLs, desc out of range, overlap, size overflow). */
+NK_API nk_status nk_conda_update_moment(nk_context *ctx, const nk_conda_desc *desc, size_t rows,
+                                        size_t cols, const float *grad, float *exp_avg);
+
+/* Bytes of the double workspace nk_conda_step needs: 2 * max(rows, cols) doubles. */
+NK_API nk_status nk_conda_workspace_size(size_t rows, size_t cols, size_t *bytes);
+
+/* Steps 3-9 (after nk_conda_update_moment and any basis refresh).
+ *   side        RIGHT, LEFT or NONE.
+ *   param       IN/OUT rows x cols floats, W.
+ *   grad        IN  rows x cols floats (the same g as given to nk_conda_update_moment).
+ *   exp_avg     IN  rows x cols floats, the updated m.
+ *   exp_avg_sq  IN/OUT rows x cols floats, v (zeros before the first step).
+ *   basis       IN  cols x cols (RIGHT) or rows x rows (LEFT) floats, orthogonal (not checked:
+ *               any matrix is used as given); not read for NONE (may be NULL).
+ *   step        IN/OUT the counter t, in [0, INT64_MAX); incremented.
+ *   workspace   scratch of at least nk_conda_workspace_size bytes (double-aligned).
+ * A zero size: only *step advances. Returns OK or INVALID_ARGUMENT (NULLs, bad side, desc out
+ * of range, workspace too small is MISUSE, overlaps, step out of range; nothing written). */
+NK_API nk_status nk_conda_step(nk_context *ctx, const nk_conda_desc *desc, nk_conda_side side,
+                               size_t rows, size_t cols, float *param, const float *grad,
+                               const float *exp_avg, float *exp_avg_sq, const float *basis,
+                               int64_t *step, void *workspace, size_t workspace_size);
 
 #ifdef __cplusplus
 }

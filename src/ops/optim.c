@@ -423,8 +423,9 @@ nk_status nk_nap_schedule_lr(nk_context *ctx, const nk_nap_schedule *schedule, i
   TRY(check_nonneg(ctx, op, "lr_init", s->lr_init));
   if (decays) TRY(check_nonneg(ctx, op, "lr_final", s->lr_final));
   if (t < 0 || s->warmup_steps < 0)
-    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: t %lld and warmup_steps %lld must be >= 0",
-                    op, (long long)t, (long long)s->warmup_steps);
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT,
+                    "%s: t %lld and warmup_steps %lld must be >= 0", op, (long long)t,
+                    (long long)s->warmup_steps);
   if (decays && s->total_steps <= s->warmup_steps)
     return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: total_steps %lld <= warmup_steps %lld",
                     op, (long long)s->total_steps, (long long)s->warmup_steps);
@@ -454,5 +455,195 @@ nk_status nk_nap_layer_lr(nk_context *ctx, double lr, double rho, double free_no
   TRY(check_positive(ctx, op, "free_norm", free_norm));
   REQUIRE_PTR(lr_layer);
   *lr_layer = lr * pow(rho / free_norm, power);
+  return nk__ok(ctx);
+}
+
+/* ---- Conda ---------------------------------------------------------------------------------- */
+
+nk_conda_desc nk_conda_desc_default(void) {
+  nk_conda_desc d;
+  d.lr = 1e-3;
+  d.beta1 = 0.9;
+  d.beta2 = 0.999;
+  d.eps = 1e-8;
+  d.weight_decay = 0.0;
+  d.scale = 1.0;
+  d.correct_bias = 1;
+  d.update_proj_gap = 2000;
+  return d;
+}
+
+nk_conda_side nk_conda_std_side(size_t rows, size_t cols) {
+  return rows >= cols ? NK_CONDA_SIDE_RIGHT : NK_CONDA_SIDE_LEFT;
+}
+
+nk_status nk_conda_refresh_due(nk_context *ctx, int64_t t, int64_t gap, int64_t last_refresh,
+                               int *due) {
+  static const char op[] = "conda_refresh_due";
+  REQUIRE_PTR(due);
+  if (t < 0 || gap < 1)
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: t %lld must be >= 0, gap %lld >= 1", op,
+                    (long long)t, (long long)gap);
+  *due = last_refresh < 0 || (t % gap == 0 && last_refresh != t);
+  return nk__ok(ctx);
+}
+
+static nk_status check_conda_desc(nk_context *ctx, const char *op, const nk_conda_desc *d) {
+  REQUIRE_PTR(d);
+  TRY(check_nonneg(ctx, op, "lr", d->lr));
+  TRY(check_unit_open(ctx, op, "beta1", d->beta1));
+  TRY(check_unit_open(ctx, op, "beta2", d->beta2));
+  TRY(check_positive(ctx, op, "eps", d->eps));
+  TRY(check_nonneg(ctx, op, "weight_decay", d->weight_decay));
+  if (!isfinite(d->scale))
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: scale %g must be finite", op, d->scale);
+  if (d->update_proj_gap < 1)
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: update_proj_gap %lld must be >= 1", op,
+                    (long long)d->update_proj_gap);
+  return NK_STATUS_OK;
+}
+
+nk_status nk_conda_update_moment(nk_context *ctx, const nk_conda_desc *desc, size_t rows,
+                                 size_t cols, const float *grad, float *exp_avg) {
+  static const char op[] = "conda_update_moment";
+  size_t n;
+  TRY(check_conda_desc(ctx, op, desc));
+  TRY(check_shape(ctx, op, rows, cols, &n));
+  if (n == 0) return nk__ok(ctx);
+  REQUIRE_PTR(grad);
+  REQUIRE_PTR(exp_avg);
+  span s[2];
+  TRY(nk__vector_span(ctx, op, &s[0], "grad", grad, n, sizeof(float), 0));
+  TRY(nk__vector_span(ctx, op, &s[1], "exp_avg", exp_avg, n, sizeof(float), 1));
+  TRY(nk__check_overlaps(ctx, op, s, 2, no_alias));
+  const double b1 = desc->beta1;
+  for (size_t i = 0; i < n; i++)
+    exp_avg[i] = (float)(b1 * (double)exp_avg[i] + (1.0 - b1) * (double)grad[i]);
+  return nk__ok(ctx);
+}
+
+nk_status nk_conda_workspace_size(size_t rows, size_t cols, size_t *bytes) {
+  if (bytes == NULL) return NK_STATUS_INVALID_ARGUMENT;
+  const size_t k = rows > cols ? rows : cols;
+  if (k > (size_t)PTRDIFF_MAX / (2 * sizeof(double))) return NK_STATUS_INVALID_ARGUMENT;
+  *bytes = 2 * k * sizeof(double);
+  return NK_STATUS_OK;
+}
+
+/* One projected vector of length k (a row for RIGHT, a column for LEFT): ghat and mhat in the
+ * workspace; v updated; N = mhat / (sqrt(v) + eps) left in gh. `vs` is v's element stride. */
+static void conda_normalize(size_t k, double *gh, const double *mh, float *v, size_t vs,
+                            double beta2, double eps) {
+  for (size_t q = 0; q < k; q++) {
+    const double vq = (double)(v[q * vs] = (float)(beta2 * (double)v[q * vs] +
+                                                   (1.0 - beta2) * gh[q] * gh[q]));
+    gh[q] = mh[q] / (sqrt(vq) + eps);
+  }
+}
+
+/* W = W - ss D, then W = W - lr wd W (two updates, one rounding). */
+static float conda_apply(float w, double delta, double ss, double lr_wd) {
+  const double w1 = (double)w - ss * delta;
+  return (float)(w1 - lr_wd * w1);
+}
+
+nk_status nk_conda_step(nk_context *ctx, const nk_conda_desc *desc, nk_conda_side side,
+                        size_t rows, size_t cols, float *param, const float *grad,
+                        const float *exp_avg, float *exp_avg_sq, const float *basis,
+                        int64_t *step, void *workspace, size_t workspace_size) {
+  static const char op[] = "conda_step";
+  size_t n;
+  TRY(check_conda_desc(ctx, op, desc));
+  if (side != NK_CONDA_SIDE_NONE && side != NK_CONDA_SIDE_RIGHT && side != NK_CONDA_SIDE_LEFT)
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: unknown side %d", op, (int)side);
+  TRY(check_shape(ctx, op, rows, cols, &n));
+  REQUIRE_PTR(step);
+  if (*step < 0 || *step == INT64_MAX)
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: step %lld out of range", op,
+                    (long long)*step);
+  const size_t kb = side == NK_CONDA_SIDE_RIGHT ? cols : rows; /* basis is kb x kb */
+  size_t need = 0;
+  span s[7];
+  if (n > 0) {
+    REQUIRE_PTR(param);
+    REQUIRE_PTR(grad);
+    REQUIRE_PTR(exp_avg);
+    REQUIRE_PTR(exp_avg_sq);
+    if (side != NK_CONDA_SIDE_NONE) {
+      REQUIRE_PTR(basis);
+      TRY(nk_conda_workspace_size(rows, cols, &need));
+      REQUIRE_PTR(workspace);
+      if (workspace_size < need)
+        return nk__fail(ctx, NK_STATUS_MISUSE, "%s: workspace_size %zu < %zu", op, workspace_size,
+                        need);
+    }
+  }
+  const int proj = n > 0 && side != NK_CONDA_SIDE_NONE;
+  TRY(nk__vector_span(ctx, op, &s[0], "param", n ? param : NULL, n, sizeof(float), 1));
+  TRY(nk__vector_span(ctx, op, &s[1], "grad", n ? grad : NULL, n, sizeof(float), 0));
+  TRY(nk__vector_span(ctx, op, &s[2], "exp_avg", n ? exp_avg : NULL, n, sizeof(float), 0));
+  TRY(nk__vector_span(ctx, op, &s[3], "exp_avg_sq", n ? exp_avg_sq : NULL, n, sizeof(float), 1));
+  TRY(nk__vector_span(ctx, op, &s[4], "basis", proj ? basis : NULL, kb * kb, sizeof(float), 0));
+  TRY(nk__vector_span(ctx, op, &s[5], "step", step, 1, sizeof(int64_t), 1));
+  TRY(nk__vector_span(ctx, op, &s[6], "workspace", proj ? workspace : NULL, need, 1, 1));
+  TRY(nk__check_overlaps(ctx, op, s, 7, no_alias));
+
+  const int64_t t = *step + 1;
+  *step = t;
+  if (n == 0) return nk__ok(ctx);
+  const double b1 = desc->beta1, b2 = desc->beta2, eps = desc->eps;
+  const double ss = desc->correct_bias
+                        ? desc->lr * sqrt(1.0 - pow(b2, (double)t)) / (1.0 - pow(b1, (double)t))
+                        : desc->lr;
+  const double lr_wd = desc->lr * desc->weight_decay, sc = desc->scale;
+
+  if (side == NK_CONDA_SIDE_NONE) {
+    for (size_t i = 0; i < n; i++) {
+      const double g = (double)grad[i];
+      const double v = (double)(exp_avg_sq[i] =
+                                    (float)(b2 * (double)exp_avg_sq[i] + (1.0 - b2) * g * g));
+      const double nrm = (double)exp_avg[i] / (sqrt(v) + eps);
+      param[i] = conda_apply(param[i], sc * nrm, ss, lr_wd);
+    }
+    return nk__ok(ctx);
+  }
+  double *gh = workspace, *mh = gh + kb;
+  const float *P = basis;
+  if (side == NK_CONDA_SIDE_RIGHT) { /* row i: ghat_i[q] = sum_j g[i][j] P[q][j] */
+    for (size_t i = 0; i < rows; i++) {
+      const float *gi = grad + i * cols, *mi = exp_avg + i * cols;
+      for (size_t q = 0; q < cols; q++) {
+        double a = 0.0, b = 0.0;
+        for (size_t j = 0; j < cols; j++) {
+          a += (double)gi[j] * (double)P[q * cols + j];
+          b += (double)mi[j] * (double)P[q * cols + j];
+        }
+        gh[q] = a, mh[q] = b;
+      }
+      conda_normalize(cols, gh, mh, exp_avg_sq + i * cols, 1, b2, eps);
+      for (size_t j = 0; j < cols; j++) { /* back: D[i][j] = scale sum_q N[q] P[q][j] */
+        double d = 0.0;
+        for (size_t q = 0; q < cols; q++) d += gh[q] * (double)P[q * cols + j];
+        param[i * cols + j] = conda_apply(param[i * cols + j], sc * d, ss, lr_wd);
+      }
+    }
+  } else { /* column j: ghat[q][j] = sum_i U[i][q] g[i][j] */
+    for (size_t j = 0; j < cols; j++) {
+      for (size_t q = 0; q < rows; q++) {
+        double a = 0.0, b = 0.0;
+        for (size_t i = 0; i < rows; i++) {
+          a += (double)P[i * rows + q] * (double)grad[i * cols + j];
+          b += (double)P[i * rows + q] * (double)exp_avg[i * cols + j];
+        }
+        gh[q] = a, mh[q] = b;
+      }
+      conda_normalize(rows, gh, mh, exp_avg_sq + j, cols, b2, eps);
+      for (size_t i = 0; i < rows; i++) { /* back: D[i][j] = scale sum_q U[i][q] N[q] */
+        double d = 0.0;
+        for (size_t q = 0; q < rows; q++) d += (double)P[i * rows + q] * gh[q];
+        param[i * cols + j] = conda_apply(param[i * cols + j], sc * d, ss, lr_wd);
+      }
+    }
+  }
   return nk__ok(ctx);
 }

@@ -166,3 +166,55 @@ double nk_ref_nap_schedule_lr(int kind, double lr_init, double lr_final, double 
   if (kind == 1) return (1.0 - p) * lr_init + p * lr_final;
   return lr_final + 0.5 * (lr_init - lr_final) * (1.0 + cos(3.14159265358979323846 * p));
 }
+
+/* ---- Conda (B6), one Conda.step on one matrix with a given basis ---- */
+
+/* C (r x c) = op(A) op(B), op(X) = X or X^T; dims of op(A): r x k. */
+static void ref_matmul(size_t r, size_t c, size_t k, const double *A, int ta, const double *B,
+                       int tb, double *C) {
+  for (size_t i = 0; i < r; i++)
+    for (size_t j = 0; j < c; j++) {
+      double s = 0.0;
+      for (size_t q = 0; q < k; q++) {
+        const double a = ta ? A[q * r + i] : A[i * k + q];
+        const double b = tb ? B[j * k + q] : B[q * c + j];
+        s += a * b;
+      }
+      C[i * c + j] = s;
+    }
+}
+
+void nk_ref_conda_step(size_t a, size_t b, int side, const double *basis,
+                       const nk_ref_conda_hp *hp, double *W, const double *g, double *m,
+                       double *v, double *t) {
+  const size_t n = a * b;
+  double *gh = malloc(n * sizeof(double)), *mh = malloc(n * sizeof(double));
+  double *N = malloc(n * sizeof(double)), *D = malloc(n * sizeof(double));
+  for (size_t i = 0; i < n; i++) m[i] = hp->beta1 * m[i] + (1.0 - hp->beta1) * g[i];
+  if (side == 1) { /* right: X P^T, back Y P; P = basis (b x b) */
+    ref_matmul(a, b, b, g, 0, basis, 1, gh);
+    ref_matmul(a, b, b, m, 0, basis, 1, mh);
+  } else if (side == 2) { /* left: U^T X, back U Y; U = basis (a x a) */
+    ref_matmul(a, b, a, basis, 1, g, 0, gh);
+    ref_matmul(a, b, a, basis, 1, m, 0, mh);
+  } else {
+    for (size_t i = 0; i < n; i++) gh[i] = g[i], mh[i] = m[i];
+  }
+  for (size_t i = 0; i < n; i++) v[i] = hp->beta2 * v[i] + (1.0 - hp->beta2) * gh[i] * gh[i];
+  *t += 1.0;
+  double step_size = hp->lr;
+  if (hp->correct_bias)
+    step_size = hp->lr * sqrt(1.0 - pow(hp->beta2, *t)) / (1.0 - pow(hp->beta1, *t));
+  for (size_t i = 0; i < n; i++) N[i] = mh[i] / (sqrt(v[i]) + hp->eps);
+  if (side == 1)
+    ref_matmul(a, b, b, N, 0, basis, 0, D);
+  else if (side == 2)
+    ref_matmul(a, b, a, basis, 0, N, 0, D);
+  else
+    for (size_t i = 0; i < n; i++) D[i] = N[i];
+  for (size_t i = 0; i < n; i++) {
+    W[i] += -step_size * (hp->scale * D[i]);
+    W[i] += -hp->lr * hp->weight_decay * W[i];
+  }
+  free(gh), free(mh), free(N), free(D);
+}

@@ -243,4 +243,15 @@ void nk_ref_nap_project(int per_channel, size_t rows, size_t cols, double *w, co
 double nk_ref_nap_schedule_lr(int kind, double lr_init, double lr_final, double warmup,
                               double total, double t);
 
+/* Conda: one step on an a x b matrix (steps 1-9 of the spec, the moment update included) with
+ * a given basis: side 1 right (b x b P: X P^T / Y P), 2 left (a x a U: U^T X / U Y), 0 identity.
+ * m is in original coordinates, v in projected ones; t is incremented. */
+typedef struct nk_ref_conda_hp {
+  double lr, beta1, beta2, eps, weight_decay, scale;
+  int correct_bias;
+} nk_ref_conda_hp;
+void nk_ref_conda_step(size_t a, size_t b, int side, const double *basis,
+                       const nk_ref_conda_hp *hp, double *W, const double *g, double *m,
+                       double *v, double *t);
+
 #endif /* NK_REFERENCE_H */

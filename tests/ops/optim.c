@@ -264,7 +264,7 @@ NK_TEST(weight_norm_invalid) {
 #undef CLEAN
 }
 
-/* ---- AdamP / SGDP ----------------------------------------------------------------------------- */
+/* ---- AdamP / SGDP --------------------------------------------------------------------------- */
 
 enum grad_kind { G_RANDOM, G_TANGENT, G_LAYER, G_ZERO };
 
@@ -493,7 +493,8 @@ NK_TEST(optim_steps_invalid) {
   memset(&view, POISON, sizeof view);
   step = 4;
   const int64_t step0 = step;
-#define CLEAN (all_bytes(buf, sizeof buf, POISON) && step == step0 && all_bytes(&view, sizeof view, POISON))
+#define CLEAN                                                                                    \
+  (all_bytes(buf, sizeof buf, POISON) && step == step0 && all_bytes(&view, sizeof view, POISON))
   const nk_adamp_desc d0 = nk_adamp_desc_default();
   nk_adamp_desc d = d0;
 #define ADAMP(...) nk_adamp_step(actx, __VA_ARGS__)
@@ -562,7 +563,7 @@ NK_TEST(optim_steps_invalid) {
 #undef CLEAN
 }
 
-/* ---- Normalize-and-Project -------------------------------------------------------------------- */
+/* ---- Normalize-and-Project ------------------------------------------------------------------ */
 
 /* Six steps of "update, then project" per mode: the update is a random step scaled by the
  * schedule's lr(t); after each step the reference projects the library's pre-projection weights
@@ -724,6 +725,219 @@ NK_TEST(nap_invalid) {
 #undef LRCLEAN
 }
 
+/* ---- Conda ---------------------------------------------------------------------------------- */
+
+/* A random k x k orthogonal matrix (modified Gram-Schmidt on normal rows), rounded to f32, and
+ * its double copy (the same values). */
+static void random_basis(nk_rng *rng, size_t k, float *P, double *Pd) {
+  for (size_t i = 0; i < k * k; i++) Pd[i] = nk_rng_normal(rng);
+  for (size_t i = 0; i < k; i++) {
+    for (size_t j = 0; j < i; j++) {
+      double d = 0;
+      for (size_t q = 0; q < k; q++) d += Pd[i * k + q] * Pd[j * k + q];
+      for (size_t q = 0; q < k; q++) Pd[i * k + q] -= d * Pd[j * k + q];
+    }
+    double nn = 0;
+    for (size_t q = 0; q < k; q++) nn += Pd[i * k + q] * Pd[i * k + q];
+    for (size_t q = 0; q < k; q++) Pd[i * k + q] /= sqrt(nn);
+  }
+  for (size_t i = 0; i < k * k; i++) {
+    P[i] = (float)Pd[i];
+    Pd[i] = (double)P[i];
+  }
+}
+
+typedef struct conda_run {
+  size_t a, b;
+  nk_conda_side side;
+} conda_run;
+
+/* Eight steps with the basis refreshed (a new random orthogonal basis: the core is agnostic to
+ * where it comes from) whenever nk_conda_refresh_due says so, gap 3: the reference runs the same
+ * steps with the same basis in double. */
+NK_TEST(conda_sequences) {
+  enum { STEPS = 8 };
+  const conda_run runs[] = {{12, 6, NK_CONDA_SIDE_RIGHT}, {5, 9, NK_CONDA_SIDE_LEFT},
+                            {7, 3, NK_CONDA_SIDE_NONE}, {4, 4, NK_CONDA_SIDE_RIGHT}};
+  for (size_t ri = 0; ri < sizeof runs / sizeof runs[0]; ri++) {
+    const size_t a = runs[ri].a, b = runs[ri].b, n = a * b;
+    const nk_conda_side side = runs[ri].side;
+    NK_CHECK(side == NK_CONDA_SIDE_NONE || nk_conda_std_side(a, b) == side, "std side");
+    const size_t k = side == NK_CONDA_SIDE_RIGHT ? b : a;
+    nk_rng rng = {0xc0da0ull + ri};
+    nk_conda_desc d = nk_conda_desc_default();
+    d.lr = 0.01, d.beta2 = 0.99, d.scale = 0.25, d.weight_decay = 0.01, d.update_proj_gap = 3;
+    const nk_ref_conda_hp hp = {d.lr, d.beta1, d.beta2, d.eps, d.weight_decay, d.scale,
+                                d.correct_bias};
+    float *W = nk_t_alloc(n * 4), *g = nk_t_alloc(n * 4), *m = nk_t_alloc(n * 4),
+          *v = nk_t_alloc(n * 4), *P = nk_t_alloc(k * k * 4);
+    double *Wd = nk_t_alloc(n * 8), *gd = nk_t_alloc(n * 8), *md = nk_t_alloc(n * 8),
+           *vd = nk_t_alloc(n * 8), *Pd = nk_t_alloc(k * k * 8), td = 0;
+    size_t wsb;
+    NK_REQUIRE(nk_conda_workspace_size(a, b, &wsb) == NK_OK, "ws");
+    void *ws = nk_t_alloc(wsb);
+    fill(&rng, n, 0.5, W, Wd);
+    int64_t t = 0, last = -1;
+    int refreshes = 0;
+    for (int it = 0; it < STEPS; it++) {
+      fill(&rng, n, 1.0, g, gd);
+      NK_REQUIRE(nk_conda_update_moment(actx, &d, a, b, g, m) == NK_OK, "moment");
+      int due;
+      NK_REQUIRE(nk_conda_refresh_due(actx, t, d.update_proj_gap, last, &due) == NK_OK, "due");
+      if (due) random_basis(&rng, k, P, Pd), last = t, refreshes++;
+      NK_REQUIRE(nk_conda_step(actx, &d, side, a, b, W, g, m, v, P, &t, ws, wsb) == NK_OK, "%s",
+                 nk_context_message(actx));
+      nk_ref_conda_step(a, b, (int)side, Pd, &hp, Wd, gd, md, vd, &td);
+      NK_CHECK(t == it + 1 && td == it + 1, "counter");
+      const double eW = worst_f32(n, W, Wd, max_abs(n, Wd), 1);
+      const double em = worst_f32(n, m, md, max_abs(n, md), 1);
+      const double ev = worst_f32(n, v, vd, max_abs(n, vd), 1);
+      NK_CHECK(eW <= 1 && em <= 1 && ev <= 1, "%zux%zu side %d step %d: W %.3g m %.3g v %.3g", a,
+               b, (int)side, it, eW, em, ev);
+    }
+    NK_CHECK(refreshes == 3, "refreshes at t = 0, 3, 6: got %d", refreshes);
+    free(W), free(g), free(m), free(v), free(P), free(Wd), free(gd), free(md), free(vd),
+        free(Pd), free(ws);
+  }
+}
+
+/* The identity basis gives exactly the identity path; flipping the sign of basis vectors (the
+ * SVD's sign ambiguity) gives exactly the same update. */
+NK_TEST(conda_basis_invariances) {
+  enum { A = 6, B = 4, N = A * B };
+  nk_rng rng = {0x1d};
+  float W0[N], g[N], m[N], P[B * B], I[B * B] = {0};
+  double Pd[B * B];
+  fill(&rng, N, 1.0, W0, NULL);
+  fill(&rng, N, 1.0, g, NULL);
+  for (size_t i = 0; i < B; i++) I[i * B + i] = 1.0f;
+  random_basis(&rng, B, P, Pd);
+  nk_conda_desc d = nk_conda_desc_default();
+  d.weight_decay = 0.1;
+  double ws[2 * A];
+  float W1[N], W2[N], v1[N], v2[N], m0[N] = {0};
+  memcpy(m, m0, sizeof m);
+  NK_REQUIRE(nk_conda_update_moment(actx, &d, A, B, g, m) == NK_OK, "moment");
+  int64_t t1 = 0, t2 = 0;
+  memcpy(W1, W0, sizeof W0), memcpy(W2, W0, sizeof W0);
+  memset(v1, 0, sizeof v1), memset(v2, 0, sizeof v2);
+  NK_REQUIRE(nk_conda_step(actx, &d, NK_CONDA_SIDE_RIGHT, A, B, W1, g, m, v1, I, &t1, ws,
+                           sizeof ws) == NK_OK, "identity basis");
+  NK_REQUIRE(nk_conda_step(actx, &d, NK_CONDA_SIDE_NONE, A, B, W2, g, m, v2, NULL, &t2, NULL, 0) ==
+                 NK_OK, "none");
+  NK_CHECK(memcmp(W1, W2, sizeof W1) == 0 && memcmp(v1, v2, sizeof v1) == 0,
+           "identity basis != identity path");
+  float Pf[B * B];
+  memcpy(Pf, P, sizeof P);
+  for (size_t j = 0; j < B; j++) Pf[1 * B + j] = -Pf[1 * B + j], Pf[3 * B + j] = -Pf[3 * B + j];
+  t1 = t2 = 0;
+  memcpy(W1, W0, sizeof W0), memcpy(W2, W0, sizeof W0);
+  memset(v1, 0, sizeof v1), memset(v2, 0, sizeof v2);
+  NK_REQUIRE(nk_conda_step(actx, &d, NK_CONDA_SIDE_RIGHT, A, B, W1, g, m, v1, P, &t1, ws,
+                           sizeof ws) == NK_OK, "P");
+  NK_REQUIRE(nk_conda_step(actx, &d, NK_CONDA_SIDE_RIGHT, A, B, W2, g, m, v2, Pf, &t2, ws,
+                           sizeof ws) == NK_OK, "flipped P");
+  NK_CHECK(memcmp(W1, W2, sizeof W1) == 0 && memcmp(v1, v2, sizeof v1) == 0,
+           "sign flip changed the update");
+}
+
+/* Zero gradient from a fresh state: m = 0, N = 0, only the decay moves W. NaN in one gradient
+ * element: its row (RIGHT) becomes NaN, the other rows are finite. */
+NK_TEST(conda_degenerate_inputs) {
+  enum { A = 5, B = 3, N = A * B };
+  nk_rng rng = {0x2e};
+  float W[N], W0[N], g[N] = {0}, m[N] = {0}, v[N] = {0}, P[B * B];
+  double Pd[B * B], ws[2 * A];
+  fill(&rng, N, 1.0, W0, NULL);
+  memcpy(W, W0, sizeof W);
+  random_basis(&rng, B, P, Pd);
+  nk_conda_desc d = nk_conda_desc_default();
+  d.weight_decay = 0.5;
+  int64_t t = 0;
+  NK_REQUIRE(nk_conda_update_moment(actx, &d, A, B, g, m) == NK_OK, "moment");
+  NK_REQUIRE(nk_conda_step(actx, &d, NK_CONDA_SIDE_RIGHT, A, B, W, g, m, v, P, &t, ws,
+                           sizeof ws) == NK_OK, "zero grad");
+  for (size_t i = 0; i < N; i++) {
+    const double w = (double)W0[i];
+    NK_CHECK(W[i] == (float)(w - d.lr * d.weight_decay * w), "zero grad: W[%zu] %g", i,
+             (double)W[i]);
+  }
+  fill(&rng, N, 1.0, g, NULL);
+  g[2 * B + 1] = NAN;
+  NK_REQUIRE(nk_conda_update_moment(actx, &d, A, B, g, m) == NK_OK, "moment");
+  NK_REQUIRE(nk_conda_step(actx, &d, NK_CONDA_SIDE_RIGHT, A, B, W, g, m, v, P, &t, ws,
+                           sizeof ws) == NK_OK, "NaN grad");
+  for (size_t i = 0; i < A; i++)
+    for (size_t j = 0; j < B; j++)
+      NK_CHECK(i == 2 ? isnan(W[i * B + j]) : isfinite(W[i * B + j]), "W[%zu][%zu] = %g", i, j,
+               (double)W[i * B + j]);
+}
+
+NK_TEST(conda_invalid) {
+  enum { A = 4, B = 3, N = A * B };
+  float g[N], P[B * B] = {0};
+  for (size_t i = 0; i < N; i++) g[i] = 1.0f;
+  float buf[3 * N];
+  float *W = buf, *m = buf + N, *v = buf + 2 * N;
+  double ws[2 * A];
+  memset(buf, POISON, sizeof buf);
+  int64_t t = 3;
+  const nk_conda_desc d0 = nk_conda_desc_default();
+  nk_conda_desc d = d0;
+#define CLEAN (all_bytes(buf, sizeof buf, POISON) && t == 3)
+#define STEP(dd, side, w, gg, mm, vv, pp, tt, wsp, wss)                                          \
+  nk_conda_step(actx, dd, side, A, B, w, gg, mm, vv, pp, tt, wsp, wss)
+  const nk_conda_side R = NK_CONDA_SIDE_RIGHT;
+  EXPECT_INVALID(STEP(NULL, R, W, g, m, v, P, &t, ws, sizeof ws), CLEAN);
+  EXPECT_INVALID(STEP(&d, (nk_conda_side)5, W, g, m, v, P, &t, ws, sizeof ws), CLEAN);
+  EXPECT_INVALID(STEP(&d, R, NULL, g, m, v, P, &t, ws, sizeof ws), CLEAN);
+  EXPECT_INVALID(STEP(&d, R, W, NULL, m, v, P, &t, ws, sizeof ws), CLEAN);
+  EXPECT_INVALID(STEP(&d, R, W, g, NULL, v, P, &t, ws, sizeof ws), CLEAN);
+  EXPECT_INVALID(STEP(&d, R, W, g, m, NULL, P, &t, ws, sizeof ws), CLEAN);
+  EXPECT_INVALID(STEP(&d, R, W, g, m, v, NULL, &t, ws, sizeof ws), CLEAN);
+  EXPECT_INVALID(STEP(&d, R, W, g, m, v, P, NULL, ws, sizeof ws), CLEAN);
+  EXPECT_INVALID(STEP(&d, R, W, g, m, v, P, &t, NULL, sizeof ws), CLEAN);
+  EXPECT_INVALID(STEP(&d, R, W, g, m, m + 1, P, &t, ws, sizeof ws), CLEAN);
+  EXPECT_INVALID(STEP(&d, R, W, g, m, v, P, &t, (void *)(v + 2), sizeof ws), CLEAN);
+  EXPECT_INVALID(STEP(&d, R, W, g, m, v, v, &t, ws, sizeof ws), CLEAN);
+  {
+    nk_status st = STEP(&d, R, W, g, m, v, P, &t, ws, sizeof ws - 8);
+    NK_CHECK(st == NK_STATUS_MISUSE && CLEAN, "small workspace: %s", nk_status_string(st));
+  }
+  d.beta1 = 1.0;
+  EXPECT_INVALID(STEP(&d, R, W, g, m, v, P, &t, ws, sizeof ws), CLEAN);
+  d = d0, d.eps = 0.0;
+  EXPECT_INVALID(STEP(&d, R, W, g, m, v, P, &t, ws, sizeof ws), CLEAN);
+  d = d0, d.scale = NAN;
+  EXPECT_INVALID(STEP(&d, R, W, g, m, v, P, &t, ws, sizeof ws), CLEAN);
+  d = d0, d.update_proj_gap = 0;
+  EXPECT_INVALID(STEP(&d, R, W, g, m, v, P, &t, ws, sizeof ws), CLEAN);
+  d = d0, d.lr = -1.0;
+  EXPECT_INVALID(nk_conda_update_moment(actx, &d, A, B, g, m), CLEAN);
+  d = d0;
+  EXPECT_INVALID(nk_conda_update_moment(actx, &d, A, B, NULL, m), CLEAN);
+  EXPECT_INVALID(nk_conda_update_moment(actx, &d, A, B, g, NULL), CLEAN);
+  EXPECT_INVALID(nk_conda_update_moment(actx, &d, A, B, m + 1, m), CLEAN);
+  t = -1;
+  EXPECT_INVALID(STEP(&d, R, W, g, m, v, P, &t, ws, sizeof ws), t == -1);
+  t = 3;
+  NK_CHECK(strstr(nk_context_message(actx), "conda_step") != NULL, "op not named");
+  int due = 7;
+  EXPECT_INVALID(nk_conda_refresh_due(actx, -1, 5, 0, &due), due == 7);
+  EXPECT_INVALID(nk_conda_refresh_due(actx, 1, 0, 0, &due), due == 7);
+  EXPECT_INVALID(nk_conda_refresh_due(actx, 1, 5, 0, NULL), due == 7);
+  NK_CHECK(nk_conda_refresh_due(actx, 7, 5, 5, &due) == NK_OK && due == 0, "not due");
+  NK_CHECK(nk_conda_refresh_due(actx, 10, 5, 5, &due) == NK_OK && due == 1, "due");
+  NK_CHECK(nk_conda_refresh_due(actx, 10, 5, 10, &due) == NK_OK && due == 0, "already done");
+  NK_CHECK(nk_conda_refresh_due(actx, 7, 5, -1, &due) == NK_OK && due == 1, "no basis yet");
+  /* empty: only the counter advances */
+  NK_CHECK(nk_conda_step(actx, &d, R, 0, B, NULL, NULL, NULL, NULL, NULL, &t, NULL, 0) == NK_OK,
+           "empty");
+  NK_CHECK(t == 4 && all_bytes(buf, sizeof buf, POISON), "empty: counter only");
+#undef STEP
+#undef CLEAN
+}
+
 int main(void) {
   if (nk_context_create(&actx) != NK_OK) return 1;
   NK_RUN(weight_norm_fwd_bwd_match_reference);
@@ -740,6 +954,10 @@ int main(void) {
   NK_RUN(nap_zero_and_nan_groups);
   NK_RUN(nap_schedules);
   NK_RUN(nap_invalid);
+  NK_RUN(conda_sequences);
+  NK_RUN(conda_basis_invariances);
+  NK_RUN(conda_degenerate_inputs);
+  NK_RUN(conda_invalid);
   nk_context_destroy(actx);
   return nk_test_summary();
 }
