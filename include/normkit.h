@@ -1283,7 +1283,8 @@ NK_API nk_adamp_desc nk_adamp_desc_default(void);
  *   (u, f) = projection(theta, g, u) if rows > 0, else f = 1
  *   theta = theta (1 - lr weight_decay f) - step_size u      (decay term only if wd > 0)
  *   desc        IN  hyper-parameters.
- *   n           elements; 0: only *step advances (nothing else is read or written).
+ *   n           elements; 0: only *step advances and *projection (if given) is set to NONE;
+ *               nothing else is read or written.
  *   rows        shape[0] (ndim > 1) or 0 (never projected); rows > 0 must divide n.
  *   param       IN/OUT n floats, theta.
  *   grad        IN  n floats, g.
@@ -1320,7 +1321,7 @@ NK_API nk_sgdp_desc nk_sgdp_desc_default(double lr);
  *   d = nesterov ? g + mu buf : buf
  *   (d, f) = projection(theta, g, d) if rows > 0, else f = 1
  *   theta = theta (1 - lr weight_decay f / (1 - mu)) - lr d      (decay term only if wd > 0)
- *   n, rows, param, grad, projection  as nk_adamp_step (n == 0: nothing done).
+ *   n, rows, param, grad, projection  as nk_adamp_step (n == 0: only *projection is set).
  *   momentum_buf IN/OUT n floats (stored as f32; d uses the stored value).
  * Returns OK or INVALID_ARGUMENT (as nk_adamp_step). */
 NK_API nk_status nk_sgdp_step(nk_context *ctx, const nk_sgdp_desc *desc, size_t n, size_t rows,
