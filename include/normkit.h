@@ -1155,6 +1155,345 @@ NK_API nk_status nk_adab2n_fwd(nk_context *ctx, const nk_adab2n_desc *desc,
                                float *running_var, float *mean, float *var,
                                double *task_weight, double *omega, double *reg);
 
+/* ------------------------------------------------------------------------------------------ */
+/* Weight and optimizer normalization: weight norm, AdamP/SGDP, NaP, Conda                    */
+/* ------------------------------------------------------------------------------------------ */
+/*
+ * Reparameterizations and optimizer steps that act on weights (spec stats-optim-rl.md Part B;
+ * docs/ops/weight-norm.md, docs/ops/optimizers.md, docs/ops/nap.md). A weight tensor is a
+ * dense, contiguous float array of n = rows * cols elements, row-major: row r is the output
+ * unit / output channel r (PyTorch's dim 0; a conv kernel out x in x kh x kw is rows = out,
+ * cols = in*kh*kw). Parameters and optimizer state are f32 (as PyTorch's buffers); scalar
+ * hyper-parameters are double (Python floats).
+ *
+ * Arithmetic: every element is computed in double from the f32 inputs and rounded once to f32
+ * when stored; row reductions (norms, dot products) are plain sequential double sums in index
+ * order. Single-threaded, no kernels, no ISA dependence: the same bits on every machine with
+ * the same libm (sqrt, pow, cos). The context is used for its message only.
+ *
+ * Conventions of this section:
+ * - Validation (NULLs, sizes, hyper-parameters, overlaps) is done in full before anything is
+ *   written: on failure no output and no state is changed, and the context says why.
+ * - Outputs and state arrays may not overlap any other buffer of the call (INVALID_ARGUMENT),
+ *   except the documented in-place updates (param/state arrays updated in place are one
+ *   buffer each, IN/OUT).
+ * - Data values are not policed: NaN or inf in a parameter, gradient or state propagates as
+ *   each function says.
+ * - Not implemented: Weight Compander (arXiv 2306.16993): its companding function could not be
+ *   verified from the paper (spec B8), so normkit does not ship a guessed one.
+ */
+
+/* Weight normalization (Salimans & Kingma 2016, arXiv 1602.07868; PyTorch weight_norm, dim 0):
+ * each output row r of a rows x cols weight is a learned scale g[r] times a unit direction:
+ *   nrm[r] = ||v_r||_2 = sqrt(sum_j v[r][j]^2),   d[r] = max(nrm[r], eps)
+ *   w[r][j] = g[r] * v[r][j] / d[r]
+ * Backward, from dw = dL/dw (d[r] = nrm[r], i.e. nrm >= eps):
+ *   dg[r]    = sum_j dw[r][j] v[r][j] / nrm[r]
+ *   dv[r][j] = (g[r] / nrm[r]) dw[r][j] - (g[r] dg[r] / nrm[r]^2) v[r][j]
+ * (dv is orthogonal to v_r); where the clamp is active (nrm[r] < eps), d does not depend on v:
+ *   dg[r] = sum_j dw v / eps,  dv[r][j] = (g[r] / eps) dw[r][j].
+ * PyTorch's dim = None (one norm over the whole tensor) is rows = 1, cols = numel; dim = 1
+ * (ConvTranspose) needs the caller to transpose.
+ *   rows, cols   the weight's shape; rows == 0 or cols == 0: nothing read or written, OK
+ *                (pointers may then be NULL). rows * cols must not overflow.
+ *   eps          IN  clamp of the norm, finite and >= 0. Default NK_WEIGHT_NORM_EPS_DEFAULT =
+ *                0: PyTorch's arithmetic, where a zero row of v gives w = g * 0 / 0 = NaN (and
+ *                NaN dv, dg). eps > 0 makes a zero row give w = 0, dg = 0, dv = (g/eps) dw.
+ *   v            IN  rows x cols floats, the direction parameter.
+ *   g            IN  rows floats, the scale parameter (PyTorch init: g = ||v_r||, see
+ *                nk_weight_norm_fwd's norm output).
+ * NaN or inf in a row of v makes that row's w (dv, dg) NaN; NaN in g[r] or dw[r] reaches the
+ * elements of row r that depend on it. Other rows are unaffected.
+ * Thread-safe for distinct outputs; no in-place form. */
+#define NK_WEIGHT_NORM_EPS_DEFAULT 0.0f
+
+/* Forward: w = g v / max(||v_r||, eps) per row.
+ *   w     OUT rows x cols floats.
+ *   norm  OUT optional (NULL: not written): rows floats, the unclamped ||v_r|| rounded to f32
+ *         (what PyTorch's weight_norm init copies into g).
+ * Returns OK or INVALID_ARGUMENT (NULL v, g or w with a nonzero size, eps negative or not
+ * finite, rows * cols overflowing, an output overlapping another buffer). */
+NK_API nk_status nk_weight_norm_fwd(nk_context *ctx, size_t rows, size_t cols, float eps,
+                                    const float *v, const float *g, float *w, float *norm);
+
+/* Backward: dv and dg from dw (formulas above), both OVERWRITTEN (not accumulated).
+ *   dw    IN  rows x cols floats, dL/dw.
+ *   dv    OUT rows x cols floats.
+ *   dg    OUT rows floats.
+ * Returns OK or INVALID_ARGUMENT (as nk_weight_norm_fwd; dv and dg are required). */
+NK_API nk_status nk_weight_norm_bwd(nk_context *ctx, size_t rows, size_t cols, float eps,
+                                    const float *v, const float *g, const float *dw, float *dv,
+                                    float *dg);
+
+
+/* AdamP and SGDP (Heo et al., ICLR 2021, arXiv 2006.08217; official code clovaai/AdamP
+ * adamp/adamp.py, adamp/sgdp.py): Adam / SGD-momentum steps that, for a weight detected as
+ * scale-invariant, remove the radial component of the update and scale its weight decay by
+ * wd_ratio. One call is one optimizer step on one parameter tensor of n elements, flat and
+ * dense, with caller-owned state.
+ *
+ * Shape (for the detection): rows = the tensor's shape[0] when it has ndim > 1 (then
+ * rows >= 1 divides n and the "channel view" is rows x (n/rows)); rows = 0 for ndim <= 1
+ * (biases, norm-layer gamma/beta): never projected, wd factor 1.
+ *
+ * Projection (the code's _projection(p, grad, u), from the parameters theta BEFORE this step's
+ * decay and the gradient g; eps is the optimizer's eps):
+ *   for the view V in (channel: rows x n/rows, layer: 1 x n), D = the view's row length:
+ *     cos_r = |<g_r, theta_r>| / (max(||g_r||, eps) * max(||theta_r||, eps))
+ *     if max_r cos_r < delta / sqrt(D):      (NaN in any cos_r: the test fails)
+ *        unit_r = theta_r / (||theta_r|| + eps)
+ *        u_r   -= unit_r <unit_r, u_r>                 (row-wise)
+ *        f      = wd_ratio;  stop
+ *   neither view passes: u unchanged, f = 1.
+ * A zero gradient or zero weight has cos 0 and is projected (the projection of a zero weight is
+ * the identity; only f changes), as in the code.
+ *
+ * Arithmetic: elementwise in double from the f32 values; the state is rounded to f32 when
+ * stored, and u is computed from the stored (rounded) state, as PyTorch keeps f32 state; the
+ * new parameter theta (1 - lr wd f) - step u is rounded once (PyTorch rounds after the decay
+ * and after the add). Row norms and dot products are sequential double sums.
+ *
+ * projection (OUT, optional in both steps) reports the view that passed: */
+typedef enum nk_optim_projection {
+  NK_OPTIM_PROJECTION_NONE = 0,    /* not projected (rows == 0, or neither view passed) */
+  NK_OPTIM_PROJECTION_CHANNEL = 1, /* projected per row of the channel view */
+  NK_OPTIM_PROJECTION_LAYER = 2,   /* projected on the whole tensor */
+} nk_optim_projection;
+
+/* AdamP hyper-parameters (the code's param group). */
+typedef struct nk_adamp_desc {
+  double lr;           /* eta, finite and >= 0 */
+  double beta1, beta2; /* in [0, 1) */
+  double eps;          /* > 0 and finite: Adam's eps, the cosine clamp and the unit +eps */
+  double weight_decay; /* lambda, finite and >= 0 (decoupled; 0 disables) */
+  double delta;        /* cosine threshold constant, finite and >= 0 (0: never projected) */
+  double wd_ratio;     /* decay factor on projected weights, finite and >= 0 */
+  int nesterov;        /* nonzero: Nesterov direction */
+} nk_adamp_desc;
+
+/* Defaults of the code: lr 1e-3, betas (0.9, 0.999), eps 1e-8, weight_decay 0, delta 0.1,
+ * wd_ratio 0.1, nesterov 0. */
+NK_API nk_adamp_desc nk_adamp_desc_default(void);
+
+/* One AdamP step (the code's order):
+ *   step += 1;  bc1 = 1 - beta1^step;  bc2 = 1 - beta2^step
+ *   m = beta1 m + (1 - beta1) g;  v = beta2 v + (1 - beta2) g^2        (stored as f32)
+ *   den = sqrt(v) / sqrt(bc2) + eps;  step_size = lr / bc1
+ *   u = m / den    (nesterov: u = (beta1 m + (1 - beta1) g) / den, with the updated m)
+ *   (u, f) = projection(theta, g, u) if rows > 0, else f = 1
+ *   theta = theta (1 - lr weight_decay f) - step_size u      (decay term only if wd > 0)
+ *   desc        IN  hyper-parameters.
+ *   n           elements; 0: only *step advances and *projection (if given) is set to NONE;
+ *               nothing else is read or written.
+ *   rows        shape[0] (ndim > 1) or 0 (never projected); rows > 0 must divide n.
+ *   param       IN/OUT n floats, theta.
+ *   grad        IN  n floats, g.
+ *   exp_avg, exp_avg_sq  IN/OUT n floats each: m and v (zeros before the first step).
+ *   step        IN/OUT the step counter (0 before the first step); must be in [0, INT64_MAX).
+ *   projection  OUT optional: which view was projected.
+ * NaN in g, theta or the state makes the affected elements NaN (and a NaN cosine disables the
+ * projection of the whole tensor, as PyTorch's max() and comparison do). Returns OK or
+ * INVALID_ARGUMENT (NULLs, a hyper-parameter out of range, rows not dividing n, step out of
+ * range, buffers overlapping; nothing written, step unchanged). */
+NK_API nk_status nk_adamp_step(nk_context *ctx, const nk_adamp_desc *desc, size_t n,
+                               size_t rows, float *param, const float *grad, float *exp_avg,
+                               float *exp_avg_sq, int64_t *step,
+                               nk_optim_projection *projection);
+
+/* SGDP hyper-parameters (the code's param group). */
+typedef struct nk_sgdp_desc {
+  double lr;           /* eta, finite and >= 0 (required: no default in the code) */
+  double momentum;     /* mu in [0, 1) (the decay divides by 1 - mu) */
+  double dampening;    /* in [0, 1] */
+  double eps;          /* > 0 and finite: cosine clamp and unit +eps */
+  double weight_decay; /* lambda, finite and >= 0 */
+  double delta;        /* finite and >= 0 */
+  double wd_ratio;     /* finite and >= 0 */
+  int nesterov;        /* nonzero: d = g + mu buf */
+} nk_sgdp_desc;
+
+/* Defaults of the code with the given lr: momentum 0, dampening 0, eps 1e-8, weight_decay 0,
+ * delta 0.1, wd_ratio 0.1, nesterov 0. */
+NK_API nk_sgdp_desc nk_sgdp_desc_default(double lr);
+
+/* One SGDP step (the code's order):
+ *   buf = mu buf + (1 - dampening) g          (buf starts at ZEROS, unlike torch.optim.SGD)
+ *   d = nesterov ? g + mu buf : buf
+ *   (d, f) = projection(theta, g, d) if rows > 0, else f = 1
+ *   theta = theta (1 - lr weight_decay f / (1 - mu)) - lr d      (decay term only if wd > 0)
+ *   n, rows, param, grad, projection  as nk_adamp_step (n == 0: only *projection is set).
+ *   momentum_buf IN/OUT n floats (stored as f32; d uses the stored value).
+ * Returns OK or INVALID_ARGUMENT (as nk_adamp_step). */
+NK_API nk_status nk_sgdp_step(nk_context *ctx, const nk_sgdp_desc *desc, size_t n, size_t rows,
+                              float *param, const float *grad, float *momentum_buf,
+                              nk_optim_projection *projection);
+
+
+/* Normalize-and-Project, NaP (Lyle et al., NeurIPS 2024, arXiv 2407.01800): with a
+ * normalization layer before every nonlinearity, each weight that feeds one is projected back to
+ * its norm at initialization after every optimizer step, so its effective learning rate equals
+ * the nominal one; any decay of the effective rate is then an explicit learning-rate schedule.
+ * The caller chooses the projected tensors (not the output layer, not the normalization layers'
+ * gamma/beta: the default of the spec, whose handling in the paper is unverified) and disables
+ * weight decay on them.
+ *
+ * Groups: a rows x cols weight (dense, row-major; rows = output channels) is projected either
+ *   NK_NAP_PER_LAYER:    as one group of rows*cols elements (the paper's default: the norm of
+ *                        the whole tensor, exact for LayerNorm/RMSNorm after the layer), or
+ *   NK_NAP_PER_CHANNEL:  per row (exact scale invariance under BatchNorm, which normalizes each
+ *                        output channel separately).
+ * rho holds one double per group (1 per layer, rows per channel): rho_k = ||W_k^(0)||_2. */
+typedef enum nk_nap_mode {
+  NK_NAP_PER_LAYER = 0,
+  NK_NAP_PER_CHANNEL = 1,
+} nk_nap_mode;
+
+/* Records the norms to project to: rho_k = sqrt(sum over group k of w^2), in double.
+ *   mode        NK_NAP_PER_LAYER or NK_NAP_PER_CHANNEL (other values: INVALID_ARGUMENT).
+ *   rows, cols  the weight's shape; a zero size: nothing read or written, OK.
+ *   w           IN  rows x cols floats (the weights at initialization).
+ *   rho         OUT 1 (per layer) or rows (per channel) doubles.
+ * Returns OK or INVALID_ARGUMENT (NULLs, bad mode, size overflow, overlap). */
+NK_API nk_status nk_nap_norms(nk_context *ctx, nk_nap_mode mode, size_t rows, size_t cols,
+                              const float *w, double *rho);
+
+/* The projection, in place, after an optimizer step: for each group k,
+ *   n_k = ||w_k||_2;  w_k <- w_k * (rho_k / n_k)     (double, rounded once per element)
+ * A group with n_k == 0 is left unchanged (the spec's guard: there is no direction to scale);
+ * a group with a NaN or inf element becomes all NaN.
+ *   w     IN/OUT rows x cols floats.
+ *   rho   IN  1 or rows doubles, each finite and >= 0 (0 projects the group to zero).
+ *   norm  OUT optional (NULL: not written): 1 or rows doubles, n_k before the projection (what a
+ *         layer-wise schedule measures, see nk_nap_layer_lr).
+ * Returns OK or INVALID_ARGUMENT (as nk_nap_norms, a negative or non-finite rho; nothing is
+ * written on failure). */
+NK_API nk_status nk_nap_project(nk_context *ctx, nk_nap_mode mode, size_t rows, size_t cols,
+                                float *w, const double *rho, double *norm);
+
+/* The explicit learning-rate schedule (the paper's "LN + WP + Schedule"; its exact Atari shape
+ * is unverified, so the shapes below are generic). With W = warmup_steps, T = total_steps and
+ * step t >= 0:
+ *   t < W:            lr = lr_init * t / W                       (linear warmup from 0)
+ *   p = min(1, (t - W) / (T - W)) otherwise, and
+ *     CONSTANT:       lr = lr_init
+ *     LINEAR:         lr = (1 - p) lr_init + p lr_final
+ *     COSINE:         lr = lr_final + (lr_init - lr_final) (1 + cos(pi p)) / 2
+ * (so t >= T gives lr_final for the decaying shapes). */
+typedef enum nk_nap_schedule_kind {
+  NK_NAP_SCHEDULE_CONSTANT = 0,
+  NK_NAP_SCHEDULE_LINEAR = 1,
+  NK_NAP_SCHEDULE_COSINE = 2,
+} nk_nap_schedule_kind;
+
+typedef struct nk_nap_schedule {
+  nk_nap_schedule_kind kind;
+  double lr_init;       /* finite, >= 0 */
+  double lr_final;      /* finite, >= 0 (not read by CONSTANT) */
+  int64_t warmup_steps; /* W >= 0 */
+  int64_t total_steps;  /* T > W for LINEAR and COSINE (not read by CONSTANT) */
+} nk_nap_schedule;
+
+/* OUT *lr at step t >= 0 (formulas above). Returns OK or INVALID_ARGUMENT (NULL, unknown kind,
+ * t < 0, a rate negative or not finite, W < 0, T <= W for a decaying shape). */
+NK_API nk_status nk_nap_schedule_lr(nk_context *ctx, const nk_nap_schedule *schedule, int64_t t,
+                                    double *lr);
+
+/* Layer-wise rescaling that reproduces an unconstrained normalized network's implicit decay
+ * (this is the spec's derivation, not a formula from the paper):
+ *   lr_layer = lr * (rho / free_norm)^power
+ * with free_norm = ||W(t)|| measured on an unprojected run, power 2 for SGD and 1 for Adam-type
+ * optimizers. lr, power finite >= 0; rho, free_norm finite > 0. OUT *lr_layer.
+ * Returns OK or INVALID_ARGUMENT. */
+NK_API nk_status nk_nap_layer_lr(nk_context *ctx, double lr, double rho, double free_norm,
+                                 double power, double *lr_layer);
+
+
+/* Conda, column-normalized Adam (Wang et al., arXiv 2509.24218; official code jie040109/Conda
+ * conda_torch/conda.py, projector.py): Adam run in a rotated coordinate system of a 2-D weight
+ * W (rows x cols = a x b, PyTorch Linear out x in), given by an orthogonal basis that the
+ * official code takes from the thin SVD of the first moment m = U S V^T, refreshed every
+ * update_proj_gap steps. normkit's core takes the basis as an INPUT (no SVD in the core): the
+ * caller computes it from exp_avg (after nk_conda_update_moment) with its LAPACK (gesdd, float32
+ * as the code) when nk_conda_refresh_due says so, and passes it to nk_conda_step.
+ *
+ * Sides (the code's proj_type "std": RIGHT when a >= b, else LEFT; nk_conda_std_side):
+ *   NK_CONDA_SIDE_RIGHT: basis P = V^T, b x b row-major; proj(X) = X P^T, back(Y) = Y P.
+ *   NK_CONDA_SIDE_LEFT:  basis U, a x a row-major;       proj(X) = U^T X, back(Y) = U Y.
+ *   NK_CONDA_SIDE_NONE:  identity (the path of every non-projected parameter: embeddings,
+ *                        norms, LM head, biases; basis not read).
+ * The "reverse_std", "left"/"right"-forced and "full" projection types are the caller's
+ * choice of side (full, U^T X V, is not implemented).
+ *
+ * One step with t the counter before the step (state: exp_avg m a x b in ORIGINAL coordinates,
+ * exp_avg_sq v a x b in PROJECTED coordinates, never rotated when the basis changes):
+ *   1. m = beta1 m + (1 - beta1) g                                  (nk_conda_update_moment)
+ *   2. if nk_conda_refresh_due(t, gap, last): basis = SVD basis of the updated m;  last = t
+ *   3. ghat = proj(g), mhat = proj(m)                               (nk_conda_step from here)
+ *   4. v = beta2 v + (1 - beta2) ghat^2
+ *   5. den = sqrt(v) + eps;  t = t + 1;
+ *      step_size = lr sqrt(1 - beta2^t) / (1 - beta1^t)  (correct_bias; else lr)
+ *   6. N = mhat / den;  7. D = scale * back(N)
+ *   8. W = W - step_size D;  9. W = W - lr weight_decay W   (decoupled, after the step)
+ * Arithmetic: in double from the f32 values; m and v are rounded to f32 when stored and read
+ * back rounded; the projections are sequential double dot products; W's two updates are one
+ * rounding. NaN anywhere in g, m or the basis spreads through the projection (a row for RIGHT,
+ * a column for LEFT). */
+typedef enum nk_conda_side {
+  NK_CONDA_SIDE_NONE = 0,
+  NK_CONDA_SIDE_RIGHT = 1,
+  NK_CONDA_SIDE_LEFT = 2,
+} nk_conda_side;
+
+typedef struct nk_conda_desc {
+  double lr;           /* finite >= 0 */
+  double beta1, beta2; /* in [0, 1) */
+  double eps;          /* finite > 0 (the code: 1e-8; its docstring says 1e-6) */
+  double weight_decay; /* finite >= 0 */
+  double scale;        /* finite: the update scale (class 1.0; published scripts 0.25) */
+  int correct_bias;    /* nonzero (default): bias correction folded into the step size */
+  int64_t update_proj_gap; /* G >= 1: basis refresh period (class 2000; LLaMA launcher 50) */
+} nk_conda_desc;
+
+/* The class defaults: lr 1e-3, betas (0.9, 0.999), eps 1e-8, weight_decay 0, scale 1,
+ * correct_bias 1, update_proj_gap 2000. (The LLaMA scripts use lr 0.01, betas (0.9, 0.99),
+ * scale 0.25; GPT-2 also weight_decay 0.01.) */
+NK_API nk_conda_desc nk_conda_desc_default(void);
+
+/* The code's "std" choice: RIGHT when rows >= cols, else LEFT. */
+NK_API nk_conda_side nk_conda_std_side(size_t rows, size_t cols);
+
+/* Whether the basis must be recomputed before the step with counter t (pre-increment):
+ * *due = 1 when no basis exists yet (last_refresh < 0) or t % gap == 0 and last_refresh != t;
+ * otherwise 0. t >= 0, gap >= 1. Returns OK or INVALID_ARGUMENT. */
+NK_API nk_status nk_conda_refresh_due(nk_context *ctx, int64_t t, int64_t gap,
+                                      int64_t last_refresh, int *due);
+
+/* Step 1: exp_avg = beta1 exp_avg + (1 - beta1) grad over rows x cols floats (stored f32).
+ * Only desc->beta1 is used (and validated with the rest of desc). A zero size: nothing done.
+ * Returns OK or INVALID_ARGUMENT (NULLs, desc out of range, overlap, size overflow). */
+NK_API nk_status nk_conda_update_moment(nk_context *ctx, const nk_conda_desc *desc, size_t rows,
+                                        size_t cols, const float *grad, float *exp_avg);
+
+/* Bytes of the double workspace nk_conda_step needs: 2 * max(rows, cols) doubles. */
+NK_API nk_status nk_conda_workspace_size(size_t rows, size_t cols, size_t *bytes);
+
+/* Steps 3-9 (after nk_conda_update_moment and any basis refresh).
+ *   side        RIGHT, LEFT or NONE.
+ *   param       IN/OUT rows x cols floats, W.
+ *   grad        IN  rows x cols floats (the same g as given to nk_conda_update_moment).
+ *   exp_avg     IN  rows x cols floats, the updated m.
+ *   exp_avg_sq  IN/OUT rows x cols floats, v (zeros before the first step).
+ *   basis       IN  cols x cols (RIGHT) or rows x rows (LEFT) floats, orthogonal (not checked:
+ *               any matrix is used as given); not read for NONE (may be NULL).
+ *   step        IN/OUT the counter t, in [0, INT64_MAX); incremented.
+ *   workspace   scratch of at least nk_conda_workspace_size bytes (double-aligned).
+ * A zero size: only *step advances. Returns OK or INVALID_ARGUMENT (NULLs, bad side, desc out
+ * of range, workspace too small is MISUSE, overlaps, step out of range; nothing written). */
+NK_API nk_status nk_conda_step(nk_context *ctx, const nk_conda_desc *desc, nk_conda_side side,
+                               size_t rows, size_t cols, float *param, const float *grad,
+                               const float *exp_avg, float *exp_avg_sq, const float *basis,
+                               int64_t *step, void *workspace, size_t workspace_size);
+
 #ifdef __cplusplus
 }
 #endif

@@ -211,4 +211,47 @@ double nk_ref_adab2n_fwd(size_t B, size_t C, size_t L, const double *x, const in
                          nk_ref_adab2n_state *st, double *running_mean, double *running_var,
                          double *mean, double *var, double *w, double *omega, double *reg);
 
+/* ---- weight and optimizer normalization (optim.c; spec stats-optim-rl.md Part B) ---- */
+/* Weight normalization, rows x cols dense: w = g v / max(||v_r||, eps); norm optional (the
+ * unclamped ||v_r||). Backward overwrites dv (rows x cols) and dg (rows). */
+void nk_ref_weight_norm_fwd(size_t rows, size_t cols, double eps, const double *v,
+                            const double *g, double *w, double *norm);
+void nk_ref_weight_norm_bwd(size_t rows, size_t cols, double eps, const double *v,
+                            const double *g, const double *dw, double *dv, double *dg);
+
+/* AdamP / SGDP: one step of clovaai/AdamP's AdamP.step / SGDP.step on one tensor of n doubles
+ * (rows = shape[0] for ndim > 1, 0 for ndim <= 1). Returns the view that was projected:
+ * 0 none, 1 channel, 2 layer. step is the state's counter (incremented). */
+typedef struct nk_ref_adamp_hp {
+  double lr, beta1, beta2, eps, weight_decay, delta, wd_ratio;
+  int nesterov;
+} nk_ref_adamp_hp;
+typedef struct nk_ref_sgdp_hp {
+  double lr, momentum, dampening, eps, weight_decay, delta, wd_ratio;
+  int nesterov;
+} nk_ref_sgdp_hp;
+int nk_ref_adamp_step(size_t n, size_t rows, const nk_ref_adamp_hp *hp, double *p,
+                      const double *grad, double *exp_avg, double *exp_avg_sq, double *step);
+int nk_ref_sgdp_step(size_t n, size_t rows, const nk_ref_sgdp_hp *hp, double *p,
+                     const double *grad, double *buf);
+
+/* NaP: group norms (per_channel: one per row, else one over all rows*cols), the projection
+ * w_k <- w_k / ||w_k|| * rho_k (zero groups skipped), and the schedule (kind 0 constant,
+ * 1 linear, 2 cosine; linear warmup from 0). */
+void nk_ref_nap_norms(int per_channel, size_t rows, size_t cols, const double *w, double *rho);
+void nk_ref_nap_project(int per_channel, size_t rows, size_t cols, double *w, const double *rho);
+double nk_ref_nap_schedule_lr(int kind, double lr_init, double lr_final, double warmup,
+                              double total, double t);
+
+/* Conda: one step on an a x b matrix (steps 1-9 of the spec, the moment update included) with
+ * a given basis: side 1 right (b x b P: X P^T / Y P), 2 left (a x a U: U^T X / U Y), 0 identity.
+ * m is in original coordinates, v in projected ones; t is incremented. */
+typedef struct nk_ref_conda_hp {
+  double lr, beta1, beta2, eps, weight_decay, scale;
+  int correct_bias;
+} nk_ref_conda_hp;
+void nk_ref_conda_step(size_t a, size_t b, int side, const double *basis,
+                       const nk_ref_conda_hp *hp, double *W, const double *g, double *m,
+                       double *v, double *t);
+
 #endif /* NK_REFERENCE_H */

@@ -1,0 +1,649 @@
+/*
+ * optim.c — weight and optimizer normalization (spec stats-optim-rl.md Part B): weight
+ * normalization forward/backward, the AdamP and SGDP steps, Normalize-and-Project. Small exact
+ * functions over dense f32 weights: every element is computed in double from its f32 inputs and
+ * rounded once when stored; row reductions are sequential double sums in index order. No
+ * kernels, no threads. docs/ops/weight-norm.md, docs/ops/optimizers.md, docs/ops/nap.md.
+ */
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "internal.h"
+#include "validate.h"
+
+/* ---- shared checks -------------------------------------------------------------------------- */
+
+/* No exact aliasing is allowed: in-place updates are single IN/OUT buffers. */
+static int no_alias(const span *out, const span *other) {
+  (void)out;
+  (void)other;
+  return 0;
+}
+
+#define REQUIRE_PTR(p)                                                                           \
+  do {                                                                                           \
+    if ((p) == NULL)                                                                             \
+      return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: %s is NULL", op, #p);                \
+  } while (0)
+
+static nk_status check_shape(nk_context *ctx, const char *op, size_t rows, size_t cols,
+                             size_t *n) {
+  if (!nk__mul_size(rows, cols, n) || *n > (size_t)PTRDIFF_MAX / sizeof(float))
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: rows %zu * cols %zu is too large", op,
+                    rows, cols);
+  return NK_STATUS_OK;
+}
+
+/* 0 <= v < inf (NaN fails). */
+static nk_status check_nonneg(nk_context *ctx, const char *op, const char *name, double v) {
+  if (!(v >= 0.0) || !isfinite(v))
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: %s %g must be finite and >= 0", op,
+                    name, v);
+  return NK_STATUS_OK;
+}
+
+/* sum of squares of x[0..n) in double, in index order. */
+static double sumsq(const float *x, size_t n) {
+  double s = 0.0;
+  for (size_t i = 0; i < n; i++) s += (double)x[i] * (double)x[i];
+  return s;
+}
+
+/* ---- weight normalization ------------------------------------------------------------------- */
+
+nk_status nk_weight_norm_fwd(nk_context *ctx, size_t rows, size_t cols, float eps,
+                             const float *v, const float *g, float *w, float *norm) {
+  static const char op[] = "weight_norm_fwd";
+  size_t n;
+  TRY(check_nonneg(ctx, op, "eps", (double)eps));
+  TRY(check_shape(ctx, op, rows, cols, &n));
+  if (n == 0) return nk__ok(ctx);
+  REQUIRE_PTR(v);
+  REQUIRE_PTR(g);
+  REQUIRE_PTR(w);
+  span s[4];
+  TRY(nk__vector_span(ctx, op, &s[0], "v", v, n, sizeof(float), 0));
+  TRY(nk__vector_span(ctx, op, &s[1], "g", g, rows, sizeof(float), 0));
+  TRY(nk__vector_span(ctx, op, &s[2], "w", w, n, sizeof(float), 1));
+  TRY(nk__vector_span(ctx, op, &s[3], "norm", norm, rows, sizeof(float), 1));
+  TRY(nk__check_overlaps(ctx, op, s, 4, no_alias));
+
+  for (size_t r = 0; r < rows; r++) {
+    const float *vr = v + r * cols;
+    const double nrm = sqrt(sumsq(vr, cols));
+    /* fmax would turn a NaN norm into eps: keep NaN. */
+    const double d = nrm < (double)eps ? (double)eps : nrm;
+    const double scale = (double)g[r] / d;
+    for (size_t j = 0; j < cols; j++) w[r * cols + j] = (float)(scale * (double)vr[j]);
+    if (norm != NULL) norm[r] = (float)nrm;
+  }
+  return nk__ok(ctx);
+}
+
+nk_status nk_weight_norm_bwd(nk_context *ctx, size_t rows, size_t cols, float eps,
+                             const float *v, const float *g, const float *dw, float *dv,
+                             float *dg) {
+  static const char op[] = "weight_norm_bwd";
+  size_t n;
+  TRY(check_nonneg(ctx, op, "eps", (double)eps));
+  TRY(check_shape(ctx, op, rows, cols, &n));
+  if (n == 0) return nk__ok(ctx);
+  REQUIRE_PTR(v);
+  REQUIRE_PTR(g);
+  REQUIRE_PTR(dw);
+  REQUIRE_PTR(dv);
+  REQUIRE_PTR(dg);
+  span s[5];
+  TRY(nk__vector_span(ctx, op, &s[0], "v", v, n, sizeof(float), 0));
+  TRY(nk__vector_span(ctx, op, &s[1], "g", g, rows, sizeof(float), 0));
+  TRY(nk__vector_span(ctx, op, &s[2], "dw", dw, n, sizeof(float), 0));
+  TRY(nk__vector_span(ctx, op, &s[3], "dv", dv, n, sizeof(float), 1));
+  TRY(nk__vector_span(ctx, op, &s[4], "dg", dg, rows, sizeof(float), 1));
+  TRY(nk__check_overlaps(ctx, op, s, 5, no_alias));
+
+  for (size_t r = 0; r < rows; r++) {
+    const float *vr = v + r * cols, *dwr = dw + r * cols;
+    const double nrm = sqrt(sumsq(vr, cols));
+    double dot = 0.0;
+    for (size_t j = 0; j < cols; j++) dot += (double)dwr[j] * (double)vr[j];
+    const double gr = (double)g[r];
+    if (nrm < (double)eps) { /* clamped: d = eps does not depend on v */
+      const double e = (double)eps;
+      dg[r] = (float)(dot / e);
+      for (size_t j = 0; j < cols; j++) dv[r * cols + j] = (float)(gr / e * (double)dwr[j]);
+      continue;
+    }
+    const double dgr = dot / nrm;
+    const double a = gr / nrm, b = gr * dgr / (nrm * nrm);
+    for (size_t j = 0; j < cols; j++)
+      dv[r * cols + j] = (float)(a * (double)dwr[j] - b * (double)vr[j]);
+    dg[r] = (float)dgr;
+  }
+  return nk__ok(ctx);
+}
+
+/* ---- AdamP / SGDP --------------------------------------------------------------------------- */
+
+/* The update direction of one element, before the projection: AdamP's m / den (or the Nesterov
+ * form) from the stored f32 state, or SGDP's buf (or g + mu buf). Computed twice per element
+ * (once for the projection's dot product, once for the update) with identical bits. */
+typedef struct optim_dir {
+  int adam, nesterov;
+  const float *g, *m, *v, *buf;
+  double beta1, inv_sqrt_bc2, eps, mu;
+} optim_dir;
+
+static double dir_at(const optim_dir *d, size_t i) {
+  const double g = (double)d->g[i];
+  if (d->adam) {
+    const double m = (double)d->m[i];
+    const double den = sqrt((double)d->v[i]) * d->inv_sqrt_bc2 + d->eps;
+    return (d->nesterov ? d->beta1 * m + (1.0 - d->beta1) * g : m) / den;
+  }
+  const double b = (double)d->buf[i];
+  return d->nesterov ? g + d->mu * b : b;
+}
+
+/* |<g_r, theta_r>| / (max(||g_r||, eps) max(||theta_r||, eps)); NaN stays NaN. */
+static double cosine(double gt, double gg, double tt, double eps) {
+  double a = sqrt(gg), b = sqrt(tt);
+  if (a < eps) a = eps;
+  if (b < eps) b = eps;
+  return fabs(gt) / (a * b);
+}
+
+/* The code's _projection test: the channel view, then the layer view (rows == 0: none). */
+static nk_optim_projection choose_view(size_t n, size_t rows, const float *theta, const float *g,
+                                       double eps, double delta) {
+  if (rows == 0) return NK_OPTIM_PROJECTION_NONE;
+  const size_t cols = n / rows;
+  double lgg = 0.0, ltt = 0.0, lgt = 0.0, cmax = 0.0;
+  int nan = 0;
+  for (size_t r = 0; r < rows; r++) {
+    double gg = 0.0, tt = 0.0, gt = 0.0;
+    for (size_t j = r * cols; j < (r + 1) * cols; j++) {
+      const double gj = (double)g[j], tj = (double)theta[j];
+      gg += gj * gj;
+      tt += tj * tj;
+      gt += gj * tj;
+    }
+    const double c = cosine(gt, gg, tt, eps);
+    if (isnan(c)) nan = 1;
+    else if (c > cmax) cmax = c;
+    lgg += gg;
+    ltt += tt;
+    lgt += gt;
+  }
+  if (nan) return NK_OPTIM_PROJECTION_NONE; /* the layer sums hold the NaN too */
+  if (cmax < delta / sqrt((double)cols)) return NK_OPTIM_PROJECTION_CHANNEL;
+  if (cosine(lgt, lgg, ltt, eps) < delta / sqrt((double)n)) return NK_OPTIM_PROJECTION_LAYER;
+  return NK_OPTIM_PROJECTION_NONE;
+}
+
+/* theta = theta * decay - step_size * Pi(u), Pi the projection of `view` (or the identity). */
+static void apply_update(size_t n, size_t rows, nk_optim_projection view, float *theta,
+                         const optim_dir *d, double decay, double step_size) {
+  const size_t len = view == NK_OPTIM_PROJECTION_CHANNEL ? n / rows : n;
+  for (size_t b0 = 0; b0 < n; b0 += len) {
+    double nt = 0.0, k = 0.0;
+    if (view != NK_OPTIM_PROJECTION_NONE) {
+      /* unit = theta / (||theta|| + eps);  u -= unit <unit, u> = theta (<theta, u> / nt^2) */
+      double tt = 0.0, tu = 0.0;
+      for (size_t i = b0; i < b0 + len; i++) {
+        const double t = (double)theta[i];
+        tt += t * t;
+        tu += t * dir_at(d, i);
+      }
+      nt = sqrt(tt) + d->eps;
+      k = tu / nt;
+    }
+    for (size_t i = b0; i < b0 + len; i++) {
+      const double t = (double)theta[i];
+      double u = dir_at(d, i);
+      if (view != NK_OPTIM_PROJECTION_NONE) u -= t / nt * k;
+      theta[i] = (float)(t * decay - step_size * u);
+    }
+  }
+}
+
+static nk_status check_unit_open(nk_context *ctx, const char *op, const char *name, double v) {
+  if (!(v >= 0.0 && v < 1.0))
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: %s %g must be in [0, 1)", op, name, v);
+  return NK_STATUS_OK;
+}
+
+static nk_status check_positive(nk_context *ctx, const char *op, const char *name, double v) {
+  if (!(v > 0.0) || !isfinite(v))
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: %s %g must be finite and > 0", op,
+                    name, v);
+  return NK_STATUS_OK;
+}
+
+static nk_status check_rows(nk_context *ctx, const char *op, size_t n, size_t rows) {
+  if (rows != 0 && n % rows != 0)
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: rows %zu does not divide n %zu", op,
+                    rows, n);
+  if (n > (size_t)PTRDIFF_MAX / sizeof(float))
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: n %zu is too large", op, n);
+  return NK_STATUS_OK;
+}
+
+nk_adamp_desc nk_adamp_desc_default(void) {
+  nk_adamp_desc d;
+  d.lr = 1e-3;
+  d.beta1 = 0.9;
+  d.beta2 = 0.999;
+  d.eps = 1e-8;
+  d.weight_decay = 0.0;
+  d.delta = 0.1;
+  d.wd_ratio = 0.1;
+  d.nesterov = 0;
+  return d;
+}
+
+nk_status nk_adamp_step(nk_context *ctx, const nk_adamp_desc *desc, size_t n, size_t rows,
+                        float *param, const float *grad, float *exp_avg, float *exp_avg_sq,
+                        int64_t *step, nk_optim_projection *projection) {
+  static const char op[] = "adamp_step";
+  REQUIRE_PTR(desc);
+  REQUIRE_PTR(step);
+  TRY(check_nonneg(ctx, op, "lr", desc->lr));
+  TRY(check_unit_open(ctx, op, "beta1", desc->beta1));
+  TRY(check_unit_open(ctx, op, "beta2", desc->beta2));
+  TRY(check_positive(ctx, op, "eps", desc->eps));
+  TRY(check_nonneg(ctx, op, "weight_decay", desc->weight_decay));
+  TRY(check_nonneg(ctx, op, "delta", desc->delta));
+  TRY(check_nonneg(ctx, op, "wd_ratio", desc->wd_ratio));
+  TRY(check_rows(ctx, op, n, rows));
+  if (*step < 0 || *step == INT64_MAX)
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: step %lld out of range", op,
+                    (long long)*step);
+  if (n > 0) {
+    REQUIRE_PTR(param);
+    REQUIRE_PTR(grad);
+    REQUIRE_PTR(exp_avg);
+    REQUIRE_PTR(exp_avg_sq);
+  }
+  span s[6];
+  TRY(nk__vector_span(ctx, op, &s[0], "param", n ? param : NULL, n, sizeof(float), 1));
+  TRY(nk__vector_span(ctx, op, &s[1], "grad", n ? grad : NULL, n, sizeof(float), 0));
+  TRY(nk__vector_span(ctx, op, &s[2], "exp_avg", n ? exp_avg : NULL, n, sizeof(float), 1));
+  TRY(nk__vector_span(ctx, op, &s[3], "exp_avg_sq", n ? exp_avg_sq : NULL, n, sizeof(float), 1));
+  TRY(nk__vector_span(ctx, op, &s[4], "step", step, 1, sizeof(int64_t), 1));
+  TRY(nk__vector_span(ctx, op, &s[5], "projection", projection, 1, sizeof(nk_optim_projection),
+                      1));
+  TRY(nk__check_overlaps(ctx, op, s, 6, no_alias));
+
+  const int64_t t = *step + 1;
+  *step = t;
+  if (projection) *projection = NK_OPTIM_PROJECTION_NONE;
+  if (n == 0) return nk__ok(ctx);
+  const double b1 = desc->beta1, b2 = desc->beta2;
+  const double bc1 = 1.0 - pow(b1, (double)t), bc2 = 1.0 - pow(b2, (double)t);
+  for (size_t i = 0; i < n; i++) {
+    const double g = (double)grad[i];
+    exp_avg[i] = (float)(b1 * (double)exp_avg[i] + (1.0 - b1) * g);
+    exp_avg_sq[i] = (float)(b2 * (double)exp_avg_sq[i] + (1.0 - b2) * g * g);
+  }
+  const optim_dir d = {1, desc->nesterov != 0, grad, exp_avg, exp_avg_sq, NULL,
+                       b1, 1.0 / sqrt(bc2),     desc->eps, 0.0};
+  const nk_optim_projection view = choose_view(n, rows, param, grad, desc->eps, desc->delta);
+  const double f = view != NK_OPTIM_PROJECTION_NONE ? desc->wd_ratio : 1.0;
+  const double decay = desc->weight_decay > 0.0 ? 1.0 - desc->lr * desc->weight_decay * f : 1.0;
+  apply_update(n, rows, view, param, &d, decay, desc->lr / bc1);
+  if (projection) *projection = view;
+  return nk__ok(ctx);
+}
+
+nk_sgdp_desc nk_sgdp_desc_default(double lr) {
+  nk_sgdp_desc d;
+  d.lr = lr;
+  d.momentum = 0.0;
+  d.dampening = 0.0;
+  d.eps = 1e-8;
+  d.weight_decay = 0.0;
+  d.delta = 0.1;
+  d.wd_ratio = 0.1;
+  d.nesterov = 0;
+  return d;
+}
+
+nk_status nk_sgdp_step(nk_context *ctx, const nk_sgdp_desc *desc, size_t n, size_t rows,
+                       float *param, const float *grad, float *momentum_buf,
+                       nk_optim_projection *projection) {
+  static const char op[] = "sgdp_step";
+  REQUIRE_PTR(desc);
+  TRY(check_nonneg(ctx, op, "lr", desc->lr));
+  TRY(check_unit_open(ctx, op, "momentum", desc->momentum));
+  if (!(desc->dampening >= 0.0 && desc->dampening <= 1.0))
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: dampening %g must be in [0, 1]", op,
+                    desc->dampening);
+  TRY(check_positive(ctx, op, "eps", desc->eps));
+  TRY(check_nonneg(ctx, op, "weight_decay", desc->weight_decay));
+  TRY(check_nonneg(ctx, op, "delta", desc->delta));
+  TRY(check_nonneg(ctx, op, "wd_ratio", desc->wd_ratio));
+  TRY(check_rows(ctx, op, n, rows));
+  if (n == 0) {
+    if (projection) *projection = NK_OPTIM_PROJECTION_NONE;
+    return nk__ok(ctx);
+  }
+  REQUIRE_PTR(param);
+  REQUIRE_PTR(grad);
+  REQUIRE_PTR(momentum_buf);
+  span s[4];
+  TRY(nk__vector_span(ctx, op, &s[0], "param", param, n, sizeof(float), 1));
+  TRY(nk__vector_span(ctx, op, &s[1], "grad", grad, n, sizeof(float), 0));
+  TRY(nk__vector_span(ctx, op, &s[2], "momentum_buf", momentum_buf, n, sizeof(float), 1));
+  TRY(nk__vector_span(ctx, op, &s[3], "projection", projection, 1, sizeof(nk_optim_projection),
+                      1));
+  TRY(nk__check_overlaps(ctx, op, s, 4, no_alias));
+
+  const double mu = desc->momentum, damp = desc->dampening;
+  for (size_t i = 0; i < n; i++)
+    momentum_buf[i] = (float)(mu * (double)momentum_buf[i] + (1.0 - damp) * (double)grad[i]);
+  const optim_dir d = {0, desc->nesterov != 0, grad, NULL, NULL, momentum_buf,
+                       0.0, 0.0,                desc->eps, mu};
+  const nk_optim_projection view = choose_view(n, rows, param, grad, desc->eps, desc->delta);
+  const double f = view != NK_OPTIM_PROJECTION_NONE ? desc->wd_ratio : 1.0;
+  const double decay =
+      desc->weight_decay > 0.0 ? 1.0 - desc->lr * desc->weight_decay * f / (1.0 - mu) : 1.0;
+  apply_update(n, rows, view, param, &d, decay, desc->lr);
+  if (projection) *projection = view;
+  return nk__ok(ctx);
+}
+
+/* ---- Normalize-and-Project ------------------------------------------------------------------ */
+
+static nk_status nap_groups(nk_context *ctx, const char *op, nk_nap_mode mode, size_t rows,
+                            size_t cols, size_t *n, size_t *groups) {
+  if (mode != NK_NAP_PER_LAYER && mode != NK_NAP_PER_CHANNEL)
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: unknown mode %d", op, (int)mode);
+  TRY(check_shape(ctx, op, rows, cols, n));
+  *groups = mode == NK_NAP_PER_LAYER ? 1 : rows;
+  return NK_STATUS_OK;
+}
+
+nk_status nk_nap_norms(nk_context *ctx, nk_nap_mode mode, size_t rows, size_t cols,
+                       const float *w, double *rho) {
+  static const char op[] = "nap_norms";
+  size_t n = 0, groups = 1;
+  TRY(nap_groups(ctx, op, mode, rows, cols, &n, &groups));
+  if (n == 0) return nk__ok(ctx);
+  REQUIRE_PTR(w);
+  REQUIRE_PTR(rho);
+  span s[2];
+  TRY(nk__vector_span(ctx, op, &s[0], "w", w, n, sizeof(float), 0));
+  TRY(nk__vector_span(ctx, op, &s[1], "rho", rho, groups, sizeof(double), 1));
+  TRY(nk__check_overlaps(ctx, op, s, 2, no_alias));
+  const size_t len = n / groups;
+  for (size_t k = 0; k < groups; k++) rho[k] = sqrt(sumsq(w + k * len, len));
+  return nk__ok(ctx);
+}
+
+nk_status nk_nap_project(nk_context *ctx, nk_nap_mode mode, size_t rows, size_t cols, float *w,
+                         const double *rho, double *norm) {
+  static const char op[] = "nap_project";
+  size_t n = 0, groups = 1;
+  TRY(nap_groups(ctx, op, mode, rows, cols, &n, &groups));
+  if (n == 0) return nk__ok(ctx);
+  REQUIRE_PTR(w);
+  REQUIRE_PTR(rho);
+  span s[3];
+  TRY(nk__vector_span(ctx, op, &s[0], "w", w, n, sizeof(float), 1));
+  TRY(nk__vector_span(ctx, op, &s[1], "rho", rho, groups, sizeof(double), 0));
+  TRY(nk__vector_span(ctx, op, &s[2], "norm", norm, groups, sizeof(double), 1));
+  TRY(nk__check_overlaps(ctx, op, s, 3, no_alias));
+  for (size_t k = 0; k < groups; k++)
+    if (!(rho[k] >= 0.0) || !isfinite(rho[k]))
+      return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: rho[%zu] %g must be finite and >= 0",
+                      op, k, rho[k]);
+  const size_t len = n / groups;
+  for (size_t k = 0; k < groups; k++) {
+    float *wk = w + k * len;
+    const double nk = sqrt(sumsq(wk, len));
+    if (norm != NULL) norm[k] = nk;
+    if (nk == 0.0) continue;                         /* no direction: unchanged */
+    const double f = isfinite(nk) ? rho[k] / nk : NAN; /* NaN or inf: the group is NaN */
+    for (size_t i = 0; i < len; i++) wk[i] = (float)((double)wk[i] * f);
+  }
+  return nk__ok(ctx);
+}
+
+nk_status nk_nap_schedule_lr(nk_context *ctx, const nk_nap_schedule *schedule, int64_t t,
+                             double *lr) {
+  static const char op[] = "nap_schedule_lr";
+  REQUIRE_PTR(schedule);
+  REQUIRE_PTR(lr);
+  const nk_nap_schedule *s = schedule;
+  if (s->kind != NK_NAP_SCHEDULE_CONSTANT && s->kind != NK_NAP_SCHEDULE_LINEAR &&
+      s->kind != NK_NAP_SCHEDULE_COSINE)
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: unknown kind %d", op, (int)s->kind);
+  const int decays = s->kind != NK_NAP_SCHEDULE_CONSTANT;
+  TRY(check_nonneg(ctx, op, "lr_init", s->lr_init));
+  if (decays) TRY(check_nonneg(ctx, op, "lr_final", s->lr_final));
+  if (t < 0 || s->warmup_steps < 0)
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT,
+                    "%s: t %lld and warmup_steps %lld must be >= 0", op, (long long)t,
+                    (long long)s->warmup_steps);
+  if (decays && s->total_steps <= s->warmup_steps)
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: total_steps %lld <= warmup_steps %lld",
+                    op, (long long)s->total_steps, (long long)s->warmup_steps);
+  if (t < s->warmup_steps) {
+    *lr = s->lr_init * (double)t / (double)s->warmup_steps;
+    return nk__ok(ctx);
+  }
+  if (!decays) {
+    *lr = s->lr_init;
+    return nk__ok(ctx);
+  }
+  double p = (double)(t - s->warmup_steps) / (double)(s->total_steps - s->warmup_steps);
+  if (p > 1.0) p = 1.0;
+  if (s->kind == NK_NAP_SCHEDULE_LINEAR)
+    *lr = (1.0 - p) * s->lr_init + p * s->lr_final; /* exact at both ends */
+  else
+    *lr = s->lr_final + (s->lr_init - s->lr_final) * 0.5 * (1.0 + cos(3.14159265358979323846 * p));
+  return nk__ok(ctx);
+}
+
+nk_status nk_nap_layer_lr(nk_context *ctx, double lr, double rho, double free_norm, double power,
+                          double *lr_layer) {
+  static const char op[] = "nap_layer_lr";
+  TRY(check_nonneg(ctx, op, "lr", lr));
+  TRY(check_nonneg(ctx, op, "power", power));
+  TRY(check_positive(ctx, op, "rho", rho));
+  TRY(check_positive(ctx, op, "free_norm", free_norm));
+  REQUIRE_PTR(lr_layer);
+  *lr_layer = lr * pow(rho / free_norm, power);
+  return nk__ok(ctx);
+}
+
+/* ---- Conda ---------------------------------------------------------------------------------- */
+
+nk_conda_desc nk_conda_desc_default(void) {
+  nk_conda_desc d;
+  d.lr = 1e-3;
+  d.beta1 = 0.9;
+  d.beta2 = 0.999;
+  d.eps = 1e-8;
+  d.weight_decay = 0.0;
+  d.scale = 1.0;
+  d.correct_bias = 1;
+  d.update_proj_gap = 2000;
+  return d;
+}
+
+nk_conda_side nk_conda_std_side(size_t rows, size_t cols) {
+  return rows >= cols ? NK_CONDA_SIDE_RIGHT : NK_CONDA_SIDE_LEFT;
+}
+
+nk_status nk_conda_refresh_due(nk_context *ctx, int64_t t, int64_t gap, int64_t last_refresh,
+                               int *due) {
+  static const char op[] = "conda_refresh_due";
+  REQUIRE_PTR(due);
+  if (t < 0 || gap < 1)
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: t %lld must be >= 0, gap %lld >= 1", op,
+                    (long long)t, (long long)gap);
+  *due = last_refresh < 0 || (t % gap == 0 && last_refresh != t);
+  return nk__ok(ctx);
+}
+
+static nk_status check_conda_desc(nk_context *ctx, const char *op, const nk_conda_desc *d) {
+  REQUIRE_PTR(d);
+  TRY(check_nonneg(ctx, op, "lr", d->lr));
+  TRY(check_unit_open(ctx, op, "beta1", d->beta1));
+  TRY(check_unit_open(ctx, op, "beta2", d->beta2));
+  TRY(check_positive(ctx, op, "eps", d->eps));
+  TRY(check_nonneg(ctx, op, "weight_decay", d->weight_decay));
+  if (!isfinite(d->scale))
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: scale %g must be finite", op, d->scale);
+  if (d->update_proj_gap < 1)
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: update_proj_gap %lld must be >= 1", op,
+                    (long long)d->update_proj_gap);
+  return NK_STATUS_OK;
+}
+
+nk_status nk_conda_update_moment(nk_context *ctx, const nk_conda_desc *desc, size_t rows,
+                                 size_t cols, const float *grad, float *exp_avg) {
+  static const char op[] = "conda_update_moment";
+  size_t n;
+  TRY(check_conda_desc(ctx, op, desc));
+  TRY(check_shape(ctx, op, rows, cols, &n));
+  if (n == 0) return nk__ok(ctx);
+  REQUIRE_PTR(grad);
+  REQUIRE_PTR(exp_avg);
+  span s[2];
+  TRY(nk__vector_span(ctx, op, &s[0], "grad", grad, n, sizeof(float), 0));
+  TRY(nk__vector_span(ctx, op, &s[1], "exp_avg", exp_avg, n, sizeof(float), 1));
+  TRY(nk__check_overlaps(ctx, op, s, 2, no_alias));
+  const double b1 = desc->beta1;
+  for (size_t i = 0; i < n; i++)
+    exp_avg[i] = (float)(b1 * (double)exp_avg[i] + (1.0 - b1) * (double)grad[i]);
+  return nk__ok(ctx);
+}
+
+nk_status nk_conda_workspace_size(size_t rows, size_t cols, size_t *bytes) {
+  if (bytes == NULL) return NK_STATUS_INVALID_ARGUMENT;
+  const size_t k = rows > cols ? rows : cols;
+  if (k > (size_t)PTRDIFF_MAX / (2 * sizeof(double))) return NK_STATUS_INVALID_ARGUMENT;
+  *bytes = 2 * k * sizeof(double);
+  return NK_STATUS_OK;
+}
+
+/* One projected vector of length k (a row for RIGHT, a column for LEFT): ghat and mhat in the
+ * workspace; v updated; N = mhat / (sqrt(v) + eps) left in gh. `vs` is v's element stride. */
+static void conda_normalize(size_t k, double *gh, const double *mh, float *v, size_t vs,
+                            double beta2, double eps) {
+  for (size_t q = 0; q < k; q++) {
+    const double vq = (double)(v[q * vs] = (float)(beta2 * (double)v[q * vs] +
+                                                   (1.0 - beta2) * gh[q] * gh[q]));
+    gh[q] = mh[q] / (sqrt(vq) + eps);
+  }
+}
+
+/* W = W - ss D, then W = W - lr wd W (two updates, one rounding). */
+static float conda_apply(float w, double delta, double ss, double lr_wd) {
+  const double w1 = (double)w - ss * delta;
+  return (float)(w1 - lr_wd * w1);
+}
+
+nk_status nk_conda_step(nk_context *ctx, const nk_conda_desc *desc, nk_conda_side side,
+                        size_t rows, size_t cols, float *param, const float *grad,
+                        const float *exp_avg, float *exp_avg_sq, const float *basis,
+                        int64_t *step, void *workspace, size_t workspace_size) {
+  static const char op[] = "conda_step";
+  size_t n;
+  TRY(check_conda_desc(ctx, op, desc));
+  if (side != NK_CONDA_SIDE_NONE && side != NK_CONDA_SIDE_RIGHT && side != NK_CONDA_SIDE_LEFT)
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: unknown side %d", op, (int)side);
+  TRY(check_shape(ctx, op, rows, cols, &n));
+  REQUIRE_PTR(step);
+  if (*step < 0 || *step == INT64_MAX)
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: step %lld out of range", op,
+                    (long long)*step);
+  const size_t kb = side == NK_CONDA_SIDE_RIGHT ? cols : rows; /* basis is kb x kb */
+  size_t need = 0;
+  span s[7];
+  if (n > 0) {
+    REQUIRE_PTR(param);
+    REQUIRE_PTR(grad);
+    REQUIRE_PTR(exp_avg);
+    REQUIRE_PTR(exp_avg_sq);
+    if (side != NK_CONDA_SIDE_NONE) {
+      REQUIRE_PTR(basis);
+      TRY(nk_conda_workspace_size(rows, cols, &need));
+      REQUIRE_PTR(workspace);
+      if (workspace_size < need)
+        return nk__fail(ctx, NK_STATUS_MISUSE, "%s: workspace_size %zu < %zu", op, workspace_size,
+                        need);
+    }
+  }
+  const int proj = n > 0 && side != NK_CONDA_SIDE_NONE;
+  TRY(nk__vector_span(ctx, op, &s[0], "param", n ? param : NULL, n, sizeof(float), 1));
+  TRY(nk__vector_span(ctx, op, &s[1], "grad", n ? grad : NULL, n, sizeof(float), 0));
+  TRY(nk__vector_span(ctx, op, &s[2], "exp_avg", n ? exp_avg : NULL, n, sizeof(float), 0));
+  TRY(nk__vector_span(ctx, op, &s[3], "exp_avg_sq", n ? exp_avg_sq : NULL, n, sizeof(float), 1));
+  TRY(nk__vector_span(ctx, op, &s[4], "basis", proj ? basis : NULL, kb * kb, sizeof(float), 0));
+  TRY(nk__vector_span(ctx, op, &s[5], "step", step, 1, sizeof(int64_t), 1));
+  TRY(nk__vector_span(ctx, op, &s[6], "workspace", proj ? workspace : NULL, need, 1, 1));
+  TRY(nk__check_overlaps(ctx, op, s, 7, no_alias));
+
+  const int64_t t = *step + 1;
+  *step = t;
+  if (n == 0) return nk__ok(ctx);
+  const double b1 = desc->beta1, b2 = desc->beta2, eps = desc->eps;
+  const double ss = desc->correct_bias
+                        ? desc->lr * sqrt(1.0 - pow(b2, (double)t)) / (1.0 - pow(b1, (double)t))
+                        : desc->lr;
+  const double lr_wd = desc->lr * desc->weight_decay, sc = desc->scale;
+
+  if (side == NK_CONDA_SIDE_NONE) {
+    for (size_t i = 0; i < n; i++) {
+      const double g = (double)grad[i];
+      const double v = (double)(exp_avg_sq[i] =
+                                    (float)(b2 * (double)exp_avg_sq[i] + (1.0 - b2) * g * g));
+      const double nrm = (double)exp_avg[i] / (sqrt(v) + eps);
+      param[i] = conda_apply(param[i], sc * nrm, ss, lr_wd);
+    }
+    return nk__ok(ctx);
+  }
+  double *gh = workspace, *mh = gh + kb;
+  const float *P = basis;
+  if (side == NK_CONDA_SIDE_RIGHT) { /* row i: ghat_i[q] = sum_j g[i][j] P[q][j] */
+    for (size_t i = 0; i < rows; i++) {
+      const float *gi = grad + i * cols, *mi = exp_avg + i * cols;
+      for (size_t q = 0; q < cols; q++) {
+        double a = 0.0, b = 0.0;
+        for (size_t j = 0; j < cols; j++) {
+          a += (double)gi[j] * (double)P[q * cols + j];
+          b += (double)mi[j] * (double)P[q * cols + j];
+        }
+        gh[q] = a, mh[q] = b;
+      }
+      conda_normalize(cols, gh, mh, exp_avg_sq + i * cols, 1, b2, eps);
+      for (size_t j = 0; j < cols; j++) { /* back: D[i][j] = scale sum_q N[q] P[q][j] */
+        double d = 0.0;
+        for (size_t q = 0; q < cols; q++) d += gh[q] * (double)P[q * cols + j];
+        param[i * cols + j] = conda_apply(param[i * cols + j], sc * d, ss, lr_wd);
+      }
+    }
+  } else { /* column j: ghat[q][j] = sum_i U[i][q] g[i][j] */
+    for (size_t j = 0; j < cols; j++) {
+      for (size_t q = 0; q < rows; q++) {
+        double a = 0.0, b = 0.0;
+        for (size_t i = 0; i < rows; i++) {
+          a += (double)P[i * rows + q] * (double)grad[i * cols + j];
+          b += (double)P[i * rows + q] * (double)exp_avg[i * cols + j];
+        }
+        gh[q] = a, mh[q] = b;
+      }
+      conda_normalize(rows, gh, mh, exp_avg_sq + j, cols, b2, eps);
+      for (size_t i = 0; i < rows; i++) { /* back: D[i][j] = scale sum_q U[i][q] N[q] */
+        double d = 0.0;
+        for (size_t q = 0; q < rows; q++) d += (double)P[i * rows + q] * gh[q];
+        param[i * cols + j] = conda_apply(param[i * cols + j], sc * d, ss, lr_wd);
+      }
+    }
+  }
+  return nk__ok(ctx);
+}
