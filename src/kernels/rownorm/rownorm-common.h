@@ -23,6 +23,13 @@ static inline int nk__rownorm_needs_fallback(double var, float eps) {
  * when the shift K is far from the mean). */
 static inline void nk__rownorm_refine_mean(size_t n, double dsum, double *s2, float *mu_hi,
                                            float *mu_lo) {
+  /* A second pass whose f32 sums overflowed (centred values beyond FLT_MAX: a row holding both
+   * -FLT_MAX-ish and +FLT_MAX-ish values) leaves S2 infinite, so the caller takes the double
+   * row routine (nk__rownorm_needs_fallback). Found by the rownorm fuzz harness. */
+  if (!isfinite(*s2) || !isfinite(dsum)) {
+    *s2 = INFINITY;
+    return;
+  }
   const double delta = dsum / (double)n;
   const double s = *s2 - (double)n * delta * delta;
   *s2 = s > 0.0 ? s : 0.0;
