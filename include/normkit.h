@@ -1155,6 +1155,96 @@ NK_API nk_status nk_adab2n_fwd(nk_context *ctx, const nk_adab2n_desc *desc,
                                float *running_var, float *mean, float *var,
                                double *task_weight, double *omega, double *reg);
 
+/* ------------------------------------------------------------------------------------------ */
+/* RL and calibration: running normalizers, advantages, value encodings, calibration          */
+/* ------------------------------------------------------------------------------------------ */
+/*
+ * Small exact transforms of reinforcement learning and probability calibration (spec
+ * stats-optim-rl.md Parts C and D; docs/ops/running-norm.md and the pages named below). Like the
+ * test-time statistics above: evaluated in double from the given values, rounded once where a
+ * result lands in a float buffer; single-threaded, no kernels, no ISA dependence (the same bits
+ * on every machine with the same libm). The context is used for its message only.
+ *
+ * Conventions of this section:
+ * - Validation (sizes, NULLs, parameters, state) is done in full before anything is written: on
+ *   failure no output and no state is changed, and the context's message says why.
+ * - No output may overlap any other buffer (INVALID_ARGUMENT) unless a function documents an
+ *   exact in-place form. Inputs may overlap each other.
+ * - Data values are not policed unless a function says so: NaN in an input gives NaN in what
+ *   depends on it.
+ */
+
+/* ---- Running mean/variance normalizers (Stable-Baselines3 VecNormalize; spec C13) ----------
+ *
+ * The state of a RunningMeanStd over d features is d nk_moments (count, mean, M2 = var * count),
+ * so it merges across workers with nk_moments_merge_n. SB3 initializes mean 0, var 1 and a
+ * pseudo-count 1e-4 (nk_running_norm_init). Update with a batch X (N x d): batch mean mu_b and
+ * BIASED batch variance v_b per feature, then Chan's merge (SB3 update_from_moments):
+ *   delta = mu_b - mean, n' = n + N, mean' = mean + delta N / n',
+ *   var' = (var n + v_b N + delta^2 n N / n') / n'          (M2' = var' n')
+ * Observations: y = clip((x - mean) / sqrt(var + eps), -clip_obs, clip_obs).
+ * Rewards (per environment e, discounted return ret[e] in double, SB3 VecNormalize.step_wait):
+ *   ret[e] = gamma ret[e] + r[e];  update the return statistics with the E values ret[e];
+ *   r_out[e] = clip(r[e] / sqrt(var_ret + eps), -clip_reward, clip_reward)  (no mean subtracted);
+ *   ret[e] = 0 where done[e].
+ * Evaluation mode: no update; nk_running_norm_apply / nk_running_norm_scale alone.
+ * Distributed: each worker accumulates its own samples into moments that start EMPTY (count 0,
+ * all zero) with nk_running_norm_update; the owner merges them into the global state with
+ * nk_moments_merge_n (in a fixed worker order for reproducible bits). Merging equals one update
+ * with all samples up to rounding (Chan's formula is exact in real arithmetic).
+ */
+#define NK_RUNNING_NORM_COUNT0 1e-4     /* SB3 RunningMeanStd epsilon (initial pseudo-count) */
+#define NK_RUNNING_NORM_EPS_DEFAULT 1e-8f /* VecNormalize epsilon */
+#define NK_RUNNING_NORM_CLIP_DEFAULT 10.0f /* clip_obs and clip_reward */
+#define NK_RUNNING_NORM_GAMMA_DEFAULT 0.99f
+
+/* state[i] = {NK_RUNNING_NORM_COUNT0, 0, NK_RUNNING_NORM_COUNT0} (mean 0, var 1) for i < dim.
+ * dim == 0: nothing written, OK. Returns OK or INVALID_ARGUMENT (state NULL with dim > 0). */
+NK_API nk_status nk_running_norm_init(nk_context *ctx, size_t dim, nk_moments *state);
+
+/* Merges a batch x (rows x dim floats, dense row-major, row r at x + r*dim) into the state:
+ * per feature, batch moments in double (two-pass; var biased), merged with Chan's formula.
+ *   state  IN/OUT dim moments; each count must be finite and >= 0 (0: an empty state, the
+ *          batch moments are copied in), m2 >= 0 or NaN.
+ * rows == 0 or dim == 0: nothing changes, OK (pointers may be NULL). NaN/inf in a column
+ * makes that feature's mean and m2 NaN. Returns OK or INVALID_ARGUMENT (NULL, rows*dim
+ * overflowing, a bad count or m2, x overlapping state). */
+NK_API nk_status nk_running_norm_update(nk_context *ctx, size_t rows, size_t dim, const float *x,
+                                        nk_moments *state);
+
+/* y = clip((x - mean) / sqrt(var + eps), -clip, clip) per feature, var = m2 / count (biased,
+ * as SB3 stores it). x, y: rows x dim floats, dense; y == x (exact in place) is allowed.
+ *   eps   finite, >= 0 (default NK_RUNNING_NORM_EPS_DEFAULT).
+ *   clip  > 0; +inf means no clipping (default NK_RUNNING_NORM_CLIP_DEFAULT). NaN stays NaN.
+ *   state IN dim moments, count > 0 (finite), m2 >= 0 or NaN.
+ * var + eps == 0 (eps 0 on a constant feature) gives +-inf clipped to +-clip, or NaN for
+ * x == mean. Returns OK or INVALID_ARGUMENT. */
+NK_API nk_status nk_running_norm_apply(nk_context *ctx, size_t rows, size_t dim,
+                                       const nk_moments *state, float eps, float clip,
+                                       const float *x, float *y);
+
+/* Reward scaling without mean: out[i] = clip(r[i] / sqrt(var + eps), -clip, clip) for i < n,
+ * var = state->m2 / state->count (one scalar state: the return statistics). out == r allowed.
+ * Parameters as nk_running_norm_apply. Returns OK or INVALID_ARGUMENT. */
+NK_API nk_status nk_running_norm_scale(nk_context *ctx, size_t n, const nk_moments *state,
+                                       float eps, float clip, const float *r, float *out);
+
+/* One training step of VecNormalize's reward path over E environments (formulas above):
+ *   gamma     discount in [0, 1] (default NK_RUNNING_NORM_GAMMA_DEFAULT; must equal the
+ *             agent's).
+ *   reward    IN  E floats (raw rewards of this step).
+ *   done      IN  optional E bytes, nonzero where the episode ended this step (NULL: none).
+ *   ret       IN/OUT E doubles, the discounted returns (start at 0; reset them to 0 yourself
+ *             on an environment reset).
+ *   ret_state IN/OUT one nk_moments: the return statistics (nk_running_norm_init with dim 1).
+ *   out       OUT E floats: the scaled rewards (out == reward allowed).
+ * E == 0: nothing changes, OK. Returns OK or INVALID_ARGUMENT (NULL, gamma outside [0, 1],
+ * bad eps/clip/state, overlaps). */
+NK_API nk_status nk_running_norm_reward(nk_context *ctx, size_t envs, float gamma, float eps,
+                                        float clip, const float *reward,
+                                        const unsigned char *done, double *ret,
+                                        nk_moments *ret_state, float *out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -211,4 +211,21 @@ double nk_ref_adab2n_fwd(size_t B, size_t C, size_t L, const double *x, const in
                          nk_ref_adab2n_state *st, double *running_mean, double *running_var,
                          double *mean, double *var, double *w, double *omega, double *reg);
 
+/* ---- RL and calibration (rlcal.c; spec stats-optim-rl.md Parts C and D) ---- */
+/* SB3 RunningMeanStd: mean and var (biased) per feature, one shared count. The caller owns the
+ * arrays (d doubles each). */
+typedef struct nk_ref_rms {
+  double *mean, *var;
+  double count;
+} nk_ref_rms;
+void nk_ref_rms_init(size_t d, nk_ref_rms *s); /* mean 0, var 1, count 1e-4 */
+void nk_ref_rms_update(size_t N, size_t d, const double *x, nk_ref_rms *s);
+/* clip((x - mean) / sqrt(var + eps), -clip, clip) */
+void nk_ref_rms_normalize(size_t N, size_t d, const nk_ref_rms *s, double eps, double clip,
+                          const double *x, double *y);
+/* VecNormalize.step_wait's reward path for E environments (ret, ret_rms updated). */
+void nk_ref_vecnorm_reward(size_t E, double gamma, double eps, double clip, const double *r,
+                           const unsigned char *done, double *ret, nk_ref_rms *ret_rms,
+                           double *out);
+
 #endif /* NK_REFERENCE_H */

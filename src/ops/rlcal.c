@@ -1,0 +1,199 @@
+/*
+ * rlcal.c — RL and calibration transforms (spec stats-optim-rl.md Parts C and D): running
+ * mean/std normalizers (SB3 VecNormalize). Every rule is evaluated in double from the given values
+ * and rounded once where it lands in a float buffer. No kernels, no threads.
+ * docs/ops/running-norm.md.
+ */
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "internal.h"
+#include "validate.h"
+
+/* ---- shared checks -------------------------------------------------------------------------- */
+
+static int no_alias(const span *out, const span *other) {
+  (void)out;
+  (void)other;
+  return 0;
+}
+
+/* Exact in place: output "y" may be input "x", "out" may be "r"/"reward". */
+static int inplace_alias(const span *out, const span *other) {
+  return (nk__span_is(out, "y") && nk__span_is(other, "x")) ||
+         (nk__span_is(out, "out") &&
+          (nk__span_is(other, "r") || nk__span_is(other, "reward")));
+}
+
+#define REQUIRE_PTR(p)                                                                           \
+  do {                                                                                           \
+    if ((p) == NULL)                                                                             \
+      return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: %s is NULL", op, #p);                \
+  } while (0)
+
+static nk_status check_product(nk_context *ctx, const char *op, const char *what, size_t a,
+                               size_t b, size_t *out) {
+  if (!nk__mul_size(a, b, out))
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: %s = %zu * %zu overflows", op, what, a,
+                    b);
+  return NK_STATUS_OK;
+}
+
+static double clampd(double v, double lo, double hi) { return v < lo ? lo : v > hi ? hi : v; }
+
+/* ---- running mean/std normalizers ------------------------------------------------------------ */
+
+/* Counts finite and >= min (0 allowed when min_positive is 0), m2 >= 0 or NaN. */
+static nk_status check_state(nk_context *ctx, const char *op, size_t n, const nk_moments *m,
+                             int count_positive) {
+  for (size_t i = 0; i < n; i++) {
+    const double c = m[i].count;
+    if (!isfinite(c) || !(count_positive ? c > 0.0 : c >= 0.0))
+      return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: state[%zu].count %g must be %s", op,
+                      i, c, count_positive ? "finite and > 0" : "finite and >= 0");
+    if (m[i].m2 < 0.0)
+      return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: state[%zu].m2 %g < 0", op, i,
+                      m[i].m2);
+  }
+  return NK_STATUS_OK;
+}
+
+static nk_status check_eps_clip(nk_context *ctx, const char *op, float eps, float clip) {
+  if (!(eps >= 0.0f) || !isfinite(eps))
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: eps %g must be finite and >= 0", op,
+                    (double)eps);
+  if (!(clip > 0.0f))
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: clip %g must be > 0", op,
+                    (double)clip);
+  return NK_STATUS_OK;
+}
+
+nk_status nk_running_norm_init(nk_context *ctx, size_t dim, nk_moments *state) {
+  static const char op[] = "running_norm_init";
+  if (dim == 0) return nk__ok(ctx);
+  REQUIRE_PTR(state);
+  span s;
+  TRY(nk__vector_span(ctx, op, &s, "state", state, dim, sizeof(nk_moments), 1));
+  for (size_t i = 0; i < dim; i++)
+    state[i] = (nk_moments){NK_RUNNING_NORM_COUNT0, 0.0, NK_RUNNING_NORM_COUNT0};
+  return nk__ok(ctx);
+}
+
+nk_status nk_running_norm_update(nk_context *ctx, size_t rows, size_t dim, const float *x,
+                                 nk_moments *state) {
+  static const char op[] = "running_norm_update";
+  if (rows == 0 || dim == 0) return nk__ok(ctx);
+  REQUIRE_PTR(x);
+  REQUIRE_PTR(state);
+  size_t n;
+  TRY(check_product(ctx, op, "rows * dim", rows, dim, &n));
+  span s[2];
+  TRY(nk__vector_span(ctx, op, &s[0], "x", x, n, sizeof(float), 0));
+  TRY(nk__vector_span(ctx, op, &s[1], "state", state, dim, sizeof(nk_moments), 1));
+  TRY(nk__check_overlaps(ctx, op, s, 2, no_alias));
+  TRY(check_state(ctx, op, dim, state, 0));
+  const double N = (double)rows;
+  for (size_t j = 0; j < dim; j++) {
+    double sum = 0.0;
+    for (size_t r = 0; r < rows; r++) sum += (double)x[r * dim + j];
+    const double mu = sum / N;
+    double m2 = 0.0;
+    for (size_t r = 0; r < rows; r++) {
+      const double d = (double)x[r * dim + j] - mu;
+      m2 += d * d;
+    }
+    const nk_moments b = {N, mu, m2};
+    nk_moments_merge(&state[j], &b);
+  }
+  return nk__ok(ctx);
+}
+
+static float scale_clip(double v, double inv, double clip) {
+  return (float)clampd(v * inv, -clip, clip); /* NaN stays NaN: both comparisons fail */
+}
+
+nk_status nk_running_norm_apply(nk_context *ctx, size_t rows, size_t dim,
+                                const nk_moments *state, float eps, float clip, const float *x,
+                                float *y) {
+  static const char op[] = "running_norm_apply";
+  TRY(check_eps_clip(ctx, op, eps, clip));
+  if (rows == 0 || dim == 0) return nk__ok(ctx);
+  REQUIRE_PTR(state);
+  REQUIRE_PTR(x);
+  REQUIRE_PTR(y);
+  span s[3];
+  TRY(nk__vector_span(ctx, op, &s[0], "state", state, dim, sizeof(nk_moments), 0));
+  TRY(nk__tensor_span(ctx, op, &s[1], "x", x, (ptrdiff_t)dim, rows, dim, NK_DTYPE_F32, 0));
+  TRY(nk__tensor_span(ctx, op, &s[2], "y", y, (ptrdiff_t)dim, rows, dim, NK_DTYPE_F32, 1));
+  TRY(nk__check_overlaps(ctx, op, s, 3, inplace_alias));
+  TRY(check_state(ctx, op, dim, state, 1));
+  for (size_t j = 0; j < dim; j++) {
+    const double mean = state[j].mean, var = state[j].m2 / state[j].count;
+    const double inv = 1.0 / sqrt(var + (double)eps);
+    for (size_t r = 0; r < rows; r++)
+      y[r * dim + j] = scale_clip((double)x[r * dim + j] - mean, inv, (double)clip);
+  }
+  return nk__ok(ctx);
+}
+
+nk_status nk_running_norm_scale(nk_context *ctx, size_t n, const nk_moments *state, float eps,
+                                float clip, const float *r, float *out) {
+  static const char op[] = "running_norm_scale";
+  TRY(check_eps_clip(ctx, op, eps, clip));
+  if (n == 0) return nk__ok(ctx);
+  REQUIRE_PTR(state);
+  REQUIRE_PTR(r);
+  REQUIRE_PTR(out);
+  span s[3];
+  TRY(nk__vector_span(ctx, op, &s[0], "state", state, 1, sizeof(nk_moments), 0));
+  TRY(nk__tensor_span(ctx, op, &s[1], "r", r, (ptrdiff_t)n, 1, n, NK_DTYPE_F32, 0));
+  TRY(nk__tensor_span(ctx, op, &s[2], "out", out, (ptrdiff_t)n, 1, n, NK_DTYPE_F32, 1));
+  TRY(nk__check_overlaps(ctx, op, s, 3, inplace_alias));
+  TRY(check_state(ctx, op, 1, state, 1));
+  const double inv = 1.0 / sqrt(state->m2 / state->count + (double)eps);
+  for (size_t i = 0; i < n; i++) out[i] = scale_clip((double)r[i], inv, (double)clip);
+  return nk__ok(ctx);
+}
+
+nk_status nk_running_norm_reward(nk_context *ctx, size_t envs, float gamma, float eps,
+                                 float clip, const float *reward, const unsigned char *done,
+                                 double *ret, nk_moments *ret_state, float *out) {
+  static const char op[] = "running_norm_reward";
+  if (!(gamma >= 0.0f && gamma <= 1.0f))
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: gamma %g must be in [0, 1]", op,
+                    (double)gamma);
+  TRY(check_eps_clip(ctx, op, eps, clip));
+  if (envs == 0) return nk__ok(ctx);
+  REQUIRE_PTR(reward);
+  REQUIRE_PTR(ret);
+  REQUIRE_PTR(ret_state);
+  REQUIRE_PTR(out);
+  span s[5];
+  TRY(nk__tensor_span(ctx, op, &s[0], "reward", reward, (ptrdiff_t)envs, 1, envs, NK_DTYPE_F32,
+                      0));
+  TRY(nk__vector_span(ctx, op, &s[1], "done", done, envs, 1, 0));
+  TRY(nk__vector_span(ctx, op, &s[2], "ret", ret, envs, sizeof(double), 1));
+  TRY(nk__vector_span(ctx, op, &s[3], "ret_state", ret_state, 1, sizeof(nk_moments), 1));
+  TRY(nk__tensor_span(ctx, op, &s[4], "out", out, (ptrdiff_t)envs, 1, envs, NK_DTYPE_F32, 1));
+  TRY(nk__check_overlaps(ctx, op, s, 5, inplace_alias));
+  TRY(check_state(ctx, op, 1, ret_state, 0));
+  if (!(ret_state->count + (double)envs > 0.0))
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: empty return statistics", op);
+
+  const double g = (double)gamma;
+  for (size_t e = 0; e < envs; e++) ret[e] = g * ret[e] + (double)reward[e];
+  double sum = 0.0;
+  for (size_t e = 0; e < envs; e++) sum += ret[e];
+  const double mu = sum / (double)envs;
+  double m2 = 0.0;
+  for (size_t e = 0; e < envs; e++) m2 += (ret[e] - mu) * (ret[e] - mu);
+  const nk_moments b = {(double)envs, mu, m2};
+  nk_moments_merge(ret_state, &b);
+  const double inv = 1.0 / sqrt(ret_state->m2 / ret_state->count + (double)eps);
+  for (size_t e = 0; e < envs; e++) {
+    out[e] = scale_clip((double)reward[e], inv, (double)clip);
+    if (done != NULL && done[e]) ret[e] = 0.0;
+  }
+  return nk__ok(ctx);
+}

@@ -1,0 +1,225 @@
+/*
+ * tests/ops/rlcal.c — RL and calibration transforms (include/normkit.h "RL and calibration")
+ * against the float64 references of src/reference/rlcal.c, over sequences where there is state,
+ * plus degenerate inputs and invalid arguments (poisoned outputs must stay untouched).
+ *
+ * Tolerances: f32 outputs computed in double and rounded once: 1 ulp of f32 at |ref| plus a
+ * small absolute term for cancellation; double state and outputs: 1e-12 relative (+ an absolute
+ * term at the data's scale).
+ */
+#include <float.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "reference.h"
+#include "test.h"
+#include "util.h"
+
+static nk_context *actx;
+
+static int all_bytes(const void *p, size_t n, unsigned char v) {
+  const unsigned char *b = p;
+  for (size_t i = 0; i < n; i++)
+    if (b[i] != v) return 0;
+  return 1;
+}
+
+#define POISON 0x5A
+
+#define EXPECT_INVALID(call, clean)                                                              \
+  do {                                                                                           \
+    nk_status got_ = (call);                                                                     \
+    NK_CHECK(got_ == NK_STATUS_INVALID_ARGUMENT, "%s: got %s", #call, nk_status_string(got_));   \
+    NK_CHECK(nk_context_message(actx)[0] != '\0', "%s: no message", #call);                     \
+    NK_CHECK(clean, "%s: wrote an output or the state", #call);                                  \
+  } while (0)
+
+static double f32_bound(double ref, double abs_term) {
+  return nk_t_ulp(ref, NK_DTYPE_F32) + abs_term;
+}
+static int close_d(double got, double ref, double rel, double abs_term) {
+  return fabs(got - ref) <= rel * fabs(ref) + abs_term;
+}
+
+/* ---- running mean/std normalizers ---------------------------------------------------------- */
+
+NK_TEST(running_norm_sequence) {
+  enum { D = 5, NMAX = 9 };
+  nk_rng rng = {0x77};
+  nk_moments st[D];
+  double rmean[D], rvar[D];
+  nk_ref_rms ref = {rmean, rvar, 0};
+  NK_REQUIRE(nk_running_norm_init(actx, D, st) == NK_OK, "init");
+  nk_ref_rms_init(D, &ref);
+  float x[NMAX * D], y[NMAX * D];
+  double xd[NMAX * D], yd[NMAX * D];
+  for (int step = 0; step < 8; step++) {
+    const size_t N = 1 + (size_t)step % NMAX;
+    for (size_t i = 0; i < N * D; i++) {
+      x[i] = (float)(5.0 + 3.0 * (double)(i % D) + 2.0 * nk_rng_normal(&rng));
+      xd[i] = x[i];
+    }
+    NK_REQUIRE(nk_running_norm_update(actx, N, D, x, st) == NK_OK, "update");
+    nk_ref_rms_update(N, D, xd, &ref);
+    for (size_t j = 0; j < D; j++) {
+      NK_CHECK(close_d(st[j].count, ref.count, 1e-15, 0), "step %d count %g vs %g", step,
+               st[j].count, ref.count);
+      NK_CHECK(close_d(st[j].mean, rmean[j], 1e-12, 1e-14), "step %d mean[%zu] %.17g vs %.17g",
+               step, j, st[j].mean, rmean[j]);
+      NK_CHECK(close_d(st[j].m2 / st[j].count, rvar[j], 1e-12, 1e-14),
+               "step %d var[%zu] %.17g vs %.17g", step, j, st[j].m2 / st[j].count, rvar[j]);
+    }
+    const float clip = step % 2 ? 1.5f : NK_RUNNING_NORM_CLIP_DEFAULT;
+    NK_REQUIRE(nk_running_norm_apply(actx, N, D, st, NK_RUNNING_NORM_EPS_DEFAULT, clip, x, y) ==
+                   NK_OK,
+               "apply");
+    nk_ref_rms_normalize(N, D, &ref, 1e-8, clip, xd, yd);
+    for (size_t i = 0; i < N * D; i++)
+      NK_CHECK(fabs(y[i] - yd[i]) <= f32_bound(yd[i], 1e-12), "step %d y[%zu] %.9g vs %.9g",
+               step, i, (double)y[i], yd[i]);
+    /* in place gives the same bits */
+    float z[NMAX * D];
+    memcpy(z, x, sizeof z);
+    NK_REQUIRE(nk_running_norm_apply(actx, N, D, st, 1e-8f, clip, z, z) == NK_OK, "in place");
+    NK_CHECK(memcmp(z, y, N * D * sizeof(float)) == 0, "in place differs");
+  }
+}
+
+NK_TEST(running_norm_merge_workers) {
+  enum { D = 3, N = 40 };
+  nk_rng rng = {0x99};
+  float x[N * D];
+  for (size_t i = 0; i < N * D; i++) x[i] = (float)(1e3 + nk_rng_normal(&rng));
+  nk_moments one[D], global[D], w[3][D];
+  nk_running_norm_init(actx, D, one);
+  nk_running_norm_init(actx, D, global);
+  NK_REQUIRE(nk_running_norm_update(actx, N, D, x, one) == NK_OK, "update all");
+  const size_t cut[4] = {0, 7, 23, N};
+  for (int k = 0; k < 3; k++) {
+    memset(w[k], 0, sizeof w[k]); /* workers start empty */
+    NK_REQUIRE(nk_running_norm_update(actx, cut[k + 1] - cut[k], D, x + cut[k] * D, w[k]) ==
+                   NK_OK,
+               "worker update");
+    nk_moments_merge_n(D, global, w[k]);
+  }
+  for (size_t j = 0; j < D; j++) {
+    NK_CHECK(close_d(global[j].count, one[j].count, 1e-15, 0), "count");
+    NK_CHECK(close_d(global[j].mean, one[j].mean, 1e-13, 0), "mean %.17g vs %.17g",
+             global[j].mean, one[j].mean);
+    NK_CHECK(close_d(global[j].m2, one[j].m2, 1e-9, 0), "m2 %.17g vs %.17g", global[j].m2,
+             one[j].m2);
+  }
+}
+
+NK_TEST(running_norm_reward_sequence) {
+  enum { E = 4 };
+  nk_rng rng = {0x5};
+  nk_moments st;
+  double rm, rv, ret[E] = {0}, rret[E] = {0};
+  nk_ref_rms ref = {&rm, &rv, 0};
+  nk_running_norm_init(actx, 1, &st);
+  nk_ref_rms_init(1, &ref);
+  for (int step = 0; step < 12; step++) {
+    float r[E], out[E];
+    double rd[E], outd[E];
+    unsigned char done[E];
+    for (size_t e = 0; e < E; e++) {
+      r[e] = (float)(nk_rng_normal(&rng) + (step == 5 ? 50.0 : 0.0));
+      rd[e] = r[e];
+      done[e] = (unsigned char)(nk_rng_uniform(&rng) < 0.2);
+    }
+    NK_REQUIRE(nk_running_norm_reward(actx, E, 0.99f, 1e-8f, 3.0f, r, done, ret, &st, out) ==
+                   NK_OK,
+               "reward");
+    nk_ref_vecnorm_reward(E, (double)0.99f, 1e-8, 3.0, rd, done, rret, &ref, outd);
+    for (size_t e = 0; e < E; e++) {
+      NK_CHECK(close_d(ret[e], rret[e], 1e-13, 1e-13), "ret");
+      NK_CHECK(fabs(out[e] - outd[e]) <= f32_bound(outd[e], 1e-12), "step %d out %g vs %g",
+               step, (double)out[e], outd[e]);
+    }
+    NK_CHECK(close_d(st.mean, rm, 1e-12, 1e-13) && close_d(st.m2 / st.count, rv, 1e-12, 1e-13),
+             "ret stats step %d", step);
+  }
+  /* eval-mode scaling and in place */
+  float r[3] = {1.0f, -1e9f, NAN}, o[3];
+  NK_REQUIRE(nk_running_norm_scale(actx, 3, &st, 1e-8f, 10.0f, r, o) == NK_OK, "scale");
+  NK_CHECK(fabs(o[0] - 1.0 / sqrt(rv + 1e-8)) <= f32_bound(o[0], 0), "scale value");
+  NK_CHECK(o[1] == -10.0f && isnan(o[2]), "scale clip/NaN");
+  NK_REQUIRE(nk_running_norm_scale(actx, 3, &st, 1e-8f, 10.0f, r, r) == NK_OK, "scale in place");
+  NK_CHECK(memcmp(r, o, sizeof o) == 0, "scale in place differs");
+}
+
+NK_TEST(running_norm_degenerate) {
+  /* constant feature: var -> tiny, eps keeps it finite; no clipping with +inf */
+  nk_moments st[2];
+  nk_running_norm_init(actx, 2, st);
+  float x[6] = {2, NAN, 2, 1, 2, 1};
+  NK_REQUIRE(nk_running_norm_update(actx, 3, 2, x, st) == NK_OK, "update");
+  NK_CHECK(isnan(st[1].mean) && isnan(st[1].m2), "NaN feature");
+  NK_CHECK(fabs(st[0].mean - 2.0 * 3 / (3 + 1e-4)) < 1e-12, "mean of constant");
+  float y[6];
+  NK_REQUIRE(nk_running_norm_apply(actx, 3, 2, st, 0.0f, INFINITY, x, y) == NK_OK, "apply");
+  NK_CHECK(isfinite(y[0]) && isnan(y[1]), "values");
+  /* zero rows: no change */
+  nk_moments before = st[0];
+  NK_CHECK(nk_running_norm_update(actx, 0, 2, NULL, st) == NK_OK, "rows 0");
+  NK_CHECK(memcmp(&before, &st[0], sizeof before) == 0, "rows 0 changed the state");
+}
+
+NK_TEST(running_norm_invalid) {
+  nk_moments st[2], save[2];
+  nk_running_norm_init(actx, 2, st);
+  memcpy(save, st, sizeof st);
+  float x[4] = {1, 2, 3, 4}, y[4];
+  memset(y, POISON, sizeof y);
+#define CLEAN (all_bytes(y, sizeof y, POISON) && memcmp(st, save, sizeof st) == 0)
+  EXPECT_INVALID(nk_running_norm_init(actx, 2, NULL), 1);
+  EXPECT_INVALID(nk_running_norm_update(actx, 2, 2, NULL, st), CLEAN);
+  EXPECT_INVALID(nk_running_norm_update(actx, 2, 2, x, NULL), CLEAN);
+  EXPECT_INVALID(nk_running_norm_update(actx, SIZE_MAX, 2, x, st), CLEAN);
+  st[1].count = -1;
+  EXPECT_INVALID(nk_running_norm_update(actx, 2, 2, x, st), all_bytes(y, sizeof y, POISON));
+  st[1].count = NAN;
+  EXPECT_INVALID(nk_running_norm_update(actx, 2, 2, x, st), all_bytes(y, sizeof y, POISON));
+  memcpy(st, save, sizeof st);
+  st[0].m2 = -1;
+  EXPECT_INVALID(nk_running_norm_apply(actx, 2, 2, st, 1e-8f, 10, x, y), all_bytes(y, sizeof y, POISON));
+  memcpy(st, save, sizeof st);
+  st[0].count = 0; /* apply needs count > 0 */
+  EXPECT_INVALID(nk_running_norm_apply(actx, 2, 2, st, 1e-8f, 10, x, y),
+                 all_bytes(y, sizeof y, POISON));
+  memcpy(st, save, sizeof st);
+  EXPECT_INVALID(nk_running_norm_apply(actx, 2, 2, st, -1.0f, 10, x, y), CLEAN);
+  EXPECT_INVALID(nk_running_norm_apply(actx, 2, 2, st, NAN, 10, x, y), CLEAN);
+  EXPECT_INVALID(nk_running_norm_apply(actx, 2, 2, st, 1e-8f, 0.0f, x, y), CLEAN);
+  EXPECT_INVALID(nk_running_norm_apply(actx, 2, 2, st, 1e-8f, NAN, x, y), CLEAN);
+  EXPECT_INVALID(nk_running_norm_apply(actx, 2, 2, st, 1e-8f, 10, x, NULL), CLEAN);
+  EXPECT_INVALID(nk_running_norm_apply(actx, 2, 2, st, 1e-8f, 10, x, x + 1), CLEAN);
+  EXPECT_INVALID(nk_running_norm_apply(actx, 2, 2, st, 1e-8f, 10, x, (float *)(void *)st),
+                 memcmp(st, save, sizeof st) == 0);
+  EXPECT_INVALID(nk_running_norm_update(actx, 1, 2, (float *)(void *)st, st), CLEAN);
+  double ret[2] = {1, 2};
+  unsigned char done[2] = {0, 1};
+  EXPECT_INVALID(nk_running_norm_reward(actx, 2, 1.5f, 1e-8f, 10, x, done, ret, st, y),
+                 CLEAN && ret[0] == 1 && ret[1] == 2);
+  EXPECT_INVALID(nk_running_norm_reward(actx, 2, NAN, 1e-8f, 10, x, done, ret, st, y),
+                 CLEAN && ret[0] == 1);
+  EXPECT_INVALID(nk_running_norm_reward(actx, 2, 0.9f, 1e-8f, 10, x, done, NULL, st, y), CLEAN);
+  EXPECT_INVALID(nk_running_norm_reward(actx, 2, 0.9f, 1e-8f, 10, x, done, ret, st,
+                                        (float *)(void *)ret),
+                 CLEAN && ret[0] == 1 && ret[1] == 2);
+  EXPECT_INVALID(nk_running_norm_scale(actx, 2, st, 1e-8f, 10, x, x + 1), CLEAN);
+#undef CLEAN
+}
+
+int main(void) {
+  if (nk_context_create(&actx) != NK_OK) return 1;
+  NK_RUN(running_norm_sequence);
+  NK_RUN(running_norm_merge_workers);
+  NK_RUN(running_norm_reward_sequence);
+  NK_RUN(running_norm_degenerate);
+  NK_RUN(running_norm_invalid);
+  nk_context_destroy(actx);
+  return nk_test_summary();
+}
