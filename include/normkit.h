@@ -1245,6 +1245,61 @@ NK_API nk_status nk_running_norm_reward(nk_context *ctx, size_t envs, float gamm
                                         const unsigned char *done, double *ret,
                                         nk_moments *ret_state, float *out);
 
+/* ---- Group advantages: GRPO and BNPO (spec C10; docs/ops/advantages.md) ------------------
+ *
+ * Layout shared by both: `groups` prompt groups, group q holding group_sizes[q] responses whose
+ * rewards are consecutive in `rewards` (group 0 first); n = sum of the sizes; adv has n entries
+ * in the same order. A group of size 0 is allowed and contributes nothing. Rewards are the
+ * per-response (outcome) scores; broadcasting an advantage over the response tokens is the
+ * caller's.
+ */
+
+/* GRPO (verl compute_grpo_outcome_advantage):
+ *   size 1:   mean = 0, std = 1                       (verl: the lone reward passes through)
+ *   size >= 2: mean = group mean, std = sqrt(sum (R - mean)^2 / (G - 1)) (unbiased, torch.std)
+ *              or / G (biased) when unbiased == 0
+ *   adv = (R - mean) / (std + eps)   (scale_by_std nonzero: verl's default)
+ *   adv = R - mean                   (scale_by_std == 0: verl norm_adv_by_std_in_grpo=False,
+ *                                     "Dr. GRPO")
+ * All-equal rewards in a group give std 0 and adv exactly 0 (for eps > 0; eps == 0 gives
+ * 0/0 = NaN there, as PyTorch would). NaN in a group's rewards makes that group's adv NaN.
+ *   eps  finite, >= 0; default NK_GRPO_EPS_DEFAULT = 1e-6.
+ * Returns OK or INVALID_ARGUMENT (NULL with n > 0, sizes overflowing, bad eps, adv overlapping
+ * an input). */
+#define NK_GRPO_EPS_DEFAULT 1e-6f
+NK_API nk_status nk_grpo_advantages(nk_context *ctx, size_t groups, const size_t *group_sizes,
+                                    const float *rewards, float eps, int unbiased,
+                                    int scale_by_std, float *adv);
+
+/* BNPO (Xiao, Zhang, Cao 2025, arXiv 2506.02864; code changyi7231/BNPO
+ * compute_bnpo_outcome_advantage), one batch, no state:
+ *   R <- (R - r_min) / (r_max - r_min)              (rewards mapped to [0, 1])
+ *   p_q = mean of group q's mapped rewards if G_q >= 2, 0 if G_q == 1 (the code's choice)
+ *   over the Q non-empty groups: m = mean_q p_q, s2 = sum_q (p_q - m)^2 / (Q - 1);
+ *     Q == 1: m = 0, s2 = 1 (the code's choice; gives alpha = beta = 1)
+ *   kappa = m (1 - m) / s2 - 1,  a = kappa m,  b = kappa (1 - m)
+ *   alpha = max(1 + a/3, 1),  beta = max(1 + b/3, 1)
+ *   w = min(1 / f(p_q; alpha, beta), clip),  f the Beta(alpha, beta) density, evaluated as
+ *       exp(xlogy(alpha - 1, p) + xlogy(beta - 1, 1 - p) - lnB(alpha, beta)); f == 0 (p at 0
+ *       or 1 with alpha or beta > 1) gives w = clip, never 0 * inf
+ *   adv = w (R - p_q)   (mapped R)
+ * Degenerate cases (spec "Pitfalls", open ambiguity 8): s2 == 0 (every prompt has the same
+ * success rate) uses alpha = beta = 1, so adv = R - p_q: zero when every R equals its p_q,
+ * the REINFORCE baseline otherwise. s2 > m (1 - m) makes a, b negative: clamped to 1. NaN in
+ * any reward makes m, s2, alpha, beta and every adv NaN. Q == 0: alpha = beta = 1, nothing else
+ * written.
+ *   r_min, r_max  finite, r_min < r_max (defaults 0 and 1). Every reward must lie in
+ *                 [r_min, r_max] or be NaN (so p_q is in [0, 1]).
+ *   clip          upper bound of 1/f, > 0 (default NK_BNPO_CLIP_DEFAULT = 1e6; +inf allowed).
+ *   adv           OUT n floats.
+ *   alpha, beta   OUT optional: the fitted parameters (double).
+ * Multi-component rewards (the paper's advantage decomposition): call once per component and
+ * average the advantages. Returns OK or INVALID_ARGUMENT. */
+#define NK_BNPO_CLIP_DEFAULT 1e6
+NK_API nk_status nk_bnpo_advantages(nk_context *ctx, size_t groups, const size_t *group_sizes,
+                                    const float *rewards, float r_min, float r_max, double clip,
+                                    float *adv, double *alpha, double *beta);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,8 +1,8 @@
 /*
- * rlcal.c — RL and calibration transforms (spec stats-optim-rl.md Parts C and D): running
- * mean/std normalizers (SB3 VecNormalize). Every rule is evaluated in double from the given values
- * and rounded once where it lands in a float buffer. No kernels, no threads.
- * docs/ops/running-norm.md.
+ * rlcal.c — RL and calibration transforms (spec stats-optim-rl.md Parts C and D). Every rule is
+ * evaluated in double from the given values and rounded once where it lands in a float buffer.
+ * No kernels, no threads. Pages: docs/ops/running-norm.md (SB3 VecNormalize),
+ * docs/ops/advantages.md (GRPO, BNPO).
  */
 #include <math.h>
 #include <stddef.h>
@@ -195,5 +195,164 @@ nk_status nk_running_norm_reward(nk_context *ctx, size_t envs, float gamma, floa
     out[e] = scale_clip((double)reward[e], inv, (double)clip);
     if (done != NULL && done[e]) ret[e] = 0.0;
   }
+  return nk__ok(ctx);
+}
+
+/* ---- group advantages: GRPO and BNPO ----------------------------------------------------------- */
+
+/* n = sum of the group sizes, checked; spans of rewards and adv; adv must not overlap. */
+static nk_status check_groups(nk_context *ctx, const char *op, size_t groups,
+                              const size_t *group_sizes, const float *rewards, const float *adv,
+                              size_t *total) {
+  if (groups == 0) {
+    *total = 0;
+    return NK_STATUS_OK;
+  }
+  REQUIRE_PTR(group_sizes);
+  size_t n = 0;
+  for (size_t q = 0; q < groups; q++)
+    if (!nk__add_size(n, group_sizes[q], &n))
+      return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: the group sizes overflow", op);
+  *total = n;
+  if (n == 0) return NK_STATUS_OK;
+  REQUIRE_PTR(rewards);
+  REQUIRE_PTR(adv);
+  span s[3];
+  TRY(nk__vector_span(ctx, op, &s[0], "group_sizes", group_sizes, groups, sizeof(size_t), 0));
+  TRY(nk__vector_span(ctx, op, &s[1], "rewards", rewards, n, sizeof(float), 0));
+  TRY(nk__vector_span(ctx, op, &s[2], "adv", adv, n, sizeof(float), 1));
+  return nk__check_overlaps(ctx, op, s, 3, no_alias);
+}
+
+nk_status nk_grpo_advantages(nk_context *ctx, size_t groups, const size_t *group_sizes,
+                             const float *rewards, float eps, int unbiased, int scale_by_std,
+                             float *adv) {
+  static const char op[] = "grpo_advantages";
+  if (!(eps >= 0.0f) || !isfinite(eps))
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: eps %g must be finite and >= 0", op,
+                    (double)eps);
+  size_t n;
+  TRY(check_groups(ctx, op, groups, group_sizes, rewards, adv, &n));
+  size_t off = 0;
+  for (size_t q = 0; q < groups; q++) {
+    const size_t G = group_sizes[q];
+    const float *r = rewards + off;
+    float *a = adv + off;
+    off += G;
+    if (G == 0) continue;
+    double mean = 0.0, std = 1.0;
+    if (G >= 2) {
+      double sum = 0.0;
+      for (size_t i = 0; i < G; i++) sum += (double)r[i];
+      mean = sum / (double)G;
+      double ss = 0.0;
+      for (size_t i = 0; i < G; i++) ss += ((double)r[i] - mean) * ((double)r[i] - mean);
+      std = sqrt(ss / (unbiased ? (double)(G - 1) : (double)G));
+    }
+    for (size_t i = 0; i < G; i++) {
+      const double d = (double)r[i] - mean;
+      a[i] = (float)(scale_by_std ? d / (std + (double)eps) : d);
+    }
+  }
+  return nk__ok(ctx);
+}
+
+/* x log y with 0 log 0 = 0 (xlogy semantics: x == 0 gives 0 whatever y is, unless y is NaN). */
+static double xlogy(double x, double y) {
+  if (isnan(y)) return y;
+  return x == 0.0 ? 0.0 : x * log(y);
+}
+
+nk_status nk_bnpo_advantages(nk_context *ctx, size_t groups, const size_t *group_sizes,
+                             const float *rewards, float r_min, float r_max, double clip,
+                             float *adv, double *alpha, double *beta) {
+  static const char op[] = "bnpo_advantages";
+  if (!isfinite(r_min) || !isfinite(r_max) || !(r_min < r_max))
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT,
+                    "%s: need finite r_min < r_max (got %g, %g)", op, (double)r_min,
+                    (double)r_max);
+  if (!(clip > 0.0))
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: clip %g must be > 0", op, clip);
+  size_t n;
+  TRY(check_groups(ctx, op, groups, group_sizes, rewards, adv, &n));
+  span so[3];
+  TRY(nk__vector_span(ctx, op, &so[0], "alpha", alpha, 1, sizeof(double), 1));
+  TRY(nk__vector_span(ctx, op, &so[1], "beta", beta, 1, sizeof(double), 1));
+  if (alpha != NULL && alpha == beta)
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: alpha and beta are the same", op);
+  if (n > 0) {
+    span s[5];
+    nk__vector_span(ctx, op, &s[0], "group_sizes", group_sizes, groups, sizeof(size_t), 0);
+    nk__vector_span(ctx, op, &s[1], "rewards", rewards, n, sizeof(float), 0);
+    nk__vector_span(ctx, op, &s[2], "adv", adv, n, sizeof(float), 1);
+    s[3] = so[0];
+    s[4] = so[1];
+    TRY(nk__check_overlaps(ctx, op, s, 5, no_alias));
+  }
+  for (size_t i = 0; i < n; i++)
+    if (rewards[i] < r_min || rewards[i] > r_max)
+      return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT,
+                      "%s: rewards[%zu] = %g outside [r_min, r_max] = [%g, %g]", op, i,
+                      (double)rewards[i], (double)r_min, (double)r_max);
+
+  const double lo = (double)r_min, range = (double)r_max - (double)r_min;
+  /* 1. success rates; 2. their moments over the non-empty groups */
+  size_t Q = 0, off = 0;
+  double sum = 0.0;
+  for (size_t q = 0; q < groups; q++) {
+    const size_t G = group_sizes[q];
+    double p = 0.0;
+    if (G >= 2) {
+      for (size_t i = 0; i < G; i++) p += ((double)rewards[off + i] - lo) / range;
+      p /= (double)G;
+    }
+    if (G >= 1) Q++, sum += p;
+    off += G;
+  }
+  double m = 0.0, s2 = 1.0;
+  if (Q >= 2) {
+    m = sum / (double)Q;
+    double ss = 0.0;
+    off = 0;
+    for (size_t q = 0; q < groups; q++) {
+      const size_t G = group_sizes[q];
+      double p = 0.0;
+      if (G >= 2) {
+        for (size_t i = 0; i < G; i++) p += ((double)rewards[off + i] - lo) / range;
+        p /= (double)G;
+      }
+      if (G >= 1) ss += (p - m) * (p - m);
+      off += G;
+    }
+    s2 = ss / (double)(Q - 1);
+  }
+  /* 3.-4. method of moments, variance-minimizing parameters */
+  double al = 1.0, be = 1.0;
+  if (isnan(m) || isnan(s2)) {
+    al = be = NAN;
+  } else if (s2 > 0.0) {
+    const double kappa = m * (1.0 - m) / s2 - 1.0;
+    al = fmax(1.0 + kappa * m / 3.0, 1.0);
+    be = fmax(1.0 + kappa * (1.0 - m) / 3.0, 1.0);
+  }
+  /* 5. advantages */
+  const double lnB = lgamma(al) + lgamma(be) - lgamma(al + be);
+  const double log_clip = log(clip);
+  off = 0;
+  for (size_t q = 0; q < groups; q++) {
+    const size_t G = group_sizes[q];
+    double p = 0.0;
+    if (G >= 2) {
+      for (size_t i = 0; i < G; i++) p += ((double)rewards[off + i] - lo) / range;
+      p /= (double)G;
+    }
+    const double log_inv_f = lnB - xlogy(al - 1.0, p) - xlogy(be - 1.0, 1.0 - p);
+    const double w = isnan(log_inv_f) ? log_inv_f : log_inv_f >= log_clip ? clip : exp(log_inv_f);
+    for (size_t i = 0; i < G; i++)
+      adv[off + i] = (float)(w * (((double)rewards[off + i] - lo) / range - p));
+    off += G;
+  }
+  if (alpha) *alpha = al;
+  if (beta) *beta = be;
   return nk__ok(ctx);
 }

@@ -228,4 +228,11 @@ void nk_ref_vecnorm_reward(size_t E, double gamma, double eps, double clip, cons
                            const unsigned char *done, double *ret, nk_ref_rms *ret_rms,
                            double *out);
 
+/* GRPO advantages (verl): groups of sizes[q] consecutive rewards; size 1: mean 0, std 1. */
+void nk_ref_grpo(size_t groups, const size_t *sizes, const double *r, double eps, int unbiased,
+                 int norm_by_std, double *adv);
+/* BNPO advantages and the fitted alpha, beta (spec C10, code's choices). */
+void nk_ref_bnpo(size_t groups, const size_t *sizes, const double *r, double r_min, double r_max,
+                 double clip, double *adv, double *alpha, double *beta);
+
 #endif /* NK_REFERENCE_H */

@@ -3,6 +3,9 @@
  * Parts C and D), written line by line from the spec and the official code it cites:
  *   running mean/std   DLR-RM/stable-baselines3 common/running_mean_std.py (RunningMeanStd),
  *                      common/vec_env/vec_normalize.py (VecNormalize)
+ *   GRPO               verl trainer/ppo/core_algos.py compute_grpo_outcome_advantage
+ *   BNPO               changyi7231/BNPO recipe/bnpo/src/bnpo_ray_trainer.py
+ *                      (compute_bnpo_outcome_advantage), density via pow and tgamma
  */
 #include <math.h>
 #include <stdlib.h>
@@ -56,4 +59,81 @@ void nk_ref_vecnorm_reward(size_t E, double gamma, double eps, double clip, cons
     out[e] = clipd(r[e] / sqrt(ret_rms->var[0] + eps), -clip, clip);
   for (size_t e = 0; e < E; e++)
     if (done && done[e]) ret[e] = 0.0;
+}
+
+/* ---- GRPO (verl core_algos.compute_grpo_outcome_advantage) ---- */
+
+void nk_ref_grpo(size_t groups, const size_t *sizes, const double *r, double eps, int unbiased,
+                 int norm_by_std, double *adv) {
+  size_t off = 0;
+  for (size_t q = 0; q < groups; q++) {
+    const size_t G = sizes[q];
+    double mean = 0.0, std = 1.0;
+    if (G > 1) {
+      mean = 0.0;
+      for (size_t i = 0; i < G; i++) mean += r[off + i];
+      mean /= (double)G;
+      double v = 0.0;
+      for (size_t i = 0; i < G; i++) v += (r[off + i] - mean) * (r[off + i] - mean);
+      std = sqrt(v / (double)(unbiased ? G - 1 : G));
+    }
+    for (size_t i = 0; i < G; i++)
+      adv[off + i] = norm_by_std ? (r[off + i] - mean) / (std + eps) : r[off + i] - mean;
+    off += G;
+  }
+}
+
+/* ---- BNPO (changyi7231/BNPO compute_bnpo_outcome_advantage) ---- */
+
+static double beta_pdf(double p, double a, double b) {
+  /* p^(a-1) (1-p)^(b-1) / B(a, b); pow(0, 0) = 1 */
+  return pow(p, a - 1.0) * pow(1.0 - p, b - 1.0) * tgamma(a + b) / (tgamma(a) * tgamma(b));
+}
+
+void nk_ref_bnpo(size_t groups, const size_t *sizes, const double *r, double r_min, double r_max,
+                 double clip, double *adv, double *alpha, double *beta) {
+  size_t n = 0, Q = 0;
+  for (size_t q = 0; q < groups; q++) n += sizes[q], Q += sizes[q] > 0;
+  double *R = malloc((n ? n : 1) * sizeof(double));
+  double *p = malloc((groups ? groups : 1) * sizeof(double));
+  for (size_t i = 0; i < n; i++) R[i] = (r[i] - r_min) / (r_max - r_min);
+  size_t off = 0;
+  for (size_t q = 0; q < groups; q++) {
+    p[q] = 0.0;
+    if (sizes[q] > 1) {
+      for (size_t i = 0; i < sizes[q]; i++) p[q] += R[off + i];
+      p[q] /= (double)sizes[q];
+    }
+    off += sizes[q];
+  }
+  double mean = 0.0, var = 1.0;
+  if (Q > 1) {
+    for (size_t q = 0; q < groups; q++)
+      if (sizes[q]) mean += p[q];
+    mean /= (double)Q;
+    var = 0.0;
+    for (size_t q = 0; q < groups; q++)
+      if (sizes[q]) var += (p[q] - mean) * (p[q] - mean);
+    var /= (double)(Q - 1);
+  }
+  double a = 1.0, b = 1.0;
+  if (var != 0.0) {
+    const double k = mean * (1.0 - mean) / var - 1.0;
+    a = 1.0 + k * mean / 3.0;
+    b = 1.0 + k * (1.0 - mean) / 3.0;
+    if (a < 1.0) a = 1.0;
+    if (b < 1.0) b = 1.0;
+  }
+  off = 0;
+  for (size_t q = 0; q < groups; q++) {
+    const double f = beta_pdf(p[q], a, b);
+    double w = 1.0 / f;
+    if (w > clip) w = clip;
+    for (size_t i = 0; i < sizes[q]; i++) adv[off + i] = w * (R[off + i] - p[q]);
+    off += sizes[q];
+  }
+  *alpha = a;
+  *beta = b;
+  free(R);
+  free(p);
 }

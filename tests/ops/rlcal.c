@@ -213,6 +213,136 @@ NK_TEST(running_norm_invalid) {
 #undef CLEAN
 }
 
+/* ---- GRPO and BNPO ---------------------------------------------------------------------------- */
+
+NK_TEST(grpo_random_groups) {
+  enum { GROUPS = 7, NMAX = 64 };
+  nk_rng rng = {0x31};
+  const size_t sizes[GROUPS] = {4, 1, 0, 16, 2, 5, 8};
+  float r[NMAX], adv[NMAX];
+  double rd[NMAX], ref[NMAX];
+  size_t n = 0;
+  for (int g = 0; g < GROUPS; g++) n += sizes[g];
+  for (size_t i = 0; i < n; i++) r[i] = (float)nk_rng_normal(&rng), rd[i] = r[i];
+  for (int mode = 0; mode < 4; mode++) {
+    const int unbiased = mode & 1, by_std = !(mode & 2);
+    NK_REQUIRE(nk_grpo_advantages(actx, GROUPS, sizes, r, NK_GRPO_EPS_DEFAULT, unbiased, by_std,
+                                  adv) == NK_OK,
+               "grpo");
+    nk_ref_grpo(GROUPS, sizes, rd, (double)NK_GRPO_EPS_DEFAULT, unbiased, by_std, ref);
+    for (size_t i = 0; i < n; i++)
+      NK_CHECK(fabs(adv[i] - ref[i]) <= f32_bound(ref[i], 1e-12), "mode %d adv[%zu] %g vs %g",
+               mode, i, (double)adv[i], ref[i]);
+  }
+  /* size-1 group passes the reward through: r / (1 + eps) */
+  NK_CHECK(fabs(adv[4] - r[4]) <= 2e-6 * fabs(r[4]), "lone reward");
+}
+
+NK_TEST(grpo_degenerate) {
+  const size_t sizes[3] = {4, 3, 2};
+  float r[9] = {1, 1, 1, 1, 0.5f, NAN, 0, 0, 0};
+  float adv[9];
+  NK_REQUIRE(nk_grpo_advantages(actx, 3, sizes, r, 1e-6f, 1, 1, adv) == NK_OK, "grpo");
+  for (int i = 0; i < 4; i++) NK_CHECK(adv[i] == 0.0f, "all-equal group gives 0");
+  for (int i = 4; i < 7; i++) NK_CHECK(isnan(adv[i]), "NaN group");
+  NK_CHECK(adv[7] == 0.0f && adv[8] == 0.0f, "NaN stays in its group");
+  /* eps 0 on an all-equal group: 0/0 */
+  NK_REQUIRE(nk_grpo_advantages(actx, 1, sizes, r, 0.0f, 1, 1, adv) == NK_OK, "eps 0");
+  NK_CHECK(isnan(adv[0]), "eps 0, std 0 gives NaN");
+  NK_CHECK(nk_grpo_advantages(actx, 0, NULL, NULL, 1e-6f, 1, 1, NULL) == NK_OK, "no groups");
+  const size_t zero[2] = {0, 0};
+  NK_CHECK(nk_grpo_advantages(actx, 2, zero, NULL, 1e-6f, 1, 1, NULL) == NK_OK, "empty groups");
+}
+
+NK_TEST(bnpo_random_batches) {
+  enum { GROUPS = 8, G = 16 };
+  nk_rng rng = {0x41};
+  size_t sizes[GROUPS];
+  float r[GROUPS * G], adv[GROUPS * G];
+  double rd[GROUPS * G], ref[GROUPS * G];
+  for (int batch = 0; batch < 6; batch++) {
+    size_t n = 0;
+    for (int q = 0; q < GROUPS; q++) {
+      sizes[q] = batch == 5 && q == 2 ? 1 : batch == 4 && q == 3 ? 0 : G;
+      const double rate = nk_rng_uniform(&rng);
+      for (size_t i = 0; i < sizes[q]; i++, n++) {
+        /* binary rewards in {r_min, r_max}; batch 3 uses a wider reward range */
+        const int hit = nk_rng_uniform(&rng) < rate;
+        r[n] = batch == 3 ? (hit ? 2.0f : -1.0f) : (float)hit;
+        rd[n] = r[n];
+      }
+    }
+    const float lo = batch == 3 ? -1.0f : 0.0f, hi = batch == 3 ? 2.0f : 1.0f;
+    double a, b, ra, rb;
+    NK_REQUIRE(nk_bnpo_advantages(actx, GROUPS, sizes, r, lo, hi, NK_BNPO_CLIP_DEFAULT, adv, &a,
+                                  &b) == NK_OK,
+               "bnpo");
+    nk_ref_bnpo(GROUPS, sizes, rd, lo, hi, NK_BNPO_CLIP_DEFAULT, ref, &ra, &rb);
+    NK_CHECK(close_d(a, ra, 1e-12, 0) && close_d(b, rb, 1e-12, 0),
+             "batch %d alpha/beta %g %g vs %g %g", batch, a, b, ra, rb);
+    for (size_t i = 0; i < n; i++)
+      NK_CHECK(fabs(adv[i] - ref[i]) <= f32_bound(ref[i], 0) + 1e-12 * fabs(ref[i]),
+               "batch %d adv[%zu] %.9g vs %.9g", batch, i, (double)adv[i], ref[i]);
+  }
+}
+
+NK_TEST(bnpo_special_cases) {
+  double a, b;
+  float adv[8];
+  /* alpha = beta = 1 (Q == 1): adv = R - p */
+  const size_t one[1] = {4};
+  const float r1[4] = {1, 0, 0, 1};
+  NK_REQUIRE(nk_bnpo_advantages(actx, 1, one, r1, 0, 1, 1e6, adv, &a, &b) == NK_OK, "Q 1");
+  NK_CHECK(a == 1.0 && b == 1.0, "Q 1: alpha %g beta %g", a, b);
+  NK_CHECK(adv[0] == 0.5f && adv[1] == -0.5f, "Q 1 adv");
+  /* s2 == 0: two groups with the same success rate */
+  const size_t two[2] = {2, 2};
+  const float r2[4] = {1, 0, 0, 1};
+  NK_REQUIRE(nk_bnpo_advantages(actx, 2, two, r2, 0, 1, 1e6, adv, &a, &b) == NK_OK, "s2 0");
+  NK_CHECK(a == 1.0 && b == 1.0 && adv[0] == 0.5f && adv[1] == -0.5f, "s2 0 gives REINFORCE");
+  /* all rewards equal within groups, all groups equal: zero advantages */
+  const float r3[4] = {1, 1, 1, 1};
+  NK_REQUIRE(nk_bnpo_advantages(actx, 2, two, r3, 0, 1, 1e6, adv, &a, &b) == NK_OK, "all 1");
+  NK_CHECK(adv[0] == 0 && adv[1] == 0 && adv[2] == 0 && adv[3] == 0, "all equal gives 0");
+  /* p at 0 with alpha > 1: f == 0, w == clip, adv 0 (never NaN) */
+  const size_t four[4] = {2, 2, 2, 2};
+  const float r4[8] = {0, 0, 1, 0, 1, 0, 0, 1};
+  NK_REQUIRE(nk_bnpo_advantages(actx, 4, four, r4, 0, 1, 1e6, adv, &a, &b) == NK_OK, "p 0");
+  NK_CHECK(a > 1.0 && b > 1.0, "alpha %g beta %g", a, b);
+  NK_CHECK(adv[0] == 0.0f && adv[1] == 0.0f, "p == 0 gives exactly 0");
+  /* NaN propagates everywhere */
+  const float r5[4] = {1, NAN, 0, 1};
+  NK_REQUIRE(nk_bnpo_advantages(actx, 2, two, r5, 0, 1, 1e6, adv, &a, &b) == NK_OK, "NaN");
+  NK_CHECK(isnan(a) && isnan(b) && isnan(adv[2]), "NaN batch");
+}
+
+NK_TEST(advantages_invalid) {
+  const size_t sizes[2] = {2, 2};
+  float r[4] = {0, 1, 1, 1}, adv[4];
+  double a = 7, b = 7;
+  memset(adv, POISON, sizeof adv);
+#define CLEAN (all_bytes(adv, sizeof adv, POISON) && a == 7 && b == 7)
+  EXPECT_INVALID(nk_grpo_advantages(actx, 2, NULL, r, 1e-6f, 1, 1, adv), CLEAN);
+  EXPECT_INVALID(nk_grpo_advantages(actx, 2, sizes, NULL, 1e-6f, 1, 1, adv), CLEAN);
+  EXPECT_INVALID(nk_grpo_advantages(actx, 2, sizes, r, 1e-6f, 1, 1, NULL), CLEAN);
+  EXPECT_INVALID(nk_grpo_advantages(actx, 2, sizes, r, -1e-6f, 1, 1, adv), CLEAN);
+  EXPECT_INVALID(nk_grpo_advantages(actx, 2, sizes, r, NAN, 1, 1, adv), CLEAN);
+  EXPECT_INVALID(nk_grpo_advantages(actx, 2, sizes, r, 1e-6f, 1, 1, r + 1), CLEAN);
+  const size_t huge[2] = {SIZE_MAX, 2};
+  EXPECT_INVALID(nk_grpo_advantages(actx, 2, huge, r, 1e-6f, 1, 1, adv), CLEAN);
+  EXPECT_INVALID(nk_bnpo_advantages(actx, 2, sizes, r, 1, 1, 1e6, adv, &a, &b), CLEAN);
+  EXPECT_INVALID(nk_bnpo_advantages(actx, 2, sizes, r, 0, INFINITY, 1e6, adv, &a, &b), CLEAN);
+  EXPECT_INVALID(nk_bnpo_advantages(actx, 2, sizes, r, 0, 1, 0, adv, &a, &b), CLEAN);
+  EXPECT_INVALID(nk_bnpo_advantages(actx, 2, sizes, r, 0, 1, NAN, adv, &a, &b), CLEAN);
+  EXPECT_INVALID(nk_bnpo_advantages(actx, 2, sizes, r, 0, 0.5f, 1e6, adv, &a, &b), CLEAN);
+  EXPECT_INVALID(nk_bnpo_advantages(actx, 2, sizes, r, 0, 1, 1e6, adv, &a, &a), CLEAN);
+  EXPECT_INVALID(nk_bnpo_advantages(actx, 2, sizes, r, 0, 1, 1e6, adv, (double *)(void *)adv,
+                                    &b),
+                 CLEAN);
+  EXPECT_INVALID(nk_bnpo_advantages(actx, 2, huge, r, 0, 1, 1e6, adv, &a, &b), CLEAN);
+#undef CLEAN
+}
+
 int main(void) {
   if (nk_context_create(&actx) != NK_OK) return 1;
   NK_RUN(running_norm_sequence);
@@ -220,6 +350,11 @@ int main(void) {
   NK_RUN(running_norm_reward_sequence);
   NK_RUN(running_norm_degenerate);
   NK_RUN(running_norm_invalid);
+  NK_RUN(grpo_random_groups);
+  NK_RUN(grpo_degenerate);
+  NK_RUN(bnpo_random_batches);
+  NK_RUN(bnpo_special_cases);
+  NK_RUN(advantages_invalid);
   nk_context_destroy(actx);
   return nk_test_summary();
 }
