@@ -1300,6 +1300,58 @@ NK_API nk_status nk_bnpo_advantages(nk_context *ctx, size_t groups, const size_t
                                     const float *rewards, float r_min, float r_max, double clip,
                                     float *adv, double *alpha, double *beta);
 
+/* ---- Value encodings: HL-Gauss and two-hot (spec C11; docs/ops/value-encodings.md) --------
+ *
+ * "Stop Regressing" (Farebrother et al., ICML 2024, arXiv 2403.03950): a scalar value target y
+ * becomes a distribution over m fixed bins of [v_min, v_max], learned with a categorical
+ * cross-entropy on logits, decoded as the expected bin centre. Bins (double):
+ *   width zeta = (v_max - v_min) / m,  edges z_i = v_min + i zeta (i = 0..m),
+ *   centres c_i = v_min + (i + 1/2) zeta (i = 0..m-1).
+ * Rows are dense: row r of an n x m array starts at r * m. A NaN target gives a NaN row; NaN
+ * logits give NaN in their row's outputs. Common arguments: bins m >= 1; v_min < v_max, finite.
+ */
+#define NK_HLGAUSS_SIGMA_RATIO_DEFAULT 0.75f /* sigma / zeta, the paper's recommendation */
+
+/* HL-Gauss targets: y is clipped to [v_min, v_max] (open ambiguity 9: many ports clip, the paper
+ * listing does not; clipping keeps the normalizer away from 0), sigma = sigma_ratio * zeta,
+ *   probs[r][i] = (Phi((z_{i+1} - y)/sigma) - Phi((z_i - y)/sigma)) / (Phi((z_m - y)/sigma) -
+ *                 Phi((z_0 - y)/sigma))
+ * each CDF difference evaluated without cancellation (erfc in the tails, erf across 0). Rows sum
+ * to 1 (within rounding); every entry is >= 0.
+ *   sigma_ratio  > 0, finite (default NK_HLGAUSS_SIGMA_RATIO_DEFAULT).
+ *   y            IN  n floats.   probs  OUT n x bins floats.
+ * n == 0: nothing written, OK. Returns OK or INVALID_ARGUMENT. */
+NK_API nk_status nk_hlgauss_target(nk_context *ctx, size_t n, size_t bins, float v_min,
+                                   float v_max, float sigma_ratio, const float *y, float *probs);
+
+/* Two-hot targets on the bin centres: y clipped to [c_0, c_{m-1}]; t = (y - c_0) / zeta,
+ * j = min(floor(t), m - 2), f = t - j; probs[j] = 1 - f, probs[j+1] = f, others 0 (y == c_{m-1}
+ * puts mass 1 on the last centre). bins == 1: probs = 1. Same arguments as nk_hlgauss_target
+ * without sigma. Returns OK or INVALID_ARGUMENT. */
+NK_API nk_status nk_two_hot_target(nk_context *ctx, size_t n, size_t bins, float v_min,
+                                   float v_max, const float *y, float *probs);
+
+/* Decoding (HL-Gauss and two-hot alike): value[r] = sum_i softmax(logits[r])_i c_i (softmax with
+ * the row max subtracted, in double). logits IN n x bins floats; value OUT n floats.
+ * Returns OK or INVALID_ARGUMENT. */
+NK_API nk_status nk_hlgauss_decode(nk_context *ctx, size_t n, size_t bins, float v_min,
+                                   float v_max, const float *logits, float *value);
+
+/* Categorical cross-entropy against a target distribution, and its gradient:
+ *   loss[r] = -sum_i p_i log q_i = sum_i p_i (lse - l_i),  q = softmax(l), lse = logsumexp(l)
+ *             (terms with p_i == 0 are 0, even where q_i == 0)
+ *   dlogits[r][i] = S q_i - p_i,  S = sum_i p_i   (q - p for a normalized target; the target
+ *                   is a constant: no gradient flows into it)
+ *   logits   IN  n x bins floats.   target  IN  n x bins floats (from the functions above, or
+ *                any non-negative weights).
+ *   loss     OUT n floats.   dlogits  OUT optional n x bins floats (overwritten, not
+ *                accumulated).
+ * The mean over rows, if wanted, is the caller's (divide loss and dlogits by n).
+ * Returns OK or INVALID_ARGUMENT (NULL, bins == 0, n * bins overflowing, overlapping
+ * buffers). */
+NK_API nk_status nk_hlgauss_xent(nk_context *ctx, size_t n, size_t bins, const float *logits,
+                                 const float *target, float *loss, float *dlogits);
+
 #ifdef __cplusplus
 }
 #endif

@@ -2,7 +2,7 @@
  * rlcal.c — RL and calibration transforms (spec stats-optim-rl.md Parts C and D). Every rule is
  * evaluated in double from the given values and rounded once where it lands in a float buffer.
  * No kernels, no threads. Pages: docs/ops/running-norm.md (SB3 VecNormalize),
- * docs/ops/advantages.md (GRPO, BNPO).
+ * docs/ops/advantages.md (GRPO, BNPO), docs/ops/value-encodings.md (HL-Gauss, two-hot).
  */
 #include <math.h>
 #include <stddef.h>
@@ -354,5 +354,162 @@ nk_status nk_bnpo_advantages(nk_context *ctx, size_t groups, const size_t *group
   }
   if (alpha) *alpha = al;
   if (beta) *beta = be;
+  return nk__ok(ctx);
+}
+
+/* ---- value encodings: HL-Gauss and two-hot ------------------------------------------------- */
+
+static nk_status check_support(nk_context *ctx, const char *op, size_t bins, float v_min,
+                               float v_max) {
+  if (bins == 0) return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: bins must be >= 1", op);
+  if (!isfinite(v_min) || !isfinite(v_max) || !(v_min < v_max))
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT,
+                    "%s: need finite v_min < v_max (got %g, %g)", op, (double)v_min,
+                    (double)v_max);
+  return NK_STATUS_OK;
+}
+
+/* Spans of an n-vector input and an n x bins output (or the reverse), no overlap. */
+static nk_status check_rows_io(nk_context *ctx, const char *op, size_t n, size_t bins,
+                               const char *in_name, const void *in, size_t in_len,
+                               const char *out_name, void *out, size_t out_len) {
+  size_t nb;
+  TRY(check_product(ctx, op, "n * bins", n, bins, &nb));
+  if (in == NULL)
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: %s is NULL", op, in_name);
+  if (out == NULL)
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: %s is NULL", op, out_name);
+  span s[2];
+  TRY(nk__vector_span(ctx, op, &s[0], in_name, in, in_len == 1 ? n : nb, sizeof(float), 0));
+  TRY(nk__vector_span(ctx, op, &s[1], out_name, out, out_len == 1 ? n : nb, sizeof(float), 1));
+  return nk__check_overlaps(ctx, op, s, 2, no_alias);
+}
+
+/* Phi(b) - Phi(a) for a <= b, without cancellation in either tail. */
+static double normal_mass(double a, double b) {
+  static const double r2 = 0.70710678118654752440; /* 1/sqrt(2) */
+  if (b <= 0.0) return 0.5 * (erfc(-b * r2) - erfc(-a * r2));
+  if (a >= 0.0) return 0.5 * (erfc(a * r2) - erfc(b * r2));
+  return 0.5 * (erf(b * r2) - erf(a * r2));
+}
+
+nk_status nk_hlgauss_target(nk_context *ctx, size_t n, size_t bins, float v_min, float v_max,
+                            float sigma_ratio, const float *y, float *probs) {
+  static const char op[] = "hlgauss_target";
+  TRY(check_support(ctx, op, bins, v_min, v_max));
+  if (!(sigma_ratio > 0.0f) || !isfinite(sigma_ratio))
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: sigma_ratio %g must be finite and > 0",
+                    op, (double)sigma_ratio);
+  if (n == 0) return nk__ok(ctx);
+  TRY(check_rows_io(ctx, op, n, bins, "y", y, 1, "probs", probs, 0));
+  const double lo = (double)v_min, hi = (double)v_max, m = (double)bins;
+  const double zeta = (hi - lo) / m, sigma = (double)sigma_ratio * zeta;
+  for (size_t r = 0; r < n; r++) {
+    float *p = probs + r * bins;
+    const double t = clampd((double)y[r], lo, hi);
+    if (isnan((double)y[r])) {
+      for (size_t i = 0; i < bins; i++) p[i] = NAN;
+      continue;
+    }
+    const double norm = normal_mass((lo - t) / sigma, (hi - t) / sigma);
+    double a = (lo - t) / sigma;
+    for (size_t i = 0; i < bins; i++) {
+      const double b = i + 1 == bins ? (hi - t) / sigma : (lo + (double)(i + 1) * zeta - t) / sigma;
+      p[i] = (float)(normal_mass(a, b) / norm);
+      a = b;
+    }
+  }
+  return nk__ok(ctx);
+}
+
+nk_status nk_two_hot_target(nk_context *ctx, size_t n, size_t bins, float v_min, float v_max,
+                            const float *y, float *probs) {
+  static const char op[] = "two_hot_target";
+  TRY(check_support(ctx, op, bins, v_min, v_max));
+  if (n == 0) return nk__ok(ctx);
+  TRY(check_rows_io(ctx, op, n, bins, "y", y, 1, "probs", probs, 0));
+  const double lo = (double)v_min, zeta = ((double)v_max - lo) / (double)bins;
+  const double c0 = lo + 0.5 * zeta, clast = lo + ((double)bins - 0.5) * zeta;
+  for (size_t r = 0; r < n; r++) {
+    float *p = probs + r * bins;
+    if (isnan(y[r])) {
+      for (size_t i = 0; i < bins; i++) p[i] = NAN;
+      continue;
+    }
+    for (size_t i = 0; i < bins; i++) p[i] = 0.0f;
+    if (bins == 1) {
+      p[0] = 1.0f;
+      continue;
+    }
+    const double t = (clampd((double)y[r], c0, clast) - c0) / zeta;
+    double jf = floor(t);
+    if (jf > (double)(bins - 2)) jf = (double)(bins - 2);
+    const size_t j = (size_t)jf;
+    const double f = clampd(t - jf, 0.0, 1.0);
+    p[j] = (float)(1.0 - f);
+    p[j + 1] = (float)f;
+  }
+  return nk__ok(ctx);
+}
+
+nk_status nk_hlgauss_decode(nk_context *ctx, size_t n, size_t bins, float v_min, float v_max,
+                            const float *logits, float *value) {
+  static const char op[] = "hlgauss_decode";
+  TRY(check_support(ctx, op, bins, v_min, v_max));
+  if (n == 0) return nk__ok(ctx);
+  TRY(check_rows_io(ctx, op, n, bins, "logits", logits, 0, "value", value, 1));
+  const double lo = (double)v_min, zeta = ((double)v_max - lo) / (double)bins;
+  for (size_t r = 0; r < n; r++) {
+    const float *l = logits + r * bins;
+    double mx = -INFINITY;
+    for (size_t i = 0; i < bins; i++) mx = fmax(mx, (double)l[i]);
+    double den = 0.0, num = 0.0;
+    for (size_t i = 0; i < bins; i++) {
+      const double e = exp((double)l[i] - mx);
+      den += e;
+      num += e * (lo + ((double)i + 0.5) * zeta);
+    }
+    int has_nan = 0;
+    for (size_t i = 0; i < bins; i++) has_nan |= isnan(l[i]);
+    value[r] = has_nan ? NAN : (float)(num / den);
+  }
+  return nk__ok(ctx);
+}
+
+nk_status nk_hlgauss_xent(nk_context *ctx, size_t n, size_t bins, const float *logits,
+                          const float *target, float *loss, float *dlogits) {
+  static const char op[] = "hlgauss_xent";
+  if (bins == 0) return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: bins must be >= 1", op);
+  if (n == 0) return nk__ok(ctx);
+  size_t nb;
+  TRY(check_product(ctx, op, "n * bins", n, bins, &nb));
+  REQUIRE_PTR(logits);
+  REQUIRE_PTR(target);
+  REQUIRE_PTR(loss);
+  span s[4];
+  TRY(nk__vector_span(ctx, op, &s[0], "logits", logits, nb, sizeof(float), 0));
+  TRY(nk__vector_span(ctx, op, &s[1], "target", target, nb, sizeof(float), 0));
+  TRY(nk__vector_span(ctx, op, &s[2], "loss", loss, n, sizeof(float), 1));
+  TRY(nk__vector_span(ctx, op, &s[3], "dlogits", dlogits, nb, sizeof(float), 1));
+  TRY(nk__check_overlaps(ctx, op, s, 4, no_alias));
+  for (size_t r = 0; r < n; r++) {
+    const float *l = logits + r * bins, *p = target + r * bins;
+    double mx = -INFINITY;
+    int has_nan = 0;
+    for (size_t i = 0; i < bins; i++) mx = fmax(mx, (double)l[i]), has_nan |= isnan(l[i]);
+    double sum = 0.0;
+    for (size_t i = 0; i < bins; i++) sum += exp((double)l[i] - mx);
+    const double lse = has_nan ? NAN : mx + log(sum);
+    double L = 0.0, S = 0.0;
+    for (size_t i = 0; i < bins; i++) {
+      const double pi = (double)p[i];
+      S += pi;
+      if (pi != 0.0) L += pi * (lse - (double)l[i]);
+    }
+    loss[r] = (float)L;
+    if (dlogits != NULL)
+      for (size_t i = 0; i < bins; i++)
+        dlogits[r * bins + i] = (float)(S * exp((double)l[i] - lse) - (double)p[i]);
+  }
   return nk__ok(ctx);
 }

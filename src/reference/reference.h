@@ -235,4 +235,13 @@ void nk_ref_grpo(size_t groups, const size_t *sizes, const double *r, double eps
 void nk_ref_bnpo(size_t groups, const size_t *sizes, const double *r, double r_min, double r_max,
                  double clip, double *adv, double *alpha, double *beta);
 
+/* HL-Gauss target of y for m bins (erf form of the paper listing; y clipped to the support),
+ * two-hot target on the bin centres, expected-centre decoding, and -sum p log softmax(l). */
+void nk_ref_hlgauss_target(size_t m, double v_min, double v_max, double sigma, double y,
+                           double *probs);
+void nk_ref_two_hot_target(size_t m, double v_min, double v_max, double y,
+                           double *probs); /* m <= 4096 */
+double nk_ref_hlgauss_decode(size_t m, double v_min, double v_max, const double *logits);
+double nk_ref_categorical_xent(size_t m, const double *logits, const double *target);
+
 #endif /* NK_REFERENCE_H */

@@ -6,6 +6,7 @@
  *   GRPO               verl trainer/ppo/core_algos.py compute_grpo_outcome_advantage
  *   BNPO               changyi7231/BNPO recipe/bnpo/src/bnpo_ray_trainer.py
  *                      (compute_bnpo_outcome_advantage), density via pow and tgamma
+ *   HL-Gauss/two-hot   arXiv 2403.03950 Appendix A listing (erf form, linspace edges)
  */
 #include <math.h>
 #include <stdlib.h>
@@ -136,4 +137,66 @@ void nk_ref_bnpo(size_t groups, const size_t *sizes, const double *r, double r_m
   *beta = b;
   free(R);
   free(p);
+}
+
+/* ---- HL-Gauss and two-hot (arXiv 2403.03950, Appendix A listing: transform_to_probs,
+ * transform_from_probs), with the target clipped to the support ---- */
+
+void nk_ref_hlgauss_target(size_t m, double v_min, double v_max, double sigma, double y,
+                           double *probs) {
+  y = clipd(y, v_min, v_max);
+  double *cdf = malloc((m + 1) * sizeof(double));
+  for (size_t i = 0; i <= m; i++) {
+    const double z = v_min + (v_max - v_min) * (double)i / (double)m; /* linspace */
+    cdf[i] = erf((z - y) / (sqrt(2.0) * sigma));
+  }
+  const double z = cdf[m] - cdf[0];
+  for (size_t i = 0; i < m; i++) probs[i] = (cdf[i + 1] - cdf[i]) / z;
+  free(cdf);
+}
+
+void nk_ref_two_hot_target(size_t m, double v_min, double v_max, double y, double *probs) {
+  const double w = (v_max - v_min) / (double)m;
+  for (size_t i = 0; i < m; i++) probs[i] = 0.0;
+  if (m == 1) {
+    probs[0] = 1.0;
+    return;
+  }
+  double c[4096];
+  for (size_t i = 0; i < m; i++) c[i] = v_min + w / 2 + w * (double)i;
+  y = clipd(y, c[0], c[m - 1]);
+  if (y == c[m - 1]) {
+    probs[m - 1] = 1.0;
+    return;
+  }
+  size_t j = 0;
+  while (!(c[j] <= y && y < c[j + 1])) j++;
+  probs[j] = (c[j + 1] - y) / (c[j + 1] - c[j]);
+  probs[j + 1] = 1.0 - probs[j];
+}
+
+double nk_ref_hlgauss_decode(size_t m, double v_min, double v_max, const double *logits) {
+  double mx = logits[0], den = 0.0, num = 0.0;
+  for (size_t i = 1; i < m; i++)
+    if (logits[i] > mx) mx = logits[i];
+  for (size_t i = 0; i < m; i++) {
+    const double q = exp(logits[i] - mx);
+    const double centre = v_min + (v_max - v_min) * ((double)i + 0.5) / (double)m;
+    den += q;
+    num += q * centre;
+  }
+  return num / den;
+}
+
+double nk_ref_categorical_xent(size_t m, const double *logits, const double *target) {
+  double mx = logits[0], s = 0.0;
+  for (size_t i = 1; i < m; i++)
+    if (logits[i] > mx) mx = logits[i];
+  for (size_t i = 0; i < m; i++) s += exp(logits[i] - mx);
+  double loss = 0.0;
+  for (size_t i = 0; i < m; i++) {
+    const double log_q = logits[i] - mx - log(s);
+    if (target[i] != 0.0) loss -= target[i] * log_q;
+  }
+  return loss;
 }

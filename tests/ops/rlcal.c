@@ -343,6 +343,149 @@ NK_TEST(advantages_invalid) {
 #undef CLEAN
 }
 
+/* ---- HL-Gauss and two-hot ------------------------------------------------------------------ */
+
+NK_TEST(hlgauss_targets_vs_reference) {
+  enum { N = 40, M = 51 };
+  nk_rng rng = {0x51};
+  const float lo = -10.0f, hi = 10.0f;
+  static float y[N], p[N * M];
+  double ref[M];
+  for (size_t r = 0; r < N; r++) y[r] = (float)(14.0 * (2.0 * nk_rng_uniform(&rng) - 1.0));
+  y[0] = lo, y[1] = hi, y[2] = 0.0f, y[3] = 1e30f, y[4] = -1e30f;
+  for (int pass = 0; pass < 2; pass++) {
+    const float ratio = pass ? 2.0f : NK_HLGAUSS_SIGMA_RATIO_DEFAULT;
+    NK_REQUIRE(nk_hlgauss_target(actx, N, M, lo, hi, ratio, y, p) == NK_OK, "target");
+    const double sigma = (double)ratio * ((double)hi - lo) / M;
+    for (size_t r = 0; r < N; r++) {
+      nk_ref_hlgauss_target(M, lo, hi, sigma, y[r], ref);
+      double sum = 0.0;
+      for (size_t i = 0; i < M; i++) {
+        const float g = p[r * M + i];
+        sum += g;
+        NK_CHECK(g >= 0.0f, "negative mass");
+        NK_CHECK(fabs(g - ref[i]) <= f32_bound(ref[i], 1e-15), "y %g bin %zu: %.9g vs %.9g",
+                 (double)y[r], i, (double)g, ref[i]);
+      }
+      NK_CHECK(fabs(sum - 1.0) < 1e-6, "row sum %.17g", sum);
+    }
+  }
+  /* tails: far bins keep relative accuracy (the erf form would give 0 or noise there) */
+  const float yt = -10.0f;
+  NK_REQUIRE(nk_hlgauss_target(actx, 1, M, lo, hi, 0.75f, &yt, p) == NK_OK, "tail");
+  const double sigma = 0.75 * 20.0 / M, z = 20.0 / M;
+  const double num = 0.5 * (erfc(5 * z / (sigma * sqrt(2.0))) - erfc(6 * z / (sigma * sqrt(2.0))));
+  const double den = 0.5 * erfc(0.0) - 0.5 * erfc(20.0 / (sigma * sqrt(2.0)));
+  NK_CHECK(fabs(p[5] - num / den) <= 2 * nk_t_ulp(num / den, NK_DTYPE_F32) && p[5] > 0,
+           "tail bin %.9g vs %.9g", (double)p[5], num / den);
+  const float ynan = NAN;
+  NK_REQUIRE(nk_hlgauss_target(actx, 1, M, lo, hi, 0.75f, &ynan, p) == NK_OK, "NaN");
+  NK_CHECK(isnan(p[0]) && isnan(p[M - 1]), "NaN target gives a NaN row");
+}
+
+NK_TEST(two_hot_vs_reference) {
+  enum { N = 64, M = 11 };
+  nk_rng rng = {0x61};
+  const float lo = 0.0f, hi = 11.0f;
+  float y[N], p[N * M];
+  double ref[M];
+  for (size_t r = 0; r < N; r++) y[r] = (float)(-1.0 + 13.0 * nk_rng_uniform(&rng));
+  y[0] = 0.5f, y[1] = 10.5f, y[2] = 3.5f, y[3] = 3.75f, y[4] = -5.0f, y[5] = 50.0f;
+  NK_REQUIRE(nk_two_hot_target(actx, N, M, lo, hi, y, p) == NK_OK, "two-hot");
+  for (size_t r = 0; r < N; r++) {
+    nk_ref_two_hot_target(M, lo, hi, y[r], ref);
+    double mean = 0.0, rmean = 0.0;
+    for (size_t i = 0; i < M; i++) {
+      NK_CHECK(fabs(p[r * M + i] - ref[i]) <= f32_bound(ref[i], 1e-15), "y %g bin %zu %g vs %g",
+               (double)y[r], i, (double)p[r * M + i], ref[i]);
+      mean += p[r * M + i] * (i + 0.5), rmean += ref[i] * (i + 0.5);
+    }
+    /* the expectation of the target over the centres is the clipped y */
+    NK_CHECK(fabs(mean - fmin(fmax(y[r], 0.5), 10.5)) < 1e-6, "mean %g for y %g", mean,
+             (double)y[r]);
+  }
+  NK_CHECK(p[0] == 1.0f && p[M + 10] == 1.0f && p[4 * M] == 1.0f && p[5 * M + 10] == 1.0f,
+           "end centres");
+  float one;
+  NK_REQUIRE(nk_two_hot_target(actx, 1, 1, lo, hi, &y[7], &one) == NK_OK && one == 1.0f,
+             "one bin");
+}
+
+NK_TEST(hlgauss_decode_and_xent) {
+  enum { N = 6, M = 21 };
+  nk_rng rng = {0x71};
+  const float lo = -3.0f, hi = 4.0f;
+  float l[N * M], t[N * M], y[N], v[N], loss[N], dl[N * M];
+  double ld[M], td[M];
+  for (size_t i = 0; i < N * M; i++) l[i] = (float)(2.0 * nk_rng_normal(&rng));
+  for (size_t r = 0; r < N; r++) y[r] = (float)(-3.0 + 7.0 * nk_rng_uniform(&rng));
+  NK_REQUIRE(nk_hlgauss_target(actx, N / 2, M, lo, hi, 0.75f, y, t) == NK_OK, "hl");
+  NK_REQUIRE(nk_two_hot_target(actx, N - N / 2, M, lo, hi, y + N / 2, t + (N / 2) * M) == NK_OK,
+             "two-hot");
+  l[3] = 80.0f; /* a large logit: stability */
+  NK_REQUIRE(nk_hlgauss_decode(actx, N, M, lo, hi, l, v) == NK_OK, "decode");
+  NK_REQUIRE(nk_hlgauss_xent(actx, N, M, l, t, loss, dl) == NK_OK, "xent");
+  double worst_fd = 0.0;
+  for (size_t r = 0; r < N; r++) {
+    for (size_t i = 0; i < M; i++) ld[i] = l[r * M + i], td[i] = t[r * M + i];
+    const double rv = nk_ref_hlgauss_decode(M, lo, hi, ld);
+    NK_CHECK(fabs(v[r] - rv) <= f32_bound(rv, 1e-12), "decode %g vs %g", (double)v[r], rv);
+    const double rl = nk_ref_categorical_xent(M, ld, td);
+    NK_CHECK(fabs(loss[r] - rl) <= f32_bound(rl, 1e-12), "loss %g vs %g", (double)loss[r], rl);
+    for (size_t i = 0; i < M; i++) { /* central differences of the float64 reference loss */
+      const double h = 1e-5, x0 = ld[i];
+      ld[i] = x0 + h;
+      const double lp = nk_ref_categorical_xent(M, ld, td);
+      ld[i] = x0 - h;
+      const double lm = nk_ref_categorical_xent(M, ld, td);
+      ld[i] = x0;
+      const double fd = (lp - lm) / (2 * h);
+      const double e = fabs(dl[r * M + i] - fd);
+      if (e > worst_fd) worst_fd = e;
+      NK_CHECK(e <= 1e-7 + 1e-6 * fabs(fd), "row %zu grad %zu %.9g vs fd %.9g", r, i,
+               (double)dl[r * M + i], fd);
+    }
+  }
+  printf("        hlgauss_xent: worst |grad - fd| %.2e\n", worst_fd);
+  /* zero target entries with -inf logits contribute nothing */
+  float l2[3] = {-INFINITY, 0.0f, 1.0f}, t2[3] = {0.0f, 0.5f, 0.5f}, lo2, d2[3];
+  NK_REQUIRE(nk_hlgauss_xent(actx, 1, 3, l2, t2, &lo2, d2) == NK_OK, "inf logit");
+  NK_CHECK(isfinite(lo2) && d2[0] == 0.0f, "0 * log 0 term: loss %g", (double)lo2);
+  /* NaN logits */
+  l2[0] = NAN;
+  NK_REQUIRE(nk_hlgauss_xent(actx, 1, 3, l2, t2, &lo2, d2) == NK_OK, "NaN logit");
+  NK_CHECK(isnan(lo2) && isnan(d2[1]), "NaN propagates");
+  NK_REQUIRE(nk_hlgauss_decode(actx, 1, 3, lo, hi, l2, v) == NK_OK && isnan(v[0]), "decode NaN");
+}
+
+NK_TEST(value_encodings_invalid) {
+  float y[2] = {0, 1}, p[12], l[8] = {0};
+  memset(p, POISON, sizeof p);
+#define CLEAN all_bytes(p, sizeof p, POISON)
+  EXPECT_INVALID(nk_hlgauss_target(actx, 2, 0, 0, 1, 0.75f, y, p), CLEAN);
+  EXPECT_INVALID(nk_hlgauss_target(actx, 2, 4, 1, 1, 0.75f, y, p), CLEAN);
+  EXPECT_INVALID(nk_hlgauss_target(actx, 2, 4, 0, NAN, 0.75f, y, p), CLEAN);
+  EXPECT_INVALID(nk_hlgauss_target(actx, 2, 4, 0, 1, 0.0f, y, p), CLEAN);
+  EXPECT_INVALID(nk_hlgauss_target(actx, 2, 4, 0, 1, INFINITY, y, p), CLEAN);
+  EXPECT_INVALID(nk_hlgauss_target(actx, 2, 4, 0, 1, 0.75f, NULL, p), CLEAN);
+  EXPECT_INVALID(nk_hlgauss_target(actx, 2, 4, 0, 1, 0.75f, y, NULL), CLEAN);
+  EXPECT_INVALID(nk_hlgauss_target(actx, SIZE_MAX, 4, 0, 1, 0.75f, y, p), CLEAN);
+  EXPECT_INVALID(nk_hlgauss_target(actx, 2, 4, 0, 1, 0.75f, p + 7, p), CLEAN);
+  EXPECT_INVALID(nk_two_hot_target(actx, 2, 4, 2, 1, y, p), CLEAN);
+  EXPECT_INVALID(nk_two_hot_target(actx, 2, 4, 0, 1, y, NULL), CLEAN);
+  EXPECT_INVALID(nk_two_hot_target(actx, 2, 4, 0, 1, p + 1, p), CLEAN);
+  EXPECT_INVALID(nk_hlgauss_decode(actx, 2, 4, 0, 1, NULL, p), CLEAN);
+  EXPECT_INVALID(nk_hlgauss_decode(actx, 2, 4, 0, 1, p + 1, p), CLEAN);
+  EXPECT_INVALID(nk_hlgauss_decode(actx, 2, 0, 0, 1, l, p), CLEAN);
+  EXPECT_INVALID(nk_hlgauss_xent(actx, 2, 0, l, l, p, p), CLEAN);
+  EXPECT_INVALID(nk_hlgauss_xent(actx, 2, 4, NULL, l, p, NULL), CLEAN);
+  EXPECT_INVALID(nk_hlgauss_xent(actx, 2, 4, l, l, NULL, NULL), CLEAN);
+  EXPECT_INVALID(nk_hlgauss_xent(actx, 2, 4, l, l, p, p + 1), CLEAN);
+  EXPECT_INVALID(nk_hlgauss_xent(actx, 2, 4, p, l, p, NULL), CLEAN);
+  EXPECT_INVALID(nk_hlgauss_xent(actx, SIZE_MAX / 2, 4, l, l, p, NULL), CLEAN);
+#undef CLEAN
+}
+
 int main(void) {
   if (nk_context_create(&actx) != NK_OK) return 1;
   NK_RUN(running_norm_sequence);
@@ -355,6 +498,10 @@ int main(void) {
   NK_RUN(bnpo_random_batches);
   NK_RUN(bnpo_special_cases);
   NK_RUN(advantages_invalid);
+  NK_RUN(hlgauss_targets_vs_reference);
+  NK_RUN(two_hot_vs_reference);
+  NK_RUN(hlgauss_decode_and_xent);
+  NK_RUN(value_encodings_invalid);
   nk_context_destroy(actx);
   return nk_test_summary();
 }
