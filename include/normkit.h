@@ -1352,6 +1352,43 @@ NK_API nk_status nk_hlgauss_decode(nk_context *ctx, size_t n, size_t bins, float
 NK_API nk_status nk_hlgauss_xent(nk_context *ctx, size_t n, size_t bins, const float *logits,
                                  const float *target, float *loss, float *dlogits);
 
+/* ---- LSC reward transform (spec C12; docs/ops/lsc.md) -------------------------------------
+ *
+ * Wang et al., "Transforming and Combining Rewards for Aligning Large Language Models" (ICML
+ * 2024, arXiv 2402.00742): a Bradley-Terry reward r is replaced by the log-probability that the
+ * response is "good", log sigmoid(r - r_ref), r_ref a per-prompt reference reward (a quantile of
+ * the base policy's rewards for that prompt); several properties combine by summing their
+ * transformed rewards (the log-probability of "good in all", under independence).
+ * log sigmoid(d) = -softplus(-d) is evaluated stably in double: min(d, 0) - log1p(exp(-|d|)).
+ * It is < 0 for every finite d, -> 0 as d -> +inf (saturation: diminishing returns) and ~d as
+ * d -> -inf; +-inf and NaN follow the formula (d = +inf gives 0, -inf gives -inf).
+ */
+
+/* u[i] = log sigmoid(r[i] - r_ref[i]) for i < n (the caller repeats a prompt's r_ref for its
+ * responses). u == r or u == r_ref (exact in place) is allowed. n == 0: OK.
+ * Returns OK or INVALID_ARGUMENT (NULL with n > 0, other overlaps). */
+NK_API nk_status nk_lsc_reward_transform(nk_context *ctx, size_t n, const float *r,
+                                         const float *r_ref, float *u);
+
+/* The combination over J properties: u[i] = sum_j log sigmoid(r[i][j] - r_ref[i][j]), r and
+ * r_ref n x J floats (row i at i * J), u n floats (summed in double in j order). J == 0 gives
+ * u = 0 (the empty sum). n == 0: OK. Returns OK or INVALID_ARGUMENT (NULL, n * J overflowing,
+ * u overlapping an input). */
+NK_API nk_status nk_lsc_reward_combine(nk_context *ctx, size_t n, size_t properties,
+                                       const float *r, const float *r_ref, float *u);
+
+/* The reference reward of one prompt: the level-quantile of k base-policy rewards, with linear
+ * interpolation between order statistics (numpy.quantile's default "linear" method):
+ *   h = (k - 1) level,  r_ref = x_(floor h) + (h - floor h) (x_(floor h + 1) - x_(floor h))
+ * x_(t) the t-th smallest (0-based). The paper's level is unverified (0.85 is recalled, not
+ * confirmed; spec open ambiguity 4): there is no default, pass it.
+ *   k        number of samples, >= 1.   samples  IN  k floats (not modified; O(k^2) selection,
+ *            no scratch: k is the number of samples per prompt, tens to hundreds).
+ *   level    in [0, 1].   r_ref  OUT one float.
+ * Any NaN sample gives NaN. Returns OK or INVALID_ARGUMENT. */
+NK_API nk_status nk_lsc_reward_reference(nk_context *ctx, size_t k, const float *samples,
+                                         float level, float *r_ref);
+
 #ifdef __cplusplus
 }
 #endif

@@ -2,7 +2,8 @@
  * rlcal.c — RL and calibration transforms (spec stats-optim-rl.md Parts C and D). Every rule is
  * evaluated in double from the given values and rounded once where it lands in a float buffer.
  * No kernels, no threads. Pages: docs/ops/running-norm.md (SB3 VecNormalize),
- * docs/ops/advantages.md (GRPO, BNPO), docs/ops/value-encodings.md (HL-Gauss, two-hot).
+ * docs/ops/advantages.md (GRPO, BNPO), docs/ops/value-encodings.md (HL-Gauss, two-hot),
+ * docs/ops/lsc.md (LSC reward transform).
  */
 #include <math.h>
 #include <stddef.h>
@@ -23,7 +24,8 @@ static int no_alias(const span *out, const span *other) {
 static int inplace_alias(const span *out, const span *other) {
   return (nk__span_is(out, "y") && nk__span_is(other, "x")) ||
          (nk__span_is(out, "out") &&
-          (nk__span_is(other, "r") || nk__span_is(other, "reward")));
+          (nk__span_is(other, "r") || nk__span_is(other, "reward"))) ||
+         (nk__span_is(out, "u") && (nk__span_is(other, "r") || nk__span_is(other, "r_ref")));
 }
 
 #define REQUIRE_PTR(p)                                                                           \
@@ -511,5 +513,89 @@ nk_status nk_hlgauss_xent(nk_context *ctx, size_t n, size_t bins, const float *l
       for (size_t i = 0; i < bins; i++)
         dlogits[r * bins + i] = (float)(S * exp((double)l[i] - lse) - (double)p[i]);
   }
+  return nk__ok(ctx);
+}
+
+/* ---- LSC reward transform ---------------------------------------------------------------------- */
+
+/* log sigmoid(d) = -softplus(-d) = min(d, 0) - log1p(exp(-|d|)). */
+static double log_sigmoid(double d) {
+  if (isnan(d)) return d;
+  return fmin(d, 0.0) - log1p(exp(-fabs(d)));
+}
+
+nk_status nk_lsc_reward_transform(nk_context *ctx, size_t n, const float *r, const float *r_ref,
+                                  float *u) {
+  static const char op[] = "lsc_reward_transform";
+  if (n == 0) return nk__ok(ctx);
+  REQUIRE_PTR(r);
+  REQUIRE_PTR(r_ref);
+  REQUIRE_PTR(u);
+  span s[3];
+  TRY(nk__tensor_span(ctx, op, &s[0], "r", r, (ptrdiff_t)n, 1, n, NK_DTYPE_F32, 0));
+  TRY(nk__tensor_span(ctx, op, &s[1], "r_ref", r_ref, (ptrdiff_t)n, 1, n, NK_DTYPE_F32, 0));
+  TRY(nk__tensor_span(ctx, op, &s[2], "u", u, (ptrdiff_t)n, 1, n, NK_DTYPE_F32, 1));
+  TRY(nk__check_overlaps(ctx, op, s, 3, inplace_alias));
+  for (size_t i = 0; i < n; i++) u[i] = (float)log_sigmoid((double)r[i] - (double)r_ref[i]);
+  return nk__ok(ctx);
+}
+
+nk_status nk_lsc_reward_combine(nk_context *ctx, size_t n, size_t properties, const float *r,
+                                const float *r_ref, float *u) {
+  static const char op[] = "lsc_reward_combine";
+  if (n == 0) return nk__ok(ctx);
+  size_t nj;
+  TRY(check_product(ctx, op, "n * properties", n, properties, &nj));
+  REQUIRE_PTR(u);
+  if (nj > 0) {
+    REQUIRE_PTR(r);
+    REQUIRE_PTR(r_ref);
+  }
+  span s[3];
+  TRY(nk__vector_span(ctx, op, &s[0], "r", nj ? r : NULL, nj, sizeof(float), 0));
+  TRY(nk__vector_span(ctx, op, &s[1], "r_ref", nj ? r_ref : NULL, nj, sizeof(float), 0));
+  TRY(nk__vector_span(ctx, op, &s[2], "u", u, n, sizeof(float), 1));
+  TRY(nk__check_overlaps(ctx, op, s, 3, no_alias));
+  for (size_t i = 0; i < n; i++) {
+    double sum = 0.0;
+    for (size_t j = 0; j < properties; j++)
+      sum += log_sigmoid((double)r[i * properties + j] - (double)r_ref[i * properties + j]);
+    u[i] = (float)sum;
+  }
+  return nk__ok(ctx);
+}
+
+/* The t-th smallest of x[0..k) (0-based), x free of NaN: O(k^2), no scratch. */
+static double order_stat(size_t k, const float *x, size_t t) {
+  for (size_t i = 0; i < k; i++) {
+    size_t less = 0, equal = 0;
+    for (size_t j = 0; j < k; j++) less += x[j] < x[i], equal += x[j] == x[i];
+    if (less <= t && t < less + equal) return (double)x[i];
+  }
+  return NAN; /* not reached */
+}
+
+nk_status nk_lsc_reward_reference(nk_context *ctx, size_t k, const float *samples, float level,
+                                  float *r_ref) {
+  static const char op[] = "lsc_reward_reference";
+  if (k == 0) return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: k must be >= 1", op);
+  if (!(level >= 0.0f && level <= 1.0f))
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: level %g must be in [0, 1]", op,
+                    (double)level);
+  REQUIRE_PTR(samples);
+  REQUIRE_PTR(r_ref);
+  span s[2];
+  TRY(nk__vector_span(ctx, op, &s[0], "samples", samples, k, sizeof(float), 0));
+  TRY(nk__vector_span(ctx, op, &s[1], "r_ref", r_ref, 1, sizeof(float), 1));
+  TRY(nk__check_overlaps(ctx, op, s, 2, no_alias));
+  for (size_t i = 0; i < k; i++)
+    if (isnan(samples[i])) {
+      *r_ref = NAN;
+      return nk__ok(ctx);
+    }
+  const double h = (double)(k - 1) * (double)level, fl = floor(h);
+  const size_t t0 = (size_t)fl, t1 = t0 + 1 < k ? t0 + 1 : k - 1;
+  const double a = order_stat(k, samples, t0), b = order_stat(k, samples, t1), g = h - fl;
+  *r_ref = (float)(g == 0.0 ? a : a + g * (b - a));
   return nk__ok(ctx);
 }

@@ -244,4 +244,8 @@ void nk_ref_two_hot_target(size_t m, double v_min, double v_max, double y,
 double nk_ref_hlgauss_decode(size_t m, double v_min, double v_max, const double *logits);
 double nk_ref_categorical_xent(size_t m, const double *logits, const double *target);
 
+/* LSC: log sigmoid(r - r_ref); numpy.quantile(x, q) with the default linear method (no NaN). */
+double nk_ref_lsc(double r, double r_ref);
+double nk_ref_quantile_linear(size_t k, const double *x, double q);
+
 #endif /* NK_REFERENCE_H */

@@ -7,6 +7,7 @@
  *   BNPO               changyi7231/BNPO recipe/bnpo/src/bnpo_ray_trainer.py
  *                      (compute_bnpo_outcome_advantage), density via pow and tgamma
  *   HL-Gauss/two-hot   arXiv 2403.03950 Appendix A listing (erf form, linspace edges)
+ *   LSC                arXiv 2402.00742 (u = log sigmoid(r - r_ref)); numpy.quantile 'linear'
  */
 #include <math.h>
 #include <stdlib.h>
@@ -199,4 +200,28 @@ double nk_ref_categorical_xent(size_t m, const double *logits, const double *tar
     if (target[i] != 0.0) loss -= target[i] * log_q;
   }
   return loss;
+}
+
+/* ---- LSC (arXiv 2402.00742) ---- */
+
+double nk_ref_lsc(double r, double r_ref) {
+  const double d = r - r_ref;
+  /* log(1 / (1 + e^-d)), rearranged where e^-d or e^d would overflow */
+  return d >= 0 ? -log1p(exp(-d)) : d - log1p(exp(d));
+}
+
+static int cmp_double(const void *a, const void *b) {
+  const double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+double nk_ref_quantile_linear(size_t k, const double *x, double q) {
+  double *s = malloc(k * sizeof(double));
+  for (size_t i = 0; i < k; i++) s[i] = x[i];
+  qsort(s, k, sizeof(double), cmp_double);
+  const double h = (double)(k - 1) * q;
+  const size_t lo = (size_t)floor(h), hi = lo + 1 < k ? lo + 1 : k - 1;
+  const double v = s[lo] + (h - floor(h)) * (s[hi] - s[lo]);
+  free(s);
+  return v;
 }

@@ -486,6 +486,87 @@ NK_TEST(value_encodings_invalid) {
 #undef CLEAN
 }
 
+/* ---- LSC reward transform ---------------------------------------------------------------------- */
+
+NK_TEST(lsc_transform_and_combine) {
+  enum { N = 50, J = 3 };
+  nk_rng rng = {0x81};
+  float r[N * J], ref[N * J], u[N * J], uc[N];
+  for (size_t i = 0; i < N * J; i++) {
+    r[i] = (float)(4.0 * nk_rng_normal(&rng));
+    ref[i] = (float)nk_rng_normal(&rng);
+  }
+  r[0] = 1e6f, r[1] = -1e6f, r[2] = 800.0f, ref[2] = 0.0f; /* saturation and the linear tail */
+  NK_REQUIRE(nk_lsc_reward_transform(actx, N * J, r, ref, u) == NK_OK, "transform");
+  for (size_t i = 0; i < N * J; i++) {
+    const double e = nk_ref_lsc(r[i], ref[i]);
+    NK_CHECK(fabs(u[i] - e) <= f32_bound(e, 0), "u[%zu] %.9g vs %.9g", i, (double)u[i], e);
+    NK_CHECK(u[i] <= 0.0f, "log-probability > 0");
+  }
+  NK_CHECK(u[0] == 0.0f || u[0] > -1e-30f, "saturates at 0");
+  NK_CHECK(u[1] == (float)(-1e6 - (double)ref[1]), "linear tail %g", (double)u[1]);
+  NK_REQUIRE(nk_lsc_reward_combine(actx, N, J, r, ref, uc) == NK_OK, "combine");
+  for (size_t i = 0; i < N; i++) {
+    double e = 0.0;
+    for (size_t j = 0; j < J; j++) e += nk_ref_lsc(r[i * J + j], ref[i * J + j]);
+    NK_CHECK(fabs(uc[i] - e) <= f32_bound(e, 1e-15), "combined %zu %.9g vs %.9g", i,
+             (double)uc[i], e);
+  }
+  /* in place and the empty sum */
+  float w[4] = {1, 2, NAN, INFINITY}, wr[4] = {0, 2, 0, 0};
+  NK_REQUIRE(nk_lsc_reward_transform(actx, 4, w, wr, w) == NK_OK, "in place");
+  NK_CHECK(fabs(w[0] - nk_ref_lsc(1, 0)) <= f32_bound(w[0], 0) && w[1] == (float)-log(2.0),
+           "in place values");
+  NK_CHECK(isnan(w[2]) && w[3] == 0.0f, "NaN and +inf");
+  float z[2] = {5, 5};
+  NK_REQUIRE(nk_lsc_reward_combine(actx, 2, 0, NULL, NULL, z) == NK_OK, "J 0");
+  NK_CHECK(z[0] == 0.0f && z[1] == 0.0f, "empty sum");
+}
+
+NK_TEST(lsc_reference_quantile) {
+  nk_rng rng = {0x91};
+  float x[37];
+  double xd[37];
+  for (int trial = 0; trial < 8; trial++) {
+    const size_t k = 1 + (size_t)trial * 5;
+    for (size_t i = 0; i < k; i++) {
+      x[i] = (float)(trial == 3 ? (double)(i % 3) : nk_rng_normal(&rng)); /* ties */
+      xd[i] = x[i];
+    }
+    const float levels[5] = {0.0f, 0.25f, 0.5f, 0.85f, 1.0f};
+    for (int l = 0; l < 5; l++) {
+      float got = 0;
+      NK_REQUIRE(nk_lsc_reward_reference(actx, k, x, levels[l], &got) == NK_OK, "quantile");
+      const double e = nk_ref_quantile_linear(k, xd, levels[l]);
+      NK_CHECK(fabs(got - e) <= f32_bound(e, 1e-15), "k %zu level %g: %.9g vs %.9g", k,
+               (double)levels[l], (double)got, e);
+    }
+  }
+  float y[3] = {1, NAN, 2}, got;
+  NK_REQUIRE(nk_lsc_reward_reference(actx, 3, y, 0.5f, &got) == NK_OK && isnan(got), "NaN");
+}
+
+NK_TEST(lsc_invalid) {
+  float r[4] = {1, 2, 3, 4}, q[4] = {0}, u[4];
+  memset(u, POISON, sizeof u);
+#define CLEAN all_bytes(u, sizeof u, POISON)
+  EXPECT_INVALID(nk_lsc_reward_transform(actx, 4, NULL, q, u), CLEAN);
+  EXPECT_INVALID(nk_lsc_reward_transform(actx, 4, r, NULL, u), CLEAN);
+  EXPECT_INVALID(nk_lsc_reward_transform(actx, 4, r, q, NULL), CLEAN);
+  EXPECT_INVALID(nk_lsc_reward_transform(actx, 3, u + 1, q, u), CLEAN);
+  EXPECT_INVALID(nk_lsc_reward_combine(actx, 2, 2, r, q, NULL), CLEAN);
+  EXPECT_INVALID(nk_lsc_reward_combine(actx, 2, 2, NULL, q, u), CLEAN);
+  EXPECT_INVALID(nk_lsc_reward_combine(actx, 2, 2, u, q, u), CLEAN);
+  EXPECT_INVALID(nk_lsc_reward_combine(actx, SIZE_MAX, 2, r, q, u), CLEAN);
+  EXPECT_INVALID(nk_lsc_reward_reference(actx, 0, r, 0.5f, u), CLEAN);
+  EXPECT_INVALID(nk_lsc_reward_reference(actx, 4, r, 1.5f, u), CLEAN);
+  EXPECT_INVALID(nk_lsc_reward_reference(actx, 4, r, NAN, u), CLEAN);
+  EXPECT_INVALID(nk_lsc_reward_reference(actx, 4, NULL, 0.5f, u), CLEAN);
+  EXPECT_INVALID(nk_lsc_reward_reference(actx, 4, r, 0.5f, NULL), CLEAN);
+  EXPECT_INVALID(nk_lsc_reward_reference(actx, 4, u, 0.5f, u + 1), CLEAN);
+#undef CLEAN
+}
+
 int main(void) {
   if (nk_context_create(&actx) != NK_OK) return 1;
   NK_RUN(running_norm_sequence);
@@ -502,6 +583,9 @@ int main(void) {
   NK_RUN(two_hot_vs_reference);
   NK_RUN(hlgauss_decode_and_xent);
   NK_RUN(value_encodings_invalid);
+  NK_RUN(lsc_transform_and_combine);
+  NK_RUN(lsc_reference_quantile);
+  NK_RUN(lsc_invalid);
   nk_context_destroy(actx);
   return nk_test_summary();
 }
