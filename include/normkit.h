@@ -1389,6 +1389,73 @@ NK_API nk_status nk_lsc_reward_combine(nk_context *ctx, size_t n, size_t propert
 NK_API nk_status nk_lsc_reward_reference(nk_context *ctx, size_t k, const float *samples,
                                          float level, float *r_ref);
 
+/* ---- Temperature scaling and calibration error (spec D15; docs/ops/calibration.md) ---------
+ *
+ * Guo, Pleiss, Sun, Weinberger, "On Calibration of Modern Neural Networks" (ICML 2017).
+ * Logits z are n x classes floats, dense (row r at r * classes); labels are n int64 in
+ * [0, classes). One temperature T > 0 for all classes: q = softmax(z / T); argmax is unchanged.
+ *   NLL(T) = (1/n) sum_r [ logsumexp(z_r / T) - z_{r, y_r} / T ]          (in double)
+ * With beta = 1/T, NLL is convex in beta: NLL'(beta) = (1/n) sum_r (E_{q_r}[z_r] - z_{r,y_r}),
+ * NLL''(beta) = (1/n) sum_r Var_{q_r}(z_r) >= 0.
+ */
+#define NK_TEMPERATURE_MIN_DEFAULT 0.05 /* search bracket for T: [0.05, 20] */
+#define NK_TEMPERATURE_MAX_DEFAULT 20.0
+
+/* NLL(T) and dNLL/dT = -NLL'(beta) / T^2 (both double; either output may be NULL).
+ *   n >= 1, classes >= 1; T > 0, finite. NaN logits give NaN.
+ * Returns OK or INVALID_ARGUMENT (NULL, n or classes 0, n * classes overflowing, a label
+ * outside [0, classes), bad T). */
+NK_API nk_status nk_temperature_nll(nk_context *ctx, size_t n, size_t classes,
+                                    const float *logits, const int64_t *labels, double T,
+                                    double *nll, double *dnll_dT);
+
+/* Fits T by minimizing NLL over T in [t_min, t_max] (the reference code runs LBFGS from T = 1.5
+ * for 50 iterations; this is the global minimizer instead, so compare NLL, not T).
+ * Method: in beta = 1/T on [1/t_max, 1/t_min], the derivative g = NLL'(beta) is nondecreasing.
+ * If g >= 0 at the low end, T = t_max; if g <= 0 at the high end, T = t_min (e.g. separable
+ * data, where NLL falls as T -> 0). Otherwise a root of g is bracketed and found by Newton
+ * steps (g / NLL'') that fall back to bisection whenever a step leaves the bracket, shrinking the
+ * bracket every iteration; stops when the bracket is within 4 ulp, g == 0 or after 200
+ * iterations.
+ *   t_min, t_max  0 < t_min < t_max, finite (defaults NK_TEMPERATURE_MIN/MAX_DEFAULT).
+ *   T             OUT the fitted temperature.   nll  OUT optional: NLL(T).
+ * Every logit must be finite (INVALID_ARGUMENT otherwise: a fit on NaN means nothing).
+ * Returns OK or INVALID_ARGUMENT. */
+NK_API nk_status nk_temperature_fit(nk_context *ctx, size_t n, size_t classes,
+                                    const float *logits, const int64_t *labels, double t_min,
+                                    double t_max, double *T, double *nll);
+
+/* probs = softmax(logits / T) per row (double, max subtracted, rounded once). T > 0, finite.
+ * probs == logits (exact in place) is allowed. n == 0: OK. Returns OK or INVALID_ARGUMENT. */
+NK_API nk_status nk_temperature_apply(nk_context *ctx, size_t n, size_t classes, double T,
+                                      const float *logits, float *probs);
+
+/* One bin of a reliability diagram. */
+typedef struct nk_ece_bin {
+  uint64_t count;    /* samples whose confidence falls in the bin */
+  double confidence; /* their mean confidence (0 when count == 0) */
+  double accuracy;   /* their fraction of correct predictions (0 when count == 0) */
+} nk_ece_bin;
+
+#define NK_ECE_BINS_DEFAULT 15
+
+/* Top-label Expected (and Maximum) Calibration Error with equal-width bins (Guo et al. Sec. 2;
+ * gpleiss/temperature_scaling _ECELoss):
+ *   conf_r = max_k probs[r][k],  pred_r = the FIRST k attaining it,  c_r = [pred_r == y_r]
+ *   bin m (m = 0..M-1) holds the r with m/M < conf_r <= (m+1)/M (left-open, right-closed;
+ *   boundaries m/M in double; conf == 0 falls in no bin but counts in n)
+ *   ECE = sum_m (|B_m| / n) |acc_m - conf_m|,   MCE = max over non-empty bins |acc_m - conf_m|
+ *   (0 when every bin is empty).
+ *   probs     IN  n x classes floats, each in [0, 1] (rows need not sum to 1; NaN or values
+ *             outside [0, 1] are INVALID_ARGUMENT). Use nk_temperature_apply for logits.
+ *   labels    IN  n int64 in [0, classes).
+ *   bins      M >= 1 (default NK_ECE_BINS_DEFAULT = 15).
+ *   ece, mce  OUT optional doubles.   reliability  OUT optional M entries.
+ * n >= 1, classes >= 1. Returns OK or INVALID_ARGUMENT. */
+NK_API nk_status nk_ece_top_label(nk_context *ctx, size_t n, size_t classes, const float *probs,
+                                  const int64_t *labels, size_t bins, double *ece, double *mce,
+                                  nk_ece_bin *reliability);
+
 #ifdef __cplusplus
 }
 #endif

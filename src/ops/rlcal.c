@@ -3,8 +3,9 @@
  * evaluated in double from the given values and rounded once where it lands in a float buffer.
  * No kernels, no threads. Pages: docs/ops/running-norm.md (SB3 VecNormalize),
  * docs/ops/advantages.md (GRPO, BNPO), docs/ops/value-encodings.md (HL-Gauss, two-hot),
- * docs/ops/lsc.md (LSC reward transform).
+ * docs/ops/lsc.md (LSC reward transform), docs/ops/calibration.md (temperature scaling, ECE).
  */
+#include <float.h>
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -597,5 +598,218 @@ nk_status nk_lsc_reward_reference(nk_context *ctx, size_t k, const float *sample
   const size_t t0 = (size_t)fl, t1 = t0 + 1 < k ? t0 + 1 : k - 1;
   const double a = order_stat(k, samples, t0), b = order_stat(k, samples, t1), g = h - fl;
   *r_ref = (float)(g == 0.0 ? a : a + g * (b - a));
+  return nk__ok(ctx);
+}
+
+/* ---- temperature scaling and ECE ------------------------------------------------------------ */
+
+static nk_status check_classify(nk_context *ctx, const char *op, size_t n, size_t classes,
+                                const float *x, const char *x_name, const int64_t *labels,
+                                size_t *nc, span *s) {
+  if (n == 0 || classes == 0)
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: n %zu and classes %zu must be >= 1", op,
+                    n, classes);
+  TRY(check_product(ctx, op, "n * classes", n, classes, nc));
+  if (x == NULL)
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: %s is NULL", op, x_name);
+  REQUIRE_PTR(labels);
+  TRY(nk__vector_span(ctx, op, &s[0], x_name, x, *nc, sizeof(float), 0));
+  TRY(nk__vector_span(ctx, op, &s[1], "labels", labels, n, sizeof(int64_t), 0));
+  for (size_t r = 0; r < n; r++)
+    if (labels[r] < 0 || (uint64_t)labels[r] >= (uint64_t)classes)
+      return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT,
+                      "%s: labels[%zu] = %lld outside [0, %zu)", op, r, (long long)labels[r],
+                      classes);
+  return NK_STATUS_OK;
+}
+
+/* NLL(beta) and its first two derivatives in beta, over all rows. */
+static void nll_beta(size_t n, size_t classes, const float *z, const int64_t *y, double beta,
+                     double *f, double *g, double *h) {
+  double F = 0.0, G = 0.0, H = 0.0;
+  for (size_t r = 0; r < n; r++) {
+    const float *zr = z + r * classes;
+    double mx = -INFINITY;
+    int has_nan = 0;
+    for (size_t k = 0; k < classes; k++) mx = fmax(mx, beta * (double)zr[k]), has_nan |= isnan(zr[k]);
+    if (has_nan) mx = NAN;
+    double s = 0.0, s1 = 0.0;
+    for (size_t k = 0; k < classes; k++) {
+      const double e = exp(beta * (double)zr[k] - mx);
+      s += e;
+      s1 += e * (double)zr[k];
+    }
+    const double mean = s1 / s;
+    double s2 = 0.0;
+    for (size_t k = 0; k < classes; k++) {
+      const double d = (double)zr[k] - mean;
+      s2 += exp(beta * (double)zr[k] - mx) * d * d;
+    }
+    const double zy = (double)zr[y[r]];
+    F += mx + log(s) - beta * zy;
+    G += mean - zy;
+    H += s2 / s;
+  }
+  if (f) *f = F / (double)n;
+  if (g) *g = G / (double)n;
+  if (h) *h = H / (double)n;
+}
+
+static nk_status check_temperature(nk_context *ctx, const char *op, double T) {
+  if (!(T > 0.0) || !isfinite(T))
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: T %g must be finite and > 0", op, T);
+  return NK_STATUS_OK;
+}
+
+nk_status nk_temperature_nll(nk_context *ctx, size_t n, size_t classes, const float *logits,
+                             const int64_t *labels, double T, double *nll, double *dnll_dT) {
+  static const char op[] = "temperature_nll";
+  TRY(check_temperature(ctx, op, T));
+  size_t nc;
+  span s[4];
+  TRY(check_classify(ctx, op, n, classes, logits, "logits", labels, &nc, s));
+  TRY(nk__vector_span(ctx, op, &s[2], "nll", nll, 1, sizeof(double), 1));
+  TRY(nk__vector_span(ctx, op, &s[3], "dnll_dT", dnll_dT, 1, sizeof(double), 1));
+  TRY(nk__check_overlaps(ctx, op, s, 4, no_alias));
+  double f, g;
+  nll_beta(n, classes, logits, labels, 1.0 / T, &f, &g, NULL);
+  if (nll) *nll = f;
+  if (dnll_dT) *dnll_dT = -g / (T * T);
+  return nk__ok(ctx);
+}
+
+nk_status nk_temperature_fit(nk_context *ctx, size_t n, size_t classes, const float *logits,
+                             const int64_t *labels, double t_min, double t_max, double *T,
+                             double *nll) {
+  static const char op[] = "temperature_fit";
+  if (!(t_min > 0.0) || !isfinite(t_max) || !(t_min < t_max))
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT,
+                    "%s: need finite 0 < t_min < t_max (got %g, %g)", op, t_min, t_max);
+  REQUIRE_PTR(T);
+  size_t nc;
+  span s[4];
+  TRY(check_classify(ctx, op, n, classes, logits, "logits", labels, &nc, s));
+  TRY(nk__vector_span(ctx, op, &s[2], "T", T, 1, sizeof(double), 1));
+  TRY(nk__vector_span(ctx, op, &s[3], "nll", nll, 1, sizeof(double), 1));
+  TRY(nk__check_overlaps(ctx, op, s, 4, no_alias));
+  for (size_t i = 0; i < nc; i++)
+    if (!isfinite(logits[i]))
+      return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: logits[%zu] = %g is not finite", op,
+                      i, (double)logits[i]);
+
+  double a = 1.0 / t_max, b = 1.0 / t_min, beta, g, h;
+  nll_beta(n, classes, logits, labels, a, NULL, &g, NULL);
+  if (g >= 0.0) {
+    beta = a;
+  } else {
+    nll_beta(n, classes, logits, labels, b, NULL, &g, NULL);
+    if (g <= 0.0) {
+      beta = b;
+    } else { /* g(a) < 0 < g(b) */
+      beta = 0.5 * (a + b);
+      for (int it = 0; it < 200; it++) {
+        nll_beta(n, classes, logits, labels, beta, NULL, &g, &h);
+        if (g == 0.0) break;
+        if (g < 0.0) a = beta;
+        else b = beta;
+        if (b - a <= 4.0 * DBL_EPSILON * b) break;
+        double next = h > 0.0 ? beta - g / h : NAN;
+        if (!(next > a && next < b)) next = 0.5 * (a + b); /* safeguard: bisection */
+        beta = next;
+      }
+    }
+  }
+  *T = 1.0 / beta;
+  if (nll) nll_beta(n, classes, logits, labels, beta, nll, NULL, NULL);
+  return nk__ok(ctx);
+}
+
+nk_status nk_temperature_apply(nk_context *ctx, size_t n, size_t classes, double T,
+                               const float *logits, float *probs) {
+  static const char op[] = "temperature_apply";
+  TRY(check_temperature(ctx, op, T));
+  if (classes == 0) return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: classes is 0", op);
+  if (n == 0) return nk__ok(ctx);
+  REQUIRE_PTR(logits);
+  REQUIRE_PTR(probs);
+  span s[2];
+  TRY(nk__tensor_span(ctx, op, &s[0], "x", logits, (ptrdiff_t)classes, n, classes, NK_DTYPE_F32,
+                      0));
+  TRY(nk__tensor_span(ctx, op, &s[1], "y", probs, (ptrdiff_t)classes, n, classes, NK_DTYPE_F32,
+                      1));
+  TRY(nk__check_overlaps(ctx, op, s, 2, inplace_alias));
+  const double beta = 1.0 / T;
+  for (size_t r = 0; r < n; r++) {
+    const float *z = logits + r * classes;
+    float *p = probs + r * classes;
+    double mx = -INFINITY, sum = 0.0;
+    int has_nan = 0;
+    for (size_t k = 0; k < classes; k++) mx = fmax(mx, beta * (double)z[k]), has_nan |= isnan(z[k]);
+    for (size_t k = 0; k < classes; k++) sum += exp(beta * (double)z[k] - mx);
+    for (size_t k = 0; k < classes; k++)
+      p[k] = has_nan ? NAN : (float)(exp(beta * (double)z[k] - mx) / sum);
+  }
+  return nk__ok(ctx);
+}
+
+nk_status nk_ece_top_label(nk_context *ctx, size_t n, size_t classes, const float *probs,
+                           const int64_t *labels, size_t bins, double *ece, double *mce,
+                           nk_ece_bin *reliability) {
+  static const char op[] = "ece_top_label";
+  if (bins == 0) return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: bins must be >= 1", op);
+  size_t nc;
+  span s[5];
+  TRY(check_classify(ctx, op, n, classes, probs, "probs", labels, &nc, s));
+  TRY(nk__vector_span(ctx, op, &s[2], "ece", ece, 1, sizeof(double), 1));
+  TRY(nk__vector_span(ctx, op, &s[3], "mce", mce, 1, sizeof(double), 1));
+  TRY(nk__vector_span(ctx, op, &s[4], "reliability", reliability, bins, sizeof(nk_ece_bin), 1));
+  TRY(nk__check_overlaps(ctx, op, s, 5, no_alias));
+  if (ece != NULL && (const void *)ece == (const void *)mce)
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: ece and mce are the same", op);
+  for (size_t i = 0; i < nc; i++)
+    if (!(probs[i] >= 0.0f && probs[i] <= 1.0f))
+      return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: probs[%zu] = %g outside [0, 1]", op,
+                      i, (double)probs[i]);
+  /* Bins are processed in chunks of 64 on the stack (no scratch from the caller), one pass over
+   * the rows per chunk: O(n * classes * ceil(M / 64)). */
+  enum { CHUNK = 64 };
+  const double M = (double)bins;
+  double E = 0.0, worst = 0.0;
+  for (size_t m0 = 0; m0 < bins; m0 += CHUNK) {
+    const size_t m1 = bins - m0 < CHUNK ? bins : m0 + CHUNK;
+    double cnt[CHUNK] = {0}, sc[CHUNK] = {0}, sa[CHUNK] = {0};
+    for (size_t r = 0; r < n; r++) {
+      const float *p = probs + r * classes;
+      size_t arg = 0;
+      for (size_t k = 1; k < classes; k++)
+        if (p[k] > p[arg]) arg = k; /* first maximal index */
+      const double conf = (double)p[arg];
+      if (!(conf > 0.0)) continue; /* in no bin */
+      /* m with m/M < conf <= (m+1)/M, boundaries computed as below */
+      size_t m = (size_t)ceil(conf * M);
+      m = m == 0 ? 0 : m - 1;
+      if (m >= bins) m = bins - 1;
+      while (m > 0 && !(conf > (double)m / M)) m--;
+      while (m + 1 < bins && conf > (double)(m + 1) / M) m++;
+      if (m < m0 || m >= m1) continue;
+      cnt[m - m0] += 1.0;
+      sc[m - m0] += conf;
+      sa[m - m0] += (uint64_t)labels[r] == (uint64_t)arg ? 1.0 : 0.0;
+    }
+    for (size_t m = m0; m < m1; m++) {
+      const double c = cnt[m - m0];
+      double acc = 0.0, cf = 0.0;
+      if (c > 0.0) {
+        acc = sa[m - m0] / c;
+        cf = sc[m - m0] / c;
+        const double gap = fabs(acc - cf);
+        E += c / (double)n * gap;
+        if (gap > worst) worst = gap;
+      }
+      if (reliability) reliability[m] = (nk_ece_bin){(uint64_t)c, cf, acc};
+    }
+  }
+  if (ece) *ece = E;
+  if (mce) *mce = worst;
   return nk__ok(ctx);
 }

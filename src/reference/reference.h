@@ -248,4 +248,13 @@ double nk_ref_categorical_xent(size_t m, const double *logits, const double *tar
 double nk_ref_lsc(double r, double r_ref);
 double nk_ref_quantile_linear(size_t k, const double *x, double q);
 
+/* Temperature scaling: mean NLL of softmax(z / T) (z n x C, labels y); the minimizing T on
+ * [t_min, t_max] by golden-section search on log T; top-label ECE/MCE with M equal-width bins
+ * (m/M, (m+1)/M] and the per-bin count, mean confidence and accuracy (M entries each). */
+double nk_ref_temperature_nll(size_t n, size_t C, const double *z, const int64_t *y, double T);
+double nk_ref_temperature_fit(size_t n, size_t C, const double *z, const int64_t *y,
+                              double t_min, double t_max);
+void nk_ref_ece(size_t n, size_t C, const double *probs, const int64_t *y, size_t M, double *ece,
+                double *mce, double *count, double *conf_mean, double *acc_mean);
+
 #endif /* NK_REFERENCE_H */

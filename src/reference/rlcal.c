@@ -8,6 +8,7 @@
  *                      (compute_bnpo_outcome_advantage), density via pow and tgamma
  *   HL-Gauss/two-hot   arXiv 2403.03950 Appendix A listing (erf form, linspace edges)
  *   LSC                arXiv 2402.00742 (u = log sigmoid(r - r_ref)); numpy.quantile 'linear'
+ *   calibration        gpleiss/temperature_scaling (NLL, _ECELoss); T by golden section
  */
 #include <math.h>
 #include <stdlib.h>
@@ -224,4 +225,72 @@ double nk_ref_quantile_linear(size_t k, const double *x, double q) {
   const double v = s[lo] + (h - floor(h)) * (s[hi] - s[lo]);
   free(s);
   return v;
+}
+
+/* ---- temperature scaling and ECE (Guo et al. 2017; gpleiss/temperature_scaling) ---- */
+
+double nk_ref_temperature_nll(size_t n, size_t C, const double *z, const int64_t *y, double T) {
+  double total = 0.0;
+  for (size_t r = 0; r < n; r++) {
+    /* -log_softmax(z / T)[y] */
+    double mx = z[r * C] / T;
+    for (size_t k = 1; k < C; k++) mx = fmax(mx, z[r * C + k] / T);
+    double s = 0.0;
+    for (size_t k = 0; k < C; k++) s += exp(z[r * C + k] / T - mx);
+    total += -(z[r * C + (size_t)y[r]] / T - mx - log(s));
+  }
+  return total / (double)n;
+}
+
+double nk_ref_temperature_fit(size_t n, size_t C, const double *z, const int64_t *y,
+                              double t_min, double t_max) {
+  /* golden-section search on log T (NLL is unimodal in T) */
+  const double phi = (sqrt(5.0) - 1.0) / 2.0;
+  double a = log(t_min), b = log(t_max);
+  double c = b - phi * (b - a), d = a + phi * (b - a);
+  double fc = nk_ref_temperature_nll(n, C, z, y, exp(c));
+  double fd = nk_ref_temperature_nll(n, C, z, y, exp(d));
+  for (int it = 0; it < 200 && b - a > 1e-13; it++) {
+    if (fc < fd) {
+      b = d, d = c, fd = fc;
+      c = b - phi * (b - a);
+      fc = nk_ref_temperature_nll(n, C, z, y, exp(c));
+    } else {
+      a = c, c = d, fc = fd;
+      d = a + phi * (b - a);
+      fd = nk_ref_temperature_nll(n, C, z, y, exp(d));
+    }
+  }
+  return exp(0.5 * (a + b));
+}
+
+void nk_ref_ece(size_t n, size_t C, const double *probs, const int64_t *y, size_t M, double *ece,
+                double *mce, double *count, double *conf_mean, double *acc_mean) {
+  double e = 0.0, worst = 0.0;
+  for (size_t m = 0; m < M; m++) {
+    const double lower = (double)m / (double)M, upper = (double)(m + 1) / (double)M;
+    double cnt = 0.0, sc = 0.0, sa = 0.0;
+    for (size_t r = 0; r < n; r++) {
+      double conf = probs[r * C];
+      size_t pred = 0;
+      for (size_t k = 1; k < C; k++)
+        if (probs[r * C + k] > conf) conf = probs[r * C + k], pred = k;
+      if (conf > lower && conf <= upper) {
+        cnt += 1;
+        sc += conf;
+        sa += pred == (size_t)y[r];
+      }
+    }
+    const double prop = cnt / (double)n;
+    count[m] = cnt;
+    conf_mean[m] = acc_mean[m] = 0.0;
+    if (prop > 0) {
+      conf_mean[m] = sc / cnt;
+      acc_mean[m] = sa / cnt;
+      e += fabs(conf_mean[m] - acc_mean[m]) * prop;
+      worst = fmax(worst, fabs(conf_mean[m] - acc_mean[m]));
+    }
+  }
+  *ece = e;
+  *mce = worst;
 }

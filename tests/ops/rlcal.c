@@ -567,6 +567,181 @@ NK_TEST(lsc_invalid) {
 #undef CLEAN
 }
 
+/* ---- temperature scaling and ECE ------------------------------------------------------------ */
+
+/* Overconfident synthetic classifier: logits = s * (noisy one-hot of a label that is right with
+ * probability acc). */
+static void make_logits(nk_rng *rng, size_t n, size_t C, double s, double acc, float *z,
+                        double *zd, int64_t *y) {
+  for (size_t r = 0; r < n; r++) {
+    y[r] = (int64_t)(nk_rng_u64(rng) % C);
+    const size_t hot = nk_rng_uniform(rng) < acc ? (size_t)y[r] : (size_t)(nk_rng_u64(rng) % C);
+    for (size_t k = 0; k < C; k++) {
+      z[r * C + k] = (float)(s * ((k == hot ? 2.0 : 0.0) + 0.7 * nk_rng_normal(rng)));
+      zd[r * C + k] = z[r * C + k];
+    }
+  }
+}
+
+NK_TEST(temperature_nll_gradient) {
+  enum { N = 60, C = 7 };
+  nk_rng rng = {0xA1};
+  float z[N * C];
+  double zd[N * C];
+  int64_t y[N];
+  make_logits(&rng, N, C, 3.0, 0.6, z, zd, y);
+  const double Ts[6] = {0.1, 0.5, 1.0, 1.5, 3.0, 10.0};
+  for (int i = 0; i < 6; i++) {
+    double f, df;
+    NK_REQUIRE(nk_temperature_nll(actx, N, C, z, y, Ts[i], &f, &df) == NK_OK, "nll");
+    const double rf = nk_ref_temperature_nll(N, C, zd, y, Ts[i]);
+    NK_CHECK(close_d(f, rf, 1e-13, 1e-15), "T %g nll %.17g vs %.17g", Ts[i], f, rf);
+    const double h = 1e-6 * Ts[i];
+    const double fd = (nk_ref_temperature_nll(N, C, zd, y, Ts[i] + h) -
+                       nk_ref_temperature_nll(N, C, zd, y, Ts[i] - h)) /
+                      (2 * h);
+    NK_CHECK(close_d(df, fd, 1e-6, 1e-8), "T %g dnll/dT %.12g vs fd %.12g", Ts[i], df, fd);
+  }
+}
+
+NK_TEST(temperature_fit_vs_reference) {
+  enum { N = 200, C = 10 };
+  nk_rng rng = {0xB1};
+  static float z[N * C], p[N * C];
+  static double zd[N * C];
+  int64_t y[N];
+  const double scales[5] = {4.0, 1.0, 0.3, 8.0, 2.0};
+  for (int trial = 0; trial < 5; trial++) {
+    make_logits(&rng, N, C, scales[trial], 0.7, z, zd, y);
+    double T, f;
+    NK_REQUIRE(nk_temperature_fit(actx, N, C, z, y, NK_TEMPERATURE_MIN_DEFAULT,
+                                  NK_TEMPERATURE_MAX_DEFAULT, &T, &f) == NK_OK,
+               "fit");
+    const double rT = nk_ref_temperature_fit(N, C, zd, y, NK_TEMPERATURE_MIN_DEFAULT,
+                                             NK_TEMPERATURE_MAX_DEFAULT);
+    const double rf = nk_ref_temperature_nll(N, C, zd, y, rT);
+    NK_CHECK(f <= rf + 1e-13, "trial %d: nll %.17g above the reference's %.17g", trial, f, rf);
+    NK_CHECK(close_d(T, rT, 1e-6, 0), "trial %d: T %.12g vs %.12g", trial, T, rT);
+    double g;
+    nk_temperature_nll(actx, N, C, z, y, T, NULL, &g);
+    NK_CHECK(fabs(g) < 1e-9, "trial %d: derivative %g at the optimum", trial, g);
+    /* scaling preserves the argmax; ECE after scaling is not worse here (overconfident data) */
+    NK_REQUIRE(nk_temperature_apply(actx, N, C, T, z, p) == NK_OK, "apply");
+    for (size_t r = 0; r < N; r++) {
+      double s = 0.0;
+      size_t az = 0, ap = 0;
+      for (size_t k = 0; k < C; k++) {
+        s += p[r * C + k];
+        if (z[r * C + k] > z[r * C + az]) az = k;
+        if (p[r * C + k] > p[r * C + ap]) ap = k;
+      }
+      NK_CHECK(fabs(s - 1.0) < 1e-5 && az == ap, "row %zu", r);
+    }
+  }
+  /* separable data: NLL keeps falling as T -> 0, the fit stops at t_min */
+  float zs[4] = {5, 0, 0, 5};
+  int64_t ys[2] = {0, 1};
+  double T;
+  NK_REQUIRE(nk_temperature_fit(actx, 2, 2, zs, ys, 0.05, 20.0, &T, NULL) == NK_OK, "separable");
+  NK_CHECK(T == 1.0 / (1.0 / 0.05), "separable T %g", T);
+  /* labels worse than chance: T at t_max */
+  int64_t yw[2] = {1, 0};
+  NK_REQUIRE(nk_temperature_fit(actx, 2, 2, zs, yw, 0.05, 20.0, &T, NULL) == NK_OK, "wrong");
+  NK_CHECK(T == 20.0, "anti-separable T %g", T);
+  /* one class: NLL is 0 for every T */
+  float z1[3] = {1, 2, 3};
+  int64_t y1[3] = {0, 0, 0};
+  double f1;
+  NK_REQUIRE(nk_temperature_fit(actx, 3, 1, z1, y1, 0.05, 20.0, &T, &f1) == NK_OK && f1 == 0.0,
+             "one class");
+}
+
+NK_TEST(ece_vs_reference) {
+  enum { N = 300, C = 5, M = NK_ECE_BINS_DEFAULT };
+  nk_rng rng = {0xC1};
+  static float z[N * C], p[N * C];
+  static double zd[N * C], pd[N * C];
+  int64_t y[N];
+  make_logits(&rng, N, C, 2.0, 0.6, z, zd, y);
+  NK_REQUIRE(nk_temperature_apply(actx, N, C, 1.0, z, p) == NK_OK, "softmax");
+  /* edges exactly: confidence 1.0 (last bin), 0.2 (= 3/15: bin 2), ties (first index) */
+  for (size_t k = 0; k < C; k++) p[k] = k == 2 ? 1.0f : 0.0f, p[C + k] = 0.2f;
+  for (size_t i = 0; i < N * C; i++) pd[i] = p[i];
+  for (int bins = 1; bins <= 40; bins += 13) {
+    double ece, mce, rece, rmce, cnt[40], cf[40], acc[40];
+    nk_ece_bin rel[40];
+    NK_REQUIRE(nk_ece_top_label(actx, N, C, p, y, (size_t)bins, &ece, &mce, rel) == NK_OK, "ece");
+    nk_ref_ece(N, C, pd, y, (size_t)bins, &rece, &rmce, cnt, cf, acc);
+    NK_CHECK(close_d(ece, rece, 1e-13, 1e-16) && close_d(mce, rmce, 1e-13, 1e-16),
+             "bins %d: ece %.17g vs %.17g, mce %.17g vs %.17g", bins, ece, rece, mce, rmce);
+    for (int m = 0; m < bins; m++)
+      NK_CHECK((double)rel[m].count == cnt[m] && close_d(rel[m].confidence, cf[m], 1e-13, 0) &&
+                   close_d(rel[m].accuracy, acc[m], 1e-13, 0),
+               "bins %d bin %d", bins, m);
+  }
+  /* a perfectly calibrated toy: confidence 1 and right -> 0; confidence 0.5, half right -> 0 */
+  float q[8] = {1, 0, 0, 1, 0.5f, 0.5f, 0.5f, 0.5f};
+  int64_t lq[4] = {0, 1, 0, 1};
+  double ece, mce;
+  NK_REQUIRE(nk_ece_top_label(actx, 4, 2, q, lq, 15, &ece, &mce, NULL) == NK_OK, "toy");
+  NK_CHECK(ece == 0.0 && mce == 0.0, "toy ece %g mce %g", ece, mce);
+  /* confidence 0 falls in no bin but counts in n */
+  float q0[4] = {0, 0, 1, 0};
+  int64_t l0[2] = {0, 1};
+  nk_ece_bin rel[2];
+  NK_REQUIRE(nk_ece_top_label(actx, 2, 2, q0, l0, 2, &ece, &mce, rel) == NK_OK, "zero conf");
+  NK_CHECK(rel[0].count == 0 && rel[1].count == 1 && ece == 0.5 && mce == 1.0,
+           "zero confidence: ece %g", ece);
+}
+
+NK_TEST(calibration_invalid) {
+  float z[6] = {1, 2, 3, 4, 5, 6}, out[6];
+  int64_t y[3] = {0, 1, 1};
+  double T = 7, f = 7, ece = 7, mce = 7;
+  nk_ece_bin rel[4];
+  memset(out, POISON, sizeof out);
+  memset(rel, POISON, sizeof rel);
+#define CLEAN (all_bytes(out, sizeof out, POISON) && all_bytes(rel, sizeof rel, POISON) && \
+               T == 7 && f == 7 && ece == 7 && mce == 7)
+  EXPECT_INVALID(nk_temperature_nll(actx, 3, 2, z, y, 0.0, &f, NULL), CLEAN);
+  EXPECT_INVALID(nk_temperature_nll(actx, 3, 2, z, y, INFINITY, &f, NULL), CLEAN);
+  EXPECT_INVALID(nk_temperature_nll(actx, 0, 2, z, y, 1.0, &f, NULL), CLEAN);
+  EXPECT_INVALID(nk_temperature_nll(actx, 3, 0, z, y, 1.0, &f, NULL), CLEAN);
+  EXPECT_INVALID(nk_temperature_nll(actx, 3, 2, NULL, y, 1.0, &f, NULL), CLEAN);
+  EXPECT_INVALID(nk_temperature_nll(actx, 3, 2, z, NULL, 1.0, &f, NULL), CLEAN);
+  y[2] = 2;
+  EXPECT_INVALID(nk_temperature_nll(actx, 3, 2, z, y, 1.0, &f, NULL), CLEAN);
+  y[2] = -1;
+  EXPECT_INVALID(nk_temperature_fit(actx, 3, 2, z, y, 0.05, 20, &T, &f), CLEAN);
+  y[2] = 1;
+  EXPECT_INVALID(nk_temperature_fit(actx, 3, 2, z, y, 0.0, 20, &T, &f), CLEAN);
+  EXPECT_INVALID(nk_temperature_fit(actx, 3, 2, z, y, 2.0, 1.0, &T, &f), CLEAN);
+  EXPECT_INVALID(nk_temperature_fit(actx, 3, 2, z, y, 0.05, INFINITY, &T, &f), CLEAN);
+  EXPECT_INVALID(nk_temperature_fit(actx, 3, 2, z, y, 0.05, 20, NULL, &f), CLEAN);
+  EXPECT_INVALID(nk_temperature_fit(actx, 3, 2, z, y, 0.05, 20, &T, &T), CLEAN);
+  z[1] = NAN;
+  EXPECT_INVALID(nk_temperature_fit(actx, 3, 2, z, y, 0.05, 20, &T, &f), CLEAN);
+  z[1] = 2;
+  EXPECT_INVALID(nk_temperature_apply(actx, 3, 2, -1.0, z, out), CLEAN);
+  EXPECT_INVALID(nk_temperature_apply(actx, 3, 0, 1.0, z, out), CLEAN);
+  EXPECT_INVALID(nk_temperature_apply(actx, 3, 2, 1.0, z, NULL), CLEAN);
+  EXPECT_INVALID(nk_temperature_apply(actx, 2, 2, 1.0, out + 1, out), CLEAN);
+  float pr[6] = {0.5f, 0.5f, 0.1f, 0.9f, 1, 0};
+  EXPECT_INVALID(nk_ece_top_label(actx, 3, 2, pr, y, 0, &ece, &mce, rel), CLEAN);
+  EXPECT_INVALID(nk_ece_top_label(actx, 3, 2, NULL, y, 4, &ece, &mce, rel), CLEAN);
+  EXPECT_INVALID(nk_ece_top_label(actx, 3, 2, pr, y, 4, &ece, &ece, rel), CLEAN);
+  EXPECT_INVALID(nk_ece_top_label(actx, 3, 2, pr, y, 4, &ece, &mce, (nk_ece_bin *)(void *)pr),
+                 CLEAN);
+  pr[3] = 1.5f;
+  EXPECT_INVALID(nk_ece_top_label(actx, 3, 2, pr, y, 4, &ece, &mce, rel), CLEAN);
+  pr[3] = NAN;
+  EXPECT_INVALID(nk_ece_top_label(actx, 3, 2, pr, y, 4, &ece, &mce, rel), CLEAN);
+  pr[3] = 0.9f;
+  y[0] = 5;
+  EXPECT_INVALID(nk_ece_top_label(actx, 3, 2, pr, y, 4, &ece, &mce, rel), CLEAN);
+#undef CLEAN
+}
+
 int main(void) {
   if (nk_context_create(&actx) != NK_OK) return 1;
   NK_RUN(running_norm_sequence);
@@ -586,6 +761,10 @@ int main(void) {
   NK_RUN(lsc_transform_and_combine);
   NK_RUN(lsc_reference_quantile);
   NK_RUN(lsc_invalid);
+  NK_RUN(temperature_nll_gradient);
+  NK_RUN(temperature_fit_vs_reference);
+  NK_RUN(ece_vs_reference);
+  NK_RUN(calibration_invalid);
   nk_context_destroy(actx);
   return nk_test_summary();
 }
