@@ -1456,6 +1456,49 @@ NK_API nk_status nk_ece_top_label(nk_context *ctx, size_t n, size_t classes, con
                                   const int64_t *labels, size_t bins, double *ece, double *mce,
                                   nk_ece_bin *reliability);
 
+/* ---- Compositional data: closure, clr, partial correlations (spec D17; docs/ops/compositional.md)
+ *
+ * A composition is a row of D > 0 parts carrying only relative information (Aitchison 1986).
+ * x is n x D floats, dense (row r at r * D); every part must be finite and > 0 (zeros must be
+ * replaced before: INVALID_ARGUMENT otherwise).
+ */
+
+/* Closure: out[r][i] = kappa x[r][i] / sum_k x[r][k] (double sum, rounded once). kappa finite,
+ * > 0 (1 by default). out == x (exact in place) allowed. n == 0: OK. Returns OK or
+ * INVALID_ARGUMENT (NULL, D == 0, n * D overflowing, a part <= 0 or not finite, overlap). */
+NK_API nk_status nk_clr_closure(nk_context *ctx, size_t n, size_t parts, float kappa,
+                                const float *x, float *out);
+
+/* Centred log-ratio: out[r][i] = log x[r][i] - (1/D) sum_k log x[r][k] (log of x over its
+ * geometric mean, in double). Scale invariant (clr of the closure is the same); each row sums to
+ * 0 up to rounding. out == x allowed. Returns as nk_clr_closure. */
+NK_API nk_status nk_clr_transform(nk_context *ctx, size_t n, size_t parts, const float *x,
+                                  float *out);
+
+/* Partial correlations of compositional data (Erb 2020, arXiv 1904.09480):
+ *   Gamma = covariance of the clr rows (D x D, divisor n - 1 as numpy.cov)
+ *   Omega = Gamma^+ (Moore-Penrose, from a Jacobi eigendecomposition of Gamma: eigenvalues
+ *           <= rcond * max eigenvalue are treated as 0; Gamma 1 = 0 always, so one is)
+ *   rho[i][j] = -Omega_ij / sqrt(Omega_ii Omega_jj) (i != j),  rho[i][i] = 1
+ *   partial_var[i] = 1 / Omega_ii (the divisor n - 1 matters here, not in rho)
+ * rho equals the partial correlation of log(x_i/x_r), log(x_j/x_r) given all other log-ratios
+ * for every reference part r outside {i, j}. When rank Gamma = D - 1 (n > D, no exact
+ * log-linear dependency) Omega = (Gamma + J)^-1 - J, J = (1/D) 1 1^T. With n <= D the
+ * pseudo-inverse is still defined but the partial correlations are not meaningful estimates.
+ *   n         >= 2 samples;  parts D >= 2.
+ *   rcond     relative eigenvalue cutoff, in (0, 1) (default NK_CLR_RCOND_DEFAULT = 1e-10).
+ *   rho       OUT D x D doubles.   partial_var  OUT optional D doubles.
+ *   workspace caller scratch of at least nk_clr_partial_corr_workspace_size(D) bytes, aligned
+ *             for double; contents on return unspecified.
+ * Omega_ii == 0 (a part orthogonal to every retained eigenvector) gives NaN off the diagonal
+ * in its row and column of rho and +inf partial variance. Returns OK, INVALID_ARGUMENT, or MISUSE (workspace
+ * too small). */
+#define NK_CLR_RCOND_DEFAULT 1e-10
+NK_API size_t nk_clr_partial_corr_workspace_size(size_t parts);
+NK_API nk_status nk_clr_partial_corr(nk_context *ctx, size_t n, size_t parts, const float *x,
+                                     double rcond, double *rho, double *partial_var,
+                                     void *workspace, size_t workspace_size);
+
 #ifdef __cplusplus
 }
 #endif

@@ -3,7 +3,8 @@
  * evaluated in double from the given values and rounded once where it lands in a float buffer.
  * No kernels, no threads. Pages: docs/ops/running-norm.md (SB3 VecNormalize),
  * docs/ops/advantages.md (GRPO, BNPO), docs/ops/value-encodings.md (HL-Gauss, two-hot),
- * docs/ops/lsc.md (LSC reward transform), docs/ops/calibration.md (temperature scaling, ECE).
+ * docs/ops/lsc.md (LSC reward transform), docs/ops/calibration.md (temperature scaling, ECE),
+ * docs/ops/compositional.md (closure, clr, partial correlations).
  */
 #include <float.h>
 #include <math.h>
@@ -811,5 +812,183 @@ nk_status nk_ece_top_label(nk_context *ctx, size_t n, size_t classes, const floa
   }
   if (ece) *ece = E;
   if (mce) *mce = worst;
+  return nk__ok(ctx);
+}
+
+/* ---- compositional data --------------------------------------------------------------------- */
+
+static nk_status check_composition(nk_context *ctx, const char *op, size_t n, size_t parts,
+                                   const float *x, size_t *nd) {
+  if (parts == 0) return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: parts must be >= 1", op);
+  TRY(check_product(ctx, op, "n * parts", n, parts, nd));
+  REQUIRE_PTR(x);
+  for (size_t i = 0; i < *nd; i++)
+    if (!(x[i] > 0.0f) || !isfinite(x[i]))
+      return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT,
+                      "%s: x[%zu] = %g (parts must be finite and > 0)", op, i, (double)x[i]);
+  return NK_STATUS_OK;
+}
+
+nk_status nk_clr_closure(nk_context *ctx, size_t n, size_t parts, float kappa, const float *x,
+                         float *out) {
+  static const char op[] = "clr_closure";
+  if (!(kappa > 0.0f) || !isfinite(kappa))
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: kappa %g must be finite and > 0", op,
+                    (double)kappa);
+  if (parts == 0) return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: parts must be >= 1", op);
+  if (n == 0) return nk__ok(ctx);
+  size_t nd;
+  TRY(check_composition(ctx, op, n, parts, x, &nd));
+  REQUIRE_PTR(out);
+  span s[2];
+  TRY(nk__tensor_span(ctx, op, &s[0], "x", x, (ptrdiff_t)parts, n, parts, NK_DTYPE_F32, 0));
+  TRY(nk__tensor_span(ctx, op, &s[1], "y", out, (ptrdiff_t)parts, n, parts, NK_DTYPE_F32, 1));
+  TRY(nk__check_overlaps(ctx, op, s, 2, inplace_alias));
+  for (size_t r = 0; r < n; r++) {
+    double sum = 0.0;
+    for (size_t i = 0; i < parts; i++) sum += (double)x[r * parts + i];
+    const double k = (double)kappa / sum;
+    for (size_t i = 0; i < parts; i++) out[r * parts + i] = (float)(k * (double)x[r * parts + i]);
+  }
+  return nk__ok(ctx);
+}
+
+/* clr of one row into double out[parts]. */
+static void clr_row(size_t parts, const float *x, double *out) {
+  double mean = 0.0;
+  for (size_t i = 0; i < parts; i++) out[i] = log((double)x[i]), mean += out[i];
+  mean /= (double)parts;
+  for (size_t i = 0; i < parts; i++) out[i] -= mean;
+}
+
+nk_status nk_clr_transform(nk_context *ctx, size_t n, size_t parts, const float *x, float *out) {
+  static const char op[] = "clr_transform";
+  if (parts == 0) return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: parts must be >= 1", op);
+  if (n == 0) return nk__ok(ctx);
+  size_t nd;
+  TRY(check_composition(ctx, op, n, parts, x, &nd));
+  REQUIRE_PTR(out);
+  span s[2];
+  TRY(nk__tensor_span(ctx, op, &s[0], "x", x, (ptrdiff_t)parts, n, parts, NK_DTYPE_F32, 0));
+  TRY(nk__tensor_span(ctx, op, &s[1], "y", out, (ptrdiff_t)parts, n, parts, NK_DTYPE_F32, 1));
+  TRY(nk__check_overlaps(ctx, op, s, 2, inplace_alias));
+  for (size_t r = 0; r < n; r++) {
+    const float *xr = x + r * parts;
+    double mean = 0.0;
+    for (size_t i = 0; i < parts; i++) mean += log((double)xr[i]);
+    mean /= (double)parts;
+    for (size_t i = 0; i < parts; i++) out[r * parts + i] = (float)(log((double)xr[i]) - mean);
+  }
+  return nk__ok(ctx);
+}
+
+size_t nk_clr_partial_corr_workspace_size(size_t parts) {
+  size_t dd, total;
+  if (!nk__mul_size(parts, parts, &dd) || !nk__mul_size(dd, 2, &total) ||
+      !nk__add_size(total, 2 * parts, &total) || !nk__mul_size(total, sizeof(double), &total))
+    return SIZE_MAX;
+  return total;
+}
+
+/* Cyclic Jacobi eigendecomposition of the symmetric D x D matrix A (destroyed: its diagonal
+ * becomes the eigenvalues); V receives the eigenvectors as columns. */
+static void jacobi_eigen(size_t D, double *A, double *V) {
+  for (size_t i = 0; i < D * D; i++) V[i] = 0.0;
+  for (size_t i = 0; i < D; i++) V[i * D + i] = 1.0;
+  for (int sweep = 0; sweep < 100; sweep++) {
+    double off = 0.0, diag = 0.0;
+    for (size_t p = 0; p < D; p++) {
+      diag += A[p * D + p] * A[p * D + p];
+      for (size_t q = p + 1; q < D; q++) off += A[p * D + q] * A[p * D + q];
+    }
+    if (!(off > 1e-34 * diag)) break; /* off-diagonal below ~1e-17 of the diagonal (or NaN) */
+    for (size_t p = 0; p < D; p++)
+      for (size_t q = p + 1; q < D; q++) {
+        const double apq = A[p * D + q];
+        if (apq == 0.0) continue;
+        const double theta = (A[q * D + q] - A[p * D + p]) / (2.0 * apq);
+        const double t = (theta >= 0.0 ? 1.0 : -1.0) / (fabs(theta) + sqrt(theta * theta + 1.0));
+        const double c = 1.0 / sqrt(t * t + 1.0), s = t * c;
+        for (size_t k = 0; k < D; k++) { /* A <- A P (columns p, q) */
+          const double akp = A[k * D + p], akq = A[k * D + q];
+          A[k * D + p] = c * akp - s * akq;
+          A[k * D + q] = s * akp + c * akq;
+        }
+        for (size_t k = 0; k < D; k++) { /* A <- P^T A (rows p, q) */
+          const double apk = A[p * D + k], aqk = A[q * D + k];
+          A[p * D + k] = c * apk - s * aqk;
+          A[q * D + k] = s * apk + c * aqk;
+        }
+        for (size_t k = 0; k < D; k++) { /* V <- V P */
+          const double vkp = V[k * D + p], vkq = V[k * D + q];
+          V[k * D + p] = c * vkp - s * vkq;
+          V[k * D + q] = s * vkp + c * vkq;
+        }
+      }
+  }
+}
+
+nk_status nk_clr_partial_corr(nk_context *ctx, size_t n, size_t parts, const float *x,
+                              double rcond, double *rho, double *partial_var, void *workspace,
+                              size_t workspace_size) {
+  static const char op[] = "clr_partial_corr";
+  if (n < 2 || parts < 2)
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: need n >= 2 and parts >= 2 (got %zu, %zu)",
+                    op, n, parts);
+  if (!(rcond > 0.0 && rcond < 1.0))
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: rcond %g must be in (0, 1)", op, rcond);
+  size_t nd, dd;
+  TRY(check_product(ctx, op, "parts * parts", parts, parts, &dd));
+  const size_t need = nk_clr_partial_corr_workspace_size(parts);
+  if (need == SIZE_MAX)
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: parts %zu too large", op, parts);
+  TRY(check_composition(ctx, op, n, parts, x, &nd));
+  REQUIRE_PTR(rho);
+  REQUIRE_PTR(workspace);
+  if (workspace_size < need)
+    return nk__fail(ctx, NK_STATUS_MISUSE, "%s: workspace_size %zu < %zu", op, workspace_size,
+                    need);
+  span s[4];
+  TRY(nk__vector_span(ctx, op, &s[0], "x", x, nd, sizeof(float), 0));
+  TRY(nk__vector_span(ctx, op, &s[1], "rho", rho, dd, sizeof(double), 1));
+  TRY(nk__vector_span(ctx, op, &s[2], "partial_var", partial_var, parts, sizeof(double), 1));
+  TRY(nk__vector_span(ctx, op, &s[3], "workspace", workspace, need, 1, 1));
+  TRY(nk__check_overlaps(ctx, op, s, 4, no_alias));
+
+  const size_t D = parts;
+  double *G = workspace, *V = G + dd, *row = V + dd, *mean = row + D;
+  /* clr means, then the covariance (two passes over x, clr recomputed per row) */
+  for (size_t i = 0; i < D; i++) mean[i] = 0.0;
+  for (size_t r = 0; r < n; r++) {
+    clr_row(D, x + r * D, row);
+    for (size_t i = 0; i < D; i++) mean[i] += row[i];
+  }
+  for (size_t i = 0; i < D; i++) mean[i] /= (double)n;
+  for (size_t i = 0; i < dd; i++) G[i] = 0.0;
+  for (size_t r = 0; r < n; r++) {
+    clr_row(D, x + r * D, row);
+    for (size_t i = 0; i < D; i++) row[i] -= mean[i];
+    for (size_t i = 0; i < D; i++)
+      for (size_t j = 0; j <= i; j++) G[i * D + j] += row[i] * row[j];
+  }
+  for (size_t i = 0; i < D; i++)
+    for (size_t j = 0; j <= i; j++) G[j * D + i] = G[i * D + j] /= (double)(n - 1);
+  /* Omega = Gamma^+ = sum over retained eigenpairs of v v^T / lambda, into rho */
+  jacobi_eigen(D, G, V);
+  double lmax = 0.0;
+  for (size_t k = 0; k < D; k++) lmax = fmax(lmax, G[k * D + k]);
+  for (size_t k = 0; k < D; k++) row[k] = G[k * D + k] > rcond * lmax ? 1.0 / G[k * D + k] : 0.0;
+  for (size_t i = 0; i < D; i++)
+    for (size_t j = 0; j <= i; j++) {
+      double o = 0.0;
+      for (size_t k = 0; k < D; k++) o += V[i * D + k] * row[k] * V[j * D + k];
+      rho[i * D + j] = rho[j * D + i] = o;
+    }
+  for (size_t i = 0; i < D; i++) mean[i] = rho[i * D + i]; /* Omega_ii */
+  for (size_t i = 0; i < D; i++)
+    for (size_t j = 0; j < D; j++)
+      rho[i * D + j] = i == j ? 1.0 : -rho[i * D + j] / sqrt(mean[i] * mean[j]);
+  if (partial_var)
+    for (size_t i = 0; i < D; i++) partial_var[i] = 1.0 / mean[i];
   return nk__ok(ctx);
 }

@@ -257,4 +257,15 @@ double nk_ref_temperature_fit(size_t n, size_t C, const double *z, const int64_t
 void nk_ref_ece(size_t n, size_t C, const double *probs, const int64_t *y, size_t M, double *ece,
                 double *mce, double *count, double *conf_mean, double *acc_mean);
 
+/* Compositional data: closure (kappa x / sum x), clr (log x - mean log x), the clr partial
+ * correlations and partial variances from Omega = (Gamma + J)^-1 - J (Gamma the clr covariance,
+ * divisor n - 1; needs rank D - 1), and the alr-based partial correlation of parts i, j with
+ * reference part ref (D <= 65). */
+void nk_ref_closure(size_t D, double kappa, const double *x, double *out);
+void nk_ref_clr(size_t D, const double *x, double *out);
+void nk_ref_clr_partial_corr(size_t n, size_t D, const double *x, double *rho,
+                             double *partial_var);
+double nk_ref_alr_partial_corr(size_t n, size_t D, const double *x, size_t ref, size_t i,
+                               size_t j);
+
 #endif /* NK_REFERENCE_H */

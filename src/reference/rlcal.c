@@ -9,6 +9,7 @@
  *   HL-Gauss/two-hot   arXiv 2403.03950 Appendix A listing (erf form, linspace edges)
  *   LSC                arXiv 2402.00742 (u = log sigmoid(r - r_ref)); numpy.quantile 'linear'
  *   calibration        gpleiss/temperature_scaling (NLL, _ECELoss); T by golden section
+ *   compositional      Erb 2020 / spec D17: Omega = (Gamma + J)^-1 - J (Gauss-Jordan)
  */
 #include <math.h>
 #include <stdlib.h>
@@ -293,4 +294,103 @@ void nk_ref_ece(size_t n, size_t C, const double *probs, const int64_t *y, size_
   }
   *ece = e;
   *mce = worst;
+}
+
+/* ---- compositional data (spec D17) ---- */
+
+void nk_ref_closure(size_t D, double kappa, const double *x, double *out) {
+  double s = 0.0;
+  for (size_t i = 0; i < D; i++) s += x[i];
+  for (size_t i = 0; i < D; i++) out[i] = kappa * x[i] / s;
+}
+
+void nk_ref_clr(size_t D, const double *x, double *out) {
+  double lg = 0.0; /* log of the geometric mean */
+  for (size_t i = 0; i < D; i++) lg += log(x[i]);
+  lg /= (double)D;
+  for (size_t i = 0; i < D; i++) out[i] = log(x[i]) - lg;
+}
+
+/* Inverts the D x D matrix a in place by Gauss-Jordan with partial pivoting. */
+static void invert(size_t D, double *a) {
+  double *aug = malloc(D * 2 * D * sizeof(double));
+  for (size_t i = 0; i < D; i++)
+    for (size_t j = 0; j < 2 * D; j++) aug[i * 2 * D + j] = j < D ? a[i * D + j] : (j - D == i);
+  for (size_t c = 0; c < D; c++) {
+    size_t piv = c;
+    for (size_t r = c + 1; r < D; r++)
+      if (fabs(aug[r * 2 * D + c]) > fabs(aug[piv * 2 * D + c])) piv = r;
+    for (size_t j = 0; j < 2 * D; j++) {
+      const double t = aug[c * 2 * D + j];
+      aug[c * 2 * D + j] = aug[piv * 2 * D + j];
+      aug[piv * 2 * D + j] = t;
+    }
+    const double d = aug[c * 2 * D + c];
+    for (size_t j = 0; j < 2 * D; j++) aug[c * 2 * D + j] /= d;
+    for (size_t r = 0; r < D; r++) {
+      if (r == c) continue;
+      const double f = aug[r * 2 * D + c];
+      for (size_t j = 0; j < 2 * D; j++) aug[r * 2 * D + j] -= f * aug[c * 2 * D + j];
+    }
+  }
+  for (size_t i = 0; i < D; i++)
+    for (size_t j = 0; j < D; j++) a[i * D + j] = aug[i * 2 * D + D + j];
+  free(aug);
+}
+
+void nk_ref_clr_partial_corr(size_t n, size_t D, const double *x, double *rho,
+                             double *partial_var) {
+  double *c = malloc(n * D * sizeof(double)), *mu = calloc(D, sizeof(double));
+  double *g = malloc(D * D * sizeof(double));
+  for (size_t r = 0; r < n; r++) nk_ref_clr(D, x + r * D, c + r * D);
+  for (size_t r = 0; r < n; r++)
+    for (size_t i = 0; i < D; i++) mu[i] += c[r * D + i] / (double)n;
+  for (size_t i = 0; i < D; i++)
+    for (size_t j = 0; j < D; j++) {
+      double s = 0.0;
+      for (size_t r = 0; r < n; r++) s += (c[r * D + i] - mu[i]) * (c[r * D + j] - mu[j]);
+      g[i * D + j] = s / (double)(n - 1) + 1.0 / (double)D; /* Gamma + J */
+    }
+  invert(D, g);
+  for (size_t i = 0; i < D * D; i++) g[i] -= 1.0 / (double)D; /* Omega */
+  for (size_t i = 0; i < D; i++) {
+    partial_var[i] = 1.0 / g[i * D + i];
+    for (size_t j = 0; j < D; j++)
+      rho[i * D + j] = i == j ? 1.0 : -g[i * D + j] / sqrt(g[i * D + i] * g[j * D + j]);
+  }
+  free(c);
+  free(mu);
+  free(g);
+}
+
+/* Partial correlation of alr_r coordinates i, j (i, j != r) given the others: from the inverse
+ * of the alr covariance (Aitchison), for the reference-independence check. */
+double nk_ref_alr_partial_corr(size_t n, size_t D, const double *x, size_t ref, size_t i,
+                               size_t j) {
+  const size_t K = D - 1;
+  double *a = malloc(n * K * sizeof(double)), *mu = calloc(K, sizeof(double));
+  double *g = malloc(K * K * sizeof(double));
+  size_t idx[64], ii = 0, jj = 0;
+  for (size_t k = 0, m = 0; k < D; k++)
+    if (k != ref) {
+      if (k == i) ii = m;
+      if (k == j) jj = m;
+      idx[m++] = k;
+    }
+  for (size_t r = 0; r < n; r++)
+    for (size_t m = 0; m < K; m++) a[r * K + m] = log(x[r * D + idx[m]] / x[r * D + ref]);
+  for (size_t r = 0; r < n; r++)
+    for (size_t m = 0; m < K; m++) mu[m] += a[r * K + m] / (double)n;
+  for (size_t p = 0; p < K; p++)
+    for (size_t q = 0; q < K; q++) {
+      double s = 0.0;
+      for (size_t r = 0; r < n; r++) s += (a[r * K + p] - mu[p]) * (a[r * K + q] - mu[q]);
+      g[p * K + q] = s / (double)(n - 1);
+    }
+  invert(K, g);
+  const double v = -g[ii * K + jj] / sqrt(g[ii * K + ii] * g[jj * K + jj]);
+  free(a);
+  free(mu);
+  free(g);
+  return v;
 }

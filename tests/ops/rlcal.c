@@ -742,6 +742,145 @@ NK_TEST(calibration_invalid) {
 #undef CLEAN
 }
 
+/* ---- compositional data ---------------------------------------------------------------------- */
+
+/* Positive compositions with correlated log-parts. */
+static void make_compositions(nk_rng *rng, size_t n, size_t D, float *x, double *xd) {
+  for (size_t r = 0; r < n; r++) {
+    const double common = nk_rng_normal(rng);
+    for (size_t i = 0; i < D; i++) {
+      const double l = 0.3 * (double)i + 0.5 * nk_rng_normal(rng) + (i % 2 ? 0.4 : -0.3) * common;
+      x[r * D + i] = (float)exp(l);
+      xd[r * D + i] = x[r * D + i];
+    }
+  }
+}
+
+NK_TEST(clr_closure_and_transform) {
+  enum { N = 20, D = 6 };
+  nk_rng rng = {0xD1};
+  float x[N * D], c[N * D], l[N * D], lc[N * D];
+  double xd[N * D], e[D];
+  make_compositions(&rng, N, D, x, xd);
+  NK_REQUIRE(nk_clr_closure(actx, N, D, 100.0f, x, c) == NK_OK, "closure");
+  NK_REQUIRE(nk_clr_transform(actx, N, D, x, l) == NK_OK, "clr");
+  NK_REQUIRE(nk_clr_transform(actx, N, D, c, lc) == NK_OK, "clr of closure");
+  for (size_t r = 0; r < N; r++) {
+    nk_ref_closure(D, 100.0, xd + r * D, e);
+    double sum = 0.0;
+    for (size_t i = 0; i < D; i++) {
+      NK_CHECK(fabs(c[r * D + i] - e[i]) <= f32_bound(e[i], 0), "closure %g vs %g",
+               (double)c[r * D + i], e[i]);
+      sum += c[r * D + i];
+    }
+    NK_CHECK(fabs(sum - 100.0) < 1e-4, "closure sum %g", sum);
+    nk_ref_clr(D, xd + r * D, e);
+    double s2 = 0.0;
+    for (size_t i = 0; i < D; i++) {
+      NK_CHECK(fabs(l[r * D + i] - e[i]) <= f32_bound(e[i], 1e-15), "clr %g vs %g",
+               (double)l[r * D + i], e[i]);
+      NK_CHECK(fabs(lc[r * D + i] - l[r * D + i]) <= 2e-6 * (1 + fabs(e[i])),
+               "scale invariance");
+      s2 += l[r * D + i];
+    }
+    NK_CHECK(fabs(s2) < 1e-5, "clr sum %g", s2);
+  }
+  /* in place */
+  float y[N * D];
+  memcpy(y, x, sizeof y);
+  NK_REQUIRE(nk_clr_transform(actx, N, D, y, y) == NK_OK, "in place");
+  NK_CHECK(memcmp(y, l, sizeof y) == 0, "in place differs");
+  memcpy(y, x, sizeof y);
+  NK_REQUIRE(nk_clr_closure(actx, N, D, 100.0f, y, y) == NK_OK, "closure in place");
+  NK_CHECK(memcmp(y, c, sizeof y) == 0, "closure in place differs");
+}
+
+NK_TEST(clr_partial_corr_vs_reference) {
+  enum { N = 80, D = 7 };
+  nk_rng rng = {0xE1};
+  static float x[N * D];
+  static double xd[N * D];
+  double rho[D * D], pv[D], rr[D * D], rpv[D];
+  const size_t ws = nk_clr_partial_corr_workspace_size(D);
+  void *work = nk_t_alloc(ws);
+  NK_REQUIRE(work != NULL, "alloc");
+  for (int trial = 0; trial < 3; trial++) {
+    make_compositions(&rng, N, D, x, xd);
+    NK_REQUIRE(nk_clr_partial_corr(actx, N, D, x, NK_CLR_RCOND_DEFAULT, rho, pv, work, ws) ==
+                   NK_OK,
+               "partial corr");
+    nk_ref_clr_partial_corr(N, D, xd, rr, rpv);
+    for (size_t i = 0; i < D; i++) {
+      NK_CHECK(close_d(pv[i], rpv[i], 1e-9, 0), "partial var %zu %.15g vs %.15g", i, pv[i],
+               rpv[i]);
+      for (size_t j = 0; j < D; j++) {
+        NK_CHECK(close_d(rho[i * D + j], rr[i * D + j], 0, 1e-9), "rho %zu %zu %.15g vs %.15g",
+                 i, j, rho[i * D + j], rr[i * D + j]);
+        NK_CHECK(fabs(rho[i * D + j]) <= 1.0 + 1e-12 && rho[i * D + j] == rho[j * D + i],
+                 "range/symmetry");
+      }
+    }
+    /* reference independence: the alr partial correlation for every admissible reference */
+    for (size_t ref = 0; ref < D; ref++)
+      if (ref != 1 && ref != 4) {
+        const double a = nk_ref_alr_partial_corr(N, D, xd, ref, 1, 4);
+        NK_CHECK(close_d(rho[1 * D + 4], a, 0, 1e-9), "alr ref %zu: %.15g vs %.15g", ref,
+                 rho[1 * D + 4], a);
+      }
+  }
+  /* closure does not change the result */
+  float c[N * D];
+  double rc[D * D];
+  NK_REQUIRE(nk_clr_closure(actx, N, D, 1.0f, x, c) == NK_OK, "closure");
+  NK_REQUIRE(nk_clr_partial_corr(actx, N, D, c, NK_CLR_RCOND_DEFAULT, rc, NULL, work, ws) ==
+                 NK_OK,
+             "closed");
+  for (size_t i = 0; i < D * D; i++) NK_CHECK(fabs(rc[i] - rho[i]) < 1e-5, "closure changes rho");
+  /* rank deficient (n <= D): still finite, within [-1, 1] */
+  NK_REQUIRE(nk_clr_partial_corr(actx, 4, D, x, NK_CLR_RCOND_DEFAULT, rho, pv, work, ws) == NK_OK,
+             "n <= D");
+  for (size_t i = 0; i < D * D; i++)
+    NK_CHECK(isnan(rho[i]) || fabs(rho[i]) <= 1.0 + 1e-9, "rank deficient rho %g", rho[i]);
+  free(work);
+}
+
+NK_TEST(compositional_invalid) {
+  float x[6] = {1, 2, 3, 4, 5, 6}, out[6];
+  double rho[9], pv[3];
+  unsigned char work[512];
+  memset(out, POISON, sizeof out);
+  memset(rho, POISON, sizeof rho);
+  memset(pv, POISON, sizeof pv);
+#define CLEAN (all_bytes(out, sizeof out, POISON) && all_bytes(rho, sizeof rho, POISON) && \
+               all_bytes(pv, sizeof pv, POISON))
+  EXPECT_INVALID(nk_clr_closure(actx, 2, 3, 0.0f, x, out), CLEAN);
+  EXPECT_INVALID(nk_clr_closure(actx, 2, 3, NAN, x, out), CLEAN);
+  EXPECT_INVALID(nk_clr_closure(actx, 2, 0, 1.0f, x, out), CLEAN);
+  EXPECT_INVALID(nk_clr_closure(actx, 2, 3, 1.0f, NULL, out), CLEAN);
+  EXPECT_INVALID(nk_clr_closure(actx, 2, 3, 1.0f, x, NULL), CLEAN);
+  EXPECT_INVALID(nk_clr_closure(actx, 1, 3, 1.0f, out + 1, out), CLEAN);
+  x[4] = 0.0f;
+  EXPECT_INVALID(nk_clr_closure(actx, 2, 3, 1.0f, x, out), CLEAN);
+  EXPECT_INVALID(nk_clr_transform(actx, 2, 3, x, out), CLEAN);
+  x[4] = NAN;
+  EXPECT_INVALID(nk_clr_transform(actx, 2, 3, x, out), CLEAN);
+  x[4] = -1.0f;
+  EXPECT_INVALID(nk_clr_partial_corr(actx, 2, 3, x, 1e-10, rho, pv, work, sizeof work), CLEAN);
+  x[4] = 5.0f;
+  EXPECT_INVALID(nk_clr_transform(actx, 2, 3, x, NULL), CLEAN);
+  EXPECT_INVALID(nk_clr_partial_corr(actx, 1, 3, x, 1e-10, rho, pv, work, sizeof work), CLEAN);
+  EXPECT_INVALID(nk_clr_partial_corr(actx, 2, 1, x, 1e-10, rho, pv, work, sizeof work), CLEAN);
+  EXPECT_INVALID(nk_clr_partial_corr(actx, 2, 3, x, 0.0, rho, pv, work, sizeof work), CLEAN);
+  EXPECT_INVALID(nk_clr_partial_corr(actx, 2, 3, x, NAN, rho, pv, work, sizeof work), CLEAN);
+  EXPECT_INVALID(nk_clr_partial_corr(actx, 2, 3, x, 1e-10, NULL, pv, work, sizeof work), CLEAN);
+  EXPECT_INVALID(nk_clr_partial_corr(actx, 2, 3, x, 1e-10, rho, pv, NULL, sizeof work), CLEAN);
+  EXPECT_INVALID(nk_clr_partial_corr(actx, 2, 3, x, 1e-10, rho, rho + 1, work, sizeof work),
+                 all_bytes(out, sizeof out, POISON));
+  nk_status st = nk_clr_partial_corr(actx, 2, 3, x, 1e-10, rho, pv, work, 8);
+  NK_CHECK(st == NK_STATUS_MISUSE && CLEAN, "small workspace: %s", nk_status_string(st));
+#undef CLEAN
+}
+
 int main(void) {
   if (nk_context_create(&actx) != NK_OK) return 1;
   NK_RUN(running_norm_sequence);
@@ -765,6 +904,9 @@ int main(void) {
   NK_RUN(temperature_fit_vs_reference);
   NK_RUN(ece_vs_reference);
   NK_RUN(calibration_invalid);
+  NK_RUN(clr_closure_and_transform);
+  NK_RUN(clr_partial_corr_vs_reference);
+  NK_RUN(compositional_invalid);
   nk_context_destroy(actx);
   return nk_test_summary();
 }
