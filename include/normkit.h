@@ -1456,7 +1456,8 @@ NK_API nk_status nk_ece_top_label(nk_context *ctx, size_t n, size_t classes, con
                                   const int64_t *labels, size_t bins, double *ece, double *mce,
                                   nk_ece_bin *reliability);
 
-/* ---- Compositional data: closure, clr, partial correlations (spec D17; docs/ops/compositional.md)
+/* ---- Compositional data: closure, clr, partial correlations (spec D17) ---------------------
+ * docs/ops/compositional.md.
  *
  * A composition is a row of D > 0 parts carrying only relative information (Aitchison 1986).
  * x is n x D floats, dense (row r at r * D); every part must be finite and > 0 (zeros must be
@@ -1491,8 +1492,8 @@ NK_API nk_status nk_clr_transform(nk_context *ctx, size_t n, size_t parts, const
  *   workspace caller scratch of at least nk_clr_partial_corr_workspace_size(D) bytes, aligned
  *             for double; contents on return unspecified.
  * Omega_ii == 0 (a part orthogonal to every retained eigenvector) gives NaN off the diagonal
- * in its row and column of rho and +inf partial variance. Returns OK, INVALID_ARGUMENT, or MISUSE (workspace
- * too small). */
+ * in its row and column of rho and +inf partial variance. Returns OK, INVALID_ARGUMENT, or
+ * MISUSE (workspace too small). */
 #define NK_CLR_RCOND_DEFAULT 1e-10
 NK_API size_t nk_clr_partial_corr_workspace_size(size_t parts);
 NK_API nk_status nk_clr_partial_corr(nk_context *ctx, size_t n, size_t parts, const float *x,

@@ -202,7 +202,7 @@ nk_status nk_running_norm_reward(nk_context *ctx, size_t envs, float gamma, floa
   return nk__ok(ctx);
 }
 
-/* ---- group advantages: GRPO and BNPO ----------------------------------------------------------- */
+/* ---- group advantages: GRPO and BNPO ------------------------------------------------------ */
 
 /* n = sum of the group sizes, checked; spans of rewards and adv; adv must not overlap. */
 static nk_status check_groups(nk_context *ctx, const char *op, size_t groups,
@@ -518,7 +518,7 @@ nk_status nk_hlgauss_xent(nk_context *ctx, size_t n, size_t bins, const float *l
   return nk__ok(ctx);
 }
 
-/* ---- LSC reward transform ---------------------------------------------------------------------- */
+/* ---- LSC reward transform ---------------------------------------------------------------- */
 
 /* log sigmoid(d) = -softplus(-d) = min(d, 0) - log1p(exp(-|d|)). */
 static double log_sigmoid(double d) {
@@ -632,7 +632,10 @@ static void nll_beta(size_t n, size_t classes, const float *z, const int64_t *y,
     const float *zr = z + r * classes;
     double mx = -INFINITY;
     int has_nan = 0;
-    for (size_t k = 0; k < classes; k++) mx = fmax(mx, beta * (double)zr[k]), has_nan |= isnan(zr[k]);
+    for (size_t k = 0; k < classes; k++) {
+      mx = fmax(mx, beta * (double)zr[k]);
+      has_nan |= isnan(zr[k]);
+    }
     if (has_nan) mx = NAN;
     double s = 0.0, s1 = 0.0;
     for (size_t k = 0; k < classes; k++) {
@@ -933,8 +936,8 @@ nk_status nk_clr_partial_corr(nk_context *ctx, size_t n, size_t parts, const flo
                               size_t workspace_size) {
   static const char op[] = "clr_partial_corr";
   if (n < 2 || parts < 2)
-    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: need n >= 2 and parts >= 2 (got %zu, %zu)",
-                    op, n, parts);
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT,
+                    "%s: need n >= 2 and parts >= 2 (got %zu, %zu)", op, n, parts);
   if (!(rcond > 0.0 && rcond < 1.0))
     return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: rcond %g must be in (0, 1)", op, rcond);
   size_t nd, dd;

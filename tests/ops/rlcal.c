@@ -184,7 +184,8 @@ NK_TEST(running_norm_invalid) {
   EXPECT_INVALID(nk_running_norm_update(actx, 2, 2, x, st), all_bytes(y, sizeof y, POISON));
   memcpy(st, save, sizeof st);
   st[0].m2 = -1;
-  EXPECT_INVALID(nk_running_norm_apply(actx, 2, 2, st, 1e-8f, 10, x, y), all_bytes(y, sizeof y, POISON));
+  EXPECT_INVALID(nk_running_norm_apply(actx, 2, 2, st, 1e-8f, 10, x, y),
+                 all_bytes(y, sizeof y, POISON));
   memcpy(st, save, sizeof st);
   st[0].count = 0; /* apply needs count > 0 */
   EXPECT_INVALID(nk_running_norm_apply(actx, 2, 2, st, 1e-8f, 10, x, y),
@@ -213,7 +214,7 @@ NK_TEST(running_norm_invalid) {
 #undef CLEAN
 }
 
-/* ---- GRPO and BNPO ---------------------------------------------------------------------------- */
+/* ---- GRPO and BNPO ------------------------------------------------------------------------ */
 
 NK_TEST(grpo_random_groups) {
   enum { GROUPS = 7, NMAX = 64 };
@@ -486,7 +487,7 @@ NK_TEST(value_encodings_invalid) {
 #undef CLEAN
 }
 
-/* ---- LSC reward transform ---------------------------------------------------------------------- */
+/* ---- LSC reward transform ---------------------------------------------------------------- */
 
 NK_TEST(lsc_transform_and_combine) {
   enum { N = 50, J = 3 };
