@@ -1500,6 +1500,38 @@ NK_API nk_status nk_clr_partial_corr(nk_context *ctx, size_t n, size_t parts, co
                                      double rcond, double *rho, double *partial_var,
                                      void *workspace, size_t workspace_size);
 
+/* ---- Candidate Prior Normalization (spec D16; docs/ops/cpn.md) ---------------------------
+ *
+ * BLiM (Ko, Lee et al., ICCV 2025, arXiv 2507.23284; code mlvlab/BLiM training_utils.py): when
+ * candidates c are ranked by their generation likelihood given the query q, subtract alpha times
+ * the candidate's prior likelihood (the same model with the query tokens masked out):
+ *   S(c|q) = mean over valid tokens t of log P(c_t | q, c_<t),  S(c) likewise without q
+ *   S_CPN(q, c) = S(c|q) - alpha S(c)      (alpha 0: raw likelihood; 1: pointwise MI)
+ * The BLiM ensemble with the query likelihood and a dual-encoder score is the caller's (a
+ * weighted sum of these scores).
+ */
+
+/* Mean per-token log-likelihood of each of n sequences of `tokens` positions:
+ *   out[r] = sum_t valid[r][t] logp[r][t] / sum_t valid[r][t]     (double)
+ *   logp   IN  n x tokens floats (log-probabilities of the target tokens; ignored positions may
+ *          hold anything, they are not read).
+ *   valid  IN  optional n x tokens bytes, nonzero = counted (NULL: every position counts).
+ *   out    OUT n doubles. A row with no valid token gives NaN (0/0, as the code).
+ * The official code counts the positions with nonzero cross-entropy (loss.bool().sum()), which
+ * also drops a valid token predicted with probability exactly 1; pass valid accordingly to
+ * reproduce it. n == 0: OK. Returns OK or INVALID_ARGUMENT (NULL, tokens == 0, n * tokens
+ * overflowing, out overlapping an input). */
+NK_API nk_status nk_cpn_mean_loglik(nk_context *ctx, size_t n, size_t tokens, const float *logp,
+                                    const unsigned char *valid, double *out);
+
+/* score[i] = cond[i] - alpha prior[i] for i < n (S(c|q) and S(c) per candidate, in double).
+ *   alpha  finite (official per-dataset values 0 to 1, e.g. MSRVTT text->video 0.0,
+ *          video->text 0.9; no universal default).
+ * score == cond or score == prior (exact in place) is allowed. NaN propagates. n == 0: OK.
+ * Returns OK or INVALID_ARGUMENT. */
+NK_API nk_status nk_cpn_score(nk_context *ctx, size_t n, const double *cond, const double *prior,
+                              double alpha, double *score);
+
 #ifdef __cplusplus
 }
 #endif

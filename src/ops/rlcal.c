@@ -4,7 +4,7 @@
  * No kernels, no threads. Pages: docs/ops/running-norm.md (SB3 VecNormalize),
  * docs/ops/advantages.md (GRPO, BNPO), docs/ops/value-encodings.md (HL-Gauss, two-hot),
  * docs/ops/lsc.md (LSC reward transform), docs/ops/calibration.md (temperature scaling, ECE),
- * docs/ops/compositional.md (closure, clr, partial correlations).
+ * docs/ops/compositional.md (closure, clr, partial correlations), docs/ops/cpn.md (CPN).
  */
 #include <float.h>
 #include <math.h>
@@ -993,5 +993,57 @@ nk_status nk_clr_partial_corr(nk_context *ctx, size_t n, size_t parts, const flo
       rho[i * D + j] = i == j ? 1.0 : -rho[i * D + j] / sqrt(mean[i] * mean[j]);
   if (partial_var)
     for (size_t i = 0; i < D; i++) partial_var[i] = 1.0 / mean[i];
+  return nk__ok(ctx);
+}
+
+/* ---- candidate prior normalization ---------------------------------------------------------- */
+
+nk_status nk_cpn_mean_loglik(nk_context *ctx, size_t n, size_t tokens, const float *logp,
+                             const unsigned char *valid, double *out) {
+  static const char op[] = "cpn_mean_loglik";
+  if (tokens == 0) return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: tokens is 0", op);
+  if (n == 0) return nk__ok(ctx);
+  size_t nt;
+  TRY(check_product(ctx, op, "n * tokens", n, tokens, &nt));
+  REQUIRE_PTR(logp);
+  REQUIRE_PTR(out);
+  span s[3];
+  TRY(nk__vector_span(ctx, op, &s[0], "logp", logp, nt, sizeof(float), 0));
+  TRY(nk__vector_span(ctx, op, &s[1], "valid", valid, nt, 1, 0));
+  TRY(nk__vector_span(ctx, op, &s[2], "out", out, n, sizeof(double), 1));
+  TRY(nk__check_overlaps(ctx, op, s, 3, no_alias));
+  for (size_t r = 0; r < n; r++) {
+    double sum = 0.0, cnt = 0.0;
+    for (size_t t = 0; t < tokens; t++)
+      if (valid == NULL || valid[r * tokens + t]) sum += (double)logp[r * tokens + t], cnt += 1.0;
+    out[r] = sum / cnt;
+  }
+  return nk__ok(ctx);
+}
+
+/* Exact in place: score may be cond or prior. */
+static int cpn_alias(const span *out, const span *other) {
+  return nk__span_is(out, "score") &&
+         (nk__span_is(other, "cond") || nk__span_is(other, "prior"));
+}
+
+nk_status nk_cpn_score(nk_context *ctx, size_t n, const double *cond, const double *prior,
+                       double alpha, double *score) {
+  static const char op[] = "cpn_score";
+  if (!isfinite(alpha))
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: alpha %g must be finite", op, alpha);
+  if (n == 0) return nk__ok(ctx);
+  REQUIRE_PTR(cond);
+  REQUIRE_PTR(prior);
+  REQUIRE_PTR(score);
+  /* n doubles described as 1 x 2n f32 rows (same bytes), so exact in-place aliasing is seen */
+  size_t n2;
+  TRY(check_product(ctx, op, "2 * n", n, 2, &n2));
+  span s[3];
+  TRY(nk__tensor_span(ctx, op, &s[0], "cond", cond, (ptrdiff_t)n2, 1, n2, NK_DTYPE_F32, 0));
+  TRY(nk__tensor_span(ctx, op, &s[1], "prior", prior, (ptrdiff_t)n2, 1, n2, NK_DTYPE_F32, 0));
+  TRY(nk__tensor_span(ctx, op, &s[2], "score", score, (ptrdiff_t)n2, 1, n2, NK_DTYPE_F32, 1));
+  TRY(nk__check_overlaps(ctx, op, s, 3, cpn_alias));
+  for (size_t i = 0; i < n; i++) score[i] = cond[i] - alpha * prior[i];
   return nk__ok(ctx);
 }

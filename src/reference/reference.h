@@ -268,4 +268,9 @@ void nk_ref_clr_partial_corr(size_t n, size_t D, const double *x, double *rho,
 double nk_ref_alr_partial_corr(size_t n, size_t D, const double *x, size_t ref, size_t i,
                                size_t j);
 
+/* CPN score of one candidate from its per-token log-probabilities with and without the query
+ * (T positions each, optional validity masks): mean(cond) - alpha mean(prior). */
+double nk_ref_cpn(size_t T, const double *logp_cond, const unsigned char *valid_cond,
+                  const double *logp_prior, const unsigned char *valid_prior, double alpha);
+
 #endif /* NK_REFERENCE_H */

@@ -10,6 +10,7 @@
  *   LSC                arXiv 2402.00742 (u = log sigmoid(r - r_ref)); numpy.quantile 'linear'
  *   calibration        gpleiss/temperature_scaling (NLL, _ECELoss); T by golden section
  *   compositional      Erb 2020 / spec D17: Omega = (Gamma + J)^-1 - J (Gauss-Jordan)
+ *   CPN                mlvlab/BLiM training_utils.py (mean log-likelihood, cond - alpha prior)
  */
 #include <math.h>
 #include <stdlib.h>
@@ -393,4 +394,18 @@ double nk_ref_alr_partial_corr(size_t n, size_t D, const double *x, size_t ref, 
   free(mu);
   free(g);
   return v;
+}
+
+/* ---- CPN (BLiM) ---- */
+
+double nk_ref_cpn(size_t T, const double *logp_cond, const unsigned char *valid_cond,
+                  const double *logp_prior, const unsigned char *valid_prior, double alpha) {
+  /* loss = -logp per token; mean over counted positions; score = -(loss_c) + alpha loss_p */
+  double lc = 0.0, nc = 0.0, lp = 0.0, np_ = 0.0;
+  for (size_t t = 0; t < T; t++) {
+    if (!valid_cond || valid_cond[t]) lc += -logp_cond[t], nc += 1;
+    if (!valid_prior || valid_prior[t]) lp += -logp_prior[t], np_ += 1;
+  }
+  const double candidate_likelihood = -lc / nc, candidate_prior = -lp / np_;
+  return candidate_likelihood - alpha * candidate_prior;
 }

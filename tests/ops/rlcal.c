@@ -882,6 +882,64 @@ NK_TEST(compositional_invalid) {
 #undef CLEAN
 }
 
+/* ---- candidate prior normalization --------------------------------------------------------- */
+
+NK_TEST(cpn_vs_reference) {
+  enum { N = 16, T = 9 };
+  nk_rng rng = {0xF1};
+  float lc[N * T], lp[N * T];
+  double lcd[N * T], lpd[N * T], mc[N], mp[N], sc[N];
+  unsigned char vc[N * T], vp[N * T];
+  for (size_t i = 0; i < N * T; i++) {
+    lc[i] = (float)log(nk_rng_uniform(&rng)), lp[i] = (float)(2.0 * log(nk_rng_uniform(&rng)));
+    lcd[i] = lc[i], lpd[i] = lp[i];
+    vc[i] = (unsigned char)(i % T < 7), vp[i] = (unsigned char)(nk_rng_uniform(&rng) < 0.8);
+  }
+  vp[0] = 1;
+  const double alphas[5] = {0.0, 0.2, 0.8, 0.9, 1.0};
+  NK_REQUIRE(nk_cpn_mean_loglik(actx, N, T, lc, vc, mc) == NK_OK, "cond");
+  NK_REQUIRE(nk_cpn_mean_loglik(actx, N, T, lp, vp, mp) == NK_OK, "prior");
+  for (int a = 0; a < 5; a++) {
+    NK_REQUIRE(nk_cpn_score(actx, N, mc, mp, alphas[a], sc) == NK_OK, "score");
+    for (size_t r = 0; r < N; r++) {
+      const double e = nk_ref_cpn(T, lcd + r * T, vc + r * T, lpd + r * T, vp + r * T, alphas[a]);
+      NK_CHECK(close_d(sc[r], e, 1e-14, 1e-15), "alpha %g row %zu %.17g vs %.17g", alphas[a], r,
+               sc[r], e);
+    }
+  }
+  /* no mask: plain mean; no valid token: NaN; in place */
+  double m;
+  NK_REQUIRE(nk_cpn_mean_loglik(actx, 1, T, lc, NULL, &m) == NK_OK, "no mask");
+  double e = 0.0;
+  for (size_t t = 0; t < T; t++) e += lcd[t];
+  NK_CHECK(close_d(m, e / T, 1e-15, 0), "plain mean");
+  unsigned char none[T] = {0};
+  NK_REQUIRE(nk_cpn_mean_loglik(actx, 1, T, lc, none, &m) == NK_OK && isnan(m), "empty row");
+  double c2[2] = {-1.0, -2.0}, p2[2] = {-3.0, -0.5};
+  NK_REQUIRE(nk_cpn_score(actx, 2, c2, p2, 1.0, c2) == NK_OK, "in place");
+  NK_CHECK(c2[0] == 2.0 && c2[1] == -1.5, "in place values");
+}
+
+NK_TEST(cpn_invalid) {
+  float lp[6] = {-1, -2, -3, -4, -5, -6};
+  double c[3] = {1, 2, 3}, p[3] = {1, 1, 1}, out[3];
+  memset(out, POISON, sizeof out);
+#define CLEAN all_bytes(out, sizeof out, POISON)
+  EXPECT_INVALID(nk_cpn_mean_loglik(actx, 2, 0, lp, NULL, out), CLEAN);
+  EXPECT_INVALID(nk_cpn_mean_loglik(actx, 2, 3, NULL, NULL, out), CLEAN);
+  EXPECT_INVALID(nk_cpn_mean_loglik(actx, 2, 3, lp, NULL, NULL), CLEAN);
+  EXPECT_INVALID(nk_cpn_mean_loglik(actx, SIZE_MAX, 3, lp, NULL, out), CLEAN);
+  EXPECT_INVALID(nk_cpn_mean_loglik(actx, 1, 3, (float *)(void *)out, NULL, out), CLEAN);
+  EXPECT_INVALID(nk_cpn_score(actx, 3, c, p, NAN, out), CLEAN);
+  EXPECT_INVALID(nk_cpn_score(actx, 3, c, p, INFINITY, out), CLEAN);
+  EXPECT_INVALID(nk_cpn_score(actx, 3, NULL, p, 0.5, out), CLEAN);
+  EXPECT_INVALID(nk_cpn_score(actx, 3, c, NULL, 0.5, out), CLEAN);
+  EXPECT_INVALID(nk_cpn_score(actx, 3, c, p, 0.5, NULL), CLEAN);
+  EXPECT_INVALID(nk_cpn_score(actx, 2, out + 1, p, 0.5, out), CLEAN);
+  EXPECT_INVALID(nk_cpn_score(actx, SIZE_MAX, c, p, 0.5, out), CLEAN);
+#undef CLEAN
+}
+
 int main(void) {
   if (nk_context_create(&actx) != NK_OK) return 1;
   NK_RUN(running_norm_sequence);
@@ -908,6 +966,8 @@ int main(void) {
   NK_RUN(clr_closure_and_transform);
   NK_RUN(clr_partial_corr_vs_reference);
   NK_RUN(compositional_invalid);
+  NK_RUN(cpn_vs_reference);
+  NK_RUN(cpn_invalid);
   nk_context_destroy(actx);
   return nk_test_summary();
 }
