@@ -1494,6 +1494,382 @@ NK_API nk_status nk_conda_step(nk_context *ctx, const nk_conda_desc *desc, nk_co
                                const float *exp_avg, float *exp_avg_sq, const float *basis,
                                int64_t *step, void *workspace, size_t workspace_size);
 
+/* RL and calibration: running normalizers, advantages, value encodings, calibration          */
+/* ------------------------------------------------------------------------------------------ */
+/*
+ * Small exact transforms of reinforcement learning and probability calibration (spec
+ * stats-optim-rl.md Parts C and D; docs/ops/running-norm.md and the pages named below). Like the
+ * test-time statistics above: evaluated in double from the given values, rounded once where a
+ * result lands in a float buffer; single-threaded, no kernels, no ISA dependence (the same bits
+ * on every machine with the same libm). The context is used for its message only.
+ *
+ * Conventions of this section:
+ * - Validation (sizes, NULLs, parameters, state) is done in full before anything is written: on
+ *   failure no output and no state is changed, and the context's message says why.
+ * - No output may overlap any other buffer (INVALID_ARGUMENT) unless a function documents an
+ *   exact in-place form. Inputs may overlap each other.
+ * - Data values are not policed unless a function says so: NaN in an input gives NaN in what
+ *   depends on it.
+ */
+
+/* ---- Running mean/variance normalizers (Stable-Baselines3 VecNormalize; spec C13) ----------
+ *
+ * The state of a RunningMeanStd over d features is d nk_moments (count, mean, M2 = var * count),
+ * so it merges across workers with nk_moments_merge_n. SB3 initializes mean 0, var 1 and a
+ * pseudo-count 1e-4 (nk_running_norm_init). Update with a batch X (N x d): batch mean mu_b and
+ * BIASED batch variance v_b per feature, then Chan's merge (SB3 update_from_moments):
+ *   delta = mu_b - mean, n' = n + N, mean' = mean + delta N / n',
+ *   var' = (var n + v_b N + delta^2 n N / n') / n'          (M2' = var' n')
+ * Observations: y = clip((x - mean) / sqrt(var + eps), -clip_obs, clip_obs).
+ * Rewards (per environment e, discounted return ret[e] in double, SB3 VecNormalize.step_wait):
+ *   ret[e] = gamma ret[e] + r[e];  update the return statistics with the E values ret[e];
+ *   r_out[e] = clip(r[e] / sqrt(var_ret + eps), -clip_reward, clip_reward)  (no mean subtracted);
+ *   ret[e] = 0 where done[e].
+ * Evaluation mode: no update; nk_running_norm_apply / nk_running_norm_scale alone.
+ * Distributed: each worker accumulates its own samples into moments that start EMPTY (count 0,
+ * all zero) with nk_running_norm_update; the owner merges them into the global state with
+ * nk_moments_merge_n (in a fixed worker order for reproducible bits). Merging equals one update
+ * with all samples up to rounding (Chan's formula is exact in real arithmetic).
+ */
+#define NK_RUNNING_NORM_COUNT0 1e-4     /* SB3 RunningMeanStd epsilon (initial pseudo-count) */
+#define NK_RUNNING_NORM_EPS_DEFAULT 1e-8f /* VecNormalize epsilon */
+#define NK_RUNNING_NORM_CLIP_DEFAULT 10.0f /* clip_obs and clip_reward */
+#define NK_RUNNING_NORM_GAMMA_DEFAULT 0.99f
+
+/* state[i] = {NK_RUNNING_NORM_COUNT0, 0, NK_RUNNING_NORM_COUNT0} (mean 0, var 1) for i < dim.
+ * dim == 0: nothing written, OK. Returns OK or INVALID_ARGUMENT (state NULL with dim > 0). */
+NK_API nk_status nk_running_norm_init(nk_context *ctx, size_t dim, nk_moments *state);
+
+/* Merges a batch x (rows x dim floats, dense row-major, row r at x + r*dim) into the state:
+ * per feature, batch moments in double (two-pass; var biased), merged with Chan's formula.
+ *   state  IN/OUT dim moments; each count must be finite and >= 0 (0: an empty state, the
+ *          batch moments are copied in), m2 >= 0 or NaN.
+ * rows == 0 or dim == 0: nothing changes, OK (pointers may be NULL). NaN/inf in a column
+ * makes that feature's mean and m2 NaN. Returns OK or INVALID_ARGUMENT (NULL, rows*dim
+ * overflowing, a bad count or m2, x overlapping state). */
+NK_API nk_status nk_running_norm_update(nk_context *ctx, size_t rows, size_t dim, const float *x,
+                                        nk_moments *state);
+
+/* y = clip((x - mean) / sqrt(var + eps), -clip, clip) per feature, var = m2 / count (biased,
+ * as SB3 stores it). x, y: rows x dim floats, dense; y == x (exact in place) is allowed.
+ *   eps   finite, >= 0 (default NK_RUNNING_NORM_EPS_DEFAULT).
+ *   clip  > 0; +inf means no clipping (default NK_RUNNING_NORM_CLIP_DEFAULT). NaN stays NaN.
+ *   state IN dim moments, count > 0 (finite), m2 >= 0 or NaN.
+ * var + eps == 0 (eps 0 on a constant feature) gives +-inf clipped to +-clip, or NaN for
+ * x == mean. Returns OK or INVALID_ARGUMENT. */
+NK_API nk_status nk_running_norm_apply(nk_context *ctx, size_t rows, size_t dim,
+                                       const nk_moments *state, float eps, float clip,
+                                       const float *x, float *y);
+
+/* Reward scaling without mean: out[i] = clip(r[i] / sqrt(var + eps), -clip, clip) for i < n,
+ * var = state->m2 / state->count (one scalar state: the return statistics). out == r allowed.
+ * Parameters as nk_running_norm_apply. Returns OK or INVALID_ARGUMENT. */
+NK_API nk_status nk_running_norm_scale(nk_context *ctx, size_t n, const nk_moments *state,
+                                       float eps, float clip, const float *r, float *out);
+
+/* One training step of VecNormalize's reward path over E environments (formulas above):
+ *   gamma     discount in [0, 1] (default NK_RUNNING_NORM_GAMMA_DEFAULT; must equal the
+ *             agent's).
+ *   reward    IN  E floats (raw rewards of this step).
+ *   done      IN  optional E bytes, nonzero where the episode ended this step (NULL: none).
+ *   ret       IN/OUT E doubles, the discounted returns (start at 0; reset them to 0 yourself
+ *             on an environment reset).
+ *   ret_state IN/OUT one nk_moments: the return statistics (nk_running_norm_init with dim 1).
+ *   out       OUT E floats: the scaled rewards (out == reward allowed).
+ * E == 0: nothing changes, OK. Returns OK or INVALID_ARGUMENT (NULL, gamma outside [0, 1],
+ * bad eps/clip/state, overlaps). */
+NK_API nk_status nk_running_norm_reward(nk_context *ctx, size_t envs, float gamma, float eps,
+                                        float clip, const float *reward,
+                                        const unsigned char *done, double *ret,
+                                        nk_moments *ret_state, float *out);
+
+/* ---- Group advantages: GRPO and BNPO (spec C10; docs/ops/advantages.md) ------------------
+ *
+ * Layout shared by both: `groups` prompt groups, group q holding group_sizes[q] responses whose
+ * rewards are consecutive in `rewards` (group 0 first); n = sum of the sizes; adv has n entries
+ * in the same order. A group of size 0 is allowed and contributes nothing. Rewards are the
+ * per-response (outcome) scores; broadcasting an advantage over the response tokens is the
+ * caller's.
+ */
+
+/* GRPO (verl compute_grpo_outcome_advantage):
+ *   size 1:   mean = 0, std = 1                       (verl: the lone reward passes through)
+ *   size >= 2: mean = group mean, std = sqrt(sum (R - mean)^2 / (G - 1)) (unbiased, torch.std)
+ *              or / G (biased) when unbiased == 0
+ *   adv = (R - mean) / (std + eps)   (scale_by_std nonzero: verl's default)
+ *   adv = R - mean                   (scale_by_std == 0: verl norm_adv_by_std_in_grpo=False,
+ *                                     "Dr. GRPO")
+ * All-equal rewards in a group give std 0 and adv exactly 0 (for eps > 0; eps == 0 gives
+ * 0/0 = NaN there, as PyTorch would). NaN in a group's rewards makes that group's adv NaN.
+ *   eps  finite, >= 0; default NK_GRPO_EPS_DEFAULT = 1e-6.
+ * Returns OK or INVALID_ARGUMENT (NULL with n > 0, sizes overflowing, bad eps, adv overlapping
+ * an input). */
+#define NK_GRPO_EPS_DEFAULT 1e-6f
+NK_API nk_status nk_grpo_advantages(nk_context *ctx, size_t groups, const size_t *group_sizes,
+                                    const float *rewards, float eps, int unbiased,
+                                    int scale_by_std, float *adv);
+
+/* BNPO (Xiao, Zhang, Cao 2025, arXiv 2506.02864; code changyi7231/BNPO
+ * compute_bnpo_outcome_advantage), one batch, no state:
+ *   R <- (R - r_min) / (r_max - r_min)              (rewards mapped to [0, 1])
+ *   p_q = mean of group q's mapped rewards if G_q >= 2, 0 if G_q == 1 (the code's choice)
+ *   over the Q non-empty groups: m = mean_q p_q, s2 = sum_q (p_q - m)^2 / (Q - 1);
+ *     Q == 1: m = 0, s2 = 1 (the code's choice; gives alpha = beta = 1)
+ *   kappa = m (1 - m) / s2 - 1,  a = kappa m,  b = kappa (1 - m)
+ *   alpha = max(1 + a/3, 1),  beta = max(1 + b/3, 1)
+ *   w = min(1 / f(p_q; alpha, beta), clip),  f the Beta(alpha, beta) density, evaluated as
+ *       exp(xlogy(alpha - 1, p) + xlogy(beta - 1, 1 - p) - lnB(alpha, beta)); f == 0 (p at 0
+ *       or 1 with alpha or beta > 1) gives w = clip, never 0 * inf
+ *   adv = w (R - p_q)   (mapped R)
+ * Degenerate cases (spec "Pitfalls", open ambiguity 8): s2 == 0 (every prompt has the same
+ * success rate) uses alpha = beta = 1, so adv = R - p_q: zero when every R equals its p_q,
+ * the REINFORCE baseline otherwise. s2 > m (1 - m) makes a, b negative: clamped to 1. NaN in
+ * any reward makes m, s2, alpha, beta and every adv NaN. Q == 0: alpha = beta = 1, nothing else
+ * written.
+ *   r_min, r_max  finite, r_min < r_max (defaults 0 and 1). Every reward must lie in
+ *                 [r_min, r_max] or be NaN (so p_q is in [0, 1]).
+ *   clip          upper bound of 1/f, > 0 (default NK_BNPO_CLIP_DEFAULT = 1e6; +inf allowed).
+ *   adv           OUT n floats.
+ *   alpha, beta   OUT optional: the fitted parameters (double).
+ * Multi-component rewards (the paper's advantage decomposition): call once per component and
+ * average the advantages. Returns OK or INVALID_ARGUMENT. */
+#define NK_BNPO_CLIP_DEFAULT 1e6
+NK_API nk_status nk_bnpo_advantages(nk_context *ctx, size_t groups, const size_t *group_sizes,
+                                    const float *rewards, float r_min, float r_max, double clip,
+                                    float *adv, double *alpha, double *beta);
+
+/* ---- Value encodings: HL-Gauss and two-hot (spec C11; docs/ops/value-encodings.md) --------
+ *
+ * "Stop Regressing" (Farebrother et al., ICML 2024, arXiv 2403.03950): a scalar value target y
+ * becomes a distribution over m fixed bins of [v_min, v_max], learned with a categorical
+ * cross-entropy on logits, decoded as the expected bin centre. Bins (double):
+ *   width zeta = (v_max - v_min) / m,  edges z_i = v_min + i zeta (i = 0..m),
+ *   centres c_i = v_min + (i + 1/2) zeta (i = 0..m-1).
+ * Rows are dense: row r of an n x m array starts at r * m. A NaN target gives a NaN row; NaN
+ * logits give NaN in their row's outputs. Common arguments: bins m >= 1; v_min < v_max, finite.
+ */
+#define NK_HLGAUSS_SIGMA_RATIO_DEFAULT 0.75f /* sigma / zeta, the paper's recommendation */
+
+/* HL-Gauss targets: y is clipped to [v_min, v_max] (open ambiguity 9: many ports clip, the paper
+ * listing does not; clipping keeps the normalizer away from 0), sigma = sigma_ratio * zeta,
+ *   probs[r][i] = (Phi((z_{i+1} - y)/sigma) - Phi((z_i - y)/sigma)) / (Phi((z_m - y)/sigma) -
+ *                 Phi((z_0 - y)/sigma))
+ * each CDF difference evaluated without cancellation (erfc in the tails, erf across 0). Rows sum
+ * to 1 (within rounding); every entry is >= 0.
+ *   sigma_ratio  > 0, finite (default NK_HLGAUSS_SIGMA_RATIO_DEFAULT).
+ *   y            IN  n floats.   probs  OUT n x bins floats.
+ * n == 0: nothing written, OK. Returns OK or INVALID_ARGUMENT. */
+NK_API nk_status nk_hlgauss_target(nk_context *ctx, size_t n, size_t bins, float v_min,
+                                   float v_max, float sigma_ratio, const float *y, float *probs);
+
+/* Two-hot targets on the bin centres: y clipped to [c_0, c_{m-1}]; t = (y - c_0) / zeta,
+ * j = min(floor(t), m - 2), f = t - j; probs[j] = 1 - f, probs[j+1] = f, others 0 (y == c_{m-1}
+ * puts mass 1 on the last centre). bins == 1: probs = 1. Same arguments as nk_hlgauss_target
+ * without sigma. Returns OK or INVALID_ARGUMENT. */
+NK_API nk_status nk_two_hot_target(nk_context *ctx, size_t n, size_t bins, float v_min,
+                                   float v_max, const float *y, float *probs);
+
+/* Decoding (HL-Gauss and two-hot alike): value[r] = sum_i softmax(logits[r])_i c_i (softmax with
+ * the row max subtracted, in double). logits IN n x bins floats; value OUT n floats.
+ * Returns OK or INVALID_ARGUMENT. */
+NK_API nk_status nk_hlgauss_decode(nk_context *ctx, size_t n, size_t bins, float v_min,
+                                   float v_max, const float *logits, float *value);
+
+/* Categorical cross-entropy against a target distribution, and its gradient:
+ *   loss[r] = -sum_i p_i log q_i = sum_i p_i (lse - l_i),  q = softmax(l), lse = logsumexp(l)
+ *             (terms with p_i == 0 are 0, even where q_i == 0)
+ *   dlogits[r][i] = S q_i - p_i,  S = sum_i p_i   (q - p for a normalized target; the target
+ *                   is a constant: no gradient flows into it)
+ *   logits   IN  n x bins floats.   target  IN  n x bins floats (from the functions above, or
+ *                any non-negative weights).
+ *   loss     OUT n floats.   dlogits  OUT optional n x bins floats (overwritten, not
+ *                accumulated).
+ * The mean over rows, if wanted, is the caller's (divide loss and dlogits by n).
+ * Returns OK or INVALID_ARGUMENT (NULL, bins == 0, n * bins overflowing, overlapping
+ * buffers). */
+NK_API nk_status nk_hlgauss_xent(nk_context *ctx, size_t n, size_t bins, const float *logits,
+                                 const float *target, float *loss, float *dlogits);
+
+/* ---- LSC reward transform (spec C12; docs/ops/lsc.md) -------------------------------------
+ *
+ * Wang et al., "Transforming and Combining Rewards for Aligning Large Language Models" (ICML
+ * 2024, arXiv 2402.00742): a Bradley-Terry reward r is replaced by the log-probability that the
+ * response is "good", log sigmoid(r - r_ref), r_ref a per-prompt reference reward (a quantile of
+ * the base policy's rewards for that prompt); several properties combine by summing their
+ * transformed rewards (the log-probability of "good in all", under independence).
+ * log sigmoid(d) = -softplus(-d) is evaluated stably in double: min(d, 0) - log1p(exp(-|d|)).
+ * It is < 0 for every finite d, -> 0 as d -> +inf (saturation: diminishing returns) and ~d as
+ * d -> -inf; +-inf and NaN follow the formula (d = +inf gives 0, -inf gives -inf).
+ */
+
+/* u[i] = log sigmoid(r[i] - r_ref[i]) for i < n (the caller repeats a prompt's r_ref for its
+ * responses). u == r or u == r_ref (exact in place) is allowed. n == 0: OK.
+ * Returns OK or INVALID_ARGUMENT (NULL with n > 0, other overlaps). */
+NK_API nk_status nk_lsc_reward_transform(nk_context *ctx, size_t n, const float *r,
+                                         const float *r_ref, float *u);
+
+/* The combination over J properties: u[i] = sum_j log sigmoid(r[i][j] - r_ref[i][j]), r and
+ * r_ref n x J floats (row i at i * J), u n floats (summed in double in j order). J == 0 gives
+ * u = 0 (the empty sum). n == 0: OK. Returns OK or INVALID_ARGUMENT (NULL, n * J overflowing,
+ * u overlapping an input). */
+NK_API nk_status nk_lsc_reward_combine(nk_context *ctx, size_t n, size_t properties,
+                                       const float *r, const float *r_ref, float *u);
+
+/* The reference reward of one prompt: the level-quantile of k base-policy rewards, with linear
+ * interpolation between order statistics (numpy.quantile's default "linear" method):
+ *   h = (k - 1) level,  r_ref = x_(floor h) + (h - floor h) (x_(floor h + 1) - x_(floor h))
+ * x_(t) the t-th smallest (0-based). The paper's level is unverified (0.85 is recalled, not
+ * confirmed; spec open ambiguity 4): there is no default, pass it.
+ *   k        number of samples, >= 1.   samples  IN  k floats (not modified; O(k^2) selection,
+ *            no scratch: k is the number of samples per prompt, tens to hundreds).
+ *   level    in [0, 1].   r_ref  OUT one float.
+ * Any NaN sample gives NaN. Returns OK or INVALID_ARGUMENT. */
+NK_API nk_status nk_lsc_reward_reference(nk_context *ctx, size_t k, const float *samples,
+                                         float level, float *r_ref);
+
+/* ---- Temperature scaling and calibration error (spec D15; docs/ops/calibration.md) ---------
+ *
+ * Guo, Pleiss, Sun, Weinberger, "On Calibration of Modern Neural Networks" (ICML 2017).
+ * Logits z are n x classes floats, dense (row r at r * classes); labels are n int64 in
+ * [0, classes). One temperature T > 0 for all classes: q = softmax(z / T); argmax is unchanged.
+ *   NLL(T) = (1/n) sum_r [ logsumexp(z_r / T) - z_{r, y_r} / T ]          (in double)
+ * With beta = 1/T, NLL is convex in beta: NLL'(beta) = (1/n) sum_r (E_{q_r}[z_r] - z_{r,y_r}),
+ * NLL''(beta) = (1/n) sum_r Var_{q_r}(z_r) >= 0.
+ */
+#define NK_TEMPERATURE_MIN_DEFAULT 0.05 /* search bracket for T: [0.05, 20] */
+#define NK_TEMPERATURE_MAX_DEFAULT 20.0
+
+/* NLL(T) and dNLL/dT = -NLL'(beta) / T^2 (both double; either output may be NULL).
+ *   n >= 1, classes >= 1; T > 0, finite. NaN logits give NaN.
+ * Returns OK or INVALID_ARGUMENT (NULL, n or classes 0, n * classes overflowing, a label
+ * outside [0, classes), bad T). */
+NK_API nk_status nk_temperature_nll(nk_context *ctx, size_t n, size_t classes,
+                                    const float *logits, const int64_t *labels, double T,
+                                    double *nll, double *dnll_dT);
+
+/* Fits T by minimizing NLL over T in [t_min, t_max] (the reference code runs LBFGS from T = 1.5
+ * for 50 iterations; this is the global minimizer instead, so compare NLL, not T).
+ * Method: in beta = 1/T on [1/t_max, 1/t_min], the derivative g = NLL'(beta) is nondecreasing.
+ * If g >= 0 at the low end, T = t_max; if g <= 0 at the high end, T = t_min (e.g. separable
+ * data, where NLL falls as T -> 0). Otherwise a root of g is bracketed and found by Newton
+ * steps (g / NLL'') that fall back to bisection whenever a step leaves the bracket, shrinking the
+ * bracket every iteration; stops when the bracket is within 4 ulp, g == 0 or after 200
+ * iterations.
+ *   t_min, t_max  0 < t_min < t_max, finite (defaults NK_TEMPERATURE_MIN/MAX_DEFAULT).
+ *   T             OUT the fitted temperature.   nll  OUT optional: NLL(T).
+ * Every logit must be finite (INVALID_ARGUMENT otherwise: a fit on NaN means nothing).
+ * Returns OK or INVALID_ARGUMENT. */
+NK_API nk_status nk_temperature_fit(nk_context *ctx, size_t n, size_t classes,
+                                    const float *logits, const int64_t *labels, double t_min,
+                                    double t_max, double *T, double *nll);
+
+/* probs = softmax(logits / T) per row (double, max subtracted, rounded once). T > 0, finite.
+ * probs == logits (exact in place) is allowed. n == 0: OK. Returns OK or INVALID_ARGUMENT. */
+NK_API nk_status nk_temperature_apply(nk_context *ctx, size_t n, size_t classes, double T,
+                                      const float *logits, float *probs);
+
+/* One bin of a reliability diagram. */
+typedef struct nk_ece_bin {
+  uint64_t count;    /* samples whose confidence falls in the bin */
+  double confidence; /* their mean confidence (0 when count == 0) */
+  double accuracy;   /* their fraction of correct predictions (0 when count == 0) */
+} nk_ece_bin;
+
+#define NK_ECE_BINS_DEFAULT 15
+
+/* Top-label Expected (and Maximum) Calibration Error with equal-width bins (Guo et al. Sec. 2;
+ * gpleiss/temperature_scaling _ECELoss):
+ *   conf_r = max_k probs[r][k],  pred_r = the FIRST k attaining it,  c_r = [pred_r == y_r]
+ *   bin m (m = 0..M-1) holds the r with m/M < conf_r <= (m+1)/M (left-open, right-closed;
+ *   boundaries m/M in double; conf == 0 falls in no bin but counts in n)
+ *   ECE = sum_m (|B_m| / n) |acc_m - conf_m|,   MCE = max over non-empty bins |acc_m - conf_m|
+ *   (0 when every bin is empty).
+ *   probs     IN  n x classes floats, each in [0, 1] (rows need not sum to 1; NaN or values
+ *             outside [0, 1] are INVALID_ARGUMENT). Use nk_temperature_apply for logits.
+ *   labels    IN  n int64 in [0, classes).
+ *   bins      M >= 1 (default NK_ECE_BINS_DEFAULT = 15).
+ *   ece, mce  OUT optional doubles.   reliability  OUT optional M entries.
+ * n >= 1, classes >= 1. Returns OK or INVALID_ARGUMENT. */
+NK_API nk_status nk_ece_top_label(nk_context *ctx, size_t n, size_t classes, const float *probs,
+                                  const int64_t *labels, size_t bins, double *ece, double *mce,
+                                  nk_ece_bin *reliability);
+
+/* ---- Compositional data: closure, clr, partial correlations (spec D17) ---------------------
+ * docs/ops/compositional.md.
+ *
+ * A composition is a row of D > 0 parts carrying only relative information (Aitchison 1986).
+ * x is n x D floats, dense (row r at r * D); every part must be finite and > 0 (zeros must be
+ * replaced before: INVALID_ARGUMENT otherwise).
+ */
+
+/* Closure: out[r][i] = kappa x[r][i] / sum_k x[r][k] (double sum, rounded once). kappa finite,
+ * > 0 (1 by default). out == x (exact in place) allowed. n == 0: OK. Returns OK or
+ * INVALID_ARGUMENT (NULL, D == 0, n * D overflowing, a part <= 0 or not finite, overlap). */
+NK_API nk_status nk_clr_closure(nk_context *ctx, size_t n, size_t parts, float kappa,
+                                const float *x, float *out);
+
+/* Centred log-ratio: out[r][i] = log x[r][i] - (1/D) sum_k log x[r][k] (log of x over its
+ * geometric mean, in double). Scale invariant (clr of the closure is the same); each row sums to
+ * 0 up to rounding. out == x allowed. Returns as nk_clr_closure. */
+NK_API nk_status nk_clr_transform(nk_context *ctx, size_t n, size_t parts, const float *x,
+                                  float *out);
+
+/* Partial correlations of compositional data (Erb 2020, arXiv 1904.09480):
+ *   Gamma = covariance of the clr rows (D x D, divisor n - 1 as numpy.cov)
+ *   Omega = Gamma^+ (Moore-Penrose, from a Jacobi eigendecomposition of Gamma: eigenvalues
+ *           <= rcond * max eigenvalue are treated as 0; Gamma 1 = 0 always, so one is)
+ *   rho[i][j] = -Omega_ij / sqrt(Omega_ii Omega_jj) (i != j),  rho[i][i] = 1
+ *   partial_var[i] = 1 / Omega_ii (the divisor n - 1 matters here, not in rho)
+ * rho equals the partial correlation of log(x_i/x_r), log(x_j/x_r) given all other log-ratios
+ * for every reference part r outside {i, j}. When rank Gamma = D - 1 (n > D, no exact
+ * log-linear dependency) Omega = (Gamma + J)^-1 - J, J = (1/D) 1 1^T. With n <= D the
+ * pseudo-inverse is still defined but the partial correlations are not meaningful estimates.
+ *   n         >= 2 samples;  parts D >= 2.
+ *   rcond     relative eigenvalue cutoff, in (0, 1) (default NK_CLR_RCOND_DEFAULT = 1e-10).
+ *   rho       OUT D x D doubles.   partial_var  OUT optional D doubles.
+ *   workspace caller scratch of at least nk_clr_partial_corr_workspace_size(D) bytes, aligned
+ *             for double; contents on return unspecified.
+ * Omega_ii == 0 (a part orthogonal to every retained eigenvector) gives NaN off the diagonal
+ * in its row and column of rho and +inf partial variance. Returns OK, INVALID_ARGUMENT, or
+ * MISUSE (workspace too small). */
+#define NK_CLR_RCOND_DEFAULT 1e-10
+NK_API size_t nk_clr_partial_corr_workspace_size(size_t parts);
+NK_API nk_status nk_clr_partial_corr(nk_context *ctx, size_t n, size_t parts, const float *x,
+                                     double rcond, double *rho, double *partial_var,
+                                     void *workspace, size_t workspace_size);
+
+/* ---- Candidate Prior Normalization (spec D16; docs/ops/cpn.md) ---------------------------
+ *
+ * BLiM (Ko, Lee et al., ICCV 2025, arXiv 2507.23284; code mlvlab/BLiM training_utils.py): when
+ * candidates c are ranked by their generation likelihood given the query q, subtract alpha times
+ * the candidate's prior likelihood (the same model with the query tokens masked out):
+ *   S(c|q) = mean over valid tokens t of log P(c_t | q, c_<t),  S(c) likewise without q
+ *   S_CPN(q, c) = S(c|q) - alpha S(c)      (alpha 0: raw likelihood; 1: pointwise MI)
+ * The BLiM ensemble with the query likelihood and a dual-encoder score is the caller's (a
+ * weighted sum of these scores).
+ */
+
+/* Mean per-token log-likelihood of each of n sequences of `tokens` positions:
+ *   out[r] = sum_t valid[r][t] logp[r][t] / sum_t valid[r][t]     (double)
+ *   logp   IN  n x tokens floats (log-probabilities of the target tokens; ignored positions may
+ *          hold anything, they are not read).
+ *   valid  IN  optional n x tokens bytes, nonzero = counted (NULL: every position counts).
+ *   out    OUT n doubles. A row with no valid token gives NaN (0/0, as the code).
+ * The official code counts the positions with nonzero cross-entropy (loss.bool().sum()), which
+ * also drops a valid token predicted with probability exactly 1; pass valid accordingly to
+ * reproduce it. n == 0: OK. Returns OK or INVALID_ARGUMENT (NULL, tokens == 0, n * tokens
+ * overflowing, out overlapping an input). */
+NK_API nk_status nk_cpn_mean_loglik(nk_context *ctx, size_t n, size_t tokens, const float *logp,
+                                    const unsigned char *valid, double *out);
+
+/* score[i] = cond[i] - alpha prior[i] for i < n (S(c|q) and S(c) per candidate, in double).
+ *   alpha  finite (official per-dataset values 0 to 1, e.g. MSRVTT text->video 0.0,
+ *          video->text 0.9; no universal default).
+ * score == cond or score == prior (exact in place) is allowed. NaN propagates. n == 0: OK.
+ * Returns OK or INVALID_ARGUMENT. */
+NK_API nk_status nk_cpn_score(nk_context *ctx, size_t n, const double *cond, const double *prior,
+                              double alpha, double *score);
+
 #ifdef __cplusplus
 }
 #endif

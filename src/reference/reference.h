@@ -254,4 +254,66 @@ void nk_ref_conda_step(size_t a, size_t b, int side, const double *basis,
                        const nk_ref_conda_hp *hp, double *W, const double *g, double *m,
                        double *v, double *t);
 
+/* ---- RL and calibration (rlcal.c; spec stats-optim-rl.md Parts C and D) ---- */
+/* SB3 RunningMeanStd: mean and var (biased) per feature, one shared count. The caller owns the
+ * arrays (d doubles each). */
+typedef struct nk_ref_rms {
+  double *mean, *var;
+  double count;
+} nk_ref_rms;
+void nk_ref_rms_init(size_t d, nk_ref_rms *s); /* mean 0, var 1, count 1e-4 */
+void nk_ref_rms_update(size_t N, size_t d, const double *x, nk_ref_rms *s);
+/* clip((x - mean) / sqrt(var + eps), -clip, clip) */
+void nk_ref_rms_normalize(size_t N, size_t d, const nk_ref_rms *s, double eps, double clip,
+                          const double *x, double *y);
+/* VecNormalize.step_wait's reward path for E environments (ret, ret_rms updated). */
+void nk_ref_vecnorm_reward(size_t E, double gamma, double eps, double clip, const double *r,
+                           const unsigned char *done, double *ret, nk_ref_rms *ret_rms,
+                           double *out);
+
+/* GRPO advantages (verl): groups of sizes[q] consecutive rewards; size 1: mean 0, std 1. */
+void nk_ref_grpo(size_t groups, const size_t *sizes, const double *r, double eps, int unbiased,
+                 int norm_by_std, double *adv);
+/* BNPO advantages and the fitted alpha, beta (spec C10, code's choices). */
+void nk_ref_bnpo(size_t groups, const size_t *sizes, const double *r, double r_min, double r_max,
+                 double clip, double *adv, double *alpha, double *beta);
+
+/* HL-Gauss target of y for m bins (erf form of the paper listing; y clipped to the support),
+ * two-hot target on the bin centres, expected-centre decoding, and -sum p log softmax(l). */
+void nk_ref_hlgauss_target(size_t m, double v_min, double v_max, double sigma, double y,
+                           double *probs);
+void nk_ref_two_hot_target(size_t m, double v_min, double v_max, double y,
+                           double *probs); /* m <= 4096 */
+double nk_ref_hlgauss_decode(size_t m, double v_min, double v_max, const double *logits);
+double nk_ref_categorical_xent(size_t m, const double *logits, const double *target);
+
+/* LSC: log sigmoid(r - r_ref); numpy.quantile(x, q) with the default linear method (no NaN). */
+double nk_ref_lsc(double r, double r_ref);
+double nk_ref_quantile_linear(size_t k, const double *x, double q);
+
+/* Temperature scaling: mean NLL of softmax(z / T) (z n x C, labels y); the minimizing T on
+ * [t_min, t_max] by golden-section search on log T; top-label ECE/MCE with M equal-width bins
+ * (m/M, (m+1)/M] and the per-bin count, mean confidence and accuracy (M entries each). */
+double nk_ref_temperature_nll(size_t n, size_t C, const double *z, const int64_t *y, double T);
+double nk_ref_temperature_fit(size_t n, size_t C, const double *z, const int64_t *y,
+                              double t_min, double t_max);
+void nk_ref_ece(size_t n, size_t C, const double *probs, const int64_t *y, size_t M, double *ece,
+                double *mce, double *count, double *conf_mean, double *acc_mean);
+
+/* Compositional data: closure (kappa x / sum x), clr (log x - mean log x), the clr partial
+ * correlations and partial variances from Omega = (Gamma + J)^-1 - J (Gamma the clr covariance,
+ * divisor n - 1; needs rank D - 1), and the alr-based partial correlation of parts i, j with
+ * reference part ref (D <= 65). */
+void nk_ref_closure(size_t D, double kappa, const double *x, double *out);
+void nk_ref_clr(size_t D, const double *x, double *out);
+void nk_ref_clr_partial_corr(size_t n, size_t D, const double *x, double *rho,
+                             double *partial_var);
+double nk_ref_alr_partial_corr(size_t n, size_t D, const double *x, size_t ref, size_t i,
+                               size_t j);
+
+/* CPN score of one candidate from its per-token log-probabilities with and without the query
+ * (T positions each, optional validity masks): mean(cond) - alpha mean(prior). */
+double nk_ref_cpn(size_t T, const double *logp_cond, const unsigned char *valid_cond,
+                  const double *logp_prior, const unsigned char *valid_prior, double alpha);
+
 #endif /* NK_REFERENCE_H */
