@@ -74,12 +74,6 @@ static void cols_task(void *arg, size_t start, size_t count) {
   }
 }
 
-static int no_alias(const span *out, const span *other) {
-  (void)out;
-  (void)other;
-  return 0;
-}
-
 static nk_status moments_2d(nk_context *ctx, const char *op, int by_cols, size_t rows,
                             size_t cols, nk_dtype dtype, const void *x, ptrdiff_t x_stride,
                             nk_moments *out) {
@@ -96,7 +90,7 @@ static nk_status moments_2d(nk_context *ctx, const char *op, int by_cols, size_t
   }
   if (x == NULL) return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: x is NULL", op);
   TRY(nk__tensor_span(ctx, op, &s[0], "x", x, x_stride, rows, cols, dtype, 0));
-  TRY(nk__check_overlaps(ctx, op, s, 2, no_alias));
+  TRY(nk__check_overlaps(ctx, op, s, 2, nk__no_alias));
   size_t bytes = 0;
   const int big = nk__mul_size(rows, cols, &bytes) && nk__mul_size(bytes, nk_dtype_size(dtype), &bytes) &&
                   bytes >= ((size_t)64 << 20);

@@ -14,19 +14,6 @@
 
 /* ---- shared checks -------------------------------------------------------------------------- */
 
-/* No exact aliasing is allowed: in-place updates are single IN/OUT buffers. */
-static int no_alias(const span *out, const span *other) {
-  (void)out;
-  (void)other;
-  return 0;
-}
-
-#define REQUIRE_PTR(p)                                                                           \
-  do {                                                                                           \
-    if ((p) == NULL)                                                                             \
-      return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: %s is NULL", op, #p);                \
-  } while (0)
-
 static nk_status check_shape(nk_context *ctx, const char *op, size_t rows, size_t cols,
                              size_t *n) {
   if (!nk__mul_size(rows, cols, n) || *n > (size_t)PTRDIFF_MAX / sizeof(float))
@@ -59,15 +46,15 @@ nk_status nk_weight_norm_fwd(nk_context *ctx, size_t rows, size_t cols, float ep
   TRY(check_nonneg(ctx, op, "eps", (double)eps));
   TRY(check_shape(ctx, op, rows, cols, &n));
   if (n == 0) return nk__ok(ctx);
-  REQUIRE_PTR(v);
-  REQUIRE_PTR(g);
-  REQUIRE_PTR(w);
+  NK_REQUIRE_PTR(v);
+  NK_REQUIRE_PTR(g);
+  NK_REQUIRE_PTR(w);
   span s[4];
   TRY(nk__vector_span(ctx, op, &s[0], "v", v, n, sizeof(float), 0));
   TRY(nk__vector_span(ctx, op, &s[1], "g", g, rows, sizeof(float), 0));
   TRY(nk__vector_span(ctx, op, &s[2], "w", w, n, sizeof(float), 1));
   TRY(nk__vector_span(ctx, op, &s[3], "norm", norm, rows, sizeof(float), 1));
-  TRY(nk__check_overlaps(ctx, op, s, 4, no_alias));
+  TRY(nk__check_overlaps(ctx, op, s, 4, nk__no_alias));
 
   for (size_t r = 0; r < rows; r++) {
     const float *vr = v + r * cols;
@@ -89,18 +76,18 @@ nk_status nk_weight_norm_bwd(nk_context *ctx, size_t rows, size_t cols, float ep
   TRY(check_nonneg(ctx, op, "eps", (double)eps));
   TRY(check_shape(ctx, op, rows, cols, &n));
   if (n == 0) return nk__ok(ctx);
-  REQUIRE_PTR(v);
-  REQUIRE_PTR(g);
-  REQUIRE_PTR(dw);
-  REQUIRE_PTR(dv);
-  REQUIRE_PTR(dg);
+  NK_REQUIRE_PTR(v);
+  NK_REQUIRE_PTR(g);
+  NK_REQUIRE_PTR(dw);
+  NK_REQUIRE_PTR(dv);
+  NK_REQUIRE_PTR(dg);
   span s[5];
   TRY(nk__vector_span(ctx, op, &s[0], "v", v, n, sizeof(float), 0));
   TRY(nk__vector_span(ctx, op, &s[1], "g", g, rows, sizeof(float), 0));
   TRY(nk__vector_span(ctx, op, &s[2], "dw", dw, n, sizeof(float), 0));
   TRY(nk__vector_span(ctx, op, &s[3], "dv", dv, n, sizeof(float), 1));
   TRY(nk__vector_span(ctx, op, &s[4], "dg", dg, rows, sizeof(float), 1));
-  TRY(nk__check_overlaps(ctx, op, s, 5, no_alias));
+  TRY(nk__check_overlaps(ctx, op, s, 5, nk__no_alias));
 
   for (size_t r = 0; r < rows; r++) {
     const float *vr = v + r * cols, *dwr = dw + r * cols;
@@ -246,8 +233,8 @@ nk_status nk_adamp_step(nk_context *ctx, const nk_adamp_desc *desc, size_t n, si
                         float *param, const float *grad, float *exp_avg, float *exp_avg_sq,
                         int64_t *step, nk_optim_projection *projection) {
   static const char op[] = "adamp_step";
-  REQUIRE_PTR(desc);
-  REQUIRE_PTR(step);
+  NK_REQUIRE_PTR(desc);
+  NK_REQUIRE_PTR(step);
   TRY(check_nonneg(ctx, op, "lr", desc->lr));
   TRY(check_unit_open(ctx, op, "beta1", desc->beta1));
   TRY(check_unit_open(ctx, op, "beta2", desc->beta2));
@@ -260,10 +247,10 @@ nk_status nk_adamp_step(nk_context *ctx, const nk_adamp_desc *desc, size_t n, si
     return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: step %lld out of range", op,
                     (long long)*step);
   if (n > 0) {
-    REQUIRE_PTR(param);
-    REQUIRE_PTR(grad);
-    REQUIRE_PTR(exp_avg);
-    REQUIRE_PTR(exp_avg_sq);
+    NK_REQUIRE_PTR(param);
+    NK_REQUIRE_PTR(grad);
+    NK_REQUIRE_PTR(exp_avg);
+    NK_REQUIRE_PTR(exp_avg_sq);
   }
   span s[6];
   TRY(nk__vector_span(ctx, op, &s[0], "param", n ? param : NULL, n, sizeof(float), 1));
@@ -273,7 +260,7 @@ nk_status nk_adamp_step(nk_context *ctx, const nk_adamp_desc *desc, size_t n, si
   TRY(nk__vector_span(ctx, op, &s[4], "step", step, 1, sizeof(int64_t), 1));
   TRY(nk__vector_span(ctx, op, &s[5], "projection", projection, 1, sizeof(nk_optim_projection),
                       1));
-  TRY(nk__check_overlaps(ctx, op, s, 6, no_alias));
+  TRY(nk__check_overlaps(ctx, op, s, 6, nk__no_alias));
 
   const int64_t t = *step + 1;
   *step = t;
@@ -313,7 +300,7 @@ nk_status nk_sgdp_step(nk_context *ctx, const nk_sgdp_desc *desc, size_t n, size
                        float *param, const float *grad, float *momentum_buf,
                        nk_optim_projection *projection) {
   static const char op[] = "sgdp_step";
-  REQUIRE_PTR(desc);
+  NK_REQUIRE_PTR(desc);
   TRY(check_nonneg(ctx, op, "lr", desc->lr));
   TRY(check_unit_open(ctx, op, "momentum", desc->momentum));
   if (!(desc->dampening >= 0.0 && desc->dampening <= 1.0))
@@ -328,16 +315,16 @@ nk_status nk_sgdp_step(nk_context *ctx, const nk_sgdp_desc *desc, size_t n, size
     if (projection) *projection = NK_OPTIM_PROJECTION_NONE;
     return nk__ok(ctx);
   }
-  REQUIRE_PTR(param);
-  REQUIRE_PTR(grad);
-  REQUIRE_PTR(momentum_buf);
+  NK_REQUIRE_PTR(param);
+  NK_REQUIRE_PTR(grad);
+  NK_REQUIRE_PTR(momentum_buf);
   span s[4];
   TRY(nk__vector_span(ctx, op, &s[0], "param", param, n, sizeof(float), 1));
   TRY(nk__vector_span(ctx, op, &s[1], "grad", grad, n, sizeof(float), 0));
   TRY(nk__vector_span(ctx, op, &s[2], "momentum_buf", momentum_buf, n, sizeof(float), 1));
   TRY(nk__vector_span(ctx, op, &s[3], "projection", projection, 1, sizeof(nk_optim_projection),
                       1));
-  TRY(nk__check_overlaps(ctx, op, s, 4, no_alias));
+  TRY(nk__check_overlaps(ctx, op, s, 4, nk__no_alias));
 
   const double mu = desc->momentum, damp = desc->dampening;
   for (size_t i = 0; i < n; i++)
@@ -370,12 +357,12 @@ nk_status nk_nap_norms(nk_context *ctx, nk_nap_mode mode, size_t rows, size_t co
   size_t n = 0, groups = 1;
   TRY(nap_groups(ctx, op, mode, rows, cols, &n, &groups));
   if (n == 0) return nk__ok(ctx);
-  REQUIRE_PTR(w);
-  REQUIRE_PTR(rho);
+  NK_REQUIRE_PTR(w);
+  NK_REQUIRE_PTR(rho);
   span s[2];
   TRY(nk__vector_span(ctx, op, &s[0], "w", w, n, sizeof(float), 0));
   TRY(nk__vector_span(ctx, op, &s[1], "rho", rho, groups, sizeof(double), 1));
-  TRY(nk__check_overlaps(ctx, op, s, 2, no_alias));
+  TRY(nk__check_overlaps(ctx, op, s, 2, nk__no_alias));
   const size_t len = n / groups;
   for (size_t k = 0; k < groups; k++) rho[k] = sqrt(sumsq(w + k * len, len));
   return nk__ok(ctx);
@@ -387,13 +374,13 @@ nk_status nk_nap_project(nk_context *ctx, nk_nap_mode mode, size_t rows, size_t 
   size_t n = 0, groups = 1;
   TRY(nap_groups(ctx, op, mode, rows, cols, &n, &groups));
   if (n == 0) return nk__ok(ctx);
-  REQUIRE_PTR(w);
-  REQUIRE_PTR(rho);
+  NK_REQUIRE_PTR(w);
+  NK_REQUIRE_PTR(rho);
   span s[3];
   TRY(nk__vector_span(ctx, op, &s[0], "w", w, n, sizeof(float), 1));
   TRY(nk__vector_span(ctx, op, &s[1], "rho", rho, groups, sizeof(double), 0));
   TRY(nk__vector_span(ctx, op, &s[2], "norm", norm, groups, sizeof(double), 1));
-  TRY(nk__check_overlaps(ctx, op, s, 3, no_alias));
+  TRY(nk__check_overlaps(ctx, op, s, 3, nk__no_alias));
   for (size_t k = 0; k < groups; k++)
     if (!(rho[k] >= 0.0) || !isfinite(rho[k]))
       return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: rho[%zu] %g must be finite and >= 0",
@@ -413,8 +400,8 @@ nk_status nk_nap_project(nk_context *ctx, nk_nap_mode mode, size_t rows, size_t 
 nk_status nk_nap_schedule_lr(nk_context *ctx, const nk_nap_schedule *schedule, int64_t t,
                              double *lr) {
   static const char op[] = "nap_schedule_lr";
-  REQUIRE_PTR(schedule);
-  REQUIRE_PTR(lr);
+  NK_REQUIRE_PTR(schedule);
+  NK_REQUIRE_PTR(lr);
   const nk_nap_schedule *s = schedule;
   if (s->kind != NK_NAP_SCHEDULE_CONSTANT && s->kind != NK_NAP_SCHEDULE_LINEAR &&
       s->kind != NK_NAP_SCHEDULE_COSINE)
@@ -453,7 +440,7 @@ nk_status nk_nap_layer_lr(nk_context *ctx, double lr, double rho, double free_no
   TRY(check_nonneg(ctx, op, "power", power));
   TRY(check_positive(ctx, op, "rho", rho));
   TRY(check_positive(ctx, op, "free_norm", free_norm));
-  REQUIRE_PTR(lr_layer);
+  NK_REQUIRE_PTR(lr_layer);
   *lr_layer = lr * pow(rho / free_norm, power);
   return nk__ok(ctx);
 }
@@ -480,7 +467,7 @@ nk_conda_side nk_conda_std_side(size_t rows, size_t cols) {
 nk_status nk_conda_refresh_due(nk_context *ctx, int64_t t, int64_t gap, int64_t last_refresh,
                                int *due) {
   static const char op[] = "conda_refresh_due";
-  REQUIRE_PTR(due);
+  NK_REQUIRE_PTR(due);
   if (t < 0 || gap < 1)
     return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: t %lld must be >= 0, gap %lld >= 1", op,
                     (long long)t, (long long)gap);
@@ -489,7 +476,7 @@ nk_status nk_conda_refresh_due(nk_context *ctx, int64_t t, int64_t gap, int64_t 
 }
 
 static nk_status check_conda_desc(nk_context *ctx, const char *op, const nk_conda_desc *d) {
-  REQUIRE_PTR(d);
+  NK_REQUIRE_PTR(d);
   TRY(check_nonneg(ctx, op, "lr", d->lr));
   TRY(check_unit_open(ctx, op, "beta1", d->beta1));
   TRY(check_unit_open(ctx, op, "beta2", d->beta2));
@@ -510,12 +497,12 @@ nk_status nk_conda_update_moment(nk_context *ctx, const nk_conda_desc *desc, siz
   TRY(check_conda_desc(ctx, op, desc));
   TRY(check_shape(ctx, op, rows, cols, &n));
   if (n == 0) return nk__ok(ctx);
-  REQUIRE_PTR(grad);
-  REQUIRE_PTR(exp_avg);
+  NK_REQUIRE_PTR(grad);
+  NK_REQUIRE_PTR(exp_avg);
   span s[2];
   TRY(nk__vector_span(ctx, op, &s[0], "grad", grad, n, sizeof(float), 0));
   TRY(nk__vector_span(ctx, op, &s[1], "exp_avg", exp_avg, n, sizeof(float), 1));
-  TRY(nk__check_overlaps(ctx, op, s, 2, no_alias));
+  TRY(nk__check_overlaps(ctx, op, s, 2, nk__no_alias));
   const double b1 = desc->beta1;
   for (size_t i = 0; i < n; i++)
     exp_avg[i] = (float)(b1 * (double)exp_avg[i] + (1.0 - b1) * (double)grad[i]);
@@ -557,7 +544,7 @@ nk_status nk_conda_step(nk_context *ctx, const nk_conda_desc *desc, nk_conda_sid
   if (side != NK_CONDA_SIDE_NONE && side != NK_CONDA_SIDE_RIGHT && side != NK_CONDA_SIDE_LEFT)
     return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: unknown side %d", op, (int)side);
   TRY(check_shape(ctx, op, rows, cols, &n));
-  REQUIRE_PTR(step);
+  NK_REQUIRE_PTR(step);
   if (*step < 0 || *step == INT64_MAX)
     return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: step %lld out of range", op,
                     (long long)*step);
@@ -565,14 +552,14 @@ nk_status nk_conda_step(nk_context *ctx, const nk_conda_desc *desc, nk_conda_sid
   size_t need = 0;
   span s[7];
   if (n > 0) {
-    REQUIRE_PTR(param);
-    REQUIRE_PTR(grad);
-    REQUIRE_PTR(exp_avg);
-    REQUIRE_PTR(exp_avg_sq);
+    NK_REQUIRE_PTR(param);
+    NK_REQUIRE_PTR(grad);
+    NK_REQUIRE_PTR(exp_avg);
+    NK_REQUIRE_PTR(exp_avg_sq);
     if (side != NK_CONDA_SIDE_NONE) {
-      REQUIRE_PTR(basis);
+      NK_REQUIRE_PTR(basis);
       TRY(nk_conda_workspace_size(rows, cols, &need));
-      REQUIRE_PTR(workspace);
+      NK_REQUIRE_PTR(workspace);
       if (workspace_size < need)
         return nk__fail(ctx, NK_STATUS_MISUSE, "%s: workspace_size %zu < %zu", op, workspace_size,
                         need);
@@ -586,7 +573,7 @@ nk_status nk_conda_step(nk_context *ctx, const nk_conda_desc *desc, nk_conda_sid
   TRY(nk__vector_span(ctx, op, &s[4], "basis", proj ? basis : NULL, kb * kb, sizeof(float), 0));
   TRY(nk__vector_span(ctx, op, &s[5], "step", step, 1, sizeof(int64_t), 1));
   TRY(nk__vector_span(ctx, op, &s[6], "workspace", proj ? workspace : NULL, need, 1, 1));
-  TRY(nk__check_overlaps(ctx, op, s, 7, no_alias));
+  TRY(nk__check_overlaps(ctx, op, s, 7, nk__no_alias));
 
   const int64_t t = *step + 1;
   *step = t;

@@ -16,32 +16,12 @@
 
 /* ---- shared checks -------------------------------------------------------------------------- */
 
-static int no_alias(const span *out, const span *other) {
-  (void)out;
-  (void)other;
-  return 0;
-}
-
 /* Exact in place: output "y" may be input "x", "out" may be "r"/"reward". */
 static int inplace_alias(const span *out, const span *other) {
   return (nk__span_is(out, "y") && nk__span_is(other, "x")) ||
          (nk__span_is(out, "out") &&
           (nk__span_is(other, "r") || nk__span_is(other, "reward"))) ||
          (nk__span_is(out, "u") && (nk__span_is(other, "r") || nk__span_is(other, "r_ref")));
-}
-
-#define REQUIRE_PTR(p)                                                                           \
-  do {                                                                                           \
-    if ((p) == NULL)                                                                             \
-      return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: %s is NULL", op, #p);                \
-  } while (0)
-
-static nk_status check_product(nk_context *ctx, const char *op, const char *what, size_t a,
-                               size_t b, size_t *out) {
-  if (!nk__mul_size(a, b, out))
-    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: %s = %zu * %zu overflows", op, what, a,
-                    b);
-  return NK_STATUS_OK;
 }
 
 static double clampd(double v, double lo, double hi) { return v < lo ? lo : v > hi ? hi : v; }
@@ -76,7 +56,7 @@ static nk_status check_eps_clip(nk_context *ctx, const char *op, float eps, floa
 nk_status nk_running_norm_init(nk_context *ctx, size_t dim, nk_moments *state) {
   static const char op[] = "running_norm_init";
   if (dim == 0) return nk__ok(ctx);
-  REQUIRE_PTR(state);
+  NK_REQUIRE_PTR(state);
   span s;
   TRY(nk__vector_span(ctx, op, &s, "state", state, dim, sizeof(nk_moments), 1));
   for (size_t i = 0; i < dim; i++)
@@ -88,14 +68,14 @@ nk_status nk_running_norm_update(nk_context *ctx, size_t rows, size_t dim, const
                                  nk_moments *state) {
   static const char op[] = "running_norm_update";
   if (rows == 0 || dim == 0) return nk__ok(ctx);
-  REQUIRE_PTR(x);
-  REQUIRE_PTR(state);
+  NK_REQUIRE_PTR(x);
+  NK_REQUIRE_PTR(state);
   size_t n;
-  TRY(check_product(ctx, op, "rows * dim", rows, dim, &n));
+  TRY(nk__check_product(ctx, op, "rows * dim", rows, dim, &n));
   span s[2];
   TRY(nk__vector_span(ctx, op, &s[0], "x", x, n, sizeof(float), 0));
   TRY(nk__vector_span(ctx, op, &s[1], "state", state, dim, sizeof(nk_moments), 1));
-  TRY(nk__check_overlaps(ctx, op, s, 2, no_alias));
+  TRY(nk__check_overlaps(ctx, op, s, 2, nk__no_alias));
   TRY(check_state(ctx, op, dim, state, 0));
   const double N = (double)rows;
   for (size_t j = 0; j < dim; j++) {
@@ -123,9 +103,9 @@ nk_status nk_running_norm_apply(nk_context *ctx, size_t rows, size_t dim,
   static const char op[] = "running_norm_apply";
   TRY(check_eps_clip(ctx, op, eps, clip));
   if (rows == 0 || dim == 0) return nk__ok(ctx);
-  REQUIRE_PTR(state);
-  REQUIRE_PTR(x);
-  REQUIRE_PTR(y);
+  NK_REQUIRE_PTR(state);
+  NK_REQUIRE_PTR(x);
+  NK_REQUIRE_PTR(y);
   span s[3];
   TRY(nk__vector_span(ctx, op, &s[0], "state", state, dim, sizeof(nk_moments), 0));
   TRY(nk__tensor_span(ctx, op, &s[1], "x", x, (ptrdiff_t)dim, rows, dim, NK_DTYPE_F32, 0));
@@ -146,9 +126,9 @@ nk_status nk_running_norm_scale(nk_context *ctx, size_t n, const nk_moments *sta
   static const char op[] = "running_norm_scale";
   TRY(check_eps_clip(ctx, op, eps, clip));
   if (n == 0) return nk__ok(ctx);
-  REQUIRE_PTR(state);
-  REQUIRE_PTR(r);
-  REQUIRE_PTR(out);
+  NK_REQUIRE_PTR(state);
+  NK_REQUIRE_PTR(r);
+  NK_REQUIRE_PTR(out);
   span s[3];
   TRY(nk__vector_span(ctx, op, &s[0], "state", state, 1, sizeof(nk_moments), 0));
   TRY(nk__tensor_span(ctx, op, &s[1], "r", r, (ptrdiff_t)n, 1, n, NK_DTYPE_F32, 0));
@@ -169,10 +149,10 @@ nk_status nk_running_norm_reward(nk_context *ctx, size_t envs, float gamma, floa
                     (double)gamma);
   TRY(check_eps_clip(ctx, op, eps, clip));
   if (envs == 0) return nk__ok(ctx);
-  REQUIRE_PTR(reward);
-  REQUIRE_PTR(ret);
-  REQUIRE_PTR(ret_state);
-  REQUIRE_PTR(out);
+  NK_REQUIRE_PTR(reward);
+  NK_REQUIRE_PTR(ret);
+  NK_REQUIRE_PTR(ret_state);
+  NK_REQUIRE_PTR(out);
   span s[5];
   TRY(nk__tensor_span(ctx, op, &s[0], "reward", reward, (ptrdiff_t)envs, 1, envs, NK_DTYPE_F32,
                       0));
@@ -212,20 +192,20 @@ static nk_status check_groups(nk_context *ctx, const char *op, size_t groups,
     *total = 0;
     return NK_STATUS_OK;
   }
-  REQUIRE_PTR(group_sizes);
+  NK_REQUIRE_PTR(group_sizes);
   size_t n = 0;
   for (size_t q = 0; q < groups; q++)
     if (!nk__add_size(n, group_sizes[q], &n))
       return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: the group sizes overflow", op);
   *total = n;
   if (n == 0) return NK_STATUS_OK;
-  REQUIRE_PTR(rewards);
-  REQUIRE_PTR(adv);
+  NK_REQUIRE_PTR(rewards);
+  NK_REQUIRE_PTR(adv);
   span s[3];
   TRY(nk__vector_span(ctx, op, &s[0], "group_sizes", group_sizes, groups, sizeof(size_t), 0));
   TRY(nk__vector_span(ctx, op, &s[1], "rewards", rewards, n, sizeof(float), 0));
   TRY(nk__vector_span(ctx, op, &s[2], "adv", adv, n, sizeof(float), 1));
-  return nk__check_overlaps(ctx, op, s, 3, no_alias);
+  return nk__check_overlaps(ctx, op, s, 3, nk__no_alias);
 }
 
 nk_status nk_grpo_advantages(nk_context *ctx, size_t groups, const size_t *group_sizes,
@@ -291,7 +271,7 @@ nk_status nk_bnpo_advantages(nk_context *ctx, size_t groups, const size_t *group
     nk__vector_span(ctx, op, &s[2], "adv", adv, n, sizeof(float), 1);
     s[3] = so[0];
     s[4] = so[1];
-    TRY(nk__check_overlaps(ctx, op, s, 5, no_alias));
+    TRY(nk__check_overlaps(ctx, op, s, 5, nk__no_alias));
   }
   for (size_t i = 0; i < n; i++)
     if (rewards[i] < r_min || rewards[i] > r_max)
@@ -378,7 +358,7 @@ static nk_status check_rows_io(nk_context *ctx, const char *op, size_t n, size_t
                                const char *in_name, const void *in, size_t in_len,
                                const char *out_name, void *out, size_t out_len) {
   size_t nb;
-  TRY(check_product(ctx, op, "n * bins", n, bins, &nb));
+  TRY(nk__check_product(ctx, op, "n * bins", n, bins, &nb));
   if (in == NULL)
     return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: %s is NULL", op, in_name);
   if (out == NULL)
@@ -386,7 +366,7 @@ static nk_status check_rows_io(nk_context *ctx, const char *op, size_t n, size_t
   span s[2];
   TRY(nk__vector_span(ctx, op, &s[0], in_name, in, in_len == 1 ? n : nb, sizeof(float), 0));
   TRY(nk__vector_span(ctx, op, &s[1], out_name, out, out_len == 1 ? n : nb, sizeof(float), 1));
-  return nk__check_overlaps(ctx, op, s, 2, no_alias);
+  return nk__check_overlaps(ctx, op, s, 2, nk__no_alias);
 }
 
 /* Phi(b) - Phi(a) for a <= b, without cancellation in either tail. */
@@ -486,16 +466,16 @@ nk_status nk_hlgauss_xent(nk_context *ctx, size_t n, size_t bins, const float *l
   if (bins == 0) return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: bins must be >= 1", op);
   if (n == 0) return nk__ok(ctx);
   size_t nb;
-  TRY(check_product(ctx, op, "n * bins", n, bins, &nb));
-  REQUIRE_PTR(logits);
-  REQUIRE_PTR(target);
-  REQUIRE_PTR(loss);
+  TRY(nk__check_product(ctx, op, "n * bins", n, bins, &nb));
+  NK_REQUIRE_PTR(logits);
+  NK_REQUIRE_PTR(target);
+  NK_REQUIRE_PTR(loss);
   span s[4];
   TRY(nk__vector_span(ctx, op, &s[0], "logits", logits, nb, sizeof(float), 0));
   TRY(nk__vector_span(ctx, op, &s[1], "target", target, nb, sizeof(float), 0));
   TRY(nk__vector_span(ctx, op, &s[2], "loss", loss, n, sizeof(float), 1));
   TRY(nk__vector_span(ctx, op, &s[3], "dlogits", dlogits, nb, sizeof(float), 1));
-  TRY(nk__check_overlaps(ctx, op, s, 4, no_alias));
+  TRY(nk__check_overlaps(ctx, op, s, 4, nk__no_alias));
   for (size_t r = 0; r < n; r++) {
     const float *l = logits + r * bins, *p = target + r * bins;
     double mx = -INFINITY;
@@ -530,9 +510,9 @@ nk_status nk_lsc_reward_transform(nk_context *ctx, size_t n, const float *r, con
                                   float *u) {
   static const char op[] = "lsc_reward_transform";
   if (n == 0) return nk__ok(ctx);
-  REQUIRE_PTR(r);
-  REQUIRE_PTR(r_ref);
-  REQUIRE_PTR(u);
+  NK_REQUIRE_PTR(r);
+  NK_REQUIRE_PTR(r_ref);
+  NK_REQUIRE_PTR(u);
   span s[3];
   TRY(nk__tensor_span(ctx, op, &s[0], "r", r, (ptrdiff_t)n, 1, n, NK_DTYPE_F32, 0));
   TRY(nk__tensor_span(ctx, op, &s[1], "r_ref", r_ref, (ptrdiff_t)n, 1, n, NK_DTYPE_F32, 0));
@@ -547,17 +527,17 @@ nk_status nk_lsc_reward_combine(nk_context *ctx, size_t n, size_t properties, co
   static const char op[] = "lsc_reward_combine";
   if (n == 0) return nk__ok(ctx);
   size_t nj;
-  TRY(check_product(ctx, op, "n * properties", n, properties, &nj));
-  REQUIRE_PTR(u);
+  TRY(nk__check_product(ctx, op, "n * properties", n, properties, &nj));
+  NK_REQUIRE_PTR(u);
   if (nj > 0) {
-    REQUIRE_PTR(r);
-    REQUIRE_PTR(r_ref);
+    NK_REQUIRE_PTR(r);
+    NK_REQUIRE_PTR(r_ref);
   }
   span s[3];
   TRY(nk__vector_span(ctx, op, &s[0], "r", nj ? r : NULL, nj, sizeof(float), 0));
   TRY(nk__vector_span(ctx, op, &s[1], "r_ref", nj ? r_ref : NULL, nj, sizeof(float), 0));
   TRY(nk__vector_span(ctx, op, &s[2], "u", u, n, sizeof(float), 1));
-  TRY(nk__check_overlaps(ctx, op, s, 3, no_alias));
+  TRY(nk__check_overlaps(ctx, op, s, 3, nk__no_alias));
   for (size_t i = 0; i < n; i++) {
     double sum = 0.0;
     for (size_t j = 0; j < properties; j++)
@@ -584,12 +564,12 @@ nk_status nk_lsc_reward_reference(nk_context *ctx, size_t k, const float *sample
   if (!(level >= 0.0f && level <= 1.0f))
     return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: level %g must be in [0, 1]", op,
                     (double)level);
-  REQUIRE_PTR(samples);
-  REQUIRE_PTR(r_ref);
+  NK_REQUIRE_PTR(samples);
+  NK_REQUIRE_PTR(r_ref);
   span s[2];
   TRY(nk__vector_span(ctx, op, &s[0], "samples", samples, k, sizeof(float), 0));
   TRY(nk__vector_span(ctx, op, &s[1], "r_ref", r_ref, 1, sizeof(float), 1));
-  TRY(nk__check_overlaps(ctx, op, s, 2, no_alias));
+  TRY(nk__check_overlaps(ctx, op, s, 2, nk__no_alias));
   for (size_t i = 0; i < k; i++)
     if (isnan(samples[i])) {
       *r_ref = NAN;
@@ -610,10 +590,10 @@ static nk_status check_classify(nk_context *ctx, const char *op, size_t n, size_
   if (n == 0 || classes == 0)
     return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: n %zu and classes %zu must be >= 1", op,
                     n, classes);
-  TRY(check_product(ctx, op, "n * classes", n, classes, nc));
+  TRY(nk__check_product(ctx, op, "n * classes", n, classes, nc));
   if (x == NULL)
     return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: %s is NULL", op, x_name);
-  REQUIRE_PTR(labels);
+  NK_REQUIRE_PTR(labels);
   TRY(nk__vector_span(ctx, op, &s[0], x_name, x, *nc, sizeof(float), 0));
   TRY(nk__vector_span(ctx, op, &s[1], "labels", labels, n, sizeof(int64_t), 0));
   for (size_t r = 0; r < n; r++)
@@ -674,7 +654,7 @@ nk_status nk_temperature_nll(nk_context *ctx, size_t n, size_t classes, const fl
   TRY(check_classify(ctx, op, n, classes, logits, "logits", labels, &nc, s));
   TRY(nk__vector_span(ctx, op, &s[2], "nll", nll, 1, sizeof(double), 1));
   TRY(nk__vector_span(ctx, op, &s[3], "dnll_dT", dnll_dT, 1, sizeof(double), 1));
-  TRY(nk__check_overlaps(ctx, op, s, 4, no_alias));
+  TRY(nk__check_overlaps(ctx, op, s, 4, nk__no_alias));
   double f, g;
   nll_beta(n, classes, logits, labels, 1.0 / T, &f, &g, NULL);
   if (nll) *nll = f;
@@ -689,13 +669,13 @@ nk_status nk_temperature_fit(nk_context *ctx, size_t n, size_t classes, const fl
   if (!(t_min > 0.0) || !isfinite(t_max) || !(t_min < t_max))
     return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT,
                     "%s: need finite 0 < t_min < t_max (got %g, %g)", op, t_min, t_max);
-  REQUIRE_PTR(T);
+  NK_REQUIRE_PTR(T);
   size_t nc;
   span s[4];
   TRY(check_classify(ctx, op, n, classes, logits, "logits", labels, &nc, s));
   TRY(nk__vector_span(ctx, op, &s[2], "T", T, 1, sizeof(double), 1));
   TRY(nk__vector_span(ctx, op, &s[3], "nll", nll, 1, sizeof(double), 1));
-  TRY(nk__check_overlaps(ctx, op, s, 4, no_alias));
+  TRY(nk__check_overlaps(ctx, op, s, 4, nk__no_alias));
   for (size_t i = 0; i < nc; i++)
     if (!isfinite(logits[i]))
       return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: logits[%zu] = %g is not finite", op,
@@ -734,8 +714,8 @@ nk_status nk_temperature_apply(nk_context *ctx, size_t n, size_t classes, double
   TRY(check_temperature(ctx, op, T));
   if (classes == 0) return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: classes is 0", op);
   if (n == 0) return nk__ok(ctx);
-  REQUIRE_PTR(logits);
-  REQUIRE_PTR(probs);
+  NK_REQUIRE_PTR(logits);
+  NK_REQUIRE_PTR(probs);
   span s[2];
   TRY(nk__tensor_span(ctx, op, &s[0], "x", logits, (ptrdiff_t)classes, n, classes, NK_DTYPE_F32,
                       0));
@@ -767,7 +747,7 @@ nk_status nk_ece_top_label(nk_context *ctx, size_t n, size_t classes, const floa
   TRY(nk__vector_span(ctx, op, &s[2], "ece", ece, 1, sizeof(double), 1));
   TRY(nk__vector_span(ctx, op, &s[3], "mce", mce, 1, sizeof(double), 1));
   TRY(nk__vector_span(ctx, op, &s[4], "reliability", reliability, bins, sizeof(nk_ece_bin), 1));
-  TRY(nk__check_overlaps(ctx, op, s, 5, no_alias));
+  TRY(nk__check_overlaps(ctx, op, s, 5, nk__no_alias));
   if (ece != NULL && (const void *)ece == (const void *)mce)
     return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: ece and mce are the same", op);
   for (size_t i = 0; i < nc; i++)
@@ -823,8 +803,8 @@ nk_status nk_ece_top_label(nk_context *ctx, size_t n, size_t classes, const floa
 static nk_status check_composition(nk_context *ctx, const char *op, size_t n, size_t parts,
                                    const float *x, size_t *nd) {
   if (parts == 0) return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: parts must be >= 1", op);
-  TRY(check_product(ctx, op, "n * parts", n, parts, nd));
-  REQUIRE_PTR(x);
+  TRY(nk__check_product(ctx, op, "n * parts", n, parts, nd));
+  NK_REQUIRE_PTR(x);
   for (size_t i = 0; i < *nd; i++)
     if (!(x[i] > 0.0f) || !isfinite(x[i]))
       return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT,
@@ -842,7 +822,7 @@ nk_status nk_clr_closure(nk_context *ctx, size_t n, size_t parts, float kappa, c
   if (n == 0) return nk__ok(ctx);
   size_t nd;
   TRY(check_composition(ctx, op, n, parts, x, &nd));
-  REQUIRE_PTR(out);
+  NK_REQUIRE_PTR(out);
   span s[2];
   TRY(nk__tensor_span(ctx, op, &s[0], "x", x, (ptrdiff_t)parts, n, parts, NK_DTYPE_F32, 0));
   TRY(nk__tensor_span(ctx, op, &s[1], "y", out, (ptrdiff_t)parts, n, parts, NK_DTYPE_F32, 1));
@@ -870,7 +850,7 @@ nk_status nk_clr_transform(nk_context *ctx, size_t n, size_t parts, const float 
   if (n == 0) return nk__ok(ctx);
   size_t nd;
   TRY(check_composition(ctx, op, n, parts, x, &nd));
-  REQUIRE_PTR(out);
+  NK_REQUIRE_PTR(out);
   span s[2];
   TRY(nk__tensor_span(ctx, op, &s[0], "x", x, (ptrdiff_t)parts, n, parts, NK_DTYPE_F32, 0));
   TRY(nk__tensor_span(ctx, op, &s[1], "y", out, (ptrdiff_t)parts, n, parts, NK_DTYPE_F32, 1));
@@ -941,13 +921,13 @@ nk_status nk_clr_partial_corr(nk_context *ctx, size_t n, size_t parts, const flo
   if (!(rcond > 0.0 && rcond < 1.0))
     return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: rcond %g must be in (0, 1)", op, rcond);
   size_t nd, dd;
-  TRY(check_product(ctx, op, "parts * parts", parts, parts, &dd));
+  TRY(nk__check_product(ctx, op, "parts * parts", parts, parts, &dd));
   const size_t need = nk_clr_partial_corr_workspace_size(parts);
   if (need == SIZE_MAX)
     return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: parts %zu too large", op, parts);
   TRY(check_composition(ctx, op, n, parts, x, &nd));
-  REQUIRE_PTR(rho);
-  REQUIRE_PTR(workspace);
+  NK_REQUIRE_PTR(rho);
+  NK_REQUIRE_PTR(workspace);
   if (workspace_size < need)
     return nk__fail(ctx, NK_STATUS_MISUSE, "%s: workspace_size %zu < %zu", op, workspace_size,
                     need);
@@ -956,7 +936,7 @@ nk_status nk_clr_partial_corr(nk_context *ctx, size_t n, size_t parts, const flo
   TRY(nk__vector_span(ctx, op, &s[1], "rho", rho, dd, sizeof(double), 1));
   TRY(nk__vector_span(ctx, op, &s[2], "partial_var", partial_var, parts, sizeof(double), 1));
   TRY(nk__vector_span(ctx, op, &s[3], "workspace", workspace, need, 1, 1));
-  TRY(nk__check_overlaps(ctx, op, s, 4, no_alias));
+  TRY(nk__check_overlaps(ctx, op, s, 4, nk__no_alias));
 
   const size_t D = parts;
   double *G = workspace, *V = G + dd, *row = V + dd, *mean = row + D;
@@ -1004,14 +984,14 @@ nk_status nk_cpn_mean_loglik(nk_context *ctx, size_t n, size_t tokens, const flo
   if (tokens == 0) return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: tokens is 0", op);
   if (n == 0) return nk__ok(ctx);
   size_t nt;
-  TRY(check_product(ctx, op, "n * tokens", n, tokens, &nt));
-  REQUIRE_PTR(logp);
-  REQUIRE_PTR(out);
+  TRY(nk__check_product(ctx, op, "n * tokens", n, tokens, &nt));
+  NK_REQUIRE_PTR(logp);
+  NK_REQUIRE_PTR(out);
   span s[3];
   TRY(nk__vector_span(ctx, op, &s[0], "logp", logp, nt, sizeof(float), 0));
   TRY(nk__vector_span(ctx, op, &s[1], "valid", valid, nt, 1, 0));
   TRY(nk__vector_span(ctx, op, &s[2], "out", out, n, sizeof(double), 1));
-  TRY(nk__check_overlaps(ctx, op, s, 3, no_alias));
+  TRY(nk__check_overlaps(ctx, op, s, 3, nk__no_alias));
   for (size_t r = 0; r < n; r++) {
     double sum = 0.0, cnt = 0.0;
     for (size_t t = 0; t < tokens; t++)
@@ -1033,12 +1013,12 @@ nk_status nk_cpn_score(nk_context *ctx, size_t n, const double *cond, const doub
   if (!isfinite(alpha))
     return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: alpha %g must be finite", op, alpha);
   if (n == 0) return nk__ok(ctx);
-  REQUIRE_PTR(cond);
-  REQUIRE_PTR(prior);
-  REQUIRE_PTR(score);
+  NK_REQUIRE_PTR(cond);
+  NK_REQUIRE_PTR(prior);
+  NK_REQUIRE_PTR(score);
   /* n doubles described as 1 x 2n f32 rows (same bytes), so exact in-place aliasing is seen */
   size_t n2;
-  TRY(check_product(ctx, op, "2 * n", n, 2, &n2));
+  TRY(nk__check_product(ctx, op, "2 * n", n, 2, &n2));
   span s[3];
   TRY(nk__tensor_span(ctx, op, &s[0], "cond", cond, (ptrdiff_t)n2, 1, n2, NK_DTYPE_F32, 0));
   TRY(nk__tensor_span(ctx, op, &s[1], "prior", prior, (ptrdiff_t)n2, 1, n2, NK_DTYPE_F32, 0));

@@ -14,11 +14,6 @@
 /* ---- shared checks -------------------------------------------------------------------------- */
 
 /* No output may overlap any other buffer: exact aliasing is never allowed here. */
-static int no_alias(const span *out, const span *other) {
-  (void)out;
-  (void)other;
-  return 0;
-}
 
 /* v in [0, 1] (NaN fails). */
 static nk_status check_unit(nk_context *ctx, const char *op, const char *name, float v) {
@@ -53,20 +48,6 @@ static nk_status check_variances(nk_context *ctx, const char *op, const char *na
   return NK_STATUS_OK;
 }
 
-static nk_status check_product(nk_context *ctx, const char *op, const char *what, size_t a,
-                               size_t b, size_t *out) {
-  if (!nk__mul_size(a, b, out))
-    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: %s = %zu * %zu overflows", op, what, a,
-                    b);
-  return NK_STATUS_OK;
-}
-
-#define REQUIRE_PTR(p)                                                                           \
-  do {                                                                                           \
-    if ((p) == NULL)                                                                             \
-      return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: %s is NULL", op, #p);                \
-  } while (0)
-
 /* ---- alpha-BN ------------------------------------------------------------------------------- */
 
 nk_status nk_tta_alpha_bn_stats(nk_context *ctx, size_t channels, float alpha_test,
@@ -76,18 +57,18 @@ nk_status nk_tta_alpha_bn_stats(nk_context *ctx, size_t channels, float alpha_te
   static const char op[] = "tta_alpha_bn_stats";
   TRY(check_unit(ctx, op, "alpha_test", alpha_test));
   if (channels == 0) return nk__ok(ctx);
-  REQUIRE_PTR(source_mean);
-  REQUIRE_PTR(source_var);
-  REQUIRE_PTR(test);
-  REQUIRE_PTR(mean);
-  REQUIRE_PTR(var);
+  NK_REQUIRE_PTR(source_mean);
+  NK_REQUIRE_PTR(source_var);
+  NK_REQUIRE_PTR(test);
+  NK_REQUIRE_PTR(mean);
+  NK_REQUIRE_PTR(var);
   span s[5];
   TRY(nk__vector_span(ctx, op, &s[0], "source_mean", source_mean, channels, sizeof(float), 0));
   TRY(nk__vector_span(ctx, op, &s[1], "source_var", source_var, channels, sizeof(float), 0));
   TRY(nk__vector_span(ctx, op, &s[2], "test", test, channels, sizeof(nk_moments), 0));
   TRY(nk__vector_span(ctx, op, &s[3], "mean", mean, channels, sizeof(float), 1));
   TRY(nk__vector_span(ctx, op, &s[4], "var", var, channels, sizeof(float), 1));
-  TRY(nk__check_overlaps(ctx, op, s, 5, no_alias));
+  TRY(nk__check_overlaps(ctx, op, s, 5, nk__no_alias));
   TRY(check_variances(ctx, op, "source_var", channels, source_var));
   TRY(check_moments(ctx, op, "test", channels, test, unbiased_test_var ? 2.0 : 1.0));
 
@@ -132,7 +113,7 @@ nk_status nk_unmixtns_lambda(nk_context *ctx, float momentum, size_t batch, size
   if (batch == 0 || batch_max == 0)
     return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: batch %zu and batch_max %zu must be >= 1",
                     op, batch, batch_max);
-  REQUIRE_PTR(lambda);
+  NK_REQUIRE_PTR(lambda);
   *lambda = (float)(1.0 - pow(1.0 - (double)momentum, (double)batch / (double)batch_max));
   return nk__ok(ctx);
 }
@@ -153,7 +134,7 @@ static double uniform_open(uint64_t *state) {
 nk_status nk_unmixtns_noise(nk_context *ctx, uint64_t seed, size_t n, float *xi) {
   static const char op[] = "unmixtns_noise";
   if (n == 0) return nk__ok(ctx);
-  REQUIRE_PTR(xi);
+  NK_REQUIRE_PTR(xi);
   uint64_t state = seed;
   const double two_pi = 6.283185307179586476925286766559;
   for (size_t i = 0; i < n; i += 2) {
@@ -172,20 +153,20 @@ nk_status nk_unmixtns_init(nk_context *ctx, const nk_unmixtns_desc *desc,
   TRY(check_unmixtns_desc(ctx, op, desc));
   const size_t K = desc->components, C = desc->channels;
   size_t KC;
-  TRY(check_product(ctx, op, "components * channels", K, C, &KC));
+  TRY(nk__check_product(ctx, op, "components * channels", K, C, &KC));
   if (C == 0) return nk__ok(ctx);
-  REQUIRE_PTR(source_mean);
-  REQUIRE_PTR(source_var);
-  if (K > 1) REQUIRE_PTR(xi);
-  REQUIRE_PTR(comp_mean);
-  REQUIRE_PTR(comp_var);
+  NK_REQUIRE_PTR(source_mean);
+  NK_REQUIRE_PTR(source_var);
+  if (K > 1) NK_REQUIRE_PTR(xi);
+  NK_REQUIRE_PTR(comp_mean);
+  NK_REQUIRE_PTR(comp_var);
   span s[5];
   TRY(nk__vector_span(ctx, op, &s[0], "source_mean", source_mean, C, sizeof(float), 0));
   TRY(nk__vector_span(ctx, op, &s[1], "source_var", source_var, C, sizeof(float), 0));
   TRY(nk__vector_span(ctx, op, &s[2], "xi", K > 1 ? xi : NULL, KC, sizeof(float), 0));
   TRY(nk__vector_span(ctx, op, &s[3], "comp_mean", comp_mean, KC, sizeof(float), 1));
   TRY(nk__vector_span(ctx, op, &s[4], "comp_var", comp_var, KC, sizeof(float), 1));
-  TRY(nk__check_overlaps(ctx, op, s, 5, no_alias));
+  TRY(nk__check_overlaps(ctx, op, s, 5, nk__no_alias));
   TRY(check_variances(ctx, op, "source_var", C, source_var));
 
   /* K == 1: no noise and a = 0, so the single component is the source statistics exactly. */
@@ -221,16 +202,16 @@ nk_status nk_unmixtns_fwd(nk_context *ctx, const nk_unmixtns_desc *desc, size_t 
   TRY(check_unmixtns_desc(ctx, op, desc));
   const size_t K = desc->components, C = desc->channels, B = batch;
   size_t KC, BC, BK;
-  TRY(check_product(ctx, op, "components * channels", K, C, &KC));
-  TRY(check_product(ctx, op, "batch * channels", B, C, &BC));
-  TRY(check_product(ctx, op, "batch * components", B, K, &BK));
+  TRY(nk__check_product(ctx, op, "components * channels", K, C, &KC));
+  TRY(nk__check_product(ctx, op, "batch * channels", B, C, &BC));
+  TRY(nk__check_product(ctx, op, "batch * components", B, K, &BK));
   if (B == 0 || C == 0) return nk__ok(ctx);
-  REQUIRE_PTR(inst);
-  REQUIRE_PTR(comp_mean);
-  REQUIRE_PTR(comp_var);
-  REQUIRE_PTR(mean_bar);
-  REQUIRE_PTR(var_bar);
-  REQUIRE_PTR(prob);
+  NK_REQUIRE_PTR(inst);
+  NK_REQUIRE_PTR(comp_mean);
+  NK_REQUIRE_PTR(comp_var);
+  NK_REQUIRE_PTR(mean_bar);
+  NK_REQUIRE_PTR(var_bar);
+  NK_REQUIRE_PTR(prob);
   span s[6];
   TRY(nk__vector_span(ctx, op, &s[0], "inst", inst, BC, sizeof(nk_moments), 0));
   TRY(nk__vector_span(ctx, op, &s[1], "comp_mean", comp_mean, KC, sizeof(float), 1));
@@ -238,7 +219,7 @@ nk_status nk_unmixtns_fwd(nk_context *ctx, const nk_unmixtns_desc *desc, size_t 
   TRY(nk__vector_span(ctx, op, &s[3], "mean_bar", mean_bar, BC, sizeof(float), 1));
   TRY(nk__vector_span(ctx, op, &s[4], "var_bar", var_bar, BC, sizeof(float), 1));
   TRY(nk__vector_span(ctx, op, &s[5], "prob", prob, BK, sizeof(double), 1));
-  TRY(nk__check_overlaps(ctx, op, s, 6, no_alias));
+  TRY(nk__check_overlaps(ctx, op, s, 6, nk__no_alias));
   TRY(check_moments(ctx, op, "inst", BC, inst, 1.0));
 
   /* 1. p[b][k] = softmax_k(sim(xbar_b, mu_k) / tau), with the components before the update.
@@ -366,7 +347,7 @@ nk_status nk_adab2n_next_eta(nk_context *ctx, const nk_adab2n_desc *desc,
   span s[2];
   TRY(nk__vector_span(ctx, op, &s[0], "state", state, 1, sizeof *state, 1));
   TRY(nk__vector_span(ctx, op, &s[1], "eta", eta, 1, sizeof *eta, 1));
-  TRY(nk__check_overlaps(ctx, op, s, 2, no_alias));
+  TRY(nk__check_overlaps(ctx, op, s, 2, nk__no_alias));
   nk_adab2n_state next = *state;
   const double e = advance_eta(desc, &next);
   *state = next;
@@ -380,10 +361,10 @@ static nk_status check_weights(nk_context *ctx, const char *op, size_t tasks, si
                                double *omega, size_t *ntasks) {
   if (!nk__add_size(tasks, 1, ntasks))
     return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: tasks + 1 overflows", op);
-  REQUIRE_PTR(task_ids);
-  REQUIRE_PTR(phi);
-  REQUIRE_PTR(task_weight);
-  REQUIRE_PTR(omega);
+  NK_REQUIRE_PTR(task_ids);
+  NK_REQUIRE_PTR(phi);
+  NK_REQUIRE_PTR(task_weight);
+  NK_REQUIRE_PTR(omega);
   for (size_t b = 0; b < batch; b++)
     if (task_ids[b] < 0 || (uint64_t)task_ids[b] > (uint64_t)tasks)
       return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: task_ids[%zu] = %lld outside [0, %zu]",
@@ -420,7 +401,7 @@ nk_status nk_adab2n_weights(nk_context *ctx, size_t tasks, size_t batch,
   TRY(nk__vector_span(ctx, op, &s[1], "phi", phi, ntasks, sizeof(float), 0));
   TRY(nk__vector_span(ctx, op, &s[2], "task_weight", task_weight, ntasks, sizeof(double), 1));
   TRY(nk__vector_span(ctx, op, &s[3], "omega", omega, batch, sizeof(double), 1));
-  TRY(nk__check_overlaps(ctx, op, s, 4, no_alias));
+  TRY(nk__check_overlaps(ctx, op, s, 4, nk__no_alias));
   compute_weights(ntasks, batch, task_ids, phi, task_weight, omega);
   return nk__ok(ctx);
 }
@@ -436,16 +417,16 @@ nk_status nk_adab2n_fwd(nk_context *ctx, const nk_adab2n_desc *desc, nk_adab2n_s
     return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT,
                     "%s: batch must be >= 1 (a training step needs samples)", op);
   size_t BC, ntasks = 0;
-  TRY(check_product(ctx, op, "batch * channels", B, C, &BC));
+  TRY(nk__check_product(ctx, op, "batch * channels", B, C, &BC));
   const int weighted = task_ids != NULL && state->tasks > 0;
   if (weighted)
     TRY(check_weights(ctx, op, state->tasks, B, task_ids, phi, task_weight, omega, &ntasks));
   if (C > 0) {
-    REQUIRE_PTR(inst);
-    REQUIRE_PTR(running_mean);
-    REQUIRE_PTR(running_var);
-    REQUIRE_PTR(mean);
-    REQUIRE_PTR(var);
+    NK_REQUIRE_PTR(inst);
+    NK_REQUIRE_PTR(running_mean);
+    NK_REQUIRE_PTR(running_var);
+    NK_REQUIRE_PTR(mean);
+    NK_REQUIRE_PTR(var);
   }
   span s[11];
   const size_t C1 = C > 0 ? C : 1; /* pointers are not used when C == 0 */
@@ -464,7 +445,7 @@ nk_status nk_adab2n_fwd(nk_context *ctx, const nk_adab2n_desc *desc, nk_adab2n_s
   TRY(nk__vector_span(ctx, op, &s[8], "omega", weighted ? omega : NULL, B, sizeof(double), 1));
   TRY(nk__vector_span(ctx, op, &s[9], "reg", reg, 1, sizeof(double), 1));
   TRY(nk__vector_span(ctx, op, &s[10], "state", state, 1, sizeof *state, 1));
-  TRY(nk__check_overlaps(ctx, op, s, 11, no_alias));
+  TRY(nk__check_overlaps(ctx, op, s, 11, nk__no_alias));
   if (C > 0) TRY(check_moments(ctx, op, "inst", BC, inst, 1.0));
 
   /* Everything is valid: from here on the step runs to completion. */

@@ -94,6 +94,20 @@ nk_status nk__vector_span(nk_context *ctx, const char *op, span *s, const char *
 
 int nk__span_is(const span *s, const char *name) { return strcmp(s->name, name) == 0; }
 
+int nk__no_alias(const span *out, const span *other) {
+  (void)out;
+  (void)other;
+  return 0;
+}
+
+nk_status nk__check_product(nk_context *ctx, const char *op, const char *what, size_t a, size_t b,
+                            size_t *out) {
+  if (!nk__mul_size(a, b, out))
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: %s = %zu * %zu overflows", op, what, a,
+                    b);
+  return NK_STATUS_OK;
+}
+
 nk_status nk__check_dtypes(nk_context *ctx, const char *op, nk_dtype dtype, nk_dtype param_dtype) {
   if (!dtype_known(dtype))
     return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: unknown dtype %d", op, (int)dtype);

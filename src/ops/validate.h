@@ -63,6 +63,20 @@ nk_status nk__check_dtypes(nk_context *ctx, const char *op, nk_dtype dtype, nk_d
 nk_status nk__check_row_range(nk_context *ctx, const char *op, size_t row_begin, size_t row_end,
                               size_t rows);
 
+/* The alias rule of operators that allow no exact in-place aliasing. */
+int nk__no_alias(const span *out, const span *other);
+/* *out = a * b, or INVALID_ARGUMENT ("<what> = a * b overflows"). */
+nk_status nk__check_product(nk_context *ctx, const char *op, const char *what, size_t a, size_t b,
+                            size_t *out);
+
+/* Returns INVALID_ARGUMENT ("<op>: <p> is NULL") from the calling operator (which has `ctx` and
+ * `op` in scope) when p is NULL. */
+#define NK_REQUIRE_PTR(p)                                                                        \
+  do {                                                                                           \
+    if ((p) == NULL)                                                                             \
+      return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: %s is NULL", op, #p);                \
+  } while (0)
+
 #define TRY(expr)                                                                                \
   do {                                                                                           \
     nk_status nk_try_status_ = (expr);                                                           \
