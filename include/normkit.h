@@ -12,6 +12,9 @@
  *   On failure nothing is written to any output buffer, and when a context was given its
  *   message (nk_context_message) says what was wrong ("layernorm_fwd: x_stride 100 < cols 128").
  * - Sizes and strides are counted in elements, not bytes. Every row stride must be >= cols.
+ * - Every array pointer must be aligned to its element's natural alignment (2 bytes for
+ *   bf16/f16, 4 for f32, 8 for doubles, int64 and the structs of doubles such as nk_moments);
+ *   a misaligned one is INVALID_ARGUMENT. No stronger alignment is ever needed.
  * - Tensors are caller-owned; normkit never keeps a pointer after a call returns and never
  *   allocates memory inside an operator (backward workspaces are sized by a query function).
  * - A NULL nk_context means defaults: serial execution on the calling thread, ISA chosen from

@@ -3,8 +3,9 @@
 # afterwards. Runs `apt-get update` once, only when a package has to be installed.
 set -euo pipefail
 # libopenmpi-dev, openmpi-bin: normkit_mpi and its tests (mpicc's headers/libraries, mpirun).
-# libclang-rt-14-dev: libFuzzer and clang's sanitizer runtimes (make test-fuzz).
-pkgs="cmake make gcc clang pkg-config python3 libc6-dev libopenmpi-dev openmpi-bin libclang-rt-14-dev"
+# libclang-rt-14-dev: libFuzzer and clang's sanitizer runtimes (ASan, UBSan, TSan, libFuzzer).
+# valgrind: make test-valgrind (memcheck of the C tests; not part of make test).
+pkgs="cmake make gcc clang pkg-config python3 libc6-dev libopenmpi-dev openmpi-bin libclang-rt-14-dev valgrind"
 missing=""
 for p in $pkgs; do
   dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
@@ -15,7 +16,7 @@ if [ -n "$missing" ]; then
   $sudo apt-get update -q
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q $missing
 fi
-for c in cmake make gcc clang pkg-config python3 mpicc mpirun; do
+for c in cmake make gcc clang pkg-config python3 mpicc mpirun valgrind; do
   command -v "$c" >/dev/null || { echo "deps: $c is missing and could not be installed" >&2; exit 1; }
 done
 # The sanitizer runtimes of gcc (ASan, UBSan) must link.
@@ -27,6 +28,10 @@ printf 'int LLVMFuzzerTestOneInput(const unsigned char *d, unsigned long n){(voi
   | clang -x c -fsanitize=fuzzer,address,undefined -o /tmp/nk-fuzz-probe - \
   || { echo "deps: clang cannot link -fsanitize=fuzzer,address,undefined" >&2; exit 1; }
 rm -f /tmp/nk-fuzz-probe
+# clang must link ThreadSanitizer (make test-tsan).
+printf 'int main(void){return 0;}\n' | clang -x c -fsanitize=thread -o /tmp/nk-tsan-probe - \
+  || { echo "deps: clang cannot link -fsanitize=thread" >&2; exit 1; }
+rm -f /tmp/nk-tsan-probe
 # MPI's C headers and library must link (normkit_mpi; the tests configure with NK_MPI=ON).
 printf '#include <mpi.h>\nint main(int c, char **v){MPI_Init(&c,&v);MPI_Finalize();return 0;}\n' \
   | mpicc -x c -o /tmp/nk-mpi-probe - \

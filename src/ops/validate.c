@@ -46,13 +46,27 @@ nk_status nk__check_stride(nk_context *ctx, const char *op, const char *name, pt
   return NK_STATUS_OK;
 }
 
+/* A pointer must be aligned to its element's natural alignment: the element size's lowest set
+ * bit, at most 8 (2 for bf16/f16, 4 for f32, 8 for doubles and for structs of doubles). */
+static nk_status check_aligned(nk_context *ctx, const char *op, const char *name,
+                               const void *ptr, size_t esize) {
+  size_t align = esize & (~esize + 1);
+  if (align > 8) align = 8;
+  if (align > 1 && (uintptr_t)ptr % align != 0)
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT,
+                    "%s: %s (%p) is not aligned to its element size (%zu bytes)", op, name, ptr,
+                    align);
+  return NK_STATUS_OK;
+}
+
 /* Fills span s for a rows x cols tensor, failing on stride or size overflow. */
 nk_status nk__tensor_span(nk_context *ctx, const char *op, span *s, const char *name,
                           const void *ptr, ptrdiff_t stride, size_t rows, size_t cols, nk_dtype dt,
                           int output) {
   *s = (span){name, ptr, stride, nk_dtype_size(dt), 0, output, 0};
   if (ptr == NULL) return NK_STATUS_OK;
-  nk_status st = nk__check_stride(ctx, op, name, stride, cols);
+  nk_status st = check_aligned(ctx, op, name, ptr, s->esize);
+  if (st == NK_STATUS_OK) st = nk__check_stride(ctx, op, name, stride, cols);
   if (st != NK_STATUS_OK) return st;
   s->bytes = tensor_bytes(rows, cols, stride, s->esize);
   if (s->bytes == 0)
@@ -86,6 +100,7 @@ nk_status nk__vector_span(nk_context *ctx, const char *op, span *s, const char *
                           const void *ptr, size_t n, size_t esize, int output) {
   *s = (span){name, ptr, 0, esize, 0, output, 0};
   if (ptr == NULL) return NK_STATUS_OK;
+  TRY(check_aligned(ctx, op, name, ptr, esize));
   if (!nk__mul_size(n, esize, &s->bytes) || s->bytes > (size_t)PTRDIFF_MAX)
     return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: %s of %zu elements is too large", op,
                     name, n);

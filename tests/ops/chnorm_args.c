@@ -181,6 +181,22 @@ NK_TEST(null_pointers) {
          INVAL);
 }
 
+/* Pointers not aligned to their element size: INVALID_ARGUMENT, nothing written. */
+NK_TEST(misaligned_pointers) {
+  nk_chnorm_desc d = train();
+  EXPECT(nk_batchnorm_fwd(ctx, &d, (char *)x + 1, NULL, gamma_, beta_, rm, rv, &nbt, y, sm, sr,
+                          ws, sizeof ws), INVAL);
+  EXPECT(nk_batchnorm_fwd(ctx, &d, x, NULL, gamma_, beta_, rm, rv, &nbt, (char *)y + 2, sm, sr,
+                          ws, sizeof ws), INVAL);
+  EXPECT(nk_batchnorm_fwd(ctx, &d, x, NULL, gamma_, beta_, (float *)(void *)((char *)rm + 1), rv,
+                          &nbt, y, sm, sr, ws, sizeof ws), INVAL);
+  EXPECT(nk_groupnorm_fwd(ctx, &d, x, (char *)gamma_ + 3, beta_, y, gm, gr), INVAL);
+  EXPECT(nk_moments_rows(ctx, C, S, NK_DTYPE_F32, x, S, (nk_moments *)(void *)((char *)mom + 4)),
+         INVAL);
+  EXPECT(nk_batchnorm_bwd(ctx, &d, x, NULL, gamma_, rm, rv, dy, (char *)dx + 1, NULL, dg, db, ws,
+                          sizeof ws), INVAL);
+}
+
 NK_TEST(bad_strides) {
   nk_chnorm_desc d = train();
   d.x_row_stride = S - 1;
@@ -385,6 +401,7 @@ int main(void) {
   if (nk_context_create(&ctx) != NK_STATUS_OK) return 1;
   NK_RUN(descriptor_and_sizes);
   NK_RUN(null_pointers);
+  NK_RUN(misaligned_pointers);
   NK_RUN(bad_strides);
   NK_RUN(running_buffers_and_flags);
   NK_RUN(overlaps);

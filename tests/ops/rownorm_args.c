@@ -81,6 +81,32 @@ NK_TEST(null_pointers) {
   NK_CHECK(nk_layernorm_bwd_workspace_size(&d, NULL) == NK_STATUS_INVALID_ARGUMENT, "ws");
 }
 
+/* A pointer that is not aligned to its element size is rejected (normkit.h: the caller's
+ * geometry is trusted only as far as it can be checked). */
+NK_TEST(misaligned_pointers) {
+  nk_norm_desc d = dense();
+  const void *xm = (const char *)x + 1;
+  void *ym = (char *)y + 2, *gm = (char *)gamma_ + 1;
+  float *mm = (float *)(void *)((char *)mean + 3);
+  EXPECT(nk_layernorm_fwd(ctx, &d, xm, NULL, NULL, NULL, y, NULL, mean, rstd),
+         NK_STATUS_INVALID_ARGUMENT, "x (");
+  EXPECT(nk_layernorm_fwd(ctx, &d, x, NULL, NULL, NULL, ym, NULL, mean, rstd),
+         NK_STATUS_INVALID_ARGUMENT, "not aligned");
+  EXPECT(nk_rmsnorm_fwd(ctx, &d, x, NULL, gm, NULL, y, NULL, rstd), NK_STATUS_INVALID_ARGUMENT,
+         "gamma (");
+  EXPECT(nk_layernorm_fwd(ctx, &d, x, NULL, NULL, NULL, y, NULL, mm, rstd),
+         NK_STATUS_INVALID_ARGUMENT, "mean (");
+  EXPECT(nk_layernorm_bwd(ctx, &d, x, NULL, NULL, mean, rstd, dy, NULL, (char *)dx + 1, NULL,
+                          NULL, ws, sizeof ws),
+         NK_STATUS_INVALID_ARGUMENT, "dx (");
+  d.dtype = d.param_dtype = NK_DTYPE_BF16; /* 2-byte elements: an odd address is misaligned */
+  EXPECT(nk_rmsnorm_fwd(ctx, &d, (const char *)x + 1, NULL, NULL, NULL, y, NULL, rstd),
+         NK_STATUS_INVALID_ARGUMENT, "not aligned");
+  reset();
+  NK_CHECK(nk_rmsnorm_fwd(ctx, &d, (const char *)x + 2, NULL, NULL, NULL, y, NULL, rstd) ==
+               NK_STATUS_OK, "a 2-byte aligned bf16 pointer is fine: %s", nk_context_message(ctx));
+}
+
 NK_TEST(zero_sizes_are_noops) {
   nk_norm_desc d = dense();
   d.rows = 0;
@@ -248,6 +274,7 @@ NK_TEST(status_strings) {
 int main(void) {
   if (nk_context_create(&ctx) != NK_STATUS_OK) return 1;
   NK_RUN(null_pointers);
+  NK_RUN(misaligned_pointers);
   NK_RUN(zero_sizes_are_noops);
   NK_RUN(bad_strides);
   NK_RUN(bad_scalars);

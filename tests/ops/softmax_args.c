@@ -134,6 +134,19 @@ NK_TEST(zero_sizes_are_noops) {
   NK_CHECK(outputs_untouched(), "empty range wrote");
 }
 
+/* Pointers not aligned to their element size: INVALID_ARGUMENT, nothing written. */
+NK_TEST(misaligned_pointers) {
+  nk_softmax_desc d = dense();
+  EXPECT(nk_softmax_fwd(ctx, &d, (char *)x + 1, NULL, NULL, y, lse), NK_STATUS_INVALID_ARGUMENT,
+         "x (");
+  EXPECT(nk_softmax_fwd(ctx, &d, x, NULL, NULL, (char *)y + 2, lse), NK_STATUS_INVALID_ARGUMENT,
+         "not aligned");
+  EXPECT(nk_softmax_fwd(ctx, &d, x, NULL, NULL, y, (float *)(void *)((char *)lse + 1)),
+         NK_STATUS_INVALID_ARGUMENT, "lse (");
+  EXPECT(nk_softmax_bwd(ctx, &d, x, dy, NULL, NULL, (char *)dx + 3, NULL),
+         NK_STATUS_INVALID_ARGUMENT, "dx (");
+}
+
 NK_TEST(bad_strides) {
   nk_softmax_desc d = dense();
   d.x_stride = C - 1;
@@ -341,6 +354,7 @@ NK_TEST(null_context_reports_status_only) {
 int main(void) {
   if (nk_context_create(&ctx) != NK_STATUS_OK) return 1;
   NK_RUN(null_pointers);
+  NK_RUN(misaligned_pointers);
   NK_RUN(zero_sizes_are_noops);
   NK_RUN(bad_strides);
   NK_RUN(bad_scalars_and_enums);
