@@ -2107,7 +2107,7 @@ NK_API nk_status nk_unifiednorm_fold(size_t channels, float eps, const float *ph
  *   s_b[c]   = sqrt(var over N*S + eps)  (batch; instance moments merged in n order), mean mu_b
  *   s_g[n,k] = sqrt(var over (C/G)*S + eps)  (group k of C/G consecutive channels)
  * (each std computed in double, rounded to f32; means kept as f32 hi + lo parts).
- * B0:  d = max(s_b, v*x + s_i) (f32, ties to s_b);  y = (x / d) * gamma + beta.
+ * B0:  d = max(s_b, v*x + s_i) (f32; ties and a NaN s_b pick s_b);  y = (x / d) * gamma + beta.
  *      Training: s_b from the batch, phi[c] <- (1 - m) phi + m var_b (biased, double).
  *      Inference: s_b = (float)sqrt(phi + eps); s_i still from the input.
  *      Backward (exact, spec 6.1): gh = gamma dy, delta = -(gh * (x/d))/d, mask b = [s_b >= v x + s_i]:

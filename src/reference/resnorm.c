@@ -259,7 +259,7 @@ void nk_ref_evonorm_fwd(const nk_ref_chshape *t, int kind, size_t groups, int tr
         const size_t i = nk_ref_chidx(t, n, c, s);
         const double xv = x[i];
         if (affine) y[i] = g * xv + b;
-        else if (kind == 0) y[i] = g * xv / fmax(sb, vv * xv + si) + b;
+        else if (kind == 0) y[i] = g * xv / ((sb >= vv * xv + si || isnan(sb)) ? sb : vv * xv + si) + b;
         else y[i] = g * xv * sigm(vv * xv) / sg + b;
       }
     }
@@ -293,7 +293,7 @@ void nk_ref_evonorm_bwd(const nk_ref_chshape *t, int kind, size_t groups, int tr
         if (affine) {
           sdg += gy * xv;
         } else if (kind == 0) {
-          const int m = sb >= vv * xv + si;
+          const int m = sb >= vv * xv + si || isnan(sb);
           const double d = m ? sb : vv * xv + si;
           const double delta = -gh * xv / (d * d);
           if (m) Ab[c] += delta;
@@ -324,7 +324,7 @@ void nk_ref_evonorm_bwd(const nk_ref_chshape *t, int kind, size_t groups, int tr
         if (affine) {
           dx[i] = gh;
         } else if (kind == 0) {
-          const int m = sb >= vv * xv + si;
+          const int m = sb >= vv * xv + si || isnan(sb);
           const double d = m ? sb : vv * xv + si;
           const double delta = -gh * xv / (d * d);
           double r = gh / d + (m ? 0.0 : vv * delta);

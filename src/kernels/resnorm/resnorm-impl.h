@@ -242,7 +242,7 @@ INL void evo_norm_body(int kind, size_t n, const void *x, void *y, nk_dtype dt,
       for (size_t i = 0; i < m; i++) {
         const float xv = xb[i], sb = P(p->sb, i);
         const float t = P(p->v, i) * xv + P(p->si, i);
-        const float d = sb >= t ? sb : t;
+        const float d = (sb >= t || sb != sb) ? sb : t; /* NaN s_b propagates */
         xb[i] = (xv / d) * P(p->g, i) + P(p->b, i);
       }
     } else if (kind == NK_RN_S0) {
@@ -265,7 +265,7 @@ INL void evo_terms(int kind, size_t m, const float *xb, const float *gb,
     for (size_t i = 0; i < m; i++) {
       const float xv = xb[i], sb = P(p->sb, i);
       const float tt = P(p->v, i) * xv + P(p->si, i);
-      const int bm = sb >= tt;
+      const int bm = sb >= tt || sb != sb;
       const float d = bm ? sb : tt;
       const float q = xv / d;
       const float gh = P(p->g, i) * gb[i];
@@ -339,7 +339,7 @@ INL void evo_dx_body(int kind, size_t n, const void *x, const void *dy, void *dx
       for (size_t i = 0; i < m; i++) {
         const float xv = xb[i], sb = P(p->sb, i), v = P(p->v, i);
         const float tt = v * xv + P(p->si, i);
-        const int bm = sb >= tt;
+        const int bm = sb >= tt || sb != sb;
         const float d = bm ? sb : tt;
         const float q = xv / d;
         const float gh = P(p->g, i) * gb[i];
