@@ -1881,12 +1881,14 @@ NK_API nk_status nk_cpn_score(nk_context *ctx, size_t n, const double *cond, con
  * docs/ops/powernorm.md, unifiednorm.md and evonorm.md give the derivations and sources.
  *
  * Token tensors (PowerNorm, Unified Normalization). A transformer activation of N x S tokens
- * and C channels, channel-last (NK_LAYOUT_NSC only; NCS is UNSUPPORTED): token (n, s) is the
- * row of C contiguous elements at x + n * n_stride + s * row_stride. (B, T, C) maps with N = B,
- * S = T; fairseq's (T, B, C) with N = T, S = B; an N x C tensor is S = 1. Statistics are per
- * channel over the tokens. mask (optional, NULL = every token valid) holds one byte per token,
- * at mask[n * mask_n_stride + s * mask_s_stride] (strides in bytes, may be 0 or negative), and
- * a nonzero byte marks a valid (non-padding) token. The forward statistic is taken over the
+ * and C channels, channel-last (the channel norms' NHWC layout; these layers have no NCHW
+ * form): token (n, s) is the row of C contiguous elements at x + n * n_stride + s * row_stride
+ * (row_stride >= C, n_stride >= (S - 1) * row_stride + C). (B, T, C) maps with N = B, S = T;
+ * fairseq's (T, B, C) with N = T, S = B; an N x C tensor is S = 1. Statistics are per channel
+ * over the tokens. mask (optional, NULL = every token valid) holds one byte per token, at
+ * mask[n * mask_n_stride + s * mask_s_stride] (strides in bytes, >= 0; fairseq's (B, T) padding
+ * mask for a (T, B, C) tensor is mask_n_stride = 1, mask_s_stride = T), and a nonzero byte marks
+ * a valid (non-padding) token. The forward statistic is taken over the
  * valid tokens V only; every token (padding included) is normalized and written, and the
  * backward means run over all tokens A (the official code's behaviour, spec 4.2).
  *
@@ -1989,7 +1991,7 @@ NK_API nk_status nk_powernorm_bwd_workspace_size(const nk_powernorm_desc *desc, 
  *   save        OUT optional, 2*C floats: save[c] = rf (forward scale), save[C + c] = the batch
  *               scale 1/sqrt(psi2_B + eps) (training) or rf (inference). The backward needs it.
  *   workspace   nk_powernorm_fwd_workspace_size bytes.
- * Returns OK, INVALID_ARGUMENT, UNSUPPORTED (layout, dtypes), MISUSE (workspace). */
+ * Returns OK, INVALID_ARGUMENT, UNSUPPORTED (dtype combination), MISUSE (workspace). */
 NK_API nk_status nk_powernorm_fwd(nk_context *ctx, const nk_powernorm_desc *desc, const void *x,
                                   const uint8_t *mask, const void *gamma, const void *beta,
                                   nk_powernorm_state *state, void *y, float *save,
@@ -2082,7 +2084,9 @@ NK_API nk_status nk_unifiednorm_fwd(nk_context *ctx, const nk_unifiednorm_desc *
                                     const void *beta, nk_unifiednorm_state *state, void *y,
                                     float *save, void *workspace, size_t workspace_size);
 /* UN backward. x, gamma, save as in the forward; state IN/OUT in training (psi, bwin; reads
- * step and skip), not read in inference. dx may be dy or x; dgamma, dbeta optional. */
+ * step and skip), not read in inference. dx may be dy or x; dgamma, dbeta optional
+ * (overwritten, or added to with ACCUMULATE). Returns OK, INVALID_ARGUMENT, UNSUPPORTED, MISUSE
+ * (workspace too small, or a training backward with state->step == 0: no forward ran). */
 NK_API nk_status nk_unifiednorm_bwd(nk_context *ctx, const nk_unifiednorm_desc *desc,
                                     const void *x, const void *gamma, const float *save,
                                     nk_unifiednorm_state *state, const void *dy, void *dx,
@@ -2119,6 +2123,8 @@ NK_API nk_status nk_unifiednorm_fold(size_t channels, float eps, const float *ph
  *      Backward (exact, spec 6.2): dx = (gh/s_g)(sig + v x sig') + A_g (x - mu_g)/(s_g (C/G) S),
  *      A_g = -sum_{group} gh a / s_g^2; dv = sum (gh/s_g) x^2 sig'; dgamma = sum dy a/s_g.
  *      sigmoid is normkit's own f32 exp (docs/ops/evonorm.md; same bits on every ISA).
+ * AFFINE_ONLY: no statistic is computed or written (save_* may be NULL, running_var is not
+ * touched); backward dx = gamma dy, dgamma = sum dy x, dbeta = sum dy, dv = 0.
  * Saved statistics (f32 triples mean_hi, mean_lo, std): B0 save_b[3*C] (batch or running std),
  * save_i[3*N*C] ([n][c]); S0 save_g[3*N*G] ([n][k], G after the adjustment).
  * Accuracy and edge cases as the channel norms: f32 within 2e-6 * max|ref| per channel, bf16/f16
