@@ -226,7 +226,17 @@ INL float rn_sigmoid(float w) {
   float e = (p * f_from_bits((uint32_t)(n1 + 127) << 23)) * f_from_bits((uint32_t)(n2 + 127) << 23);
   e = nan ? t : e;
   const float one_e = 1.0f + e;
-  return w >= 0.0f ? 1.0f / one_e : e / one_e;
+  const float num = w >= 0.0f ? 1.0f : e; /* selects only: no conditional arithmetic */
+  return num / one_e;
+}
+
+/* v with its bits and-ed with m (m all ones: v; m zero: +0.0). */
+INL double dmask(double v, uint64_t m) {
+  uint64_t u;
+  memcpy(&u, &v, sizeof u);
+  u &= m;
+  memcpy(&v, &u, sizeof v);
+  return v;
 }
 
 /* Parameter i of a block starting at c0 (ps: 0 = one value, 1 = per element). */
@@ -242,7 +252,8 @@ INL void evo_norm_body(int kind, size_t n, const void *x, void *y, nk_dtype dt,
       for (size_t i = 0; i < m; i++) {
         const float xv = xb[i], sb = P(p->sb, i);
         const float t = P(p->v, i) * xv + P(p->si, i);
-        const float d = (sb >= t || sb != sb) ? sb : t; /* NaN s_b propagates */
+        const int pick_b = (sb >= t) | (sb != sb); /* ties and a NaN s_b pick s_b */
+        const float d = pick_b ? sb : t;
         xb[i] = (xv / d) * P(p->g, i) + P(p->b, i);
       }
     } else if (kind == NK_RN_S0) {
@@ -262,18 +273,25 @@ INL void evo_norm_body(int kind, size_t n, const void *x, void *y, nk_dtype dt,
 INL void evo_terms(int kind, size_t m, const float *xb, const float *gb,
                    const nk_rn_evo_params *p, size_t c0, const int ps, double t[NK_RN_NSUM][B]) {
   if (kind == NK_RN_B0) {
+    float q[B], delta[B];
+    int32_t bm[B];
     for (size_t i = 0; i < m; i++) {
       const float xv = xb[i], sb = P(p->sb, i);
       const float tt = P(p->v, i) * xv + P(p->si, i);
-      const int bm = sb >= tt || sb != sb;
-      const float d = bm ? sb : tt;
-      const float q = xv / d;
+      bm[i] = (sb >= tt) | (sb != sb);
+      const float d = bm[i] ? sb : tt;
+      q[i] = xv / d;
       const float gh = P(p->g, i) * gb[i];
-      const float delta = -(gh * q) / d;
-      t[0][i] = bm ? (double)delta : 0.0;
-      t[1][i] = bm ? 0.0 : (double)delta;
-      t[2][i] = bm ? 0.0 : (double)delta * (double)xv;
-      t[3][i] = (double)gb[i] * (double)q;
+      delta[i] = -(gh * q[i]) / d;
+    }
+    for (size_t i = 0; i < m; i++) {
+      /* selects as bit masks (the same values as bm ? dd : +0.0), so the loop has no branch */
+      const double dd = (double)delta[i], ddx = dd * (double)xb[i];
+      const uint64_t mb = (uint64_t)0 - (uint64_t)(uint32_t)bm[i];
+      t[0][i] = dmask(dd, mb);
+      t[1][i] = dmask(dd, ~mb);
+      t[2][i] = dmask(ddx, ~mb);
+      t[3][i] = (double)gb[i] * (double)q[i];
       t[4][i] = (double)gb[i];
     }
   } else if (kind == NK_RN_S0) {
@@ -339,12 +357,13 @@ INL void evo_dx_body(int kind, size_t n, const void *x, const void *dy, void *dx
       for (size_t i = 0; i < m; i++) {
         const float xv = xb[i], sb = P(p->sb, i), v = P(p->v, i);
         const float tt = v * xv + P(p->si, i);
-        const int bm = sb >= tt || sb != sb;
+        const int bm = (sb >= tt) | (sb != sb);
         const float d = bm ? sb : tt;
         const float q = xv / d;
         const float gh = P(p->g, i) * gb[i];
         const float delta = -(gh * q) / d;
-        float r = gh / d + (bm ? 0.0f : v * delta);
+        const float vd = v * delta;
+        float r = gh / d + (bm ? 0.0f : vd);
         r = r + P(p->kb, i) * ((xv - P(p->mbh, i)) - P(p->mbl, i));
         r = r + P(p->ki, i) * ((xv - P(p->mih, i)) - P(p->mil, i));
         gb[i] = r;
