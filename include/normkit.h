@@ -1876,6 +1876,300 @@ NK_API nk_status nk_cpn_mean_loglik(nk_context *ctx, size_t n, size_t tokens, co
 NK_API nk_status nk_cpn_score(nk_context *ctx, size_t n, const double *cond, const double *prior,
                               double alpha, double *score);
 
+/* ------------------------------------------------------------------------------------------ */
+/* Research normalization layers: PowerNorm, Unified Normalization, EvoNorm                     */
+/* ------------------------------------------------------------------------------------------ */
+/*
+ * Spec: shared spec layers.md sections 4 (PowerNorm), 5 (UN), 6 (EvoNorm), 16 (ambiguities).
+ * docs/ops/powernorm.md, unifiednorm.md and evonorm.md give the derivations and sources.
+ *
+ * Token tensors (PowerNorm, Unified Normalization). A transformer activation of N x S tokens
+ * and C channels, channel-last (the channel norms' NHWC layout; these layers have no NCHW
+ * form): token (n, s) is the row of C contiguous elements at x + n * n_stride + s * row_stride
+ * (row_stride >= C, n_stride >= (S - 1) * row_stride + C). (B, T, C) maps with N = B, S = T;
+ * fairseq's (T, B, C) with N = T, S = B; an N x C tensor is S = 1. Statistics are per channel
+ * over the tokens. mask (optional, NULL = every token valid) holds one byte per token, at
+ * mask[n * mask_n_stride + s * mask_s_stride] (strides in bytes, >= 0; fairseq's (B, T) padding
+ * mask for a (T, B, C) tensor is mask_n_stride = 1, mask_s_stride = T), and a nonzero byte marks
+ * a valid (non-padding) token. The forward statistic is taken over the
+ * valid tokens V only; every token (padding included) is normalized and written, and the
+ * backward means run over all tokens A (the official code's behaviour, spec 4.2).
+ *
+ * Arithmetic (every ISA and thread count give the same bits): the quadratic means are sums of
+ * (double)u * u in double over fixed chunks of tokens (a function of the sizes only), combined
+ * in chunk order; per-channel scales are computed in double and rounded to f32; the element-wise
+ * maps are f32 operations (no contraction) in a fixed order, written below. Accuracy (tested):
+ * forward outputs within 2e-6 * max|reference| of the channel (bf16/f16: plus 1 ulp of the
+ * dtype), dx within 4e-6 * max|reference| of the channel against the float64 formula, the
+ * running state within 2e-6 relative (1e-7 absolute) over sequences of steps.
+ *
+ * Edge cases: N, S or C == 0: nothing is read or written, the state (step included) is not
+ * touched, OK. A training forward whose mask leaves no valid token: INVALID_ARGUMENT (before
+ * anything is written). An all-zero channel has quadratic mean 0 and normalizes by
+ * 1/sqrt(eps) (finite). A constant channel normalizes to a constant (these norms do not centre).
+ * NaN or inf in a channel's valid tokens makes that channel's statistic, outputs and running
+ * state NaN; other channels are untouched; NaN in a padding token stays in that token.
+ *
+ * Aliasing: y may be x; dx may be dy or x. Other overlaps are INVALID_ARGUMENT.
+ * dtypes: x, y, dy, dx hold `dtype` (F32, BF16, F16); gamma, beta, dgamma, dbeta hold
+ * `param_dtype` (F32 or == dtype); state and saved statistics are f32 (the step counters int64).
+ */
+
+/* Flags shared by the research layers (same values as the channel-norm flags). */
+#define NK_RESNORM_TRAINING 0x1u    /* training: batch statistics, state updated */
+#define NK_RESNORM_ACCUMULATE 0x10u /* backward: dgamma/dbeta/dv += gradient (default: =) */
+
+/* ---- PowerNorm (Shen et al. 2020; spec 4) ---------------------------------------------------
+ *
+ * Per channel c: psi2_B[c] = mean over valid tokens of u[p,c]^2 (no centring), where u = x, or,
+ * with group scaling (groups G > 0, the official code's GroupScaling1D), per token and group k of
+ * C/G consecutive channels: u = x * gs, gs = (float)(1 / sqrt(mean_{c in k} x_c^2 + gs_eps)).
+ *   z = u * rf[c];  y = z * gamma[c] + beta[c]           (f32; gamma 1, beta 0 if NULL)
+ * rf is the forward scale (float)(1 / sqrt(stat + eps)) with stat:
+ *   NK_POWERNORM_CODE (default; official MaskPowerNorm, what produced the published results):
+ *     training step t = step + 1 (step is incremented): stat = psi2_B while t <= warmup, else
+ *     phi (before the update); then phi <- phi*(t-1)/t + psi2_B/t if t < warmup, and always
+ *     phi <- alpha_fwd*phi + (1-alpha_fwd)*psi2_B (double, rounded to f32).
+ *   NK_POWERNORM_PAPER (Algorithm 1): stat = phi (the previous running statistic psi^2_{t-1})
+ *     in every training step; phi <- alpha_fwd*phi + (1-alpha_fwd)*psi2_B; warmup is ignored.
+ *   Inference (no TRAINING flag, both modes): stat = phi; nothing is updated.
+ * Backward (approximate by design; spec 4.1 step 4, 4.2 step 5), with nu the running backward
+ * statistic (nu = (1 - alpha_bwd) * E of the official code; spec 16.4):
+ *   xt = gamma*dy - nu*z (f32, nu before the update);  du = xt * rb[c]
+ *   nu <- nu + (1 - alpha_bwd) * mean_A(xt * z)    (= nu(1-(1-a)Gamma) + (1-a)Lambda, double)
+ *   rb = the batch scale 1/sqrt(psi2_B + eps) (CODE, in every phase) or rf (PAPER).
+ *   Inference backward: dx = gamma*dy*rf (the exact gradient of the affine map), nu untouched.
+ *   With group scaling, dx = gs * (du - u * mean_k(du * u)) (exact chain rule of the group
+ *   RMS scaling; the sum per token and group in double); without, dx = du.
+ *   dgamma = sum_A dy * z, dbeta = sum_A dy.
+ * State: phi[C] (running psi^2, init 1), nu[C] (init 0), step (init 0): nk_powernorm_state_init.
+ * Defaults (nk_powernorm_desc_dense): CODE, alpha_fwd = alpha_bwd = 0.9, eps = gs_eps = 1e-5,
+ * groups 0 (the official code uses the number of attention heads), warmup 0 (the official
+ * scripts pass the LR warm-up, 4000-10000 updates).
+ */
+typedef enum nk_powernorm_mode {
+  NK_POWERNORM_CODE = 0,  /* official MaskPowerNorm (published results) */
+  NK_POWERNORM_PAPER = 1, /* Algorithm 1 as reconstructed in the spec */
+} nk_powernorm_mode;
+
+typedef struct nk_powernorm_desc {
+  size_t batch;    /* N */
+  size_t spatial;  /* S (sequence) */
+  size_t channels; /* C */
+  size_t groups;   /* group scaling: G dividing C, 0 = off */
+  nk_powernorm_mode mode;
+  nk_dtype dtype;       /* x, y, dy, dx */
+  nk_dtype param_dtype; /* gamma, beta, dgamma, dbeta: F32 or == dtype */
+  float eps;            /* > 0, finite */
+  float gs_eps;         /* group scaling's eps, > 0 (used when groups > 0) */
+  float alpha_fwd, alpha_bwd; /* decays in [0, 1] */
+  int64_t warmup;       /* T_w >= 0 (CODE mode) */
+  uint32_t flags;       /* NK_RESNORM_TRAINING, NK_RESNORM_ACCUMULATE */
+  ptrdiff_t x_n_stride, x_row_stride;
+  ptrdiff_t y_n_stride, y_row_stride;
+  ptrdiff_t dy_n_stride, dy_row_stride;
+  ptrdiff_t dx_n_stride, dx_row_stride;
+  ptrdiff_t mask_n_stride, mask_s_stride; /* bytes */
+} nk_powernorm_desc;
+
+typedef struct nk_powernorm_state {
+  float *phi;   /* C: running quadratic mean psi^2 (init 1) */
+  float *nu;    /* C: running backward statistic (init 0) */
+  int64_t step; /* training forward calls so far (init 0) */
+} nk_powernorm_state;
+
+/* Dense N x S x C descriptor with the defaults above (mask strides: a dense [n][s] mask). */
+NK_API nk_powernorm_desc nk_powernorm_desc_dense(size_t batch, size_t spatial, size_t channels,
+                                                 nk_dtype dtype);
+/* phi <- 1, nu <- 0, step <- 0 for C channels. Returns OK or INVALID_ARGUMENT (NULL). */
+NK_API nk_status nk_powernorm_state_init(size_t channels, nk_powernorm_state *state);
+/* Workspace bytes of nk_powernorm_fwd / nk_powernorm_bwd (a function of the sizes). */
+NK_API nk_status nk_powernorm_fwd_workspace_size(const nk_powernorm_desc *desc, size_t *bytes);
+NK_API nk_status nk_powernorm_bwd_workspace_size(const nk_powernorm_desc *desc, size_t *bytes);
+
+/* PowerNorm forward.
+ *   x           IN  the tokens.  mask IN optional (see above).
+ *   gamma, beta IN  optional, C of param_dtype.
+ *   state       IN/OUT phi and step updated in training; IN in inference (phi read).
+ *   y           OUT the output (may be x).
+ *   save        OUT optional, 2*C floats: save[c] = rf (forward scale), save[C + c] = the batch
+ *               scale 1/sqrt(psi2_B + eps) (training) or rf (inference). The backward needs it.
+ *   workspace   nk_powernorm_fwd_workspace_size bytes.
+ * Returns OK, INVALID_ARGUMENT, UNSUPPORTED (dtype combination), MISUSE (workspace). */
+NK_API nk_status nk_powernorm_fwd(nk_context *ctx, const nk_powernorm_desc *desc, const void *x,
+                                  const uint8_t *mask, const void *gamma, const void *beta,
+                                  nk_powernorm_state *state, void *y, float *save,
+                                  void *workspace, size_t workspace_size);
+/* PowerNorm backward (formulas above). The flags and mode must be those of the forward.
+ *   x, gamma    IN  as given to the forward; save IN from the forward (2*C floats).
+ *   state       IN/OUT training: nu updated (phi, step not touched); inference: not read.
+ *   dy          IN;  dx OUT (may be dy or x).
+ *   dgamma, dbeta OUT optional, C of param_dtype; overwritten, or added to with ACCUMULATE.
+ * Returns OK, INVALID_ARGUMENT, UNSUPPORTED, MISUSE. */
+NK_API nk_status nk_powernorm_bwd(nk_context *ctx, const nk_powernorm_desc *desc, const void *x,
+                                  const void *gamma, const float *save,
+                                  nk_powernorm_state *state, const void *dy, void *dx,
+                                  void *dgamma, void *dbeta, void *workspace,
+                                  size_t workspace_size);
+
+/* ---- Unified Normalization (Yang et al. 2022; spec 5, the official code's order) -------------
+ *
+ * Training forward, step t = step + 1, slot = t mod M (M = window_fwd), per channel c:
+ *   s2[c]   = mean over valid tokens of x^2 (double)
+ *   Vrec    = unbiased variance of sqrt(F) over all M*C window entries (one scalar; with
+ *             NK_UNIFIEDNORM_FILTER_PER_CHANNEL the paper's per-channel variance over M), before
+ *             the window update; M == 1: 0
+ *   F[slot] <- s2
+ *   skip    = NK_UNIFIEDNORM_FILTER and t >= warmup and (M == 1 or some channel has
+ *             AM[c] - GM[c] > M * Vrec), AM = mean_k F[k,c], GM = exp(mean_k log F[k,c]) (0 if
+ *             any F[k,c] == 0); on skip F[slot] <- phi and state->skips += 1
+ *   sh2     = s2 if t <= M or t < warmup or skip, else GM[c]
+ *   rho     = 1 if t <= max(rho_warmup, warmup) or skip, else
+ *             clamp(sqrt(sh2 + eps) / sqrt(phi + eps), rho_min, rho_max)
+ *   z = x * r, r = (float)(1 / sqrt(sh2 + eps));  y = z * gamma + beta
+ *   phi <- alpha * phi + (1 - alpha) * sh2          (state updates in double, stored f32)
+ * Training backward (approximate by design; called after the forward of the same step):
+ *   gh = (rho * gamma) * dy (f32);  gz[c] = mean_A(gh * z) = rho gamma sum(dy z) / |A|
+ *   G[t mod M'] <- (skip ? psi : gz);   m = gz if t <= M' or t < warmup or skip, else mean_k G
+ *   psi <- alpha * psi + (1 - alpha) * m;  k = skip ? m : psi (the updated psi)
+ *   dx = (gh - k * z) * r;  dgamma = rho * sum_A dy z;  dbeta = sum_A dy
+ * Inference: z = x * (float)(1/sqrt(phi + eps)), y as above (a per-channel affine map:
+ * nk_unifiednorm_fold); its backward is exact: dx = gamma dy r, dgamma = sum dy z.
+ * State (nk_unifiednorm_state_init): phi[C] = 1, psi[C] = 0, F[M*C] = 0, G[M'*C] = 0, step 0,
+ * skips 0, skip 0 (the skip decision of the latest training forward, read by the backward).
+ * Defaults (nk_unifiednorm_desc_dense, the official NMT script): M = M' = 4, warmup 4000,
+ * rho_warmup 1000, rho in [0.2, 5], alpha 0.9, eps 1e-5, filtration off (the official ViT
+ * models turn it on: NK_UNIFIEDNORM_FILTER).
+ */
+#define NK_UNIFIEDNORM_FILTER 0x100u             /* adaptive outlier filtration */
+#define NK_UNIFIEDNORM_FILTER_PER_CHANNEL 0x200u /* paper's per-channel V (default: code's scalar) */
+
+typedef struct nk_unifiednorm_desc {
+  size_t batch, spatial, channels; /* N, S, C (tokens as for PowerNorm) */
+  size_t window_fwd, window_bwd;   /* M, M' >= 1 */
+  nk_dtype dtype, param_dtype;
+  float eps;   /* > 0 */
+  float alpha; /* in [0, 1] */
+  float rho_min, rho_max; /* 0 < rho_min <= 1 <= rho_max */
+  int64_t warmup, rho_warmup; /* >= 0 */
+  uint32_t flags; /* NK_RESNORM_TRAINING, NK_RESNORM_ACCUMULATE, NK_UNIFIEDNORM_FILTER* */
+  ptrdiff_t x_n_stride, x_row_stride;
+  ptrdiff_t y_n_stride, y_row_stride;
+  ptrdiff_t dy_n_stride, dy_row_stride;
+  ptrdiff_t dx_n_stride, dx_row_stride;
+  ptrdiff_t mask_n_stride, mask_s_stride; /* bytes */
+} nk_unifiednorm_desc;
+
+typedef struct nk_unifiednorm_state {
+  float *phi;  /* C (init 1) */
+  float *psi;  /* C (init 0) */
+  float *fwin; /* M x C forward window of s2 (init 0) */
+  float *bwin; /* M' x C backward window of gz (init 0) */
+  int64_t step;  /* training forward calls (init 0) */
+  int64_t skips; /* filtered steps (init 0) */
+  int32_t skip;  /* whether the latest training forward was filtered */
+} nk_unifiednorm_state;
+
+NK_API nk_unifiednorm_desc nk_unifiednorm_desc_dense(size_t batch, size_t spatial,
+                                                     size_t channels, nk_dtype dtype);
+/* Fills the arrays of state (sizes from desc) with their initial values, step/skips/skip 0.
+ * Returns OK or INVALID_ARGUMENT. */
+NK_API nk_status nk_unifiednorm_state_init(const nk_unifiednorm_desc *desc,
+                                           nk_unifiednorm_state *state);
+NK_API nk_status nk_unifiednorm_fwd_workspace_size(const nk_unifiednorm_desc *desc,
+                                                   size_t *bytes);
+NK_API nk_status nk_unifiednorm_bwd_workspace_size(const nk_unifiednorm_desc *desc,
+                                                   size_t *bytes);
+/* UN forward. state IN/OUT (training) or IN (inference: phi). save OUT optional, 2*C floats:
+ * save[c] = r, save[C + c] = rho (1 in inference); the backward needs it. Other arguments as
+ * nk_powernorm_fwd. Returns OK, INVALID_ARGUMENT, UNSUPPORTED, MISUSE. */
+NK_API nk_status nk_unifiednorm_fwd(nk_context *ctx, const nk_unifiednorm_desc *desc,
+                                    const void *x, const uint8_t *mask, const void *gamma,
+                                    const void *beta, nk_unifiednorm_state *state, void *y,
+                                    float *save, void *workspace, size_t workspace_size);
+/* UN backward. x, gamma, save as in the forward; state IN/OUT in training (psi, bwin; reads
+ * step and skip), not read in inference. dx may be dy or x; dgamma, dbeta optional
+ * (overwritten, or added to with ACCUMULATE). Returns OK, INVALID_ARGUMENT, UNSUPPORTED, MISUSE
+ * (workspace too small, or a training backward with state->step == 0: no forward ran). */
+NK_API nk_status nk_unifiednorm_bwd(nk_context *ctx, const nk_unifiednorm_desc *desc,
+                                    const void *x, const void *gamma, const float *save,
+                                    nk_unifiednorm_state *state, const void *dy, void *dx,
+                                    void *dgamma, void *dbeta, void *workspace,
+                                    size_t workspace_size);
+/* Inference UN as y = x * scale + shift: scale = gamma / sqrt(phi + eps), shift = beta (double,
+ * rounded to f32); gamma, beta optional (f32). Fold into the next linear layer with
+ * W' = W diag(scale), b' = b + W shift. Returns OK or INVALID_ARGUMENT. */
+NK_API nk_status nk_unifiednorm_fold(size_t channels, float eps, const float *phi,
+                                     const float *gamma, const float *beta, float *scale,
+                                     float *shift);
+
+/* ---- EvoNorm-B0 and EvoNorm-S0 (Liu et al. 2020; spec 6, the official TF code) ----------------
+ *
+ * Descriptor: nk_chnorm_desc (NCHW, NHWC and N x C layouts, strides, dtypes as the channel norms;
+ * z/dz strides unused). momentum m is B0's running-variance factor in PyTorch form
+ * (phi <- (1 - m) phi + m var_b; m = 0.1 is the official decay 0.9). flags: NK_RESNORM_TRAINING
+ * (B0), NK_RESNORM_ACCUMULATE, NK_EVONORM_AFFINE_ONLY (the official nonlinearity=False: y =
+ * gamma x + beta, nothing else). Parameters gamma (1), beta (0), v (1) per channel, optional.
+ * Statistics: nk_moments (as BatchNorm), biased variances, eps inside the sqrt:
+ *   s_i[n,c] = sqrt(var over S of x[n,c,:] + eps)  (instance), mean mu_i
+ *   s_b[c]   = sqrt(var over N*S + eps)  (batch; instance moments merged in n order), mean mu_b
+ *   s_g[n,k] = sqrt(var over (C/G)*S + eps)  (group k of C/G consecutive channels)
+ * (each std computed in double, rounded to f32; means kept as f32 hi + lo parts).
+ * B0:  d = max(s_b, v*x + s_i) (f32; ties and a NaN s_b pick s_b);  y = (x / d) * gamma + beta.
+ *      Training: s_b from the batch, phi[c] <- (1 - m) phi + m var_b (biased, double).
+ *      Inference: s_b = (float)sqrt(phi + eps); s_i still from the input.
+ *      Backward (exact, spec 6.1): gh = gamma dy, delta = -(gh * (x/d))/d, mask b = [s_b >= v x + s_i]:
+ *      dx = gh/d + (b ? 0 : v delta) + A_b (x - mu_b)/(s_b N S) + A_i (x - mu_i)/(s_i S),
+ *      A_b = sum over the channel of b delta (0 in inference), A_i = sum over the instance of
+ *      (1-b) delta; dv = sum (1-b) delta x; dgamma = sum dy x/d; dbeta = sum dy.
+ * S0:  a = x * sigmoid(v x);  y = (a / s_g) * gamma + beta (batch-independent; no state).
+ *      G = groups; if C % G != 0, G is decreased until it divides C (official code).
+ *      Backward (exact, spec 6.2): dx = (gh/s_g)(sig + v x sig') + A_g (x - mu_g)/(s_g (C/G) S),
+ *      A_g = -sum_{group} gh a / s_g^2; dv = sum (gh/s_g) x^2 sig'; dgamma = sum dy a/s_g.
+ *      sigmoid is normkit's own f32 exp (docs/ops/evonorm.md; same bits on every ISA).
+ * AFFINE_ONLY: no statistic is computed or written (save_* may be NULL, running_var is not
+ * touched); backward dx = gamma dy, dgamma = sum dy x, dbeta = sum dy, dv = 0.
+ * Saved statistics (f32 triples mean_hi, mean_lo, std): B0 save_b[3*C] (batch or running std),
+ * save_i[3*N*C] ([n][c]); S0 save_g[3*N*G] ([n][k], G after the adjustment).
+ * Accuracy (tested): y within 2e-6 * max|ref| per channel, dx within 4e-6 * max|ref| per
+ * channel (bf16/f16: plus 1 ulp of the dtype). Edge cases: N, C or S == 0: no-op; a constant instance has s_i = sqrt(eps) (finite gradients);
+ * NaN in an instance (group) stays in it (and in its channel for B0's batch statistics).
+ * Aliasing: y may be x; dx may be dy or x.
+ */
+#define NK_EVONORM_AFFINE_ONLY 0x100u
+typedef nk_chnorm_desc nk_evonorm_desc;
+
+/* Workspace bytes (a function of the sizes): forward N*C nk_moments; backward N*C*5 doubles. */
+NK_API nk_status nk_evonorm_b0_fwd_workspace_size(const nk_evonorm_desc *desc, size_t *bytes);
+NK_API nk_status nk_evonorm_b0_bwd_workspace_size(const nk_evonorm_desc *desc, size_t *bytes);
+NK_API nk_status nk_evonorm_s0_fwd_workspace_size(const nk_evonorm_desc *desc, size_t *bytes);
+NK_API nk_status nk_evonorm_s0_bwd_workspace_size(const nk_evonorm_desc *desc, size_t *bytes);
+
+/* B0 forward. running_var IN/OUT (training, optional) / IN (inference, required), C floats.
+ * save_b, save_i OUT optional (required by the backward). Returns OK, INVALID_ARGUMENT,
+ * UNSUPPORTED, MISUSE. */
+NK_API nk_status nk_evonorm_b0_fwd(nk_context *ctx, const nk_evonorm_desc *desc, const void *x,
+                                   const void *gamma, const void *beta, const void *v,
+                                   float *running_var, void *y, float *save_b, float *save_i,
+                                   void *workspace, size_t workspace_size);
+/* B0 backward (TRAINING flag as in the forward). dgamma, dbeta, dv OUT optional. */
+NK_API nk_status nk_evonorm_b0_bwd(nk_context *ctx, const nk_evonorm_desc *desc, const void *x,
+                                   const void *gamma, const void *v, const float *save_b,
+                                   const float *save_i, const void *dy, void *dx, void *dgamma,
+                                   void *dbeta, void *dv, void *workspace,
+                                   size_t workspace_size);
+/* S0 forward / backward. save_g OUT / IN, 3*N*G floats (G as adjusted). */
+NK_API nk_status nk_evonorm_s0_fwd(nk_context *ctx, const nk_evonorm_desc *desc, const void *x,
+                                   const void *gamma, const void *beta, const void *v, void *y,
+                                   float *save_g, void *workspace, size_t workspace_size);
+NK_API nk_status nk_evonorm_s0_bwd(nk_context *ctx, const nk_evonorm_desc *desc, const void *x,
+                                   const void *gamma, const void *v, const float *save_g,
+                                   const void *dy, void *dx, void *dgamma, void *dbeta, void *dv,
+                                   void *workspace, size_t workspace_size);
+/* The group count S0 uses for C channels and a requested G >= 1 (G lowered until it divides
+ * C; 0 for C == 0 or G == 0). */
+NK_API size_t nk_evonorm_s0_groups(size_t channels, size_t groups);
+
 #ifdef __cplusplus
 }
 #endif

@@ -396,12 +396,18 @@ enum {
   OP_BATCHNORM,
   OP_GROUPNORM,
   OP_INSTANCENORM,
+  OP_POWERNORM, /* research layers (only with --op): token tensors NxCxS, nhwc */
+  OP_UNIFIEDNORM,
+  OP_EVONORM_B0, /* channel tensors, nchw and nhwc */
+  OP_EVONORM_S0,
   NOPS
 };
 enum { DIR_FWD = 0, DIR_BWD = 1, DIR_FWDBWD = 2, NDIRS };
 static const char *const op_names[] = {"layernorm",    "rmsnorm",   "softmax",
                                        "log_softmax",  "cross_entropy", "sigmoid_attn",
-                                       "batchnorm",    "groupnorm", "instancenorm"};
+                                       "batchnorm",    "groupnorm", "instancenorm",
+                                       "powernorm",    "unifiednorm", "evonorm_b0",
+                                       "evonorm_s0"};
 static const char *const layout_names[] = {"nchw", "nhwc"}; /* indexed by nk_layout */
 static const char *const dir_names[] = {"fwd", "bwd", "fwdbwd"};
 static const char *const algo_names[] = {"auto", "three_pass_reload", "three_pass_recompute",
@@ -414,6 +420,12 @@ static int is_chnorm(int op) {
   return op == OP_BATCHNORM || op == OP_GROUPNORM || op == OP_INSTANCENORM;
 }
 #define CH_GROUPS 32 /* GroupNorm's groups in the bench (fewer when C is not a multiple) */
+/* The research layers (PowerNorm, UN, EvoNorm): NxCxS shapes, not in the default run. */
+static int is_resnorm(int op) { return op >= OP_POWERNORM && op <= OP_EVONORM_S0; }
+static int is_tokennorm(int op) { return op == OP_POWERNORM || op == OP_UNIFIEDNORM; }
+#define RESNORM_OPS                                                                              \
+  (1u << OP_POWERNORM | 1u << OP_UNIFIEDNORM | 1u << OP_EVONORM_B0 | 1u << OP_EVONORM_S0)
+#define PN_HEAD_DIM 64 /* PowerNorm's group scaling in the bench: groups of 64 channels */
 
 /* Which directions an op has: cross-entropy runs forward (loss) and fused forward+backward. */
 static int op_has_dir(int op, int dir) {
@@ -483,6 +495,8 @@ static void usage(FILE *f) {
           "  --op, --direction, --dtype   select (comma lists allowed: --dtype f32,bf16); ops:\n"
           "                layernorm rmsnorm softmax log_softmax cross_entropy sigmoid_attn\n"
           "                batchnorm groupnorm instancenorm (these on NxCxS shapes)\n"
+          "                powernorm unifiednorm (NxCxS = batch x channels x sequence, nhwc)\n"
+          "                evonorm_b0 evonorm_s0 (NxCxS): research layers, only run when named\n"
           "  --algo        softmax forward algorithms: auto three_pass_reload\n"
           "                three_pass_recompute two_pass online, or all (default auto;\n"
           "                --full: all)\n"
@@ -586,7 +600,7 @@ static int is_value_option(const char *name) {
 }
 
 static int parse_bench_args(int argc, char **argv, options *o) {
-  *o = (options){.op_mask = (1u << NOPS) - 1, .dir_mask = (1u << NDIRS) - 1, .dtype_mask = 3,
+  *o = (options){.op_mask = ((1u << NOPS) - 1) & ~RESNORM_OPS, .dir_mask = (1u << NDIRS) - 1, .dtype_mask = 3,
                  .algo_mask = 1, .isa = NK_ISA_AUTO, .min_reps = 5, .layout_mask = 3};
   for (int i = 0; i < argc; i++) {
     const char *a = argv[i], *eq = strchr(a, '=');
@@ -835,6 +849,12 @@ typedef struct bench_case {
   float loss;       /* cross-entropy: the mean loss */
   void *ws;         /* backward workspace (allocated outside the timed region) */
   size_t ws_size;
+  /* research layers: descriptors, state and saved statistics (one allocation, rn_buf) */
+  nk_powernorm_desc pdesc;
+  nk_unifiednorm_desc udesc;
+  nk_powernorm_state pn;
+  nk_unifiednorm_state un;
+  float *rn_buf, *rn_save, *rn_save2, *rn_v;
 } bench_case;
 
 typedef struct case_result {
@@ -903,8 +923,11 @@ static nk_status run_chnorm(const bench_case *c, int dir) {
   }
 }
 
+static nk_status run_resnorm(const bench_case *c, int dir);
+
 static nk_status run_fwd(const bench_case *c) {
   const workset *w = c->w;
+  if (is_resnorm(c->op)) return run_resnorm(c, DIR_FWD);
   if (is_chnorm(c->op)) return run_chnorm(c, DIR_FWD);
   if (!is_rownorm(c->op)) return run_softmax_family(c, DIR_FWD);
   if (c->op == OP_RMSNORM)
@@ -915,6 +938,7 @@ static nk_status run_fwd(const bench_case *c) {
 
 static nk_status run_bwd(const bench_case *c) {
   const workset *w = c->w;
+  if (is_resnorm(c->op)) return run_resnorm(c, DIR_BWD);
   if (is_chnorm(c->op)) return run_chnorm(c, DIR_BWD);
   if (!is_rownorm(c->op)) return run_softmax_family(c, c->dir);
   if (c->op == OP_RMSNORM)
@@ -933,6 +957,12 @@ static nk_status run_case(const bench_case *c) {
  *   bwd: x, dy, gamma, rstd (+ mean) read; dx, dgamma (+ dbeta) written. */
 static double case_bytes(const bench_case *c) {
   double mat = (double)c->w->rows * (double)c->w->cols * (double)nk_dtype_size(c->w->dtype);
+  if (is_resnorm(c->op)) {
+    /* x -> y (fwd); x, dy -> dx (bwd); C-sized parameters and state counted once each */
+    mat *= (double)c->w->spatial;
+    const double C4 = 4.0 * (double)c->w->cols;
+    return c->dir == DIR_FWD ? 2 * mat + 4 * C4 : 3 * mat + 6 * C4;
+  }
   if (is_chnorm(c->op)) {
     /* channel norms: x -> y (fwd); x, dy -> dx (bwd); parameters and statistics (C or N*C
      * floats) counted once each */
@@ -1153,6 +1183,8 @@ static size_t ch_index(const workset *w, nk_layout l, size_t n, size_t c, size_t
 }
 
 static size_t ch_groups(const bench_case *c) {
+  if (c->op == OP_EVONORM_S0) return nk_evonorm_s0_groups(c->w->cols, c->cdesc.groups);
+  if (c->op == OP_POWERNORM) return c->pdesc.groups;
   if (c->op == OP_INSTANCENORM) return c->w->cols;
   if (c->op == OP_GROUPNORM) return c->cdesc.groups;
   return 1;
@@ -1233,6 +1265,169 @@ static void validate_chnorm(const bench_case *c, validation *v, size_t *checked)
   *checked = nchk;
 }
 
+/* ---- research layers: PowerNorm, UN (training, code mode, no mask), EvoNorm-B0 (training),
+ * EvoNorm-S0 (32 groups) ---------------------------------------------------------------------- */
+
+static nk_status run_resnorm(const bench_case *c, int dir) {
+  const workset *w = c->w;
+  nk_context *ctx = c->run->ctx;
+  bench_case *m = (bench_case *)c; /* the state advances with every call */
+  switch (c->op) {
+    case OP_POWERNORM:
+      return dir == DIR_FWD ? nk_powernorm_fwd(ctx, &c->pdesc, w->x, NULL, w->gamma, w->beta,
+                                               &m->pn, w->y, c->rn_save, c->ws, c->ws_size)
+                            : nk_powernorm_bwd(ctx, &c->pdesc, w->x, w->gamma, c->rn_save, &m->pn,
+                                               w->dy, w->dx, w->dgamma, w->dbeta, c->ws,
+                                               c->ws_size);
+    case OP_UNIFIEDNORM:
+      return dir == DIR_FWD ? nk_unifiednorm_fwd(ctx, &c->udesc, w->x, NULL, w->gamma, w->beta,
+                                                 &m->un, w->y, c->rn_save, c->ws, c->ws_size)
+                            : nk_unifiednorm_bwd(ctx, &c->udesc, w->x, w->gamma, c->rn_save,
+                                                 &m->un, w->dy, w->dx, w->dgamma, w->dbeta, c->ws,
+                                                 c->ws_size);
+    case OP_EVONORM_B0:
+      return dir == DIR_FWD
+                 ? nk_evonorm_b0_fwd(ctx, &c->cdesc, w->x, w->gamma, w->beta, c->rn_v,
+                                     c->rn_v + w->cols, w->y, c->rn_save, c->rn_save2, c->ws,
+                                     c->ws_size)
+                 : nk_evonorm_b0_bwd(ctx, &c->cdesc, w->x, w->gamma, c->rn_v, c->rn_save,
+                                     c->rn_save2, w->dy, w->dx, w->dgamma, w->dbeta,
+                                     c->rn_v + 2 * w->cols, c->ws, c->ws_size);
+    default:
+      return dir == DIR_FWD
+                 ? nk_evonorm_s0_fwd(ctx, &c->cdesc, w->x, w->gamma, w->beta, c->rn_v, w->y,
+                                     c->rn_save, c->ws, c->ws_size)
+                 : nk_evonorm_s0_bwd(ctx, &c->cdesc, w->x, w->gamma, c->rn_v, c->rn_save, w->dy,
+                                     w->dx, w->dgamma, w->dbeta, c->rn_v + 2 * w->cols, c->ws,
+                                     c->ws_size);
+  }
+}
+
+/* Descriptors, fresh state (so the validated call starts from the initial state), workspace,
+ * and for the backward one forward call. */
+static nk_status resnorm_prepare(bench_case *c) {
+  const workset *w = c->w;
+  const size_t N = w->rows, C = w->cols, S = w->spatial;
+  nk_status st;
+  if (c->op == OP_POWERNORM) {
+    c->pdesc = nk_powernorm_desc_dense(N, S, C, w->dtype);
+    c->pdesc.groups = C % PN_HEAD_DIM == 0 ? C / PN_HEAD_DIM : 0;
+    c->pdesc.flags = NK_RESNORM_TRAINING;
+    c->rn_buf = xalloc(4 * C * sizeof(float));
+    c->pn = (nk_powernorm_state){c->rn_buf, c->rn_buf + C, 0};
+    c->rn_save = c->rn_buf + 2 * C;
+    nk_powernorm_state_init(C, &c->pn);
+    st = nk_powernorm_fwd_workspace_size(&c->pdesc, &c->ws_size);
+  } else if (c->op == OP_UNIFIEDNORM) {
+    c->udesc = nk_unifiednorm_desc_dense(N, S, C, w->dtype);
+    c->udesc.flags = NK_RESNORM_TRAINING;
+    const size_t M = c->udesc.window_fwd, Mb = c->udesc.window_bwd;
+    c->rn_buf = xalloc((4 + M + Mb) * C * sizeof(float));
+    c->un = (nk_unifiednorm_state){c->rn_buf, c->rn_buf + C, c->rn_buf + 2 * C,
+                                   c->rn_buf + (2 + M) * C, 0, 0, 0};
+    c->rn_save = c->rn_buf + (2 + M + Mb) * C;
+    nk_unifiednorm_state_init(&c->udesc, &c->un);
+    st = nk_unifiednorm_fwd_workspace_size(&c->udesc, &c->ws_size);
+  } else {
+    c->cdesc = nk_chnorm_desc_dense(N, C, S, c->layout, w->dtype, LN_EPS);
+    c->cdesc.groups = CH_GROUPS;
+    if (c->op == OP_EVONORM_B0) c->cdesc.flags = NK_RESNORM_TRAINING;
+    const size_t G = nk_evonorm_s0_groups(C, CH_GROUPS);
+    c->rn_buf = xalloc((3 * C + 3 * C + 3 * N * C + 3 * N * G) * sizeof(float));
+    c->rn_v = c->rn_buf; /* v, running variance, dv */
+    c->rn_save = c->rn_buf + 3 * C;
+    c->rn_save2 = c->rn_save + 3 * C;
+    for (size_t i = 0; i < C; i++) c->rn_v[i] = 1.0f, c->rn_v[C + i] = 1.0f;
+    st = nk_evonorm_b0_fwd_workspace_size(&c->cdesc, &c->ws_size);
+  }
+  if (st != NK_STATUS_OK) return st;
+  if (c->ws_size) c->ws = memset(xalloc(c->ws_size), 0, c->ws_size);
+  return c->dir == DIR_FWD ? NK_STATUS_OK : run_fwd(c);
+}
+
+/* Validation of the first call against the float64 reference on slices that are independent of
+ * the rest of the tensor: PowerNorm one group of channels over all tokens (the per-token group
+ * scaling needs the group), UN one channel, B0 one channel over N*S, S0 one (sample, group).
+ * The forward is checked from the initial state; the backward after the one forward. */
+static void validate_resnorm(const bench_case *c, validation *v, size_t *checked) {
+  const workset *w = c->w;
+  const int bwd = c->dir != DIR_FWD;
+  const size_t N = w->rows, C = w->cols, S = w->spatial, R = N * S;
+  const nk_layout l = c->op == OP_POWERNORM || c->op == OP_UNIFIEDNORM ? NK_LAYOUT_NSC : c->layout;
+  size_t width = 1, nunits = 2, per;
+  if (c->op == OP_POWERNORM && c->pdesc.groups) width = C / c->pdesc.groups;
+  const size_t G = c->op == OP_EVONORM_S0 ? nk_evonorm_s0_groups(C, CH_GROUPS) : 1;
+  if (c->op == OP_EVONORM_S0) width = C / G;
+  per = c->op == OP_EVONORM_S0 ? width * S : (c->op == OP_EVONORM_B0 ? N * S : R * width);
+  double *x = xalloc(per * sizeof(double)), *dy = xalloc(per * sizeof(double));
+  double *ref = xalloc(per * sizeof(double)), *dref = xalloc(per * sizeof(double));
+  const size_t wp = width + 4; /* per-channel arrays of the slice (UN's windows: 4 entries) */
+  double *pb = xalloc(12 * wp * sizeof(double));
+  double *g = pb, *b = pb + wp, *vv = pb + 2 * wp, *st1 = pb + 3 * wp, *st2 = pb + 4 * wp;
+  double *st3 = pb + 5 * wp, *st4 = pb + 6 * wp, *rf = pb + 7 * wp, *rb = pb + 8 * wp;
+  double *dg = pb + 9 * wp, *db = pb + 10 * wp, *dv = pb + 11 * wp;
+  for (size_t k = 0; k < nunits && v->ok; k++) {
+    /* unit k: first or last channel (group; S0: (n, k) = (0, 0) and (N-1, G-1)) */
+    const size_t c0 = k == 0 ? 0 : (c->op == OP_EVONORM_S0 ? C - width : C - width);
+    const size_t n0 = c->op == OP_EVONORM_S0 ? (k == 0 ? 0 : N - 1) : 0;
+    const size_t n1 = c->op == OP_EVONORM_S0 ? n0 + 1 : N;
+    size_t j = 0;
+    /* dense slice: token ops [row][c - c0]; EvoNorm NCS [n][c - c0][s] */
+    if (is_tokennorm(c->op)) {
+      for (size_t i = 0; i < R; i++)
+        for (size_t cc = 0; cc < width; cc++, j++) {
+          const size_t e = ch_index(w, l, i / S, c0 + cc, i % S);
+          x[j] = load_elem(w->x, w->dtype, e), dy[j] = load_elem(w->dy, w->dtype, e);
+        }
+    } else {
+      for (size_t n = n0; n < n1; n++)
+        for (size_t cc = 0; cc < width; cc++)
+          for (size_t s = 0; s < S; s++, j++) {
+            const size_t e = ch_index(w, l, n, c0 + cc, s);
+            x[j] = load_elem(w->x, w->dtype, e), dy[j] = load_elem(w->dy, w->dtype, e);
+          }
+    }
+    for (size_t cc = 0; cc < width; cc++)
+      g[cc] = w->gamma_d[c0 + cc], b[cc] = w->beta_d[c0 + cc], vv[cc] = 1.0;
+    if (c->op == OP_POWERNORM) {
+      nk_ref_pn p = {R, width, c->pdesc.groups ? 1 : 0, 0, 1, 1e-5, 1e-5, 0.9, 0.9, 0};
+      long long step = 0;
+      for (size_t cc = 0; cc < width; cc++) st1[cc] = 1.0, st2[cc] = 0.0;
+      nk_ref_powernorm_fwd(&p, x, NULL, g, b, st1, &step, ref, rf, rb);
+      if (bwd) nk_ref_powernorm_bwd(&p, x, g, rf, rb, st2, dy, dref, dg, db);
+    } else if (c->op == OP_UNIFIEDNORM) {
+      nk_ref_un p = {R, 1, 4, 4, 1, 0, 0, 1e-5, (double)0.9f, (double)0.2f, 5.0, 4000, 1000};
+      st1[0] = 1.0, st2[0] = 0.0;
+      memset(st3, 0, wp * sizeof(double)), memset(st4, 0, wp * sizeof(double));
+      nk_ref_un_state s = {st1, st2, st3, st4, 0, 0, 0};
+      nk_ref_unifiednorm_fwd(&p, &s, x, NULL, g, b, ref, rf, rb);
+      if (bwd) nk_ref_unifiednorm_bwd(&p, &s, x, g, rf, rb, dy, dref, dg, db);
+    } else {
+      const nk_ref_chshape t = {n1 - n0, width, S, 0, 0, 0};
+      const int kind = c->op == OP_EVONORM_S0;
+      st1[0] = 1.0;
+      nk_ref_evonorm_fwd(&t, kind, 1, !kind, 0, 1e-5, (double)0.1f, x, g, b, vv, st1, ref);
+      st1[0] = 1.0;
+      if (bwd) nk_ref_evonorm_bwd(&t, kind, 1, !kind, 0, 1e-5, x, g, vv, st1, dy, dref, dg, db, dv);
+    }
+    const double *r = bwd ? dref : ref;
+    double m = 0.0;
+    for (size_t i = 0; i < per; i++) m = fmax(m, fabs(r[i]));
+    const double bound = output_bound(w->dtype, bwd, m);
+    j = 0;
+    for (size_t i = 0; i < per; i++) {
+      size_t e;
+      if (is_tokennorm(c->op)) e = ch_index(w, l, (i / width) / S, c0 + i % width, (i / width) % S);
+      else e = ch_index(w, l, n0 + i / (width * S), c0 + (i / S) % width, i % S);
+      const double got = load_elem(bwd ? w->dx : w->y, w->dtype, e), err = fabs(got - r[i]);
+      if (m > 0 && err / m > v->max_err) v->max_err = err / m;
+      if (!(err <= bound)) fail(v, bwd ? "dx" : "y", e, got, r[i], bound);
+    }
+  }
+  free(x), free(dy), free(ref), free(dref), free(pb);
+  *checked = nunits;
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* Timing and output                                                                           */
 /* ------------------------------------------------------------------------------------------ */
@@ -1284,6 +1479,11 @@ static void json_string(const char *s) {
 }
 
 static const char *kernel_of(const bench_case *c) {
+  if (is_resnorm(c->op)) {
+    static char name[64];
+    snprintf(name, sizeof name, "nk_resnorm__%s", nk_isa_name(nk_context_isa(c->run->ctx)));
+    return name;
+  }
   if (is_chnorm(c->op)) {
     const char *k = nk_kernel_name_ex(c->run->ctx, case_nk_op(c), c->w->dtype);
     return k ? k : "(none)";
@@ -1300,7 +1500,7 @@ static void emit_json(const bench_case *c, const case_result *r, const run_info 
   double best_copy = fmax(r->copy_gbps, r->copy_nt_gbps);
   size_t rows = w->rows, cols = w->cols, elems = w->rows * w->cols;
   const char *layout = "rows";
-  if (is_chnorm(c->op)) { /* rows x cols: the layout's rows (NCHW: N*C rows of S) */
+  if ((is_chnorm(c->op) || is_resnorm(c->op))) { /* rows x cols: the layout's rows (NCHW: N*C rows of S) */
     layout = nk_layout_name(c->layout);
     elems *= w->spatial;
     rows = c->layout == NK_LAYOUT_NSC ? w->rows * w->spatial : w->rows * w->cols;
@@ -1311,8 +1511,8 @@ static void emit_json(const bench_case *c, const case_result *r, const run_info 
          "\"isa\":\"%s\",\"algo\":\"%s\",",
          op_names[c->op], dir_names[c->dir], nk_dtype_name(w->dtype), layout, rows, cols, elems,
          c->run->threads, nk_isa_name(nk_context_isa(c->run->ctx)),
-         is_chnorm(c->op) ? "-" : nk_softmax_algo_name(c->algo));
-  if (is_chnorm(c->op))
+         (is_chnorm(c->op) || is_resnorm(c->op)) ? "-" : nk_softmax_algo_name(c->algo));
+  if ((is_chnorm(c->op) || is_resnorm(c->op)))
     printf("\"batch\":%zu,\"channels\":%zu,\"spatial\":%zu,\"groups\":%zu,", w->rows, w->cols,
            w->spatial, ch_groups(c));
   printf("\"kernel\":");
@@ -1337,7 +1537,7 @@ static void emit_row(FILE *f, const bench_case *c, const case_result *r) {
   char shape_s[48];
   double gbps = case_bytes(c) / r->median_s / 1e9;
   double best_copy = fmax(r->copy_gbps, r->copy_nt_gbps);
-  if (is_chnorm(c->op))
+  if ((is_chnorm(c->op) || is_resnorm(c->op)))
     snprintf(shape_s, sizeof shape_s, "%zux%zux%zu %s", w->rows, w->cols, w->spatial,
              nk_layout_name(c->layout));
   else
@@ -1354,7 +1554,7 @@ static void emit_row(FILE *f, const bench_case *c, const case_result *r) {
 /* ------------------------------------------------------------------------------------------ */
 
 static void case_label(const bench_case *c, char *out, size_t size) {
-  if (is_chnorm(c->op)) {
+  if ((is_chnorm(c->op) || is_resnorm(c->op))) {
     snprintf(out, size, "%s_%s %s %zux%zux%zu %s, %zu thread%s", op_names[c->op],
              dir_names[c->dir], nk_dtype_name(c->w->dtype), c->w->rows, c->w->cols, c->w->spatial,
              nk_layout_name(c->layout), c->run->threads, c->run->threads == 1 ? "" : "s");
@@ -1369,8 +1569,11 @@ static void case_label(const bench_case *c, char *out, size_t size) {
 
 /* Descriptor, backward workspace (allocated and touched outside the timed region) and, for the
  * backward, the statistics it reads (one forward call). */
+static nk_status resnorm_prepare(bench_case *c);
+
 static nk_status case_prepare(bench_case *c) {
   nk_status st;
+  if (is_resnorm(c->op)) return resnorm_prepare(c);
   if (is_chnorm(c->op)) {
     const workset *w = c->w;
     nk_chnorm_desc *d = &c->cdesc;
@@ -1446,7 +1649,8 @@ static int bench_one(bench_case *c, const options *o, const run_info *info) {
     first_s = now_s() - t0;
   }
   if (st == NK_STATUS_OK) {
-    if (is_chnorm(c->op)) validate_chnorm(c, &v, &res.checked_rows);
+    if (is_resnorm(c->op)) validate_resnorm(c, &v, &res.checked_rows);
+    else if (is_chnorm(c->op)) validate_chnorm(c, &v, &res.checked_rows);
     else if (!is_rownorm(c->op)) validate_softmax_family(c, &v, &res.checked_rows);
     else if (c->dir == DIR_FWD) validate_fwd(c, &v, &res.checked_rows);
     else validate_bwd(c, &v, &res.checked_rows);
@@ -1466,6 +1670,7 @@ static int bench_one(bench_case *c, const options *o, const run_info *info) {
     if (v.ok) st = time_case(c, o->min_reps, first_s, &res);
   }
   free(c->ws);
+  free(c->rn_buf);
   if (!report_status(st, c->run->ctx, label) || !v.ok) return 0;
   report_case(c, &res, o, info, label);
   return 1;
@@ -1478,15 +1683,17 @@ static int bench_workset(const workset *w, unsigned ops, unsigned layouts, const
   for (int op = 0; op < NOPS; op++) {
     for (int dir = 0; dir < NDIRS; dir++) {
       if (!(ops >> op & 1) || !(o->dir_mask >> dir & 1) || !op_has_dir(op, dir)) continue;
-      if (is_chnorm(op) != (w->spatial != 0)) continue; /* NxCxS shapes: channel norms only */
-      for (int lay = 0; lay < 2 && is_chnorm(op); lay++) {
+      const int chop = is_chnorm(op) || is_resnorm(op);
+      if (chop != (w->spatial != 0)) continue; /* NxCxS shapes: channel norms only */
+      for (int lay = 0; lay < 2 && chop; lay++) {
         if (!(layouts >> lay & 1)) continue;
+        if (is_tokennorm(op) && lay == NK_LAYOUT_NCS) continue; /* tokens are channel-last */
         for (size_t r = 0; r < nruns; r++) {
           bench_case c = {.op = op, .dir = dir, .w = w, .run = &runs[r], .layout = (nk_layout)lay};
           failures += !bench_one(&c, o, info);
         }
       }
-      for (int a = 0; a < NALGOS && !is_chnorm(op); a++) {
+      for (int a = 0; a < NALGOS && !chop; a++) {
         const int algo_case = is_softmax(op) && dir == DIR_FWD;
         if (algo_case ? !(o->algo_mask >> a & 1) : a != 0) continue;
         if (a == NK_SOFTMAX_THREE_PASS_RELOAD && w->dtype != NK_DTYPE_F32) continue;
@@ -1527,7 +1734,8 @@ static int run_benchmarks(const options *o, const shape_list *shapes, runner *ru
       if (!(shapes->s[s].dtype_mask >> dt & 1)) continue;
       workset w;
       double t0 = now_s();
-      const unsigned chn = 1u << OP_BATCHNORM | 1u << OP_GROUPNORM | 1u << OP_INSTANCENORM;
+      const unsigned chn =
+          1u << OP_BATCHNORM | 1u << OP_GROUPNORM | 1u << OP_INSTANCENORM | RESNORM_OPS;
       const unsigned ops =
           shapes->s[s].op_mask & o->op_mask & (shapes->s[s].spatial ? chn : ~chn);
       if (ops == 0) continue;

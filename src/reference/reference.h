@@ -316,4 +316,59 @@ double nk_ref_alr_partial_corr(size_t n, size_t D, const double *x, size_t ref, 
 double nk_ref_cpn(size_t T, const double *logp_cond, const unsigned char *valid_cond,
                   const double *logp_prior, const unsigned char *valid_prior, double alpha);
 
+/* ---- research normalization layers (resnorm.c; spec 4-6, normkit.h "Research normalization
+ * layers"). Token layers: x is R x C dense (R tokens), mask R bytes (NULL: all valid). State in
+ * double. Every formula straight from the spec, in double, nothing rounded to f32. ---- */
+
+typedef struct nk_ref_pn {
+  size_t R, C, groups; /* groups 0: no group scaling */
+  int paper, training;
+  double eps, gs_eps, alpha_fwd, alpha_bwd;
+  long long warmup;
+} nk_ref_pn;
+/* u = group-scaled x (R x C) and gs (R x groups) (u = x when groups == 0). */
+void nk_ref_pn_group_scale(const nk_ref_pn *p, const double *x, double *u, double *gs);
+/* Forward; phi (C) and *step updated in training. rf, rb: C each (forward and batch scales). */
+void nk_ref_powernorm_fwd(const nk_ref_pn *p, const double *x, const unsigned char *mask,
+                          const double *gamma, const double *beta, double *phi, long long *step,
+                          double *y, double *rf, double *rb);
+/* Backward (the spec's approximate formula in training; exact in inference); nu updated in
+ * training. rf, rb from the forward. dgamma, dbeta: C (overwritten). */
+void nk_ref_powernorm_bwd(const nk_ref_pn *p, const double *x, const double *gamma,
+                          const double *rf, const double *rb, double *nu, const double *dy,
+                          double *dx, double *dgamma, double *dbeta);
+
+typedef struct nk_ref_un {
+  size_t R, C, M, Mb;
+  int training, filter, per_channel;
+  double eps, alpha, rho_min, rho_max;
+  long long warmup, rho_warmup;
+} nk_ref_un;
+typedef struct nk_ref_un_state {
+  double *phi, *psi, *fwin, *bwin; /* C, C, M*C, Mb*C */
+  long long step, skips;
+  int skip;
+} nk_ref_un_state;
+/* Forward (spec 5.1); r, rho: C each. */
+void nk_ref_unifiednorm_fwd(const nk_ref_un *p, nk_ref_un_state *st, const double *x,
+                            const unsigned char *mask, const double *gamma, const double *beta,
+                            double *y, double *r, double *rho);
+/* Backward (spec 5.2, or the exact affine gradient in inference). */
+void nk_ref_unifiednorm_bwd(const nk_ref_un *p, nk_ref_un_state *st, const double *x,
+                            const double *gamma, const double *r, const double *rho,
+                            const double *dy, double *dx, double *dgamma, double *dbeta);
+
+/* EvoNorm (spec 6) on a channel tensor t (any geometry). kind: 0 B0, 1 S0. affine: y = g x + b.
+ * B0: running_var (C) updated in training (m = momentum), read in inference. S0: groups as
+ * given (must divide C). gamma, beta, v: C (NULL: 1, 0, 1). */
+void nk_ref_evonorm_fwd(const nk_ref_chshape *t, int kind, size_t groups, int training,
+                        int affine, double eps, double momentum, const double *x,
+                        const double *gamma, const double *beta, const double *v,
+                        double *running_var, double *y);
+/* Exact backward; dgamma, dbeta, dv: C (overwritten). running_var: the forward's (inference). */
+void nk_ref_evonorm_bwd(const nk_ref_chshape *t, int kind, size_t groups, int training,
+                        int affine, double eps, const double *x, const double *gamma,
+                        const double *v, const double *running_var, const double *dy, double *dx,
+                        double *dgamma, double *dbeta, double *dv);
+
 #endif /* NK_REFERENCE_H */

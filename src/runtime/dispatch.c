@@ -157,3 +157,13 @@ const nk_chnorm_kernels *nk__chnorm_kernels(const nk_context *ctx) {
     default: return &nk_chnorm_kernels_scalar;
   }
 }
+
+const nk_resnorm_kernels *nk__resnorm_kernels(const nk_context *ctx) {
+  switch (nk__context_isa(ctx)) {
+#if NK_ARCH_X86
+    case NK_ISA_AVX512: return &nk_resnorm_kernels_avx512;
+    case NK_ISA_AVX2: return &nk_resnorm_kernels_avx2;
+#endif
+    default: return &nk_resnorm_kernels_scalar;
+  }
+}
