@@ -1873,6 +1873,70 @@ NK_API nk_status nk_cpn_mean_loglik(nk_context *ctx, size_t n, size_t tokens, co
 NK_API nk_status nk_cpn_score(nk_context *ctx, size_t n, const double *cond, const double *prior,
                               double alpha, double *score);
 
+/* ==== Calibration and model merging: h-calibration, PCB-Merging ============================== */
+
+/* PCB-Merging (Du et al., "Parameter Competition Balancing for Model Merging", NeurIPS 2024,
+ * arXiv 2410.02396), the official code's PCB_merge (duguodong7/pcb-merging, pcb-merging.py;
+ * spec stats-optim-rl.md D18; docs/ops/pcb-merge.md). n task vectors tau_i = theta_i - theta_0
+ * of d parameters each (flattened, dense, row i = task i) are merged into one:
+ *   order statistic s_(k) of a row: its k-th smallest value, k 0-based; idx(x) = trunc(x)
+ *   (Python int()), with the code's double expressions:
+ *     lo = idx(d a), hi = idx(d (1 - a) - 1)          clip indices (a = clip_ratio)
+ *     kt = idx(d (1 - r))                              drop threshold index (r = keep_ratio)
+ *   A_i  = |tau_i| clamped to [ |tau_i|_(lo), |tau_i|_(hi) ]        (magnitude clipping)
+ *   Tc_i = sgn(tau_i) A_i                             (sgn(0) = 0: the clipped task vectors)
+ *   Norm(u) = (u - min u) / (max u - min u) over the d entries; a constant row gives 0
+ *             (the code's 0/0 = NaN is the spec's "guard"; a zero task vector then has no weight)
+ *   intra:  S_i = exp(n Norm(A_i)^2)
+ *   inter:  X_i = tanh(tau_i * sum_j tau_j)           (unclipped tau, sum over the n tasks)
+ *   P_i = S_i X_i;   t_i = P_i_(kt);   W_i = Norm(max(P_i, t_i))
+ *   merged = scale * sum_i W_i lambda_i Tc_i / max(sum_i W_i, 1e-12)  [+ theta_0]
+ * Drop and ties: every entry with P <= t_i (the threshold value itself and every entry tied with
+ * it) gets W = 0, as in the code's clamp-then-normalize; so at most d - kt - 1 entries per
+ * task are kept (fewer when the threshold value repeats), and which entries are kept depends
+ * only on the values, never on positions or sort stability. A task whose P row is constant has W = 0.
+ * Arithmetic: double throughout (the code uses f32: here exp(n) does not overflow for n up to
+ * NK_PCB_MAX_TASKS), sums over tasks in task order, merged rounded to f32 once. Order
+ * statistics by selection (quickselect, median-of-three pivot; a range still unresolved after
+ * 2 log2(d) + 8 partitions is sorted): O(d) expected per row. Serial (no threads).
+ * The evolutionary search of lambda on validation data (nevergrad in the code) is the caller's:
+ * scale and the per-task lambda_i are inputs. The vision variant's inter term is not provided. */
+#define NK_PCB_MAX_TASKS 700
+
+typedef struct nk_pcb_merge_desc {
+  size_t tasks;      /* n, 1 <= n <= NK_PCB_MAX_TASKS */
+  size_t params;     /* d; 0: nothing read or written (OK) */
+  double keep_ratio; /* r in (0, 1] with kt < d; the code's pcb_ratio (default 0.1) */
+  double clip_ratio; /* a in [0, 0.5) with lo <= hi (default 1e-4; the vision script: 0.01) */
+  double scale;      /* lambda applied to the merged task vector, finite (default 1: the code's
+                      * merged_tv; its scripts use 1.2 or a searched value) */
+} nk_pcb_merge_desc;
+
+/* Defaults above for the given sizes. */
+NK_API nk_pcb_merge_desc nk_pcb_merge_desc_default(size_t tasks, size_t params);
+
+/* Bytes of workspace nk_pcb_merge needs: (n d + d + 2 n) doubles. Returns OK or
+ * INVALID_ARGUMENT (NULL, a size overflowing). */
+NK_API nk_status nk_pcb_merge_workspace_size(nk_context *ctx, const nk_pcb_merge_desc *desc,
+                                             size_t *bytes);
+
+/* The merge (formulas above).
+ *   task_vectors IN  n x d floats, tau_i = theta_i - theta_0; every entry finite.
+ *   task_scales  IN  optional n doubles lambda_i (finite; NULL: all 1; the vision script's
+ *                per-task lambdas multiply Tc_i inside the weighted mean).
+ *   theta0       IN  optional d floats added after the scale (NULL: merged is the scaled task
+ *                vector).
+ *   merged       OUT d floats.
+ *   workspace    scratch of at least nk_pcb_merge_workspace_size bytes, 8-byte aligned.
+ * Returns OK, or INVALID_ARGUMENT (NULL pointer, a parameter out of range, a non-finite task
+ * vector entry or lambda_i, workspace too small or misaligned, merged overlapping an input or
+ * the workspace); on failure merged is not written. Thread-safe for distinct outputs. */
+NK_API nk_status nk_pcb_merge(nk_context *ctx, const nk_pcb_merge_desc *desc,
+                              const float *task_vectors, const double *task_scales,
+                              const float *theta0, float *merged, void *workspace,
+                              size_t workspace_bytes);
+
+
 #ifdef __cplusplus
 }
 #endif

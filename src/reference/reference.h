@@ -316,4 +316,13 @@ double nk_ref_alr_partial_corr(size_t n, size_t D, const double *x, size_t ref, 
 double nk_ref_cpn(size_t T, const double *logp_cond, const unsigned char *valid_cond,
                   const double *logp_prior, const unsigned char *valid_prior, double alpha);
 
+/* ---- Calibration and model merging: h-calibration, PCB-Merging ---- */
+
+/* PCB-Merging, the official PCB_merge written literally (full sorts for the order statistics,
+ * min-max by scanning, a constant row normalized to 0): n x d task vectors, keep ratio r, clip
+ * ratio a, optional per-task lambdas; merged = scale * tau_m (+ theta0). Returns 0, or -1 when
+ * an index is out of range. */
+int nk_ref_pcb_merge(size_t n, size_t d, const double *tv, double r, double a,
+                     const double *lambdas, double scale, const double *theta0, double *merged);
+
 #endif /* NK_REFERENCE_H */
