@@ -1254,7 +1254,10 @@ NK_API nk_status nk_weight_norm_bwd(nk_context *ctx, size_t rows, size_t cols, f
  * Arithmetic: elementwise in double from the f32 values; the state is rounded to f32 when
  * stored, and u is computed from the stored (rounded) state, as PyTorch keeps f32 state; the
  * new parameter theta (1 - lr wd f) - step u is rounded once (PyTorch rounds after the decay
- * and after the add). Row norms and dot products are sequential double sums.
+ * and after the add). Row norms and dot products are double sums in a fixed blocked order
+ * (blocks of 4096 elements from each row's start, 16 lanes per block folded as a tree, blocks
+ * added in order; docs/ops/optimizers.md), so the result has the same bits on every ISA path
+ * and thread count. Threaded over the context's pool.
  *
  * projection (OUT, optional in both steps) reports the view that passed: */
 typedef enum nk_optim_projection {
@@ -1936,6 +1939,11 @@ NK_API nk_status nk_pcb_merge(nk_context *ctx, const nk_pcb_merge_desc *desc,
                               const float *theta0, float *merged, void *workspace,
                               size_t workspace_bytes);
 
+
+/* The kernel set that runs the optimizer and advantage hot paths (nk_adamp_step, nk_sgdp_step,
+ * nk_grpo_advantages) for ctx's ISA: "nk_optim__scalar", "nk_optim__avx2" or
+ * "nk_optim__avx512" (all give the same bits). ctx may be NULL (defaults). Never NULL. */
+NK_API const char *nk_optim_kernel_name(nk_context *ctx);
 
 #ifdef __cplusplus
 }

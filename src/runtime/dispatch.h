@@ -7,6 +7,7 @@
 #include "kernels/softmax/softmax.h"
 #include "kernels/arch.h"
 #include "kernels/chnorm/chnorm.h"
+#include "kernels/optim/optim.h"
 
 /* The kernel for (isa, op, dtype), stepping down avx512 -> avx2 -> scalar; NULL if none. */
 nk_rownorm_fwd_ukernel_fn nk__select_rownorm_fwd(nk_isa isa, nk_op op, nk_dtype dtype);
@@ -22,5 +23,8 @@ nk_softmax_algo nk__softmax_auto_algo(size_t rows, size_t cols, nk_dtype dtype, 
 
 /* The channel-norm kernels of ctx's ISA (every path has all of them). */
 const nk_chnorm_kernels *nk__chnorm_kernels(const nk_context *ctx);
+
+/* The optimizer/advantage kernels of ctx's ISA (every path has all of them). */
+const nk_optim_kernels *nk__optim_kernels(const nk_context *ctx);
 
 #endif /* NK_RUNTIME_DISPATCH_H */
