@@ -214,36 +214,26 @@ static void FN(fused)(size_t n, float *t, const float *g, float *m, float *v,
 
 /* ---- GRPO ----------------------------------------------------------------------------------- */
 
+/* Groups are short (16 responses is typical), where lane sums and their folds cost more than
+ * they save: the sums are sequential in double (the same operations on every ISA, which never
+ * reassociates them), and the element-wise pass is left to the compiler's vectorizer (IEEE
+ * subtraction and division per lane: the same bits). Measured on 16384 groups of 16, one thread
+ * (loaded host, bench/NOTES.md): the 16-lane form took 5.7 ns per reward, this one 1.7-2.1. */
 static void FN(grpo_group)(size_t G, const float *r, float *adv, const nk_grpo_params *p) {
   double mean = 0.0, std = 1.0;
   if (G >= 2) {
-    vd as = {0};
-    size_t i = 0;
-    for (; i + NL <= G; i += NL) as += cvt(ldf(r + i));
-    if (i < G) as += cvt(ldf_part(r + i, G - i));
-    mean = fold(as) / (double)G;
-    const vd vm = vsplat(mean);
-    vd aq = {0};
-    for (i = 0; i + NL <= G; i += NL) {
-      const vd d = cvt(ldf(r + i)) - vm;
-      aq += d * d;
-    }
-    if (i < G) {
-      const vd d = cvt(ldf_part(r + i, G - i)) - vm;
-      aq += vkeep(d * d, G - i);
-    }
-    std = sqrt(fold(aq) / (p->unbiased ? (double)(G - 1) : (double)G));
+    double sum = 0.0;
+    for (size_t i = 0; i < G; i++) sum += (double)r[i];
+    mean = sum / (double)G;
+    double ss = 0.0;
+    for (size_t i = 0; i < G; i++) ss += ((double)r[i] - mean) * ((double)r[i] - mean);
+    std = sqrt(ss / (p->unbiased ? (double)(G - 1) : (double)G));
   }
-  const vd vm = vsplat(mean), vs = vsplat(std + p->eps);
-  size_t i = 0;
-  for (; i + NL <= G; i += NL) {
-    const vd d = cvt(ldf(r + i)) - vm;
-    stf(adv + i, cvtf(p->scale_by_std ? d / vs : d));
-  }
-  if (i < G) {
-    const vd d = cvt(ldf_part(r + i, G - i)) - vm;
-    stf_part(adv + i, cvtf(p->scale_by_std ? d / vs : d), G - i);
-  }
+  const double den = std + p->eps;
+  if (p->scale_by_std)
+    for (size_t i = 0; i < G; i++) adv[i] = (float)(((double)r[i] - mean) / den);
+  else
+    for (size_t i = 0; i < G; i++) adv[i] = (float)((double)r[i] - mean);
 }
 
 const nk_optim_kernels NK_OPT_CAT(nk_optim_kernels_, NK_OPT_SUFFIX) = {

@@ -20,8 +20,8 @@
  *     16 double lanes, lane l adds the terms of the elements i with i % 16 == l in increasing i
  *     (starting from +0), folded lane[k] += lane[k + s] for s = 8, 4, 2, 1; a row's sum is the
  *     sum of its blocks' sums in block order, starting from +0.
- *   GRPO group of G rewards: s = lane sum of r (as above, over the whole group, no blocks);
- *     mean = s / G;  q = lane sum of (r - mean)^2;  std = sqrt(q / div);
+ *   GRPO group of G rewards: s = sequential double sum of r;  mean = s / G;
+ *     q = sequential sum of (r - mean)^2;  std = sqrt(q / div);
  *     adv = (float)(scale ? (r - mean) / (std + eps) : r - mean)     (G == 1: mean 0, std 1)
  *
  * Kernel rules: kernels never allocate, validate, log or touch threads.
