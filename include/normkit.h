@@ -1878,6 +1878,111 @@ NK_API nk_status nk_cpn_score(nk_context *ctx, size_t n, const double *cond, con
 
 /* ==== Calibration and model merging: h-calibration, PCB-Merging ============================== */
 
+/* h-calibration (Huang et al., arXiv 2506.17968; official code WenjianHuang93/h-Calibration,
+ * loss/hCalib.py hcalibration / hcalib_subfunc, models/tsensemble_linear.py; spec
+ * stats-optim-rl.md D14; docs/ops/hcal.md). Post-hoc recalibration: a monotone map of the
+ * logits is fit on held-out (logits, labels) by minimizing the code's loss H(P, O):
+ *   events: the n x K probabilities P and one-hot outcomes O, flattened row-major;
+ *   leave-one-class-out (leave_one_out != 0, the code's IsIter): for each class e = 0..K-1 the
+ *     event set of the rows whose label is not e (all K columns); otherwise one set of all rows
+ *   per set of E events: sort by key log(p + 1e-20) ascending, ties by flattened index (the code's
+ *     torch.sort leaves ties unspecified); r = veclen / 2, w = veclen + 1;
+ *     S_i = sum_{j = i-r}^{i+r} (p_j - o_j) over the sorted events (outside 0..E-1: 0, zero
+ *     padding; the divisor stays w);  T_i = |S_i| / w;  e_i = max(T_i - epsilon, 0)
+ *   weighting: UNWEIGHTED: H_set = mean_i e_i;  CLUSTER (the code's cluaceweighted):
+ *     1-D k-means of the sorted p into `clusters` clusters, H_set = mean over the clusters of
+ *     sum_{i in c} e_i / (count_c + 1e-5). The code's faiss k-means is replaced by a
+ *     deterministic Lloyd's iteration: centroids start at the sorted values of index
+ *     floor((2c + 1) E / (2 clusters)), kmeans_iters rounds (faiss' default 25) of "assign each
+ *     value to the nearest centroid (ties: the lower cluster), move each non-empty centroid to
+ *     its mean"; empty clusters keep their centroid and contribute 0.
+ *   H = lossweight * mean over the sets of H_set; an empty set (every row of class e) has
+ *     H_set = 0 (the code would give NaN).
+ * Gradients treat the sort order and the clusters as constants (as autograd does):
+ *   dH/dp_j = lossweight / nsets * sum_{i: j in window(i), T_i > epsilon} c_i sgn(S_i) / w,
+ *   c_i = 1/E (UNWEIGHTED) or 1 / (clusters (count_c(i) + 1e-5)) (CLUSTER); sgn(0) = 0.
+ * Only veclen even is accepted (an odd veclen makes the code's convolution one event short).
+ * Arithmetic in double; serial; no allocation (caller workspace). */
+typedef enum nk_hcal_weighting {
+  NK_HCAL_UNWEIGHTED = 0,
+  NK_HCAL_CLUSTER = 1, /* the code's default (cluaceweighted), deterministic k-means */
+} nk_hcal_weighting;
+
+typedef struct nk_hcal_desc {
+  size_t veclen;               /* even, default 200 */
+  double epsilon;              /* tolerance, finite >= 0, default 1e-20 */
+  double lossweight;           /* finite > 0, default 1e5 */
+  int leave_one_out;           /* default 1 (IsIter) */
+  nk_hcal_weighting weighting; /* default NK_HCAL_CLUSTER */
+  size_t clusters;             /* >= 1, default 15 */
+  size_t kmeans_iters;         /* default 25 */
+} nk_hcal_desc;
+
+NK_API nk_hcal_desc nk_hcal_desc_default(void);
+
+/* Workspace bytes of nk_hcal_loss and nk_hcal_ensemble_loss / _fit for n rows of K classes
+ * (members: the ensemble size, 0 for nk_hcal_loss). Returns OK or INVALID_ARGUMENT (NULL,
+ * sizes overflowing). */
+NK_API nk_status nk_hcal_workspace_size(nk_context *ctx, size_t n, size_t K, size_t members,
+                                        size_t *bytes);
+
+/* H(P, O) and optionally dH/dP.
+ *   probs   IN  n x K doubles in [0, 1] (rows need not sum to 1).
+ *   labels  IN  n labels in [0, K).
+ *   loss    OUT H.
+ *   dprobs  OUT optional n x K doubles, dH/dP (overwritten).
+ *   workspace  at least nk_hcal_workspace_size(n, K, 0) bytes, 8-byte aligned.
+ * n == 0: loss 0. Returns OK or INVALID_ARGUMENT (NULL, K == 0, a bad desc field, a
+ * probability outside [0, 1] or NaN, a label out of range, workspace too small, an output
+ * overlapping an input). */
+NK_API nk_status nk_hcal_loss(nk_context *ctx, const nk_hcal_desc *desc, size_t n, size_t K,
+                              const double *probs, const int64_t *labels, double *loss,
+                              double *dprobs, void *workspace, size_t workspace_bytes);
+
+/* The code's calibrator LinearMap (EnsembleTempScal) of `members` temperature scalings:
+ *   zt = z - logsumexp(z) per row;  a_k = |theta_k|;  w_k = |nu_k| / sum_j |nu_j|
+ *   P = sum_k w_k softmax(a_k zt)
+ * order-preserving within a row (top-1 unchanged). sum |nu| must be > 0.
+ *   logits IN n x K doubles (finite);  probs OUT n x K doubles. */
+NK_API nk_status nk_hcal_ensemble_probs(nk_context *ctx, size_t n, size_t K,
+                                        const double *logits, size_t members,
+                                        const double *theta, const double *nu, double *probs);
+
+/* H of the ensemble's probabilities and its gradients (d|x|/dx = sgn x, sgn 0 = 0):
+ *   dtheta, dnu  OUT optional members doubles each.
+ *   probs        OUT optional n x K (the calibrated probabilities).
+ *   workspace    nk_hcal_workspace_size(n, K, members) bytes. */
+NK_API nk_status nk_hcal_ensemble_loss(nk_context *ctx, const nk_hcal_desc *desc, size_t n,
+                                       size_t K, const double *logits, const int64_t *labels,
+                                       size_t members, const double *theta, const double *nu,
+                                       double *loss, double *dtheta, double *dnu, double *probs,
+                                       void *workspace, size_t workspace_bytes);
+
+/* The deterministic substitute of the code's random initialization (kaiming_uniform_ with
+ * a = sqrt(5) on a 1 x 1 x M tensor: U(-1/sqrt(M), 1/sqrt(M)) for theta and nu): the M
+ * magnitudes (k + 1) / (M sqrt(M)), k = 0..M-1, for both. Returns OK or INVALID_ARGUMENT. */
+NK_API nk_status nk_hcal_ensemble_init(nk_context *ctx, size_t members, double *theta,
+                                       double *nu);
+
+/* Fit of theta, nu (IN: the start, OUT: the result) by full-batch Adam on H (the code: Adam
+ * lr 5e-3, betas 0.9/0.999, eps 1e-8, batches of 5000 shuffled rows, up to 2000 epochs with
+ * plateau LR reduction and early stopping; here: one full batch per epoch, a fixed number of
+ * epochs, no schedule, so the result is deterministic). The parameters with the lowest loss
+ * seen are returned; *final_loss (optional) is that loss. */
+typedef struct nk_hcal_fit_desc {
+  size_t epochs;          /* default 2000 */
+  double lr;              /* default 5e-3 */
+  double beta1, beta2;    /* defaults 0.9, 0.999 */
+  double eps;             /* default 1e-8 */
+} nk_hcal_fit_desc;
+NK_API nk_hcal_fit_desc nk_hcal_fit_desc_default(void);
+NK_API nk_status nk_hcal_ensemble_fit(nk_context *ctx, const nk_hcal_desc *desc,
+                                      const nk_hcal_fit_desc *fit, size_t n, size_t K,
+                                      const double *logits, const int64_t *labels,
+                                      size_t members, double *theta, double *nu,
+                                      double *final_loss, void *workspace,
+                                      size_t workspace_bytes);
+
 /* PCB-Merging (Du et al., "Parameter Competition Balancing for Model Merging", NeurIPS 2024,
  * arXiv 2410.02396), the official code's PCB_merge (duguodong7/pcb-merging, pcb-merging.py;
  * spec stats-optim-rl.md D18; docs/ops/pcb-merge.md). n task vectors tau_i = theta_i - theta_0
