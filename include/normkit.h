@@ -1257,7 +1257,10 @@ NK_API nk_status nk_weight_norm_bwd(nk_context *ctx, size_t rows, size_t cols, f
  * Arithmetic: elementwise in double from the f32 values; the state is rounded to f32 when
  * stored, and u is computed from the stored (rounded) state, as PyTorch keeps f32 state; the
  * new parameter theta (1 - lr wd f) - step u is rounded once (PyTorch rounds after the decay
- * and after the add). Row norms and dot products are sequential double sums.
+ * and after the add). Row norms and dot products are double sums in a fixed blocked order
+ * (blocks of 4096 elements from each row's start, 16 lanes per block folded as a tree, blocks
+ * added in order; docs/ops/optimizers.md), so the result has the same bits on every ISA path
+ * and thread count. Threaded over the context's pool.
  *
  * projection (OUT, optional in both steps) reports the view that passed: */
 typedef enum nk_optim_projection {
@@ -2169,6 +2172,179 @@ NK_API nk_status nk_evonorm_s0_bwd(nk_context *ctx, const nk_evonorm_desc *desc,
 /* The group count S0 uses for C channels and a requested G >= 1 (G lowered until it divides
  * C; 0 for C == 0 or G == 0). */
 NK_API size_t nk_evonorm_s0_groups(size_t channels, size_t groups);
+/* ==== Calibration and model merging: h-calibration, PCB-Merging ============================== */
+
+/* h-calibration (Huang et al., arXiv 2506.17968; official code WenjianHuang93/h-Calibration,
+ * loss/hCalib.py hcalibration / hcalib_subfunc, models/tsensemble_linear.py; spec
+ * stats-optim-rl.md D14; docs/ops/hcal.md). Post-hoc recalibration: a monotone map of the
+ * logits is fit on held-out (logits, labels) by minimizing the code's loss H(P, O):
+ *   events: the n x K probabilities P and one-hot outcomes O, flattened row-major;
+ *   leave-one-class-out (leave_one_out != 0, the code's IsIter): for each class e = 0..K-1 the
+ *     event set of the rows whose label is not e (all K columns); otherwise one set of all rows
+ *   per set of E events: sort by key log(p + 1e-20) ascending, ties by flattened index (the code's
+ *     torch.sort leaves ties unspecified); r = veclen / 2, w = veclen + 1;
+ *     S_i = sum_{j = i-r}^{i+r} (p_j - o_j) over the sorted events (outside 0..E-1: 0, zero
+ *     padding; the divisor stays w);  T_i = |S_i| / w;  e_i = max(T_i - epsilon, 0)
+ *   weighting: UNWEIGHTED: H_set = mean_i e_i;  CLUSTER (the code's cluaceweighted):
+ *     1-D k-means of the sorted p into `clusters` clusters, H_set = mean over the clusters of
+ *     sum_{i in c} e_i / (count_c + 1e-5). The code's faiss k-means is replaced by a
+ *     deterministic Lloyd's iteration: centroids start at the sorted values of index
+ *     floor((2c + 1) E / (2 clusters)), kmeans_iters rounds (faiss' default 25) of "assign each
+ *     value to the nearest centroid (ties: the lower cluster), move each non-empty centroid to
+ *     its mean"; empty clusters keep their centroid and contribute 0.
+ *   H = lossweight * mean over the sets of H_set; an empty set (every row of class e) has
+ *     H_set = 0 (the code would give NaN).
+ * Gradients treat the sort order and the clusters as constants (as autograd does):
+ *   dH/dp_j = lossweight / nsets * sum_{i: j in window(i), T_i > epsilon} c_i sgn(S_i) / w,
+ *   c_i = 1/E (UNWEIGHTED) or 1 / (clusters (count_c(i) + 1e-5)) (CLUSTER); sgn(0) = 0.
+ * Only veclen even is accepted (an odd veclen makes the code's convolution one event short).
+ * Arithmetic in double; serial; no allocation (caller workspace). */
+typedef enum nk_hcal_weighting {
+  NK_HCAL_UNWEIGHTED = 0,
+  NK_HCAL_CLUSTER = 1, /* the code's default (cluaceweighted), deterministic k-means */
+} nk_hcal_weighting;
+
+typedef struct nk_hcal_desc {
+  size_t veclen;               /* even, default 200 */
+  double epsilon;              /* tolerance, finite >= 0, default 1e-20 */
+  double lossweight;           /* finite > 0, default 1e5 */
+  int leave_one_out;           /* default 1 (IsIter) */
+  nk_hcal_weighting weighting; /* default NK_HCAL_CLUSTER */
+  size_t clusters;             /* >= 1, default 15 */
+  size_t kmeans_iters;         /* default 25 */
+} nk_hcal_desc;
+
+NK_API nk_hcal_desc nk_hcal_desc_default(void);
+
+/* Workspace bytes of nk_hcal_loss and nk_hcal_ensemble_loss / _fit for n rows of K classes
+ * (members: the ensemble size, 0 for nk_hcal_loss). Returns OK or INVALID_ARGUMENT (NULL,
+ * sizes overflowing). */
+NK_API nk_status nk_hcal_workspace_size(nk_context *ctx, size_t n, size_t K, size_t members,
+                                        size_t *bytes);
+
+/* H(P, O) and optionally dH/dP.
+ *   probs   IN  n x K doubles in [0, 1] (rows need not sum to 1).
+ *   labels  IN  n labels in [0, K).
+ *   loss    OUT H.
+ *   dprobs  OUT optional n x K doubles, dH/dP (overwritten).
+ *   workspace  at least nk_hcal_workspace_size(n, K, 0) bytes, 8-byte aligned.
+ * n == 0: loss 0. Returns OK or INVALID_ARGUMENT (NULL, K == 0, a bad desc field, a
+ * probability outside [0, 1] or NaN, a label out of range, workspace too small, an output
+ * overlapping an input). */
+NK_API nk_status nk_hcal_loss(nk_context *ctx, const nk_hcal_desc *desc, size_t n, size_t K,
+                              const double *probs, const int64_t *labels, double *loss,
+                              double *dprobs, void *workspace, size_t workspace_bytes);
+
+/* The code's calibrator LinearMap (EnsembleTempScal) of `members` temperature scalings:
+ *   zt = z - logsumexp(z) per row;  a_k = |theta_k|;  w_k = |nu_k| / sum_j |nu_j|
+ *   P = sum_k w_k softmax(a_k zt)
+ * order-preserving within a row (top-1 unchanged). sum |nu| must be > 0.
+ *   logits IN n x K doubles (finite);  probs OUT n x K doubles. */
+NK_API nk_status nk_hcal_ensemble_probs(nk_context *ctx, size_t n, size_t K,
+                                        const double *logits, size_t members,
+                                        const double *theta, const double *nu, double *probs);
+
+/* H of the ensemble's probabilities and its gradients (d|x|/dx = sgn x, sgn 0 = 0):
+ *   dtheta, dnu  OUT optional members doubles each.
+ *   probs        OUT optional n x K (the calibrated probabilities).
+ *   workspace    nk_hcal_workspace_size(n, K, members) bytes. */
+NK_API nk_status nk_hcal_ensemble_loss(nk_context *ctx, const nk_hcal_desc *desc, size_t n,
+                                       size_t K, const double *logits, const int64_t *labels,
+                                       size_t members, const double *theta, const double *nu,
+                                       double *loss, double *dtheta, double *dnu, double *probs,
+                                       void *workspace, size_t workspace_bytes);
+
+/* The deterministic substitute of the code's random initialization (kaiming_uniform_ with
+ * a = sqrt(5) on a 1 x 1 x M tensor: U(-1/sqrt(M), 1/sqrt(M)) for theta and nu): the M
+ * magnitudes (k + 1) / (M sqrt(M)), k = 0..M-1, for both. Returns OK or INVALID_ARGUMENT. */
+NK_API nk_status nk_hcal_ensemble_init(nk_context *ctx, size_t members, double *theta,
+                                       double *nu);
+
+/* Fit of theta, nu (IN: the start, OUT: the result) by full-batch Adam on H (the code: Adam
+ * lr 5e-3, betas 0.9/0.999, eps 1e-8, batches of 5000 shuffled rows, up to 2000 epochs with
+ * plateau LR reduction and early stopping; here: one full batch per epoch, a fixed number of
+ * epochs, no schedule, so the result is deterministic). The parameters with the lowest loss
+ * seen are returned; *final_loss (optional) is that loss. */
+typedef struct nk_hcal_fit_desc {
+  size_t epochs;          /* default 2000 */
+  double lr;              /* default 5e-3 */
+  double beta1, beta2;    /* defaults 0.9, 0.999 */
+  double eps;             /* default 1e-8 */
+} nk_hcal_fit_desc;
+NK_API nk_hcal_fit_desc nk_hcal_fit_desc_default(void);
+NK_API nk_status nk_hcal_ensemble_fit(nk_context *ctx, const nk_hcal_desc *desc,
+                                      const nk_hcal_fit_desc *fit, size_t n, size_t K,
+                                      const double *logits, const int64_t *labels,
+                                      size_t members, double *theta, double *nu,
+                                      double *final_loss, void *workspace,
+                                      size_t workspace_bytes);
+
+/* PCB-Merging (Du et al., "Parameter Competition Balancing for Model Merging", NeurIPS 2024,
+ * arXiv 2410.02396), the official code's PCB_merge (duguodong7/pcb-merging, pcb-merging.py;
+ * spec stats-optim-rl.md D18; docs/ops/pcb-merge.md). n task vectors tau_i = theta_i - theta_0
+ * of d parameters each (flattened, dense, row i = task i) are merged into one:
+ *   order statistic s_(k) of a row: its k-th smallest value, k 0-based; idx(x) = trunc(x)
+ *   (Python int()), with the code's double expressions:
+ *     lo = idx(d a), hi = idx(d (1 - a) - 1)          clip indices (a = clip_ratio)
+ *     kt = idx(d (1 - r))                              drop threshold index (r = keep_ratio)
+ *   A_i  = |tau_i| clamped to [ |tau_i|_(lo), |tau_i|_(hi) ]        (magnitude clipping)
+ *   Tc_i = sgn(tau_i) A_i                             (sgn(0) = 0: the clipped task vectors)
+ *   Norm(u) = (u - min u) / (max u - min u) over the d entries; a constant row gives 0
+ *             (the code's 0/0 = NaN is the spec's "guard"; a zero task vector then has no weight)
+ *   intra:  S_i = exp(n Norm(A_i)^2)
+ *   inter:  X_i = tanh(tau_i * sum_j tau_j)           (unclipped tau, sum over the n tasks)
+ *   P_i = S_i X_i;   t_i = P_i_(kt);   W_i = Norm(max(P_i, t_i))
+ *   merged = scale * sum_i W_i lambda_i Tc_i / max(sum_i W_i, 1e-12)  [+ theta_0]
+ * Drop and ties: every entry with P <= t_i (the threshold value itself and every entry tied with
+ * it) gets W = 0, as in the code's clamp-then-normalize; so at most d - kt - 1 entries per
+ * task are kept (fewer when the threshold value repeats), and which entries are kept depends
+ * only on the values, never on positions or sort stability. A task whose P row is constant has W = 0.
+ * Arithmetic: double throughout (the code uses f32: here exp(n) does not overflow for n up to
+ * NK_PCB_MAX_TASKS), sums over tasks in task order, merged rounded to f32 once. Order
+ * statistics by selection (quickselect, median-of-three pivot; a range still unresolved after
+ * 2 log2(d) + 8 partitions is sorted): O(d) expected per row. Serial (no threads).
+ * The evolutionary search of lambda on validation data (nevergrad in the code) is the caller's:
+ * scale and the per-task lambda_i are inputs. The vision variant's inter term is not provided. */
+#define NK_PCB_MAX_TASKS 700
+
+typedef struct nk_pcb_merge_desc {
+  size_t tasks;      /* n, 1 <= n <= NK_PCB_MAX_TASKS */
+  size_t params;     /* d; 0: nothing read or written (OK) */
+  double keep_ratio; /* r in (0, 1] with kt < d; the code's pcb_ratio (default 0.1) */
+  double clip_ratio; /* a in [0, 0.5) with lo <= hi (default 1e-4; the vision script: 0.01) */
+  double scale;      /* lambda applied to the merged task vector, finite (default 1: the code's
+                      * merged_tv; its scripts use 1.2 or a searched value) */
+} nk_pcb_merge_desc;
+
+/* Defaults above for the given sizes. */
+NK_API nk_pcb_merge_desc nk_pcb_merge_desc_default(size_t tasks, size_t params);
+
+/* Bytes of workspace nk_pcb_merge needs: (n d + d + 2 n) doubles. Returns OK or
+ * INVALID_ARGUMENT (NULL, a size overflowing). */
+NK_API nk_status nk_pcb_merge_workspace_size(nk_context *ctx, const nk_pcb_merge_desc *desc,
+                                             size_t *bytes);
+
+/* The merge (formulas above).
+ *   task_vectors IN  n x d floats, tau_i = theta_i - theta_0; every entry finite.
+ *   task_scales  IN  optional n doubles lambda_i (finite; NULL: all 1; the vision script's
+ *                per-task lambdas multiply Tc_i inside the weighted mean).
+ *   theta0       IN  optional d floats added after the scale (NULL: merged is the scaled task
+ *                vector).
+ *   merged       OUT d floats.
+ *   workspace    scratch of at least nk_pcb_merge_workspace_size bytes, 8-byte aligned.
+ * Returns OK, or INVALID_ARGUMENT (NULL pointer, a parameter out of range, a non-finite task
+ * vector entry or lambda_i, workspace too small or misaligned, merged overlapping an input or
+ * the workspace); on failure merged is not written. Thread-safe for distinct outputs. */
+NK_API nk_status nk_pcb_merge(nk_context *ctx, const nk_pcb_merge_desc *desc,
+                              const float *task_vectors, const double *task_scales,
+                              const float *theta0, float *merged, void *workspace,
+                              size_t workspace_bytes);
+
+
+/* The kernel set that runs the optimizer and advantage hot paths (nk_adamp_step, nk_sgdp_step,
+ * nk_grpo_advantages) for ctx's ISA: "nk_optim__scalar", "nk_optim__avx2" or
+ * "nk_optim__avx512" (all give the same bits). ctx may be NULL (defaults). Never NULL. */
+NK_API const char *nk_optim_kernel_name(nk_context *ctx);
 
 #ifdef __cplusplus
 }

@@ -400,14 +400,22 @@ enum {
   OP_UNIFIEDNORM,
   OP_EVONORM_B0, /* channel tensors, nchw and nhwc */
   OP_EVONORM_S0,
-  NOPS
+  NOPS, /* the tensor ops above (the research layers only by --op); the optimizer/advantage
+          ops below run only by --op, on their own shapes */
+  OP_ADAMP = NOPS,
+  OP_ADAMP_PROJ,
+  OP_SGDP,
+  OP_SGDP_PROJ,
+  OP_GRPO,
+  NOPS_ALL
 };
 enum { DIR_FWD = 0, DIR_BWD = 1, DIR_FWDBWD = 2, NDIRS };
 static const char *const op_names[] = {"layernorm",    "rmsnorm",   "softmax",
                                        "log_softmax",  "cross_entropy", "sigmoid_attn",
                                        "batchnorm",    "groupnorm", "instancenorm",
                                        "powernorm",    "unifiednorm", "evonorm_b0",
-                                       "evonorm_s0"};
+                                       "evonorm_s0",   "adamp",     "adamp_proj",
+                                       "sgdp",         "sgdp_proj", "grpo"};
 static const char *const layout_names[] = {"nchw", "nhwc"}; /* indexed by nk_layout */
 static const char *const dir_names[] = {"fwd", "bwd", "fwdbwd"};
 static const char *const algo_names[] = {"auto", "three_pass_reload", "three_pass_recompute",
@@ -497,6 +505,8 @@ static void usage(FILE *f) {
           "                batchnorm groupnorm instancenorm (these on NxCxS shapes)\n"
           "                powernorm unifiednorm (NxCxS = batch x channels x sequence, nhwc)\n"
           "                evonorm_b0 evonorm_s0 (NxCxS): research layers, only run when named\n"
+          "                adamp adamp_proj sgdp sgdp_proj grpo (only when named; RxC = shape[0]\n"
+          "                x the rest, or groups x group size; with the scalar path alongside)\n"
           "  --algo        softmax forward algorithms: auto three_pass_reload\n"
           "                three_pass_recompute two_pass online, or all (default auto;\n"
           "                --full: all)\n"
@@ -571,7 +581,7 @@ static int parse_isa(const char *s, nk_isa *isa) {
 /* Handles one option that takes a value. Returns 0 if the value is bad. */
 static int parse_value(options *o, const char *name, const char *v) {
   size_t n;
-  if (strcmp(name, "--op") == 0) return parse_mask(v, op_names, NOPS, &o->op_mask);
+  if (strcmp(name, "--op") == 0) return parse_mask(v, op_names, NOPS_ALL, &o->op_mask);
   if (strcmp(name, "--direction") == 0) return parse_mask(v, dir_names, NDIRS, &o->dir_mask);
   if (strcmp(name, "--algo") == 0) {
     o->algo_given = 1;
@@ -1708,6 +1718,258 @@ static int bench_workset(const workset *w, unsigned ops, unsigned layouts, const
   return failures;
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* Optimizer and advantage hot paths: adamp, adamp_proj, sgdp, sgdp_proj, grpo (--op only)     */
+/* ------------------------------------------------------------------------------------------ */
+/* One step over a rows x cols parameter tensor (rows = shape[0]): adamp / sgdp with a random
+ * gradient (the cosine test fails: the two-pass path, detection then the fused update),
+ * adamp_proj / sgdp_proj with each gradient row orthogonal to its weight row (channel view
+ * projected: detection, state + row sums, update). grpo: rows groups of cols rewards. Minimal
+ * bytes: AdamP reads theta, g, m, v and writes theta, m, v (28 n); SGDP reads theta, g, buf and
+ * writes theta, buf (20 n); GRPO reads the rewards and the group sizes and writes adv
+ * (8 n + 8 groups). Each case runs on the selected ISA path (auto: the default) and, in the same
+ * run, on the scalar path, at each thread count. Validated first: the first SAMPLE_ROWS rows
+ * (groups) of one step from the initial state against the float64 reference (the projection
+ * the library chose on the whole tensor, applied per row). */
+
+typedef struct optim_ws {
+  size_t rows, cols, n;
+  float *theta, *g, *m, *v, *theta0, *adv;
+  size_t *sizes;
+} optim_ws;
+
+
+static void optim_ws_fill(optim_ws *w, int op, nk_threadpool *pool) {
+  const size_t n = w->n;
+  if (op == OP_GRPO) {
+    fill_normal(pool, w->theta, NK_DTYPE_F32, n, 0x6770, 0.0, 1.0);
+    for (size_t q = 0; q < w->rows; q++) w->sizes[q] = w->cols;
+    return;
+  }
+  fill_normal(pool, w->theta, NK_DTYPE_F32, n, 0x7e7a, 0.0, 1.0);
+  fill_normal(pool, w->g, NK_DTYPE_F32, n, 0x6a11, 0.0, 0.01);
+  if (op == OP_ADAMP_PROJ || op == OP_SGDP_PROJ) {
+    for (size_t r = 0; r < w->rows; r++) { /* g_r minus its theta_r component */
+      float *t = w->theta + r * w->cols, *g = w->g + r * w->cols;
+      double gt = 0.0, tt = 0.0;
+      for (size_t j = 0; j < w->cols; j++) {
+        gt += (double)g[j] * t[j];
+        tt += (double)t[j] * t[j];
+      }
+      for (size_t j = 0; j < w->cols; j++) g[j] = (float)((double)g[j] - gt / tt * t[j]);
+    }
+  }
+  memcpy(w->theta0, w->theta, n * sizeof(float));
+  set_bytes(pool, w->m, 0, n * sizeof(float));
+  set_bytes(pool, w->v, 0, n * sizeof(float));
+}
+
+static nk_status optim_step(nk_context *ctx, int op, optim_ws *w, nk_optim_projection *proj) {
+  if (op == OP_GRPO)
+    return nk_grpo_advantages(ctx, w->rows, w->sizes, w->theta, NK_GRPO_EPS_DEFAULT, 1, 1, w->adv);
+  if (op == OP_ADAMP || op == OP_ADAMP_PROJ) {
+    nk_adamp_desc d = nk_adamp_desc_default();
+    d.lr = 1e-6; /* small: the timed repetitions keep the projection decision */
+    d.weight_decay = 0.01;
+    int64_t step = 0; /* every call is a first step: same work */
+    return nk_adamp_step(ctx, &d, w->n, w->rows, w->theta, w->g, w->m, w->v, &step, proj);
+  }
+  nk_sgdp_desc d = nk_sgdp_desc_default(1e-6);
+  d.momentum = 0.9;
+  d.weight_decay = 0.01;
+  return nk_sgdp_step(ctx, &d, w->n, w->rows, w->theta, w->g, w->m, proj);
+}
+
+static double optim_bytes(int op, const optim_ws *w) {
+  const double n = (double)w->n;
+  if (op == OP_GRPO) return 8.0 * n + 8.0 * (double)w->rows;
+  return (op == OP_ADAMP || op == OP_ADAMP_PROJ) ? 28.0 * n : 20.0 * n;
+}
+
+/* One step from the initial state, the first rows checked against the reference. */
+static int optim_validate(nk_context *ctx, int op, optim_ws *w, double *max_err,
+                          nk_optim_projection *proj) {
+  const size_t rows = w->rows < SAMPLE_ROWS ? w->rows : SAMPLE_ROWS, k = rows * w->cols;
+  double *p = xalloc(k * 8), *g = xalloc(k * 8), *m = xalloc(k * 8), *v = xalloc(k * 8);
+  int ok = 1;
+  *max_err = 0.0;
+  *proj = NK_OPTIM_PROJECTION_NONE;
+  if (op == OP_GRPO) {
+    for (size_t i = 0; i < k; i++) p[i] = w->theta[i];
+    nk_ref_grpo(rows, w->sizes, p, NK_GRPO_EPS_DEFAULT, 1, 1, m);
+    ok = optim_step(ctx, op, w, proj) == NK_STATUS_OK;
+    for (size_t i = 0; i < k && ok; i++) {
+      const double e = fabs((double)w->adv[i] - m[i]);
+      *max_err = fmax(*max_err, e / fmax(fabs(m[i]), 1.0));
+      if (!(e <= 1e-6 * fmax(fabs(m[i]), 1.0))) ok = 0;
+    }
+  } else {
+    const int adam = op == OP_ADAMP || op == OP_ADAMP_PROJ;
+    for (size_t i = 0; i < k; i++) {
+      p[i] = w->theta[i];
+      g[i] = w->g[i];
+      m[i] = v[i] = 0.0;
+    }
+    ok = optim_step(ctx, op, w, proj) == NK_STATUS_OK;
+    /* the reference on the sample: per row (channel view) or unprojected */
+    const size_t rrows = *proj == NK_OPTIM_PROJECTION_CHANNEL ? rows : 0;
+    if (*proj == NK_OPTIM_PROJECTION_LAYER) ok = 0; /* not a bench input: cannot sample */
+    if (adam) {
+      const nk_ref_adamp_hp hp = {1e-6, 0.9, 0.999, 1e-8, 0.01, 0.1, 0.1, 0};
+      double step = 0.0;
+      nk_ref_adamp_step(k, rrows, &hp, p, g, m, v, &step);
+    } else {
+      const nk_ref_sgdp_hp hp = {1e-6, 0.9, 0.0, 1e-8, 0.01, 0.1, 0.1, 0};
+      nk_ref_sgdp_step(k, rrows, &hp, p, g, m);
+    }
+    double scale = 0.0;
+    for (size_t i = 0; i < k; i++) scale = fmax(scale, fabs(p[i]));
+    for (size_t i = 0; i < k && ok; i++) {
+      const double e = fabs((double)w->theta[i] - p[i]), em = fabs((double)w->m[i] - m[i]);
+      *max_err = fmax(*max_err, e / scale);
+      if (!(e <= 2e-5 * (fabs(p[i]) + scale)) || !(em <= 1e-6 * fabs(m[i]) + 1e-30)) ok = 0;
+    }
+  }
+  free(p);
+  free(g);
+  free(m);
+  free(v);
+  return ok;
+}
+
+static int bench_optim_case(int op, optim_ws *w, const runner *run, nk_isa isa, const options *o,
+                            const run_info *info) {
+  nk_context *ctx = NULL;
+  if (!report_status(nk_context_create(&ctx), NULL, "context_create")) return 0;
+  nk_context_set_threadpool(ctx, run->pool);
+  if (isa != NK_ISA_AUTO && !report_status(nk_context_set_isa(ctx, isa), ctx, nk_isa_name(isa))) {
+    nk_context_destroy(ctx);
+    return 0;
+  }
+  char label[128];
+  snprintf(label, sizeof label, "%s %zux%zu %s, %zu thread%s", op_names[op], w->rows, w->cols,
+           nk_isa_name(nk_context_isa(ctx)), run->threads, run->threads == 1 ? "" : "s");
+  optim_ws_fill(w, op, run->pool);
+  double max_err = 0.0;
+  nk_optim_projection proj;
+  if (!optim_validate(ctx, op, w, &max_err, &proj)) {
+    fprintf(stderr, "normkit: VALIDATION FAILED %s (projection %d, max_err %.3g)\n", label,
+            (int)proj, max_err);
+    nk_context_destroy(ctx);
+    return 0;
+  }
+  const double bytes = optim_bytes(op, w);
+  double copy = run->copy_gbps, copy_nt = run->copy_nt_gbps, rd = run->read_gbps;
+  if (bytes >= (double)OUT_OF_CACHE_BYTES) {
+    copy = measure_copy(run->pool, copy_regular, anchor.dst, anchor.src, COPY_BYTES, ANCHOR_REPS);
+    copy_nt = measure_copy(run->pool, anchor.nt, anchor.dst, anchor.src, COPY_BYTES, ANCHOR_REPS);
+    rd = measure_copy(run->pool, anchor.read, anchor.dst, anchor.src, COPY_BYTES, ANCHOR_REPS) / 2;
+  }
+  nk_status st = NK_STATUS_OK;
+  double one = 0.0, spent = 0.0;
+  nk_optim_projection p2 = proj;
+  while (spent < WARMUP_SECONDS && st == NK_STATUS_OK) {
+    const double t0 = now_s();
+    st = optim_step(ctx, op, w, &p2);
+    one = now_s() - t0;
+    spent += one;
+  }
+  double want = ceil(TARGET_SECONDS / fmax(one, 1e-9));
+  long reps = want > MAX_REPS ? MAX_REPS : (long)want;
+  if (reps < o->min_reps) reps = o->min_reps;
+  double *t = xalloc((size_t)reps * sizeof(double)), tmin = 1e30;
+  for (long r = 0; r < reps && st == NK_STATUS_OK; r++) {
+    const double t0 = now_s();
+    st = optim_step(ctx, op, w, &p2);
+    t[r] = now_s() - t0;
+    tmin = fmin(tmin, t[r]);
+  }
+  if (!report_status(st, ctx, label) || p2 != proj) {
+    if (st == NK_STATUS_OK)
+      fprintf(stderr, "normkit: %s: the projection changed while timed\n", label);
+    free(t);
+    nk_context_destroy(ctx);
+    return 0;
+  }
+  const double med = fmax(median(t, (size_t)reps), 1e-12), gbps = bytes / med / 1e9;
+  const double frac = gbps / fmax(copy, copy_nt);
+  static const char *const proj_names[] = {"none", "channel", "layer"};
+  const char *kname = nk_optim_kernel_name(ctx);
+  if (info->json) {
+    printf("{\"op\":\"%s\",\"direction\":\"fwd\",\"dtype\":\"f32\",\"param_dtype\":\"f32\","
+           "\"layout\":\"rows\",\"rows\":%zu,\"cols\":%zu,\"elements\":%zu,\"threads\":%zu,"
+           "\"isa\":\"%s\",\"projection\":\"%s\",\"kernel\":\"%s\",\"median_s\":%.9g,"
+           "\"min_s\":%.9g,\"reps\":%ld,\"bytes\":%.0f,\"gbps\":%.6g,\"copy_gbps\":%.6g,"
+           "\"copy_nt_gbps\":%.6g,\"read_gbps\":%.6g,\"fraction\":%.6g,\"max_err\":%.3g,"
+           "\"validated_rows\":%zu,\"date\":\"%s\",\"cpu\":",
+           op_names[op], w->rows, w->cols, w->n, run->threads, nk_isa_name(nk_context_isa(ctx)),
+           op == OP_GRPO ? "-" : proj_names[proj], kname, med, tmin, reps, bytes, gbps, copy,
+           copy_nt, rd, frac, max_err, w->rows < SAMPLE_ROWS ? w->rows : (size_t)SAMPLE_ROWS,
+           info->date);
+    json_string(info->cpu);
+    printf(",\"ncpu\":%ld,\"version\":\"%s\"}\n", info->ncpu, nk_version());
+    fflush(stdout);
+  } else {
+    char shape_s[48];
+    snprintf(shape_s, sizeof shape_s, "%zux%zu", w->rows, w->cols);
+    printf("%-13s %-6s %-5s %-11s %3zu %-6s %-46s %11.2f %11.2f %8.2f %6.3f\n", op_names[op],
+           "fwd", "f32", shape_s, run->threads, nk_isa_name(nk_context_isa(ctx)), kname,
+           med * 1e6, tmin * 1e6, gbps, frac);
+    fflush(stdout);
+  }
+  free(t);
+  nk_context_destroy(ctx);
+  return 1;
+}
+
+/* Default shapes: in cache and out of cache (>= 1 GiB moved per call). */
+static int bench_optim_ops(const options *o, const runner *runs, size_t nruns,
+                           const run_info *info) {
+  int failures = 0;
+  for (int op = OP_ADAMP; op < NOPS_ALL; op++) {
+    if (!(o->op_mask >> op & 1)) continue;
+    size_t shp[2][2];
+    size_t nshapes = 0;
+    if (o->rows && o->cols) {
+      shp[nshapes][0] = o->rows;
+      shp[nshapes++][1] = o->cols;
+    } else if (op == OP_GRPO) {
+      shp[nshapes][0] = 16384, shp[nshapes++][1] = 16;            /* 1 MiB */
+      shp[nshapes][0] = (size_t)8 << 20, shp[nshapes++][1] = 16;  /* 1 GiB + sizes */
+    } else {
+      shp[nshapes][0] = 256, shp[nshapes++][1] = 1024;            /* 4-5 MiB of arrays */
+      shp[nshapes][0] = 8192, shp[nshapes++][1] = op <= OP_ADAMP_PROJ ? 8192 : 11008; /* 1 GiB */
+    }
+    for (size_t s = 0; s < nshapes; s++) {
+      optim_ws w = {.rows = shp[s][0], .cols = shp[s][1]};
+      w.n = w.rows * w.cols;
+      w.theta = xalloc(w.n * sizeof(float));
+      if (op == OP_GRPO) {
+        w.adv = xalloc(w.n * sizeof(float));
+        w.sizes = xalloc(w.rows * sizeof(size_t));
+      } else {
+        w.g = xalloc(w.n * sizeof(float));
+        w.m = xalloc(w.n * sizeof(float));
+        w.v = xalloc(w.n * sizeof(float));
+        w.theta0 = xalloc(w.n * sizeof(float));
+      }
+      for (size_t r = 0; r < nruns; r++) {
+        failures += !bench_optim_case(op, &w, &runs[r], o->isa, o, info);
+        if (o->isa == NK_ISA_AUTO) /* the scalar path in the same run, for the speedup */
+          failures += !bench_optim_case(op, &w, &runs[r], NK_ISA_SCALAR, o, info);
+      }
+      free(w.theta);
+      free(w.g);
+      free(w.m);
+      free(w.v);
+      free(w.theta0);
+      free(w.adv);
+      free(w.sizes);
+    }
+  }
+  return failures;
+}
+
 static void fill_run_info(run_info *info, int json) {
   time_t t = time(NULL);
   struct tm tm;
@@ -1736,8 +1998,8 @@ static int run_benchmarks(const options *o, const shape_list *shapes, runner *ru
       double t0 = now_s();
       const unsigned chn =
           1u << OP_BATCHNORM | 1u << OP_GROUPNORM | 1u << OP_INSTANCENORM | RESNORM_OPS;
-      const unsigned ops =
-          shapes->s[s].op_mask & o->op_mask & (shapes->s[s].spatial ? chn : ~chn);
+      const unsigned ops = shapes->s[s].op_mask & o->op_mask &
+                           (shapes->s[s].spatial ? chn : ~chn) & ((1u << NOPS) - 1);
       if (ops == 0) continue;
       workset_create(&w, &shapes->s[s], (nk_dtype)dt, (o->dir_mask & ~1u) != 0, pool_all);
       fprintf(stderr, "[%s %zux%zu%s: buffers filled in %.2f s]\n", dtype_names[dt],
@@ -1748,6 +2010,7 @@ static int run_benchmarks(const options *o, const shape_list *shapes, runner *ru
       workset_destroy(&w);
     }
   }
+  failures += bench_optim_ops(o, runs, nruns, &info);
   return failures;
 }
 

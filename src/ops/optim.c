@@ -2,14 +2,17 @@
  * optim.c — weight and optimizer normalization (spec stats-optim-rl.md Part B): weight
  * normalization forward/backward, the AdamP and SGDP steps, Normalize-and-Project. Small exact
  * functions over dense f32 weights: every element is computed in double from its f32 inputs and
- * rounded once when stored; row reductions are sequential double sums in index order. No
- * kernels, no threads. docs/ops/weight-norm.md, docs/ops/optimizers.md, docs/ops/nap.md.
+ * rounded once when stored. Weight norm and NaP: sequential double sums, serial. AdamP/SGDP:
+ * the optimizer kernels (src/kernels/optim, blocked double sums, every ISA the same bits) over
+ * the context's pool. docs/ops/weight-norm.md, docs/ops/optimizers.md, docs/ops/nap.md.
  */
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "internal.h"
+#include "dispatch.h"
 #include "validate.h"
 
 /* ---- shared checks -------------------------------------------------------------------------- */
@@ -112,25 +115,17 @@ nk_status nk_weight_norm_bwd(nk_context *ctx, size_t rows, size_t cols, float ep
 
 /* ---- AdamP / SGDP --------------------------------------------------------------------------- */
 
-/* The update direction of one element, before the projection: AdamP's m / den (or the Nesterov
- * form) from the stored f32 state, or SGDP's buf (or g + mu buf). Computed twice per element
- * (once for the projection's dot product, once for the update) with identical bits. */
-typedef struct optim_dir {
-  int adam, nesterov;
-  const float *g, *m, *v, *buf;
-  double beta1, inv_sqrt_bc2, eps, mu;
-} optim_dir;
+/* The hot paths run on the optimizer kernels (src/kernels/optim/optim.h: the canonical
+ * arithmetic, identical bits on every ISA) and split their work over the context's pool in
+ * chunks that depend only on the sizes: rows of up to OPT_SPLIT elements are handled whole by
+ * one task (OPT_SPLIT / cols rows per task), longer rows block by block (NK_OPT_BLOCK), the
+ * block sums combined in block order. Row sums are the blocks' sums in order; the layer view's
+ * sums are the sums of the task groups' sums (each the sum of its rows in order), in order. */
+#define OPT_SPLIT 16384
+#define OPT_ROUND 256 /* tasks per parallel round whose partial sums live on the stack */
+#define OPT_TILE 16384 /* elements per task of the element-wise passes */
 
-static double dir_at(const optim_dir *d, size_t i) {
-  const double g = (double)d->g[i];
-  if (d->adam) {
-    const double m = (double)d->m[i];
-    const double den = sqrt((double)d->v[i]) * d->inv_sqrt_bc2 + d->eps;
-    return (d->nesterov ? d->beta1 * m + (1.0 - d->beta1) * g : m) / den;
-  }
-  const double b = (double)d->buf[i];
-  return d->nesterov ? g + d->mu * b : b;
-}
+static size_t min_sz(size_t a, size_t b) { return a < b ? a : b; }
 
 /* |<g_r, theta_r>| / (max(||g_r||, eps) max(||theta_r||, eps)); NaN stays NaN. */
 static double cosine(double gt, double gg, double tt, double eps) {
@@ -140,57 +135,212 @@ static double cosine(double gt, double gg, double tt, double eps) {
   return fabs(gt) / (a * b);
 }
 
+/* Sums (g^2, theta^2, g theta) of one row of L elements: its blocks in order. */
+static void row_sums_gt(const nk_optim_kernels *k, const float *g, const float *t, size_t L,
+                        double s[3]) {
+  s[0] = s[1] = s[2] = 0.0;
+  for (size_t b0 = 0; b0 < L; b0 += NK_OPT_BLOCK) {
+    double o[3];
+    k->sums_gt(min_sz(NK_OPT_BLOCK, L - b0), g + b0, t + b0, o);
+    s[0] += o[0];
+    s[1] += o[1];
+    s[2] += o[2];
+  }
+}
+
+/* Detection job: rows of `cols` elements. Short rows: task i handles rows [i * per, ...) of the
+ * round and fills slot i (group sums, max cosine, NaN flag). Long rows: task i handles block
+ * i of the current row (slot i = block sums). */
+typedef struct det_job {
+  const nk_optim_kernels *k;
+  const float *g, *t;
+  size_t rows, cols, per, first; /* first: the round's first task (short) or block (long) */
+  double eps;
+  double sum[OPT_ROUND][3];
+  double cmax[OPT_ROUND];
+  int nan[OPT_ROUND];
+} det_job;
+
+static void det_rows_task(void *arg, size_t start, size_t count) {
+  det_job *j = arg;
+  for (size_t i = start; i < start + count; i++) {
+    const size_t r0 = (j->first + i) * j->per, r1 = min_sz(r0 + j->per, j->rows);
+    double acc[3] = {0.0, 0.0, 0.0}, cmax = 0.0;
+    int nan = 0;
+    for (size_t r = r0; r < r1; r++) {
+      double s[3];
+      row_sums_gt(j->k, j->g + r * j->cols, j->t + r * j->cols, j->cols, s);
+      const double c = cosine(s[2], s[0], s[1], j->eps);
+      if (isnan(c)) nan = 1;
+      else if (c > cmax) cmax = c;
+      acc[0] += s[0];
+      acc[1] += s[1];
+      acc[2] += s[2];
+    }
+    memcpy(j->sum[i], acc, sizeof acc);
+    j->cmax[i] = cmax;
+    j->nan[i] = nan;
+  }
+}
+
+static void det_blocks_task(void *arg, size_t start, size_t count) {
+  det_job *j = arg;
+  for (size_t i = start; i < start + count; i++) {
+    const size_t b0 = (j->first + i) * NK_OPT_BLOCK;
+    j->k->sums_gt(min_sz(NK_OPT_BLOCK, j->cols - b0), j->g + b0, j->t + b0, j->sum[i]);
+  }
+}
+
 /* The code's _projection test: the channel view, then the layer view (rows == 0: none). */
-static nk_optim_projection choose_view(size_t n, size_t rows, const float *theta, const float *g,
+static nk_optim_projection choose_view(nk_context *ctx, const nk_optim_kernels *k, size_t n,
+                                       size_t rows, const float *theta, const float *g,
                                        double eps, double delta) {
   if (rows == 0) return NK_OPTIM_PROJECTION_NONE;
+  nk_threadpool *pool = nk__context_pool(ctx);
   const size_t cols = n / rows;
-  double lgg = 0.0, ltt = 0.0, lgt = 0.0, cmax = 0.0;
+  double lsum[3] = {0.0, 0.0, 0.0}, cmax = 0.0;
   int nan = 0;
-  for (size_t r = 0; r < rows; r++) {
-    double gg = 0.0, tt = 0.0, gt = 0.0;
-    for (size_t j = r * cols; j < (r + 1) * cols; j++) {
-      const double gj = (double)g[j], tj = (double)theta[j];
-      gg += gj * gj;
-      tt += tj * tj;
-      gt += gj * tj;
+  det_job j;
+  j.k = k;
+  j.rows = rows;
+  j.cols = cols;
+  j.eps = eps;
+  if (cols <= OPT_SPLIT) {
+    j.per = OPT_SPLIT / cols;
+    j.g = g;
+    j.t = theta;
+    const size_t tasks = (rows + j.per - 1) / j.per;
+    for (size_t t0 = 0; t0 < tasks; t0 += OPT_ROUND) {
+      const size_t nt = min_sz(OPT_ROUND, tasks - t0);
+      j.first = t0;
+      nk_parallelize_1d(pool, det_rows_task, &j, nt, 1);
+      for (size_t i = 0; i < nt; i++) {
+        for (int c = 0; c < 3; c++) lsum[c] += j.sum[i][c];
+        if (j.nan[i]) nan = 1;
+        else if (j.cmax[i] > cmax) cmax = j.cmax[i];
+      }
     }
-    const double c = cosine(gt, gg, tt, eps);
-    if (isnan(c)) nan = 1;
-    else if (c > cmax) cmax = c;
-    lgg += gg;
-    ltt += tt;
-    lgt += gt;
+  } else {
+    const size_t nb = (cols + NK_OPT_BLOCK - 1) / NK_OPT_BLOCK;
+    for (size_t r = 0; r < rows; r++) {
+      double s[3] = {0.0, 0.0, 0.0};
+      j.g = g + r * cols;
+      j.t = theta + r * cols;
+      for (size_t b0 = 0; b0 < nb; b0 += OPT_ROUND) {
+        const size_t cnt = min_sz(OPT_ROUND, nb - b0);
+        j.first = b0;
+        nk_parallelize_1d(pool, det_blocks_task, &j, cnt, 1);
+        for (size_t i = 0; i < cnt; i++)
+          for (int c = 0; c < 3; c++) s[c] += j.sum[i][c];
+      }
+      const double c = cosine(s[2], s[0], s[1], eps);
+      if (isnan(c)) nan = 1;
+      else if (c > cmax) cmax = c;
+      for (int c2 = 0; c2 < 3; c2++) lsum[c2] += s[c2];
+    }
   }
   if (nan) return NK_OPTIM_PROJECTION_NONE; /* the layer sums hold the NaN too */
   if (cmax < delta / sqrt((double)cols)) return NK_OPTIM_PROJECTION_CHANNEL;
-  if (cosine(lgt, lgg, ltt, eps) < delta / sqrt((double)n)) return NK_OPTIM_PROJECTION_LAYER;
+  if (cosine(lsum[2], lsum[0], lsum[1], eps) < delta / sqrt((double)n))
+    return NK_OPTIM_PROJECTION_LAYER;
   return NK_OPTIM_PROJECTION_NONE;
 }
 
-/* theta = theta * decay - step_size * Pi(u), Pi the projection of `view` (or the identity). */
-static void apply_update(size_t n, size_t rows, nk_optim_projection view, float *theta,
-                         const optim_dir *d, double decay, double step_size) {
-  const size_t len = view == NK_OPTIM_PROJECTION_CHANNEL ? n / rows : n;
-  for (size_t b0 = 0; b0 < n; b0 += len) {
-    double nt = 0.0, k = 0.0;
-    if (view != NK_OPTIM_PROJECTION_NONE) {
-      /* unit = theta / (||theta|| + eps);  u -= unit <unit, u> = theta (<theta, u> / nt^2) */
-      double tt = 0.0, tu = 0.0;
-      for (size_t i = b0; i < b0 + len; i++) {
-        const double t = (double)theta[i];
-        tt += t * t;
-        tu += t * dir_at(d, i);
+/* Update job: the state and parameters of segments of `len` elements. */
+typedef struct upd_job {
+  const nk_optim_kernels *k;
+  const nk_opt_params *p;
+  float *t, *m, *v;
+  const float *g;
+  size_t n, len, per, first;
+  double sum[OPT_ROUND][2];
+  double nt, kk; /* long segments: the projection coefficients of the current segment */
+} upd_job;
+
+/* (||theta|| + eps, <theta, u> / that) from the sums of one segment. */
+static void proj_coeffs(double tt, double tu, double eps, double *nt, double *k) {
+  *nt = sqrt(tt) + eps;
+  *k = tu / *nt;
+}
+
+static void upd_fused_task(void *arg, size_t start, size_t count) {
+  upd_job *j = arg;
+  j->k->fused(count, j->t + start, j->g + start, j->m + start, j->v ? j->v + start : NULL, j->p);
+}
+
+static void upd_segments_task(void *arg, size_t start, size_t count) {
+  upd_job *j = arg;
+  for (size_t s = start; s < start + count; s++) {
+    const size_t o = s * j->len;
+    double tt = 0.0, tu = 0.0;
+    for (size_t b0 = 0; b0 < j->len; b0 += NK_OPT_BLOCK) {
+      double r[2];
+      const size_t c = min_sz(NK_OPT_BLOCK, j->len - b0), i = o + b0;
+      j->k->state_sums(c, j->g + i, j->m + i, j->v ? j->v + i : NULL, j->t + i, j->p, r);
+      tt += r[0];
+      tu += r[1];
+    }
+    double nt, kk;
+    proj_coeffs(tt, tu, j->p->eps, &nt, &kk);
+    j->k->update(j->len, j->t + o, j->g + o, j->m + o, j->v ? j->v + o : NULL, j->p, 1, nt,
+                 kk);
+  }
+}
+
+static void upd_blocks_sums_task(void *arg, size_t start, size_t count) {
+  upd_job *j = arg;
+  for (size_t b = start; b < start + count; b++) {
+    const size_t b0 = (j->first + b) * NK_OPT_BLOCK, i = j->n + b0; /* n: segment offset */
+    j->k->state_sums(min_sz(NK_OPT_BLOCK, j->len - b0), j->g + i, j->m + i,
+                     j->v ? j->v + i : NULL, j->t + i, j->p, j->sum[b]);
+  }
+}
+
+static void upd_blocks_task(void *arg, size_t start, size_t count) {
+  upd_job *j = arg;
+  const size_t i = j->n + start;
+  j->k->update(count, j->t + i, j->g + i, j->m + i, j->v ? j->v + i : NULL, j->p, 1, j->nt,
+               j->kk);
+}
+
+/* State update, then theta = theta * decay - step_size * Pi(u), Pi the projection of `view`
+ * (or the identity). m, v: AdamP's moments, or SGDP's buffer and NULL. */
+static void run_update(nk_context *ctx, const nk_optim_kernels *k, const nk_opt_params *p,
+                       size_t n, size_t rows, nk_optim_projection view, float *theta,
+                       const float *g, float *m, float *v) {
+  nk_threadpool *pool = nk__context_pool(ctx);
+  upd_job j;
+  j.k = k;
+  j.p = p;
+  j.t = theta;
+  j.g = g;
+  j.m = m;
+  j.v = v;
+  if (view == NK_OPTIM_PROJECTION_NONE) {
+    nk_parallelize_1d(pool, upd_fused_task, &j, n, OPT_TILE);
+    return;
+  }
+  j.len = view == NK_OPTIM_PROJECTION_CHANNEL ? n / rows : n;
+  const size_t segs = n / j.len;
+  if (j.len <= OPT_SPLIT) {
+    nk_parallelize_1d(pool, upd_segments_task, &j, segs, OPT_SPLIT / j.len);
+    return;
+  }
+  const size_t nb = (j.len + NK_OPT_BLOCK - 1) / NK_OPT_BLOCK;
+  for (size_t s = 0; s < segs; s++) {
+    j.n = s * j.len;
+    double tt = 0.0, tu = 0.0;
+    for (size_t b0 = 0; b0 < nb; b0 += OPT_ROUND) {
+      const size_t cnt = min_sz(OPT_ROUND, nb - b0);
+      j.first = b0;
+      nk_parallelize_1d(pool, upd_blocks_sums_task, &j, cnt, 1);
+      for (size_t i = 0; i < cnt; i++) {
+        tt += j.sum[i][0];
+        tu += j.sum[i][1];
       }
-      nt = sqrt(tt) + d->eps;
-      k = tu / nt;
     }
-    for (size_t i = b0; i < b0 + len; i++) {
-      const double t = (double)theta[i];
-      double u = dir_at(d, i);
-      if (view != NK_OPTIM_PROJECTION_NONE) u -= t / nt * k;
-      theta[i] = (float)(t * decay - step_size * u);
-    }
+    proj_coeffs(tt, tu, p->eps, &j.nt, &j.kk);
+    nk_parallelize_1d(pool, upd_blocks_task, &j, j.len, OPT_TILE);
   }
 }
 
@@ -268,17 +418,23 @@ nk_status nk_adamp_step(nk_context *ctx, const nk_adamp_desc *desc, size_t n, si
   if (n == 0) return nk__ok(ctx);
   const double b1 = desc->beta1, b2 = desc->beta2;
   const double bc1 = 1.0 - pow(b1, (double)t), bc2 = 1.0 - pow(b2, (double)t);
-  for (size_t i = 0; i < n; i++) {
-    const double g = (double)grad[i];
-    exp_avg[i] = (float)(b1 * (double)exp_avg[i] + (1.0 - b1) * g);
-    exp_avg_sq[i] = (float)(b2 * (double)exp_avg_sq[i] + (1.0 - b2) * g * g);
-  }
-  const optim_dir d = {1, desc->nesterov != 0, grad, exp_avg, exp_avg_sq, NULL,
-                       b1, 1.0 / sqrt(bc2),     desc->eps, 0.0};
-  const nk_optim_projection view = choose_view(n, rows, param, grad, desc->eps, desc->delta);
+  const nk_optim_kernels *k = nk__optim_kernels(ctx);
+  const nk_optim_projection view =
+      choose_view(ctx, k, n, rows, param, grad, desc->eps, desc->delta);
   const double f = view != NK_OPTIM_PROJECTION_NONE ? desc->wd_ratio : 1.0;
-  const double decay = desc->weight_decay > 0.0 ? 1.0 - desc->lr * desc->weight_decay * f : 1.0;
-  apply_update(n, rows, view, param, &d, decay, desc->lr / bc1);
+  nk_opt_params p;
+  memset(&p, 0, sizeof p);
+  p.adam = 1;
+  p.nesterov = desc->nesterov != 0;
+  p.b1 = b1;
+  p.omb1 = 1.0 - b1;
+  p.b2 = b2;
+  p.omb2 = 1.0 - b2;
+  p.inv_sqrt_bc2 = 1.0 / sqrt(bc2);
+  p.eps = desc->eps;
+  p.decay = desc->weight_decay > 0.0 ? 1.0 - desc->lr * desc->weight_decay * f : 1.0;
+  p.step_size = desc->lr / bc1;
+  run_update(ctx, k, &p, n, rows, view, param, grad, exp_avg, exp_avg_sq);
   if (projection) *projection = view;
   return nk__ok(ctx);
 }
@@ -327,15 +483,21 @@ nk_status nk_sgdp_step(nk_context *ctx, const nk_sgdp_desc *desc, size_t n, size
   TRY(nk__check_overlaps(ctx, op, s, 4, nk__no_alias));
 
   const double mu = desc->momentum, damp = desc->dampening;
-  for (size_t i = 0; i < n; i++)
-    momentum_buf[i] = (float)(mu * (double)momentum_buf[i] + (1.0 - damp) * (double)grad[i]);
-  const optim_dir d = {0, desc->nesterov != 0, grad, NULL, NULL, momentum_buf,
-                       0.0, 0.0,                desc->eps, mu};
-  const nk_optim_projection view = choose_view(n, rows, param, grad, desc->eps, desc->delta);
+  const nk_optim_kernels *k = nk__optim_kernels(ctx);
+  const nk_optim_projection view =
+      choose_view(ctx, k, n, rows, param, grad, desc->eps, desc->delta);
   const double f = view != NK_OPTIM_PROJECTION_NONE ? desc->wd_ratio : 1.0;
-  const double decay =
+  nk_opt_params p;
+  memset(&p, 0, sizeof p);
+  p.adam = 0;
+  p.nesterov = desc->nesterov != 0;
+  p.mu = mu;
+  p.omd = 1.0 - damp;
+  p.eps = desc->eps;
+  p.decay =
       desc->weight_decay > 0.0 ? 1.0 - desc->lr * desc->weight_decay * f / (1.0 - mu) : 1.0;
-  apply_update(n, rows, view, param, &d, decay, desc->lr);
+  p.step_size = desc->lr;
+  run_update(ctx, k, &p, n, rows, view, param, grad, momentum_buf, NULL);
   if (projection) *projection = view;
   return nk__ok(ctx);
 }

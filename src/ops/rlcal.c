@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "dispatch.h"
 #include "internal.h"
 #include "validate.h"
 
@@ -208,6 +209,33 @@ static nk_status check_groups(nk_context *ctx, const char *op, size_t groups,
   return nk__check_overlaps(ctx, op, s, 3, nk__no_alias);
 }
 
+#define GRPO_CHUNK 1024 /* groups per task */
+#define GRPO_ROUND 256  /* tasks per parallel round */
+
+typedef struct grpo_job {
+  const nk_optim_kernels *k;
+  nk_grpo_params p;
+  const size_t *sizes;
+  size_t groups, first;
+  const float *rewards;
+  float *adv;
+  size_t off[GRPO_ROUND]; /* first reward of each chunk of the round */
+} grpo_job;
+
+static void grpo_task(void *arg, size_t start, size_t count) {
+  grpo_job *j = arg;
+  for (size_t c = start; c < start + count; c++) {
+    size_t off = j->off[c];
+    const size_t q0 = (j->first + c) * GRPO_CHUNK;
+    const size_t q1 = q0 + GRPO_CHUNK < j->groups ? q0 + GRPO_CHUNK : j->groups;
+    for (size_t q = q0; q < q1; q++) {
+      const size_t G = j->sizes[q];
+      if (G > 0) j->k->grpo_group(G, j->rewards + off, j->adv + off, &j->p);
+      off += G;
+    }
+  }
+}
+
 nk_status nk_grpo_advantages(nk_context *ctx, size_t groups, const size_t *group_sizes,
                              const float *rewards, float eps, int unbiased, int scale_by_std,
                              float *adv) {
@@ -217,26 +245,31 @@ nk_status nk_grpo_advantages(nk_context *ctx, size_t groups, const size_t *group
                     (double)eps);
   size_t n;
   TRY(check_groups(ctx, op, groups, group_sizes, rewards, adv, &n));
+  if (n == 0) return nk__ok(ctx);
+  /* Groups in chunks of GRPO_CHUNK (fixed), OPT_ROUND chunks per parallel round; each group is
+   * computed whole by the kernel (optim.h: lane sums), so the bits depend on nothing else. */
+  grpo_job j;
+  j.k = nk__optim_kernels(ctx);
+  j.p.eps = (double)eps;
+  j.p.unbiased = unbiased != 0;
+  j.p.scale_by_std = scale_by_std != 0;
+  j.sizes = group_sizes;
+  j.groups = groups;
+  j.rewards = rewards;
+  j.adv = adv;
+  nk_threadpool *pool = nk__context_pool(ctx);
+  const size_t chunks = (groups + GRPO_CHUNK - 1) / GRPO_CHUNK;
   size_t off = 0;
-  for (size_t q = 0; q < groups; q++) {
-    const size_t G = group_sizes[q];
-    const float *r = rewards + off;
-    float *a = adv + off;
-    off += G;
-    if (G == 0) continue;
-    double mean = 0.0, std = 1.0;
-    if (G >= 2) {
-      double sum = 0.0;
-      for (size_t i = 0; i < G; i++) sum += (double)r[i];
-      mean = sum / (double)G;
-      double ss = 0.0;
-      for (size_t i = 0; i < G; i++) ss += ((double)r[i] - mean) * ((double)r[i] - mean);
-      std = sqrt(ss / (unbiased ? (double)(G - 1) : (double)G));
+  for (size_t c0 = 0; c0 < chunks; c0 += GRPO_ROUND) {
+    const size_t cnt = chunks - c0 < GRPO_ROUND ? chunks - c0 : GRPO_ROUND;
+    j.first = c0;
+    for (size_t c = 0; c < cnt; c++) {
+      j.off[c] = off;
+      const size_t q0 = (c0 + c) * GRPO_CHUNK;
+      const size_t q1 = q0 + GRPO_CHUNK < groups ? q0 + GRPO_CHUNK : groups;
+      for (size_t q = q0; q < q1; q++) off += group_sizes[q];
     }
-    for (size_t i = 0; i < G; i++) {
-      const double d = (double)r[i] - mean;
-      a[i] = (float)(scale_by_std ? d / (std + (double)eps) : d);
-    }
+    nk_parallelize_1d(pool, grpo_task, &j, cnt, 1);
   }
   return nk__ok(ctx);
 }

@@ -370,5 +370,23 @@ void nk_ref_evonorm_bwd(const nk_ref_chshape *t, int kind, size_t groups, int tr
                         int affine, double eps, const double *x, const double *gamma,
                         const double *v, const double *running_var, const double *dy, double *dx,
                         double *dgamma, double *dbeta, double *dv);
+/* ---- Calibration and model merging: h-calibration, PCB-Merging ---- */
+
+/* PCB-Merging, the official PCB_merge written literally (full sorts for the order statistics,
+ * min-max by scanning, a constant row normalized to 0): n x d task vectors, keep ratio r, clip
+ * ratio a, optional per-task lambdas; merged = scale * tau_m (+ theta0). Returns 0, or -1 when
+ * an index is out of range. */
+/* h-calibration: the code's hcalibration(...) loss of n x K probabilities (weighting 0:
+ * unweighted, 1: clusters by the deterministic Lloyd's k-means of include/normkit.h), written
+ * as the code computes it (separate windowed sums of p(1-o) and (1-p)o over the zero-padded
+ * sorted events, divided by veclen + 1); and the ensemble calibrator's probabilities. */
+double nk_ref_hcal_loss(size_t n, size_t K, const double *probs, const int64_t *labels,
+                        size_t veclen, double epsilon, double lossweight, int leave_one_out,
+                        int weighting, size_t clusters, size_t iters);
+void nk_ref_hcal_ensemble_probs(size_t n, size_t K, const double *logits, size_t members,
+                                const double *theta, const double *nu, double *probs);
+
+int nk_ref_pcb_merge(size_t n, size_t d, const double *tv, double r, double a,
+                     const double *lambdas, double scale, const double *theta0, double *merged);
 
 #endif /* NK_REFERENCE_H */

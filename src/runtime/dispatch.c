@@ -167,3 +167,14 @@ const nk_resnorm_kernels *nk__resnorm_kernels(const nk_context *ctx) {
     default: return &nk_resnorm_kernels_scalar;
   }
 }
+const nk_optim_kernels *nk__optim_kernels(const nk_context *ctx) {
+  switch (nk__context_isa(ctx)) {
+#if NK_ARCH_X86
+    case NK_ISA_AVX512: return &nk_optim_kernels_avx512;
+    case NK_ISA_AVX2: return &nk_optim_kernels_avx2;
+#endif
+    default: return &nk_optim_kernels_scalar;
+  }
+}
+
+const char *nk_optim_kernel_name(nk_context *ctx) { return nk__optim_kernels(ctx)->name; }

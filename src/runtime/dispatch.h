@@ -8,6 +8,7 @@
 #include "kernels/arch.h"
 #include "kernels/chnorm/chnorm.h"
 #include "kernels/resnorm/resnorm.h"
+#include "kernels/optim/optim.h"
 
 /* The kernel for (isa, op, dtype), stepping down avx512 -> avx2 -> scalar; NULL if none. */
 nk_rownorm_fwd_ukernel_fn nk__select_rownorm_fwd(nk_isa isa, nk_op op, nk_dtype dtype);
@@ -26,5 +27,7 @@ const nk_chnorm_kernels *nk__chnorm_kernels(const nk_context *ctx);
 
 /* The research-norm kernels (PowerNorm, UN, EvoNorm) of ctx's ISA (every path has all). */
 const nk_resnorm_kernels *nk__resnorm_kernels(const nk_context *ctx);
+/* The optimizer/advantage kernels of ctx's ISA (every path has all of them). */
+const nk_optim_kernels *nk__optim_kernels(const nk_context *ctx);
 
 #endif /* NK_RUNTIME_DISPATCH_H */
