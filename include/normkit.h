@@ -2029,7 +2029,8 @@ NK_API nk_status nk_pow2quant_quantize_rows(nk_context *ctx, const nk_pow2quant_
                                             size_t row_begin, size_t row_end, const void *x,
                                             int8_t *q, int8_t *exps);
 /* y = q * 2^e (exact in f32; rounded to nearest even for bf16/f16 outputs), NaN for groups
- * with NK_POW2QUANT_EXP_NAN. desc->bits and flags are not used (q is read as int8; values
+ * with NK_POW2QUANT_EXP_NAN. A value within half a step of FLT_MAX rounds to q * 2^e = 2^128
+ * and dequantizes to +-inf (f32 has no 2^128). desc->bits and flags are not used (q is read as int8; values
  * outside [-Q, Q] are dequantized as they are). y OUT rows x x_stride of desc->dtype.
  * Returns OK, INVALID_ARGUMENT, UNSUPPORTED. */
 NK_API nk_status nk_pow2quant_dequantize(nk_context *ctx, const nk_pow2quant_desc *desc,
