@@ -272,6 +272,30 @@ NK_INLINE void out_row(nk_dtype dt, int xk, int hr, uint32_t c, const rowc *w, s
   const uint32_t key = sr ? nk__sr_rowkey(p->seed, (uint64_t)(p->row0 + row)) : 0;
   for (size_t g0 = 0, k = 0; g0 < n; g0 += G, k++) {
     const size_t g1 = g0 + G < n ? g0 + G : n;
+    if (G <= 64 && g1 - g0 == G) { /* a full group of at most 8 vectors: y stays in registers */
+      const size_t nv = G / 8;
+      __m256 yv[8];
+      __m256i am = _mm256_setzero_si256();
+      for (size_t j = 0; j < nv; j++) {
+        yv[j] = y8(dt, xk, hr, c, w, g0 + 8 * (size_t)j, 8, 1);
+        am = _mm256_max_epu32(am, absbits(yv[j], 8, 1));
+      }
+      const uint32_t mb = hmax_epu32(am);
+      const int e = nk__pow2_group_exp(mb, p->qmax);
+      exps[k] = (int8_t)e;
+      if (e == NK_NORMQ_EXP_NAN || mb == 0) {
+        memset(q + g0, 0, G);
+        continue;
+      }
+      const __m256 f = _mm256_set1_ps(nk__pow2_factor(e));
+      for (size_t j = 0; j < nv; j++) {
+        const __m256 v = _mm256_mul_ps(yv[j], f);
+        const __m256 t = sr ? _mm256_round_ps(_mm256_add_ps(v, sr_u8(key, g0 + 8 * (size_t)j)), FLOOR)
+                            : _mm256_round_ps(v, RNE);
+        store_q8(q, g0 + 8 * (size_t)j, 8, clampq(t, Q), 1);
+      }
+      continue;
+    }
     __m256i am = _mm256_setzero_si256();
     for (i = g0; i + 8 <= g1; i += 8) am = _mm256_max_epu32(am, absbits(y8(dt, xk, hr, c, w, i, 8, 1), 8, 1));
     if (i < g1) am = _mm256_max_epu32(am, absbits(y8(dt, xk, hr, c, w, i, g1 - i, 0), g1 - i, 0));

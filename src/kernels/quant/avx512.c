@@ -266,6 +266,30 @@ NK_INLINE void out_row(nk_dtype dt, int xk, int hr, uint32_t c, const rowc *w, s
   const uint32_t key = sr ? nk__sr_rowkey(p->seed, (uint64_t)(p->row0 + row)) : 0;
   for (size_t g0 = 0, k = 0; g0 < n; g0 += G, k++) {
     const size_t g1 = g0 + G < n ? g0 + G : n;
+    if (G <= 64 && g1 - g0 == G) { /* a full group of at most 4 vectors: y stays in registers */
+      const size_t nv = G / 16;
+      __m512 yv[4];
+      __m512i am = _mm512_setzero_si512();
+      for (size_t j = 0; j < nv; j++) {
+        yv[j] = y16(dt, xk, hr, c, w, g0 + 16 * (size_t)j, 0, 1);
+        am = _mm512_max_epu32(am, absbits(yv[j]));
+      }
+      const uint32_t mb = (uint32_t)_mm512_reduce_max_epu32(am);
+      const int e = nk__pow2_group_exp(mb, p->qmax);
+      exps[k] = (int8_t)e;
+      if (e == NK_NORMQ_EXP_NAN || mb == 0) {
+        memset(q + g0, 0, G);
+        continue;
+      }
+      const __m512 f = _mm512_set1_ps(nk__pow2_factor(e));
+      for (size_t j = 0; j < nv; j++) {
+        const __m512 v = _mm512_mul_ps(yv[j], f);
+        const __m512 t = sr ? _mm512_roundscale_ps(_mm512_add_ps(v, sr_u16(key, g0 + 16 * (size_t)j)), FLOOR)
+                            : _mm512_roundscale_ps(v, RNE);
+        store_q16(q, g0 + 16 * (size_t)j, 0, clampq(t, Q), 1);
+      }
+      continue;
+    }
     __m512i am = _mm512_setzero_si512();
     for (i = g0; i + 16 <= g1; i += 16) am = _mm512_max_epu32(am, absbits(y16(dt, xk, hr, c, w, i, 0, 1)));
     if (i < g1) {

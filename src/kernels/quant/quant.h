@@ -163,14 +163,24 @@ static inline int nk__q8_row_factors(uint32_t abits, float *pre, float *inv, flo
 }
 
 /* The least integer e with m <= q * 2^e, for finite m > 0 and q >= 1, clamped to [-127, 127].
- * With E = floor(log2 m) and q in [2^(k-1), 2^k) (k = bits of q), e is E - k + 1 or E - k + 2. */
+ * With q in [2^(k-1), 2^k) (k = bits of q), e is E - k + 1 or E - k + 2, E = floor(log2 m).
+ * Normal m = M 2^(E-23) (M the 24-bit significand): m > q 2^(E-k+1) iff M > q 2^(24-k), an
+ * integer comparison; subnormal m take the same steps in double. */
 static inline int nk__pow2_exp(float m, int q) {
-  int E, k = 0;
-  (void)frexp((double)m, &E); /* m = f * 2^E, f in [0.5, 1): floor(log2 m) = E - 1 */
-  E -= 1;
-  while ((1 << k) <= q) k++;
-  int e = E - k + 1;
-  if ((double)m > ldexp((double)q, e)) e++;
+  const uint32_t u = nk__normq_bits(m);
+  const int k = 32 - __builtin_clz((unsigned)q);
+  int e;
+  if (u >= 0x00800000u) {
+    const int E = (int)(u >> 23) - 127;
+    const uint32_t M = (u & 0x007FFFFFu) | 0x00800000u;
+    e = E - k + 1 + (M > ((uint32_t)q << (24 - k)));
+  } else {
+    int E;
+    (void)frexp((double)m, &E); /* m = f 2^E, f in [0.5, 1): floor(log2 m) = E - 1 */
+    E -= 1;
+    e = E - k + 1;
+    if ((double)m > ldexp((double)q, e)) e++;
+  }
   if (e < NK_NORMQ_EXP_MIN) e = NK_NORMQ_EXP_MIN;
   if (e > 127) e = 127;
   return e;
