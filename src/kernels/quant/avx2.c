@@ -112,10 +112,16 @@ NK_INLINE void blocksum(int kind, nk_dtype dt, int res, size_t n, const void *x,
   }
 }
 
+/* One row's constants. Held in a local (never through `params`): the int8 stores of the
+ * output passes may alias any memory, so values read through a pointer the compiler cannot
+ * see would be reloaded after every store. */
 typedef struct rowc {
   const void *src, *r; /* h = src, or dtype(src + r) */
   const nk_normq_params *p;
   float mu_hi, mu_lo, rs;
+  const void *gamma, *beta;
+  nk_dtype pdt;
+  int offset;
 } rowc;
 
 /* Statistics of one row (scalar.c's row_stats); res: how pass 1 forms h. Returns 1 for a
@@ -172,13 +178,12 @@ NK_INLINE __m256 y8(nk_dtype dt, int xk, int hr, uint32_t c, const rowc *w, size
                                      _mm256_set1_ps(w->mu_lo)),
                        _mm256_set1_ps(w->rs));
   else xh = v;
-  const nk_normq_params *p = w->p;
   __m256 g = xh, b = xh;
   if (c & NK_NORMQ_HAS_GAMMA) {
-    g = param8(p->gamma, i, k, dt, p->param_dtype, full);
-    if (p->variant & NK_NORMQ_OFFSET) g = _mm256_add_ps(_mm256_set1_ps(1.0f), g);
+    g = param8(w->gamma, i, k, dt, w->pdt, full);
+    if (w->offset) g = _mm256_add_ps(_mm256_set1_ps(1.0f), g);
   }
-  if (c & NK_NORMQ_HAS_BETA) b = param8(p->beta, i, k, dt, p->param_dtype, full);
+  if (c & NK_NORMQ_HAS_BETA) b = param8(w->beta, i, k, dt, w->pdt, full);
   if ((c & NK_NORMQ_HAS_GAMMA) && (c & NK_NORMQ_HAS_BETA)) return _mm256_fmadd_ps(xh, g, b);
   if (c & NK_NORMQ_HAS_GAMMA) return _mm256_mul_ps(xh, g);
   if (c & NK_NORMQ_HAS_BETA) return _mm256_add_ps(xh, b);
@@ -235,14 +240,15 @@ NK_INLINE __m256 sr_u8(uint32_t key, size_t i) {
 NK_INLINE void out_row(nk_dtype dt, int xk, int hr, uint32_t c, const rowc *w, size_t n,
                        void *out, float *scale, int8_t *exps, size_t row) {
   const nk_normq_params *p = w->p;
+  const int out_kind = p->out;
   size_t i;
-  if (p->out == NK_NORMQ_OUT_Y) {
+  if (out_kind == NK_NORMQ_OUT_Y) {
     for (i = 0; i + 8 <= n; i += 8) store8(out, i, 8, y8(dt, xk, hr, c, w, i, 8, 1), dt, ST_FULL);
     if (i < n) store8(out, i, n - i, y8(dt, xk, hr, c, w, i, n - i, 0), dt, ST_PART);
     return;
   }
   int8_t *q = out;
-  if (p->out == NK_NORMQ_OUT_ROW) {
+  if (out_kind == NK_NORMQ_OUT_ROW) {
     __m256i am = _mm256_setzero_si256();
     for (i = 0; i + 8 <= n; i += 8) am = _mm256_max_epu32(am, absbits(y8(dt, xk, hr, c, w, i, 8, 1), 8, 1));
     if (i < n) am = _mm256_max_epu32(am, absbits(y8(dt, xk, hr, c, w, i, n - i, 0), n - i, 0));
@@ -267,7 +273,8 @@ NK_INLINE void out_row(nk_dtype dt, int xk, int hr, uint32_t c, const rowc *w, s
   }
   /* power-of-two groups, group % 8 == 0 */
   const size_t G = p->group;
-  const float Q = (float)p->qmax;
+  const int qmax = p->qmax;
+  const float Q = (float)qmax;
   const int sr = (p->variant & NK_NORMQ_STOCHASTIC) != 0;
   const uint32_t key = sr ? nk__sr_rowkey(p->seed, (uint64_t)(p->row0 + row)) : 0;
   for (size_t g0 = 0, k = 0; g0 < n; g0 += G, k++) {
@@ -281,7 +288,7 @@ NK_INLINE void out_row(nk_dtype dt, int xk, int hr, uint32_t c, const rowc *w, s
         am = _mm256_max_epu32(am, absbits(yv[j], 8, 1));
       }
       const uint32_t mb = hmax_epu32(am);
-      const int e = nk__pow2_group_exp(mb, p->qmax);
+      const int e = nk__pow2_group_exp(mb, qmax);
       exps[k] = (int8_t)e;
       if (e == NK_NORMQ_EXP_NAN || mb == 0) {
         memset(q + g0, 0, G);
@@ -300,7 +307,7 @@ NK_INLINE void out_row(nk_dtype dt, int xk, int hr, uint32_t c, const rowc *w, s
     for (i = g0; i + 8 <= g1; i += 8) am = _mm256_max_epu32(am, absbits(y8(dt, xk, hr, c, w, i, 8, 1), 8, 1));
     if (i < g1) am = _mm256_max_epu32(am, absbits(y8(dt, xk, hr, c, w, i, g1 - i, 0), g1 - i, 0));
     const uint32_t mb = hmax_epu32(am);
-    const int e = nk__pow2_group_exp(mb, p->qmax);
+    const int e = nk__pow2_group_exp(mb, qmax);
     exps[k] = (int8_t)e;
     if (e == NK_NORMQ_EXP_NAN || mb == 0) {
       memset(q + g0, 0, g1 - g0);
@@ -346,7 +353,8 @@ NK_INLINE void normq_rows(nk_dtype dt, size_t rows, size_t n, const void *x, ptr
     void *hrow = h ? (void *)qrow_at(h, row, hs, esz) : NULL;
     void *orow = (void *)qrow_at(out, row, os, osz);
     int8_t *erow = exps ? (int8_t *)qrow_at(exps, row, es, 1) : NULL;
-    rowc w = {xr, rr, p, 0.0f, 0.0f, 1.0f};
+    rowc w = {xr, rr, p, 0.0f, 0.0f, 1.0f, p->gamma, p->beta, p->param_dtype,
+              (p->variant & NK_NORMQ_OFFSET) != 0};
     int fb = 0;
     switch (stat) {
       case NK_NORMQ_STAT_NONE: break;

@@ -44,6 +44,9 @@
 #define SUM_DEV 2   /* d = (h - c0) - c1; sum += d */
 #define SUM_SQ 3    /* acc = fma(h, h, acc) */
 
+#define RNE (_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+#define FLOOR (_MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC)
+
 /* xhat kinds */
 #define XH_NONE 0
 #define XH_RMS 1
@@ -111,10 +114,16 @@ NK_INLINE void blocksum(int kind, nk_dtype dt, int res, size_t n, const void *x,
   }
 }
 
+/* One row's constants. Held in a local (never through `params`): the int8 stores of the
+ * output passes may alias any memory, so values read through a pointer the compiler cannot
+ * see would be reloaded after every store. */
 typedef struct rowc {
   const void *src, *r; /* h = src, or dtype(src + r) */
   const nk_normq_params *p;
   float mu_hi, mu_lo, rs;
+  const void *gamma, *beta;
+  nk_dtype pdt;
+  int offset;
 } rowc;
 
 /* Statistics of one row (scalar.c's row_stats); res: how pass 1 forms h. Returns 1 for a
@@ -174,13 +183,12 @@ NK_INLINE __m512 y16(nk_dtype dt, int xk, int hr, uint32_t c, const rowc *w, siz
                                      _mm512_set1_ps(w->mu_lo)),
                        _mm512_set1_ps(w->rs));
   else xh = v;
-  const nk_normq_params *p = w->p;
   __m512 g = xh, b = xh;
   if (c & NK_NORMQ_HAS_GAMMA) {
-    g = param16(p->gamma, i, m, dt, p->param_dtype, full);
-    if (p->variant & NK_NORMQ_OFFSET) g = _mm512_add_ps(_mm512_set1_ps(1.0f), g);
+    g = param16(w->gamma, i, m, dt, w->pdt, full);
+    if (w->offset) g = _mm512_add_ps(_mm512_set1_ps(1.0f), g);
   }
-  if (c & NK_NORMQ_HAS_BETA) b = param16(p->beta, i, m, dt, p->param_dtype, full);
+  if (c & NK_NORMQ_HAS_BETA) b = param16(w->beta, i, m, dt, w->pdt, full);
   if ((c & NK_NORMQ_HAS_GAMMA) && (c & NK_NORMQ_HAS_BETA)) return _mm512_fmadd_ps(xh, g, b);
   if (c & NK_NORMQ_HAS_GAMMA) return _mm512_mul_ps(xh, g);
   if (c & NK_NORMQ_HAS_BETA) return _mm512_add_ps(xh, b);
@@ -202,6 +210,15 @@ NK_INLINE void store_q16(int8_t *q, size_t i, __mmask16 m, __m512 t, int full) {
   else _mm_mask_storeu_epi8(q + i, m, b);
 }
 
+/* OUT_ROW: |v| <= 127 (1 + 2^-24)^2 < 127.5 (inv = RN(127 / A), |y| <= A), so rint(v) is in
+ * [-127, 127] and the clamp of scalar.c never acts: round to int32 directly (vcvtps2dq with
+ * embedded round-to-nearest-even) and narrow with saturation (which then never saturates). */
+NK_INLINE void store_row_q16(int8_t *q, size_t i, __mmask16 m, __m512 v, int full) {
+  const __m128i b = _mm512_cvtsepi32_epi8(_mm512_cvt_roundps_epi32(v, RNE));
+  if (full) _mm_storeu_si128((__m128i *)(q + i), b);
+  else _mm_mask_storeu_epi8(q + i, m, b);
+}
+
 /* The stochastic-rounding u of quant.h's nk__sr_u for columns i .. i + 15. */
 NK_INLINE __m512 sr_u16(uint32_t key, size_t i) {
   __m512i x = _mm512_xor_si512(
@@ -216,14 +233,13 @@ NK_INLINE __m512 sr_u16(uint32_t key, size_t i) {
   return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(x, 8)), _mm512_set1_ps(0x1p-24f));
 }
 
-#define RNE (_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
-#define FLOOR (_MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC)
 
 NK_INLINE void out_row(nk_dtype dt, int xk, int hr, uint32_t c, const rowc *w, size_t n,
                        void *out, float *scale, int8_t *exps, size_t row) {
   const nk_normq_params *p = w->p;
+  const int out_kind = p->out;
   size_t i;
-  if (p->out == NK_NORMQ_OUT_Y) {
+  if (out_kind == NK_NORMQ_OUT_Y) {
     for (i = 0; i + 16 <= n; i += 16) store16(out, i, 0, y16(dt, xk, hr, c, w, i, 0, 1), dt, ST_FULL);
     if (i < n) {
       const __mmask16 m = mask_first((ptrdiff_t)(n - i));
@@ -232,7 +248,7 @@ NK_INLINE void out_row(nk_dtype dt, int xk, int hr, uint32_t c, const rowc *w, s
     return;
   }
   int8_t *q = out;
-  if (p->out == NK_NORMQ_OUT_ROW) {
+  if (out_kind == NK_NORMQ_OUT_ROW) {
     __m512i am = _mm512_setzero_si512();
     for (i = 0; i + 16 <= n; i += 16) am = _mm512_max_epu32(am, absbits(y16(dt, xk, hr, c, w, i, 0, 1)));
     if (i < n) {
@@ -249,19 +265,20 @@ NK_INLINE void out_row(nk_dtype dt, int xk, int hr, uint32_t c, const rowc *w, s
     for (i = 0; i + 16 <= n; i += 16) {
       __m512 y = y16(dt, xk, hr, c, w, i, 0, 1);
       if (scaled) y = _mm512_mul_ps(y, vpre);
-      store_q16(q, i, 0, clampq(_mm512_roundscale_ps(_mm512_mul_ps(y, vinv), RNE), 127.0f), 1);
+      store_row_q16(q, i, 0, _mm512_mul_ps(y, vinv), 1);
     }
     if (i < n) {
       const __mmask16 m = mask_first((ptrdiff_t)(n - i));
       __m512 y = y16(dt, xk, hr, c, w, i, m, 0);
       if (scaled) y = _mm512_mul_ps(y, vpre);
-      store_q16(q, i, m, clampq(_mm512_roundscale_ps(_mm512_mul_ps(y, vinv), RNE), 127.0f), 0);
+      store_row_q16(q, i, m, _mm512_mul_ps(y, vinv), 0);
     }
     return;
   }
   /* power-of-two groups, group % 16 == 0 */
   const size_t G = p->group;
-  const float Q = (float)p->qmax;
+  const int qmax = p->qmax;
+  const float Q = (float)qmax;
   const int sr = (p->variant & NK_NORMQ_STOCHASTIC) != 0;
   const uint32_t key = sr ? nk__sr_rowkey(p->seed, (uint64_t)(p->row0 + row)) : 0;
   for (size_t g0 = 0, k = 0; g0 < n; g0 += G, k++) {
@@ -275,7 +292,7 @@ NK_INLINE void out_row(nk_dtype dt, int xk, int hr, uint32_t c, const rowc *w, s
         am = _mm512_max_epu32(am, absbits(yv[j]));
       }
       const uint32_t mb = (uint32_t)_mm512_reduce_max_epu32(am);
-      const int e = nk__pow2_group_exp(mb, p->qmax);
+      const int e = nk__pow2_group_exp(mb, qmax);
       exps[k] = (int8_t)e;
       if (e == NK_NORMQ_EXP_NAN || mb == 0) {
         memset(q + g0, 0, G);
@@ -297,7 +314,7 @@ NK_INLINE void out_row(nk_dtype dt, int xk, int hr, uint32_t c, const rowc *w, s
       am = _mm512_mask_max_epu32(am, m, am, absbits(y16(dt, xk, hr, c, w, i, m, 0)));
     }
     const uint32_t mb = (uint32_t)_mm512_reduce_max_epu32(am);
-    const int e = nk__pow2_group_exp(mb, p->qmax);
+    const int e = nk__pow2_group_exp(mb, qmax);
     exps[k] = (int8_t)e;
     if (e == NK_NORMQ_EXP_NAN || mb == 0) {
       memset(q + g0, 0, g1 - g0);
@@ -343,7 +360,8 @@ NK_INLINE void normq_rows(nk_dtype dt, size_t rows, size_t n, const void *x, ptr
     void *hrow = h ? (void *)row_at(h, row, hs, esz) : NULL;
     void *orow = (void *)row_at(out, row, os, osz);
     int8_t *erow = exps ? (int8_t *)row_at(exps, row, es, 1) : NULL;
-    rowc w = {xr, rr, p, 0.0f, 0.0f, 1.0f};
+    rowc w = {xr, rr, p, 0.0f, 0.0f, 1.0f, p->gamma, p->beta, p->param_dtype,
+              (p->variant & NK_NORMQ_OFFSET) != 0};
     int fb = 0;
     switch (stat) {
       case NK_NORMQ_STAT_NONE: break;
