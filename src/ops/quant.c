@@ -14,6 +14,9 @@
 #include "convert.h"
 #include "quant-ops.h"
 
+/* Inputs at least this large make the kernels prefetch the next row (a function of sizes). */
+#define NK_NORMQ_PREFETCH_BYTES ((size_t)64 << 20)
+
 /* ---- the engine ----------------------------------------------------------------------------- */
 
 typedef struct normq_job {
@@ -43,6 +46,14 @@ static void normq_task(void *arg, size_t start, size_t count) {
 
 nk_status nk__normq_run(nk_context *ctx, const nk__normq_call *c) {
   const nk_normq_entry *e = nk__select_normq(nk__context_isa(ctx), c->dtype);
+  /* Out of cache (a function of the sizes only): the kernels prefetch the next row into L2
+   * during a row's output pass, as the row-norm kernels do; it changes no result bit. */
+  nk__normq_call cc = *c;
+  size_t xbytes = 0;
+  if (nk__mul_size(c->rows, c->cols, &xbytes) && nk__mul_size(xbytes, nk_dtype_size(c->dtype), &xbytes) &&
+      xbytes >= NK_NORMQ_PREFETCH_BYTES)
+    cc.params.variant |= NK_NORMQ_PREFETCH;
+  c = &cc;
   if (e == NULL)
     return nk__fail(ctx, NK_STATUS_UNSUPPORTED, "%s: no kernel for dtype %s", c->op,
                     nk_dtype_name(c->dtype));

@@ -122,6 +122,7 @@ typedef struct rowc {
   const void *gamma, *beta;
   nk_dtype pdt;
   int offset;
+  const char *pf; /* the next row's x, prefetched into L2 during the output pass, or NULL */
 } rowc;
 
 /* Statistics of one row (scalar.c's row_stats); res: how pass 1 forms h. Returns 1 for a
@@ -169,6 +170,7 @@ NK_INLINE __m256 param8(const void *p, size_t i, size_t k, nk_dtype dt, nk_dtype
 /* y for 8 lanes (scalar's yval). xk: XH_*; hr: residual present; c: gamma | beta bits. */
 NK_INLINE __m256 y8(nk_dtype dt, int xk, int hr, uint32_t c, const rowc *w, size_t i, size_t k,
                     int full) {
+  if (w->pf) _mm_prefetch(w->pf + i * esize(dt), _MM_HINT_T1);
   __m256 v = load8(w->src, i, k, dt, full);
   if (hr) v = round8(_mm256_add_ps(v, load8(w->r, i, k, dt, full)), dt);
   __m256 xh;
@@ -354,7 +356,8 @@ NK_INLINE void normq_rows(nk_dtype dt, size_t rows, size_t n, const void *x, ptr
     void *orow = (void *)qrow_at(out, row, os, osz);
     int8_t *erow = exps ? (int8_t *)qrow_at(exps, row, es, 1) : NULL;
     rowc w = {xr, rr, p, 0.0f, 0.0f, 1.0f, p->gamma, p->beta, p->param_dtype,
-              (p->variant & NK_NORMQ_OFFSET) != 0};
+              (p->variant & NK_NORMQ_OFFSET) != 0,
+              (p->variant & NK_NORMQ_PREFETCH) && row + 1 < rows ? qrow_at(x, row + 1, xs, esz) : NULL};
     int fb = 0;
     switch (stat) {
       case NK_NORMQ_STAT_NONE: break;

@@ -124,6 +124,7 @@ typedef struct rowc {
   const void *gamma, *beta;
   nk_dtype pdt;
   int offset;
+  const char *pf; /* the next row's x, prefetched into L2 during the output pass, or NULL */
 } rowc;
 
 /* Statistics of one row (scalar.c's row_stats); res: how pass 1 forms h. Returns 1 for a
@@ -174,6 +175,7 @@ NK_INLINE __m512 param16(const void *p, size_t i, __mmask16 m, nk_dtype dt, nk_d
 /* y for 16 lanes (scalar's yval). xk: XH_*; hr: residual present; c: gamma | beta bits. */
 NK_INLINE __m512 y16(nk_dtype dt, int xk, int hr, uint32_t c, const rowc *w, size_t i,
                      __mmask16 m, int full) {
+  if (w->pf) _mm_prefetch(w->pf + i * esize(dt), _MM_HINT_T1);
   __m512 v = load16(w->src, i, m, dt, full);
   if (hr) v = round16(_mm512_add_ps(v, load16(w->r, i, m, dt, full)), dt);
   __m512 xh;
@@ -361,7 +363,8 @@ NK_INLINE void normq_rows(nk_dtype dt, size_t rows, size_t n, const void *x, ptr
     void *orow = (void *)row_at(out, row, os, osz);
     int8_t *erow = exps ? (int8_t *)row_at(exps, row, es, 1) : NULL;
     rowc w = {xr, rr, p, 0.0f, 0.0f, 1.0f, p->gamma, p->beta, p->param_dtype,
-              (p->variant & NK_NORMQ_OFFSET) != 0};
+              (p->variant & NK_NORMQ_OFFSET) != 0,
+              (p->variant & NK_NORMQ_PREFETCH) && row + 1 < rows ? row_at(x, row + 1, xs, esz) : NULL};
     int fb = 0;
     switch (stat) {
       case NK_NORMQ_STAT_NONE: break;

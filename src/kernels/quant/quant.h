@@ -60,6 +60,7 @@
 #define NK_NORMQ_HAS_BETA 0x2u
 #define NK_NORMQ_OFFSET 0x4u /* g = 1 + gamma */
 #define NK_NORMQ_STOCHASTIC 0x8u /* OUT_POW2: stochastic rounding */
+#define NK_NORMQ_PREFETCH 0x10u  /* large working set: prefetch the next row into L2 (no bit changes) */
 
 /* statistics */
 #define NK_NORMQ_STAT_NONE 0
