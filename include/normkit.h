@@ -1980,7 +1980,9 @@ NK_API nk_status nk_fakeln_calibrate(nk_context *ctx, const nk_norm_desc *desc, 
 NK_API nk_status nk_fakeln_fwd(nk_context *ctx, const nk_norm_desc *desc, float sigma_bar,
                                const void *x, const void *r, const void *gamma,
                                const void *beta, void *y, void *h, float *mean);
-/* Rows [row_begin, row_end) on the calling thread; bit-identical to nk_fakeln_fwd. */
+/* Rows [row_begin, row_end) on the calling thread; bit-identical to nk_fakeln_fwd.
+ * (No FakeLN backward is provided yet: fine-tuning through a frozen FakeLN needs
+ * dx = (gh - mean(gh)) / sigma_bar, docs/ops/fakeln.md.) */
 NK_API nk_status nk_fakeln_fwd_rows(nk_context *ctx, const nk_norm_desc *desc,
                                     size_t row_begin, size_t row_end, float sigma_bar,
                                     const void *x, const void *r, const void *gamma,
@@ -2042,8 +2044,9 @@ NK_API nk_status nk_pow2quant_dequantize(nk_context *ctx, const nk_pow2quant_des
  *   NK_Q8_ROW_ABSMAX (default): q (int8, y_stride as its row stride) and scale[row] (f32).
  *   NK_Q8_POW2_GROUPS: q and exps in nk_pow2quant's format with bits = 8 (Q = 127), groups of
  *                      q8->group elements, exps row stride q8->exp_stride.
- * desc: as for the float forward; y_stride is the row stride of q (in int8 elements). h, mean
- * and rstd are the optional outputs of the float forward (h = x + r in dtype). */
+ * desc: as for the float forward; y_stride is the row stride of q (in int8 elements); flags:
+ * NK_NORM_GAMMA_OFFSET only (the backward flags are INVALID_ARGUMENT). h, mean and rstd are
+ * the optional outputs of the float forward (h = x + r in dtype). */
 typedef enum nk_q8_mode {
   NK_Q8_ROW_ABSMAX = 0,
   NK_Q8_POW2_GROUPS = 1,
