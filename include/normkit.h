@@ -2346,6 +2346,229 @@ NK_API nk_status nk_pcb_merge(nk_context *ctx, const nk_pcb_merge_desc *desc,
  * "nk_optim__avx512" (all give the same bits). ctx may be NULL (defaults). Never NULL. */
 NK_API const char *nk_optim_kernel_name(nk_context *ctx);
 
+/* Research normalization layers: FakeLN, power-of-two quantization, fused norm + quantize    */
+/* ------------------------------------------------------------------------------------------ */
+/*
+ * Three related operators share one kernel family (docs/ops/fakeln.md, pow2quant.md,
+ * norm-q8.md). Every one works on rows of `cols` elements, with the row-norm descriptor
+ * nk_norm_desc (rows, cols, dtype, param_dtype, eps, flags, strides) where it normalizes, and
+ * gives the same bits on every ISA (scalar, AVX2, AVX-512) and for every thread count.
+ *
+ * Integer outputs are int8_t, row-major, with a row stride in elements (>= cols). The
+ * quantized value of y is q * scale; "one quantization step" is one unit of q.
+ *
+ * Two scale formats:
+ * - Per-row absmax (the _q8 functions by default): scale = A / 127 with A = max_i |y_i| of the
+ *   row; q_i = clamp(rint(y_i * 127 / A), -127, 127) (symmetric, no zero point, -128 unused).
+ *   A zero row (A == 0) gives scale = 0 and q = 0 (dequantizes to exact zeros). A row with a
+ *   NaN or inf in y gives scale = NaN and q = 0. Rows with A < 2^-119 get a subnormal (less
+ *   precise) scale; their q is still exact to the rounding of y.
+ * - Power-of-two groups (nk_pow2quant_*, and the _q8 functions with NK_Q8_POW2_GROUPS): the
+ *   row is cut into groups of `group` consecutive elements (the last one may be shorter); group
+ *   k of row i has one exponent e = exps[i * exp_stride + k] (int8_t) and its values are
+ *   q * 2^e with q in [-Q, Q], Q = 2^(bits-1) - 1. e is the least integer with
+ *   max|group| <= Q * 2^e, so nothing is clipped and the largest |q| is in (Q/2, Q]: every
+ *   group keeps at least half the resolution a per-group float scale would give (the price of
+ *   scales that are shifts). e is clamped to [-127, 127]: groups whose max is below
+ *   Q * 2^-128 lose their tiny values to 0, and with bits == 2 a group max above 2^127
+ *   saturates at q = +-1. A zero group has e = -127 and q = 0. A group holding NaN or inf
+ *   has e = NK_POW2QUANT_EXP_NAN (-128) and q = 0; it dequantizes to NaN.
+ *
+ * This is normkit's own power-of-two group quantization. It is NOT a verified implementation of
+ * ShiftQuant (Guo et al. 2024, arXiv:2411.10948): the paper's grouping rule, maximum shift,
+ * rounding and tensor choice could not be confirmed from the paper or official code (see
+ * docs/ops/pow2quant.md for what was found and where).
+ *
+ * Rounding: round half to even in the default floating-point environment; nk_pow2quant can
+ * round stochastically (floor(v + u), u from a counter-based hash of (seed, row, column):
+ * deterministic, the same bits on every ISA and thread count).
+ *
+ * Accuracy (tested): the _q8 outputs are within one quantization step of quantizing the
+ * float64 reference output with the same rule (|q - q_ref| <= 1 for every element; the
+ * per-row scale within 4e-6 relative of A_ref / 127; the group exponents equal except where
+ * the reference group max sits within 4e-6 relative of a power-of-two boundary). nk_pow2quant
+ * is exact: q and e are those of the formula applied to the input values.
+ * FakeLN float outputs: within 2e-6 * max|reference| of the row (LayerNorm's f32 bound);
+ * bf16/f16 within 1 ulp of the correctly rounded reference.
+ *
+ * Edge cases (tested): rows == 0 or cols == 0: nothing is read or written, OK. A row with NaN
+ * or inf in its input: FakeLN y = NaN (the whole row); _q8 scale NaN and q = 0 (group mode:
+ * every exponent NK_POW2QUANT_EXP_NAN); mean/rstd NaN. Constant rows: LayerNorm/FakeLN give
+ * y = beta exactly (a zero row without beta), RMSNorm of a zero row gives y = beta.
+ * Aliasing: h may be x or r (same pointer and stride); integer outputs and scales must not
+ * overlap any other buffer (INVALID_ARGUMENT).
+ */
+
+/* ---- LayerNorm removal at inference: FakeLN (Baroni et al. 2025, arXiv:2507.02559) ---------
+ * The LayerNorm with the per-row standard deviation replaced by one frozen scalar sigma_bar
+ * per norm module (the mean subtraction stays):
+ *   y = gamma * (h - mean(h)) / sigma_bar + beta,      h = x or x + r.
+ * Step 1 estimates sigma_bar from calibration rows (nk_fakeln_calibrate), step 2 runs the norm
+ * as that fixed affine map (nk_fakeln_fwd). */
+
+/* Statistics of a calibration batch (all in double). rel_dev_* measure how far FakeLN is from
+ * true LayerNorm on these rows: per row, the normalized part of FakeLN is that of LayerNorm
+ * times s_i / sigma_bar (s_i the row's std), so its relative error is exactly
+ * |s_i / sigma_bar - 1| (for LayerNorm with the same eps in s_i). */
+typedef struct nk_fakeln_stats {
+  size_t rows_used;      /* rows that entered the estimate (mask != 0, finite) */
+  size_t rows_nonfinite; /* rows skipped because they hold NaN or inf */
+  double sigma_batch;    /* mean over the used rows of s_i = sqrt(var_i + eps) */
+  double sigma_min, sigma_max;
+  double rel_dev_max;    /* max over used rows of |s_i / sigma_bar - 1| (sigma_bar: the output) */
+  double rel_dev_rms;    /* sqrt(mean over used rows of (s_i / sigma_bar - 1)^2) */
+} nk_fakeln_stats;
+
+/* Estimates the frozen scale from calibration rows (the estimator of the official code,
+ * `recompute_average_std` / `sync_std` in submarat/removing-layer-norm train.py):
+ *   s_i = sqrt(var(h_i) + eps)  (biased variance; eps = desc->eps, 1e-5 in the paper's GPT-2),
+ *   sigma_batch = mean of s_i over the rows with row_mask[i] != 0 (all rows without a mask)
+ *                 that are finite (rows with NaN/inf are counted in rows_nonfinite and skipped),
+ *   *sigma_bar = sigma_batch                                   when momentum == 0 (plain mean;
+ *                over several batches call it once per batch and average, or use momentum),
+ *   *sigma_bar = momentum * (*sigma_bar) + (1 - momentum) * sigma_batch   when 0 < momentum < 1
+ *                (the official EMA: 0.9, or 0.9^(B/32) for GPT-2 XL; *sigma_bar IN/OUT: the
+ *                previous value, which must be finite and > 0).
+ * The row_mask excludes positions, e.g. the BOS token (position 0), whose norm is far larger;
+ * the official initial estimate excludes it.
+ *   desc   rows, cols, dtype (f32/bf16/f16), eps (> 0), x_stride (r_stride with r).
+ *   x, r   IN  calibration rows; optional residual r (h = dtype(x + r)).
+ *   row_mask IN optional, rows bytes.
+ *   sigma_bar IN/OUT the estimate (double in the computation, stored as f32).
+ *   stats  OUT optional, the batch statistics above.
+ * Deterministic: per-row statistics in double (two-pass), summed over fixed chunks of rows in
+ * chunk order. Returns OK, INVALID_ARGUMENT (NULL x/sigma_bar, momentum outside [0, 1), no
+ * usable row, a previous *sigma_bar that is not finite and > 0 with momentum > 0). */
+NK_API nk_status nk_fakeln_calibrate(nk_context *ctx, const nk_norm_desc *desc, const void *x,
+                                     const void *r, const uint8_t *row_mask, float momentum,
+                                     float *sigma_bar, nk_fakeln_stats *stats);
+
+/* FakeLN forward: y = g * ((h - mu) * (1/sigma_bar)) + b per row, with mu the row mean
+ * computed exactly as nk_layernorm_fwd computes it (the same bits), 1/sigma_bar rounded to f32
+ * once, and g, b as in nk_layernorm_fwd (NK_NORM_GAMMA_OFFSET allowed).
+ *   sigma_bar  finite, > 0 (eps is not used; desc->eps must still be valid).
+ *   x, r, gamma, beta, y, h as nk_layernorm_fwd; mean OUT optional (rows floats, mu_hi).
+ * Returns OK, INVALID_ARGUMENT, UNSUPPORTED. */
+NK_API nk_status nk_fakeln_fwd(nk_context *ctx, const nk_norm_desc *desc, float sigma_bar,
+                               const void *x, const void *r, const void *gamma,
+                               const void *beta, void *y, void *h, float *mean);
+/* Rows [row_begin, row_end) on the calling thread; bit-identical to nk_fakeln_fwd.
+ * (No FakeLN backward is provided yet: fine-tuning through a frozen FakeLN needs
+ * dx = (gh - mean(gh)) / sigma_bar, docs/ops/fakeln.md.) */
+NK_API nk_status nk_fakeln_fwd_rows(nk_context *ctx, const nk_norm_desc *desc,
+                                    size_t row_begin, size_t row_end, float sigma_bar,
+                                    const void *x, const void *r, const void *gamma,
+                                    const void *beta, void *y, void *h, float *mean);
+
+/* The deployment trick of the official code (utils.py `remove_layernorm_by_scaling`): an
+ * unmodified LayerNorm with eps' = 1e12 and gamma' = gamma * 1e6 / sigma_bar computes FakeLN
+ * up to a relative 1e-12 (var / 1e12) in exact arithmetic. Writes gamma_out[i] =
+ * gamma[i] * (1e6 / sigma_bar) (gamma NULL: 1e6 / sigma_bar) in f32 and *eps_out = 1e12.
+ * Prefer nk_fakeln_fwd, which is exact and does not square the row. Returns OK or
+ * INVALID_ARGUMENT. */
+NK_API nk_status nk_fakeln_to_layernorm(nk_context *ctx, size_t cols, float sigma_bar,
+                                        const float *gamma, float *gamma_out, float *eps_out);
+
+/* ---- normkit's power-of-two group quantization (not ShiftQuant; see above) ---------------- */
+
+#define NK_POW2QUANT_EXP_NAN (-128) /* exponent of a group holding NaN or inf */
+#define NK_POW2QUANT_STOCHASTIC 0x1u /* round floor(v + u) instead of half-even */
+
+typedef struct nk_pow2quant_desc {
+  size_t rows, cols;
+  nk_dtype dtype;       /* x and the dequantized y: f32, bf16, f16 */
+  size_t group;         /* elements per group along the row, >= 1 (32 is a good default) */
+  unsigned bits;        /* 2..8: q in [-(2^(bits-1) - 1), 2^(bits-1) - 1] */
+  uint32_t flags;       /* NK_POW2QUANT_* */
+  uint64_t seed;        /* stochastic rounding: the hash key (same seed, same bits) */
+  ptrdiff_t x_stride;   /* x (and y of the dequantize), >= cols */
+  ptrdiff_t q_stride;   /* int8 q, >= cols */
+  ptrdiff_t exp_stride; /* int8 exponents, >= ceil(cols / group) */
+} nk_pow2quant_desc;
+
+/* Dense strides, bits 8, group 32, round half even. */
+NK_API nk_pow2quant_desc nk_pow2quant_desc_dense(size_t rows, size_t cols, nk_dtype dtype);
+
+/* Quantizes x: per group e = least integer with max|x| <= Q 2^e (clamped, see above),
+ * q = clamp(round(x * 2^-e), -Q, Q). x * 2^-e is exact (a power-of-two scaling), so the only
+ * rounding is the integer rounding: |x - q 2^e| <= 2^(e-1) (half a step; < one step with
+ * stochastic rounding, which is unbiased up to the 2^-24 resolution of u).
+ *   x IN; q OUT rows x q_stride int8; exps OUT rows x exp_stride int8.
+ * Returns OK, INVALID_ARGUMENT (bits, group, strides, NULLs, overlaps), UNSUPPORTED (dtype). */
+NK_API nk_status nk_pow2quant_quantize(nk_context *ctx, const nk_pow2quant_desc *desc,
+                                       const void *x, int8_t *q, int8_t *exps);
+/* The row range [row_begin, row_end) on the calling thread (bit-identical: the stochastic hash
+ * uses the global row index). */
+NK_API nk_status nk_pow2quant_quantize_rows(nk_context *ctx, const nk_pow2quant_desc *desc,
+                                            size_t row_begin, size_t row_end, const void *x,
+                                            int8_t *q, int8_t *exps);
+/* y = q * 2^e (exact in f32; rounded to nearest even for bf16/f16 outputs), NaN for groups
+ * with NK_POW2QUANT_EXP_NAN. A value within half a step of FLT_MAX rounds to q * 2^e = 2^128
+ * and dequantizes to +-inf (f32 has no 2^128). desc->bits and flags are not used (q is read as int8; values
+ * outside [-Q, Q] are dequantized as they are). y OUT rows x x_stride of desc->dtype.
+ * Returns OK, INVALID_ARGUMENT, UNSUPPORTED. */
+NK_API nk_status nk_pow2quant_dequantize(nk_context *ctx, const nk_pow2quant_desc *desc,
+                                         const int8_t *q, const int8_t *exps, void *y);
+
+/* ---- fused norm + quantize: LayerNorm / RMSNorm (+ residual) writing int8 -----------------
+ * y is computed exactly as nk_layernorm_fwd / nk_rmsnorm_fwd compute it in f32 (the same
+ * statistics, the same bits before rounding to dtype), then quantized without being stored:
+ *   NK_Q8_ROW_ABSMAX (default): q (int8, y_stride as its row stride) and scale[row] (f32).
+ *   NK_Q8_POW2_GROUPS: q and exps in nk_pow2quant's format with bits = 8 (Q = 127), groups of
+ *                      q8->group elements, exps row stride q8->exp_stride.
+ * desc: as for the float forward; y_stride is the row stride of q (in int8 elements); flags:
+ * NK_NORM_GAMMA_OFFSET only (the backward flags are INVALID_ARGUMENT). h, mean and rstd are
+ * the optional outputs of the float forward (h = x + r in dtype). */
+typedef enum nk_q8_mode {
+  NK_Q8_ROW_ABSMAX = 0,
+  NK_Q8_POW2_GROUPS = 1,
+} nk_q8_mode;
+
+typedef struct nk_q8_desc {
+  nk_q8_mode mode;
+  size_t group;         /* NK_Q8_POW2_GROUPS: elements per group, >= 1 */
+  ptrdiff_t exp_stride; /* NK_Q8_POW2_GROUPS: >= ceil(cols / group) */
+} nk_q8_desc;
+
+/*   q8     IN  the output format; NULL means NK_Q8_ROW_ABSMAX.
+ *   q      OUT rows x y_stride int8.
+ *   scale  OUT rows floats (NK_Q8_ROW_ABSMAX; must be NULL in group mode).
+ *   exps   OUT rows x exp_stride int8 (NK_Q8_POW2_GROUPS; must be NULL in row mode).
+ * Returns OK, INVALID_ARGUMENT, UNSUPPORTED. */
+NK_API nk_status nk_layernorm_fwd_q8(nk_context *ctx, const nk_layernorm_desc *desc,
+                                     const nk_q8_desc *q8, const void *x, const void *r,
+                                     const void *gamma, const void *beta, int8_t *q,
+                                     float *scale, int8_t *exps, void *h, float *mean,
+                                     float *rstd);
+NK_API nk_status nk_layernorm_fwd_q8_rows(nk_context *ctx, const nk_layernorm_desc *desc,
+                                          const nk_q8_desc *q8, size_t row_begin,
+                                          size_t row_end, const void *x, const void *r,
+                                          const void *gamma, const void *beta, int8_t *q,
+                                          float *scale, int8_t *exps, void *h, float *mean,
+                                          float *rstd);
+NK_API nk_status nk_rmsnorm_fwd_q8(nk_context *ctx, const nk_rmsnorm_desc *desc,
+                                   const nk_q8_desc *q8, const void *x, const void *r,
+                                   const void *gamma, const void *beta, int8_t *q, float *scale,
+                                   int8_t *exps, void *h, float *rstd);
+NK_API nk_status nk_rmsnorm_fwd_q8_rows(nk_context *ctx, const nk_rmsnorm_desc *desc,
+                                        const nk_q8_desc *q8, size_t row_begin, size_t row_end,
+                                        const void *x, const void *r, const void *gamma,
+                                        const void *beta, int8_t *q, float *scale,
+                                        int8_t *exps, void *h, float *rstd);
+/* FakeLN writing int8 (the same formats): y of nk_fakeln_fwd, quantized. */
+NK_API nk_status nk_fakeln_fwd_q8(nk_context *ctx, const nk_norm_desc *desc,
+                                  const nk_q8_desc *q8, float sigma_bar, const void *x,
+                                  const void *r, const void *gamma, const void *beta, int8_t *q,
+                                  float *scale, int8_t *exps, void *h, float *mean);
+
+/* Dequantizes the per-row absmax format: y[i][j] = q[i][j] * scale[i] (f32 product, rounded
+ * to y_dtype). rows x cols; q_stride, y_stride in elements (>= cols). scale NaN gives NaN.
+ * Returns OK, INVALID_ARGUMENT, UNSUPPORTED (y_dtype). */
+NK_API nk_status nk_dequantize_q8(nk_context *ctx, size_t rows, size_t cols, const int8_t *q,
+                                  ptrdiff_t q_stride, const float *scale, nk_dtype y_dtype,
+                                  void *y, ptrdiff_t y_stride);
+
+
 #ifdef __cplusplus
 }
 #endif

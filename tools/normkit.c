@@ -47,6 +47,7 @@
 
 #include "normkit.h"
 #include "reference/reference.h"
+#include "kernels/quant/quant.h"
 
 #define GIB ((size_t)1 << 30)
 #define COPY_BYTES GIB                  /* per copy buffer: 1 GiB source, 1 GiB destination */
@@ -400,6 +401,9 @@ enum {
   OP_UNIFIEDNORM,
   OP_EVONORM_B0, /* channel tensors, nchw and nhwc */
   OP_EVONORM_S0,
+  OP_LAYERNORM_Q8, /* fused norm + int8 quantize (per-row absmax scale) */
+  OP_RMSNORM_Q8,
+  OP_POW2QUANT,    /* power-of-two group quantization, groups of 32, 8 bits */
   NOPS, /* the tensor ops above (the research layers only by --op); the optimizer/advantage
           ops below run only by --op, on their own shapes */
   OP_ADAMP = NOPS,
@@ -409,12 +413,17 @@ enum {
   OP_GRPO,
   NOPS_ALL
 };
+/* The quantizing ops run only when --op names them (they are not in the default run, which
+ * must stay under 3 minutes). */
+#define QUANT_OPS (1u << OP_LAYERNORM_Q8 | 1u << OP_RMSNORM_Q8 | 1u << OP_POW2QUANT)
+#define P2_GROUP 32
 enum { DIR_FWD = 0, DIR_BWD = 1, DIR_FWDBWD = 2, NDIRS };
 static const char *const op_names[] = {"layernorm",    "rmsnorm",   "softmax",
                                        "log_softmax",  "cross_entropy", "sigmoid_attn",
                                        "batchnorm",    "groupnorm", "instancenorm",
                                        "powernorm",    "unifiednorm", "evonorm_b0",
-                                       "evonorm_s0",   "adamp",     "adamp_proj",
+                                       "evonorm_s0",   "layernorm_q8", "rmsnorm_q8",
+                                       "pow2quant",    "adamp",     "adamp_proj",
                                        "sgdp",         "sgdp_proj", "grpo"};
 static const char *const layout_names[] = {"nchw", "nhwc"}; /* indexed by nk_layout */
 static const char *const dir_names[] = {"fwd", "bwd", "fwdbwd"};
@@ -424,6 +433,7 @@ static const char *const algo_names[] = {"auto", "three_pass_reload", "three_pas
 
 static int is_rownorm(int op) { return op == OP_LAYERNORM || op == OP_RMSNORM; }
 static int is_softmax(int op) { return op == OP_SOFTMAX || op == OP_LOG_SOFTMAX; }
+static int is_quant(int op) { return (QUANT_OPS >> op & 1) != 0; }
 static int is_chnorm(int op) {
   return op == OP_BATCHNORM || op == OP_GROUPNORM || op == OP_INSTANCENORM;
 }
@@ -438,6 +448,7 @@ static int is_tokennorm(int op) { return op == OP_POWERNORM || op == OP_UNIFIEDN
 /* Which directions an op has: cross-entropy runs forward (loss) and fused forward+backward. */
 static int op_has_dir(int op, int dir) {
   if (op == OP_CROSS_ENTROPY) return dir != DIR_BWD;
+  if (is_quant(op)) return dir == DIR_FWD;
   return dir != DIR_FWDBWD;
 }
 static const char *const dtype_names[] = {"f32", "bf16", "f16"}; /* indexed by nk_dtype */
@@ -507,6 +518,7 @@ static void usage(FILE *f) {
           "                evonorm_b0 evonorm_s0 (NxCxS): research layers, only run when named\n"
           "                adamp adamp_proj sgdp sgdp_proj grpo (only when named; RxC = shape[0]\n"
           "                x the rest, or groups x group size; with the scalar path alongside)\n"
+          "                layernorm_q8 rmsnorm_q8 pow2quant (int8 outputs; only when named)\n"
           "  --algo        softmax forward algorithms: auto three_pass_reload\n"
           "                three_pass_recompute two_pass online, or all (default auto;\n"
           "                --full: all)\n"
@@ -610,7 +622,7 @@ static int is_value_option(const char *name) {
 }
 
 static int parse_bench_args(int argc, char **argv, options *o) {
-  *o = (options){.op_mask = ((1u << NOPS) - 1) & ~RESNORM_OPS, .dir_mask = (1u << NDIRS) - 1, .dtype_mask = 3,
+  *o = (options){.op_mask = ((1u << NOPS) - 1) & ~RESNORM_OPS & ~QUANT_OPS, .dir_mask = (1u << NDIRS) - 1, .dtype_mask = 3,
                  .algo_mask = 1, .isa = NK_ISA_AUTO, .min_reps = 5, .layout_mask = 3};
   for (int i = 0; i < argc; i++) {
     const char *a = argv[i], *eq = strchr(a, '=');
@@ -798,11 +810,13 @@ typedef struct workset {
   double *gamma_d, *beta_d;                      /* the same parameters for the reference */
   int64_t *target;                               /* cross-entropy: rows classes */
   float *row_loss;                               /* cross-entropy validation: rows losses */
+  int8_t *q, *qexp;                              /* quantizing ops: rows x cols, rows x groups */
+  float *qscale;                                 /* rows per-row scales */
 } workset;
 
 static float *param_alloc(size_t n) { return xalloc(n * sizeof(float)); }
 
-static void workset_create(workset *w, const shape *s, nk_dtype dt, int with_bwd,
+static void workset_create(workset *w, const shape *s, nk_dtype dt, int with_bwd, int with_q,
                            nk_threadpool *pool) {
   const size_t sp = s->spatial ? s->spatial : 1;
   size_t n = s->rows * s->cols * sp, bytes = n * nk_dtype_size(dt);
@@ -837,12 +851,22 @@ static void workset_create(workset *w, const shape *s, nk_dtype dt, int with_bwd
   for (size_t i = 0; i < s->rows; i++) w->target[i] = (int64_t)(splitmix64(&seed) % s->cols);
   load_row(w->gamma, NK_DTYPE_F32, 0, s->cols, w->gamma_d);
   load_row(w->beta, NK_DTYPE_F32, 0, s->cols, w->beta_d);
+  if (with_q) {
+    const size_t ng = (s->cols + P2_GROUP - 1) / P2_GROUP;
+    w->q = xalloc(s->rows * s->cols);
+    w->qexp = xalloc(s->rows * ng);
+    w->qscale = param_alloc(s->rows);
+    set_bytes(pool, w->q, 0, s->rows * s->cols);
+    memset(w->qexp, 0, s->rows * ng);
+    memset(w->qscale, 0, s->rows * sizeof(float));
+  }
 }
 
 static void workset_destroy(workset *w) {
   void *bufs[] = {w->x,      w->y,      w->dy,     w->dx,      w->gamma,
                   w->beta,   w->mean,   w->rstd,   w->dgamma,  w->dbeta,
-                  w->gamma_d, w->beta_d, w->target, w->row_loss, w->run_mean, w->run_var};
+                  w->gamma_d, w->beta_d, w->target, w->row_loss, w->run_mean, w->run_var,
+                  w->q,      w->qexp,   w->qscale};
   for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
 }
 
@@ -855,6 +879,7 @@ typedef struct bench_case {
   nk_softmax_desc sdesc;
   nk_cross_entropy_desc xdesc;
   nk_chnorm_desc cdesc; /* channel norms */
+  nk_pow2quant_desc qdesc; /* pow2quant */
   nk_layout layout;
   float loss;       /* cross-entropy: the mean loss */
   void *ws;         /* backward workspace (allocated outside the timed region) */
@@ -934,10 +959,25 @@ static nk_status run_chnorm(const bench_case *c, int dir) {
 }
 
 static nk_status run_resnorm(const bench_case *c, int dir);
+static nk_status run_quant(const bench_case *c) {
+  const workset *w = c->w;
+  nk_context *ctx = c->run->ctx;
+  switch (c->op) {
+    case OP_LAYERNORM_Q8:
+      return nk_layernorm_fwd_q8(ctx, &c->desc, NULL, w->x, NULL, w->gamma, w->beta, w->q,
+                                 w->qscale, NULL, NULL, w->mean, w->rstd);
+    case OP_RMSNORM_Q8:
+      return nk_rmsnorm_fwd_q8(ctx, &c->desc, NULL, w->x, NULL, w->gamma, NULL, w->q, w->qscale,
+                               NULL, NULL, w->rstd);
+    default: return nk_pow2quant_quantize(ctx, &c->qdesc, w->x, w->q, w->qexp);
+  }
+}
+
 
 static nk_status run_fwd(const bench_case *c) {
   const workset *w = c->w;
   if (is_resnorm(c->op)) return run_resnorm(c, DIR_FWD);
+  if (is_quant(c->op)) return run_quant(c);
   if (is_chnorm(c->op)) return run_chnorm(c, DIR_FWD);
   if (!is_rownorm(c->op)) return run_softmax_family(c, DIR_FWD);
   if (c->op == OP_RMSNORM)
@@ -984,6 +1024,12 @@ static double case_bytes(const bench_case *c) {
   }
   double per_col = 4.0 * (double)c->w->cols, per_row = 4.0 * (double)c->w->rows;
   double ln = c->op == OP_LAYERNORM;
+  /* quantizing ops: x (+ gamma, beta) read; int8 q and the scales (+ mean, rstd) written */
+  const double qmat = (double)c->w->rows * (double)c->w->cols;
+  if (c->op == OP_LAYERNORM_Q8) return mat + 2 * per_col + qmat + 3 * per_row;
+  if (c->op == OP_RMSNORM_Q8) return mat + per_col + qmat + 2 * per_row;
+  if (c->op == OP_POW2QUANT)
+    return mat + qmat + (double)c->w->rows * (double)((c->w->cols + P2_GROUP - 1) / P2_GROUP);
   /* softmax family: fwd x -> y; bwd y, dy -> dx; cross-entropy x, targets -> loss (+ dx) */
   if (c->op == OP_CROSS_ENTROPY) return mat * (1 + (c->dir == DIR_FWDBWD)) + 2 * per_row + 4;
   if (!is_rownorm(c->op)) return c->dir == DIR_FWD ? 2 * mat : 3 * mat;
@@ -1070,6 +1116,39 @@ static void validate_fwd(const bench_case *c, validation *v, size_t *checked) {
   *checked = n;
   free(h);
   free(ref);
+}
+
+/* Quantizing ops: q within one step of quantizing the float64 reference output (the per-row
+ * scale within 4e-6); pow2quant exactly the formula. max_err: the largest |q - q_ref|. */
+static void validate_quant(const bench_case *c, validation *v, size_t *checked) {
+  const workset *w = c->w;
+  size_t cols = w->cols, n = sample_count(w->rows), ng = (cols + P2_GROUP - 1) / P2_GROUP;
+  double *h = xalloc(cols * sizeof(double)), *ref = xalloc(cols * sizeof(double));
+  double *qr = xalloc(cols * sizeof(double));
+  int *er = xalloc(ng * sizeof(int));
+  for (size_t k = 0; k < n; k++) {
+    size_t i = sample_row(k, n, w->rows);
+    load_row(w->x, w->dtype, i * cols, cols, h);
+    if (c->op == OP_POW2QUANT) {
+      nk_ref_pow2_quantize(cols, h, P2_GROUP, 127, qr, er);
+      for (size_t g = 0; g < ng; g++)
+        check_value(v, "exps", i * ng + g, w->qexp[i * ng + g], er[g], 0.0);
+      for (size_t j = 0; j < cols; j++) check_value(v, "q", i * cols + j, w->q[i * cols + j], qr[j], 0.0);
+      continue;
+    }
+    double mu, rs;
+    if (c->op == OP_RMSNORM_Q8) nk_ref_rmsnorm_fwd(1, cols, h, w->gamma_d, NULL, 0, c->desc.eps, ref, &rs);
+    else nk_ref_layernorm_fwd(1, cols, h, w->gamma_d, w->beta_d, 0, c->desc.eps, ref, &mu, &rs);
+    const double sref = nk_ref_q8_row(cols, ref, qr);
+    check_value(v, "scale", i, w->qscale[i], sref, 4e-6 * sref);
+    for (size_t j = 0; j < cols; j++) {
+      const double e = fabs((double)w->q[i * cols + j] - qr[j]);
+      if (e > v->max_err) v->max_err = e;
+      check_value(v, "q", i * cols + j, w->q[i * cols + j], qr[j], 1.0);
+    }
+  }
+  *checked = n;
+  free(h), free(ref), free(qr), free(er);
 }
 
 /* Reference backward of row i: dx into dx, this row's dgamma/dbeta terms into dg/db. */
@@ -1494,6 +1573,10 @@ static const char *kernel_of(const bench_case *c) {
     snprintf(name, sizeof name, "nk_resnorm__%s", nk_isa_name(nk_context_isa(c->run->ctx)));
     return name;
   }
+  if (is_quant(c->op)) {
+    const nk_normq_entry *e = nk__select_normq(nk_context_isa(c->run->ctx), c->w->dtype);
+    return e ? e->name : "(none)";
+  }
   if (is_chnorm(c->op)) {
     const char *k = nk_kernel_name_ex(c->run->ctx, case_nk_op(c), c->w->dtype);
     return k ? k : "(none)";
@@ -1611,6 +1694,14 @@ static nk_status case_prepare(bench_case *c) {
     free(f);
     return st;
   }
+  if (is_quant(c->op)) {
+    c->desc = nk_norm_desc_dense(c->w->rows, c->w->cols, c->w->dtype,
+                                 c->op == OP_LAYERNORM_Q8 ? LN_EPS : RMS_EPS);
+    c->qdesc = nk_pow2quant_desc_dense(c->w->rows, c->w->cols, c->w->dtype);
+    c->qdesc.group = P2_GROUP;
+    c->qdesc.exp_stride = (ptrdiff_t)((c->w->cols + P2_GROUP - 1) / P2_GROUP);
+    return NK_STATUS_OK;
+  }
   if (c->op == OP_CROSS_ENTROPY) {
     c->xdesc = nk_cross_entropy_desc_dense(c->w->rows, c->w->cols, c->w->dtype);
     st = nk_cross_entropy_workspace_size(&c->xdesc, &c->ws_size);
@@ -1661,6 +1752,7 @@ static int bench_one(bench_case *c, const options *o, const run_info *info) {
   if (st == NK_STATUS_OK) {
     if (is_resnorm(c->op)) validate_resnorm(c, &v, &res.checked_rows);
     else if (is_chnorm(c->op)) validate_chnorm(c, &v, &res.checked_rows);
+    else if (is_quant(c->op)) validate_quant(c, &v, &res.checked_rows);
     else if (!is_rownorm(c->op)) validate_softmax_family(c, &v, &res.checked_rows);
     else if (c->dir == DIR_FWD) validate_fwd(c, &v, &res.checked_rows);
     else validate_bwd(c, &v, &res.checked_rows);
@@ -2001,7 +2093,8 @@ static int run_benchmarks(const options *o, const shape_list *shapes, runner *ru
       const unsigned ops = shapes->s[s].op_mask & o->op_mask &
                            (shapes->s[s].spatial ? chn : ~chn) & ((1u << NOPS) - 1);
       if (ops == 0) continue;
-      workset_create(&w, &shapes->s[s], (nk_dtype)dt, (o->dir_mask & ~1u) != 0, pool_all);
+      workset_create(&w, &shapes->s[s], (nk_dtype)dt, (o->dir_mask & ~1u) != 0,
+                     (ops & QUANT_OPS) != 0, pool_all);
       fprintf(stderr, "[%s %zux%zu%s: buffers filled in %.2f s]\n", dtype_names[dt],
               shapes->s[s].rows, shapes->s[s].cols, shapes->s[s].spatial ? "xS" : "",
               now_s() - t0);

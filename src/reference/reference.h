@@ -388,5 +388,23 @@ void nk_ref_hcal_ensemble_probs(size_t n, size_t K, const double *logits, size_t
 
 int nk_ref_pcb_merge(size_t n, size_t d, const double *tv, double r, double a,
                      const double *lambdas, double scale, const double *theta0, double *merged);
+/* ---- FakeLN and quantization (quant.c; spec §10, normkit.h "Research normalization layers:
+ * FakeLN, power-of-two quantization, fused norm + quantize") ---- */
+/* y = g (h - mean(h)) / sigma_bar + b per row (g = gamma, 1 + gamma with offset, or 1; b = beta
+ * or 0); mean (rows) may be NULL. */
+void nk_ref_fakeln_fwd(size_t rows, size_t cols, const double *h, double sigma_bar,
+                       const double *gamma, const double *beta, int offset, double *y,
+                       double *mean);
+/* sqrt(var(h) + eps) of one row (biased variance, two-pass). */
+double nk_ref_fakeln_row_std(size_t cols, const double *h, double eps);
+/* Per-row absmax int8: A = max|y|, q = clamp(rne(y 127 / A), -127, 127) (0 for A == 0); returns
+ * the scale A / 127. */
+double nk_ref_q8_row(size_t cols, const double *y, double *q);
+/* The least integer e with m <= qmax 2^e (m >= 0 finite; -127 for m == 0), clamped to
+ * [-127, 127]. */
+int nk_ref_pow2_exp(double m, int qmax);
+/* Power-of-two groups of one row: exps[k] for group k, q = clamp(rne(x 2^-e), -qmax, qmax). */
+void nk_ref_pow2_quantize(size_t cols, const double *x, size_t group, int qmax, double *q,
+                          int *exps);
 
 #endif /* NK_REFERENCE_H */
