@@ -260,6 +260,24 @@ NK_API const char *nk_kernel_name_ex(const nk_context *ctx, nk_op op, nk_dtype d
  * ranges intersect is rejected with INVALID_ARGUMENT. Inputs may overlap each other freely.
  */
 
+/*
+ * LayerNorm Scaling (LNS; Sun et al. 2025, "The Curse of Depth in Large Language Models",
+ * arXiv:2502.05795 Sec. 4; docs/ops/layernorm-scaling.md). With lns_scale = s != 0 the output
+ * of the norm is multiplied by s after the affine map, in the same pass:
+ *     y = (xhat * g + b) * s          (f32: y = affine(xhat) * s, one more rounding)
+ * and the backward multiplies the upstream gradient by s first: every formula of the backward
+ * uses dy' = dy * s (f32), so dx, dgamma = sum dy' * xhat and dbeta = sum dy' are the gradients
+ * of the scaled output. The paper's value is s = 1/sqrt(l) for the pre-norms of block l
+ * (1-based; the same s for the attention and the FFN pre-norm of a block; the final norm is
+ * unscaled). With NK_NORM_BWD_FROM_Y the `x` argument is the scaled y: xhat = (y * (1/s) - b)/g.
+ * s = 0 (a zero-initialised descriptor, nk_norm_desc_dense) and s = 1 change nothing; s must be
+ * finite and >= 0, else INVALID_ARGUMENT. The saved mean/rstd are those of the unscaled norm.
+ * Accuracy: the bounds below hold relative to the scaled reference.
+ * Folding for inference (exact in real arithmetic; not for training, where Adam would see a
+ * different parametrisation): gamma' = gamma * s, beta' = beta * s, lns_scale = 0.
+ * Also honoured by nk_crmsnorm_* and nk_l1norm_* (section "Research normalization layers").
+ */
+
 /* Flags for nk_norm_desc.flags. */
 #define NK_NORM_GAMMA_OFFSET 0x1u /* scale by (1 + gamma) (Gemma style); needs gamma */
 #define NK_NORM_ACCUMULATE 0x2u   /* backward: dgamma/dbeta += gradient (default: overwrite) */
@@ -282,11 +300,13 @@ typedef struct nk_norm_desc {
   ptrdiff_t dy_stride;    /* upstream gradient (bwd) */
   ptrdiff_t dh_stride;    /* extra gradient into h (bwd) */
   ptrdiff_t dx_stride;    /* input gradient (bwd) */
+  float lns_scale;        /* LayerNorm Scaling factor s (see below); 0 = off. Finite, >= 0 */
 } nk_norm_desc;
 typedef nk_norm_desc nk_layernorm_desc;
 typedef nk_norm_desc nk_rmsnorm_desc;
 
-/* A dense descriptor: every stride = cols, param_dtype = NK_DTYPE_F32, flags 0. A convenience;
+/* A dense descriptor: every stride = cols, param_dtype = NK_DTYPE_F32, flags 0, lns_scale 0
+ * (off). A convenience;
  * any field may be changed afterwards. */
 NK_API nk_norm_desc nk_norm_desc_dense(size_t rows, size_t cols, nk_dtype dtype, float eps);
 
