@@ -279,7 +279,8 @@ NK_API const char *nk_kernel_name_ex(const nk_context *ctx, nk_op op, nk_dtype d
  * Accuracy: the bounds below hold relative to the scaled reference.
  * Folding for inference (exact in real arithmetic; not for training, where Adam would see a
  * different parametrisation): gamma' = gamma * s, beta' = beta * s, lns_scale = 0.
- * Also honoured by nk_crmsnorm_* and nk_l1norm_* (section "Research normalization layers").
+ * Also honoured by nk_crmsnorm_* and nk_l1norm_* (section "Research normalization layers");
+ * not by nk_layernorm_fwd_moments / nk_rmsnorm_fwd_moments (UNSUPPORTED when set).
  */
 
 /* Flags for nk_norm_desc.flags. */
@@ -659,7 +660,8 @@ NK_API nk_status nk_moments_cols(nk_context *ctx, size_t rows, size_t cols, nk_d
  * order), then normalize the local slice with them. moments: rows entries, each over the whole
  * row. LayerNorm uses mean and var = M2 / count; RMSNorm the mean square
  * (M2 + count * mean^2) / count. desc: rows, cols (the local slice), dtype, param_dtype, eps,
- * flags (NK_NORM_GAMMA_OFFSET only), x_stride, y_stride; gamma/beta hold the local slice.
+ * flags (NK_NORM_GAMMA_OFFSET only), x_stride, y_stride; gamma/beta hold the local slice;
+ * lns_scale must be 0 (LayerNorm Scaling: fold it into gamma/beta; UNSUPPORTED otherwise).
  * Arithmetic as nk_layernorm_fwd's last pass (xhat = ((x - mean_hi) - mean_lo) * rstd,
  * y = fmaf(xhat, g, b)); mean/rstd OUT optional (rows floats). y may be x.
  * Returns OK, INVALID_ARGUMENT, UNSUPPORTED. */

@@ -280,6 +280,12 @@ NK_TEST(bad_scale_values) {
     NK_CHECK(nk_rmsnorm_bwd_workspace_size(&d, &ws) == NK_STATUS_INVALID_ARGUMENT, "ws %g", (double)bad[i]);
     NK_CHECK(nk_layernorm_bwd(NULL, &d, x, NULL, NULL, m, rs, x, NULL, y, NULL, NULL, NULL, 0) == NK_STATUS_INVALID_ARGUMENT, "LN bwd");
   }
+  /* the moments-based forward (tensor parallel) does not take a scale */
+  nk_moments mom[2];
+  memset(mom, 0, sizeof mom);
+  d.lns_scale = 0.5f;
+  NK_CHECK(nk_layernorm_fwd_moments(NULL, &d, mom, x, NULL, NULL, y, m, rs) == NK_STATUS_UNSUPPORTED, "moments LN");
+  NK_CHECK(nk_rmsnorm_fwd_moments(NULL, &d, mom, x, NULL, NULL, y, rs) == NK_STATUS_UNSUPPORTED, "moments RMS");
 }
 
 /* The definition's backward: FD of s * LN_ref against the reference backward fed s * dy. */
