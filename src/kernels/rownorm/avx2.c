@@ -315,14 +315,22 @@ NK_INLINE void fwd_out_row(int is_rms, nk_dtype dt, uint32_t c, const fwd_out *p
 /* The variant bits c are run-time values; the switch makes gamma and beta compile-time
  * constants in each branch (they shape the inner loop). The other bits (offset, parameter
  * dtype, residual, streaming) stay run-time tests of loop invariants. */
-NK_INLINE void fwd_out_pick(int is_rms, nk_dtype dt, uint32_t c, const fwd_out *o) {
-  const uint32_t rest = c & ~(FO_GAMMA | FO_BETA);
+NK_INLINE void fwd_out_pick_gb(int is_rms, nk_dtype dt, uint32_t c, uint32_t rest,
+                                const fwd_out *o) {
   switch (c & (FO_GAMMA | FO_BETA)) {
     case FO_GAMMA: fwd_out_row(is_rms, dt, rest | FO_GAMMA, o); break;
     case FO_BETA: fwd_out_row(is_rms, dt, rest | FO_BETA, o); break;
     case FO_GAMMA | FO_BETA: fwd_out_row(is_rms, dt, rest | FO_GAMMA | FO_BETA, o); break;
     default: fwd_out_row(is_rms, dt, rest, o); break;
   }
+}
+
+/* LayerNorm Scaling as a compile-time bit too: `rest` has FO_SCALE cleared, so each branch
+ * knows it, and the unscaled loops are the same code as without the feature. */
+NK_INLINE void fwd_out_pick(int is_rms, nk_dtype dt, uint32_t c, const fwd_out *o) {
+  const uint32_t rest = c & ~(FO_GAMMA | FO_BETA | FO_SCALE);
+  if (c & FO_SCALE) fwd_out_pick_gb(is_rms, dt, c, rest | FO_SCALE, o);
+  else fwd_out_pick_gb(is_rms, dt, c, rest, o);
 }
 
 NK_INLINE void fwd_kernel(int is_rms, nk_dtype dt, size_t rows, size_t n, const void *x,
@@ -590,15 +598,22 @@ NK_INLINE void bwd_pass(int is_rms, nk_dtype dt, uint32_t c, const bwd_row *o, i
   else bwd_out_row(is_rms, dt, c, o);
 }
 
-NK_INLINE void bwd_pick(int is_rms, nk_dtype dt, uint32_t c, const bwd_row *o, int then,
-                        double *A, double *B, double *C) {
-  const uint32_t rest = c & ~(BO_GAMMA | BO_FROMY);
+NK_INLINE void bwd_pick_gf(int is_rms, nk_dtype dt, uint32_t c, uint32_t rest,
+                           const bwd_row *o, int then, double *A, double *B, double *C) {
   switch (c & (BO_GAMMA | BO_FROMY)) {
     case BO_GAMMA: bwd_pass(is_rms, dt, rest | BO_GAMMA, o, then, A, B, C); break;
     case BO_FROMY: bwd_pass(is_rms, dt, rest | BO_FROMY, o, then, A, B, C); break;
     case BO_GAMMA | BO_FROMY: bwd_pass(is_rms, dt, rest | BO_GAMMA | BO_FROMY, o, then, A, B, C); break;
     default: bwd_pass(is_rms, dt, rest, o, then, A, B, C); break;
   }
+}
+
+/* LayerNorm Scaling as a compile-time bit too (see fwd_out_pick). */
+NK_INLINE void bwd_pick(int is_rms, nk_dtype dt, uint32_t c, const bwd_row *o, int then,
+                        double *A, double *B, double *C) {
+  const uint32_t rest = c & ~(BO_GAMMA | BO_FROMY | BO_SCALE);
+  if (c & BO_SCALE) bwd_pick_gf(is_rms, dt, c, rest | BO_SCALE, o, then, A, B, C);
+  else bwd_pick_gf(is_rms, dt, c, rest, o, then, A, B, C);
 }
 
 NK_INLINE void bwd_kernel(int is_rms, nk_dtype dt, size_t rows, size_t n, const void *x,
