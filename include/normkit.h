@@ -210,6 +210,10 @@ typedef enum nk_op {
   NK_OP_GROUPNORM_BWD = 12,
   NK_OP_INSTANCENORM_FWD = 13,
   NK_OP_INSTANCENORM_BWD = 14,
+  NK_OP_CRMSNORM_FWD = 15,    /* CRMSNorm and L1 LayerNorm (research row norms) */
+  NK_OP_CRMSNORM_BWD = 16,
+  NK_OP_L1NORM_FWD = 17,
+  NK_OP_L1NORM_BWD = 18,
   NK_OP_COUNT
 } nk_op;
 
@@ -263,6 +267,25 @@ NK_API const char *nk_kernel_name_ex(const nk_context *ctx, nk_op op, nk_dtype d
  * ranges intersect is rejected with INVALID_ARGUMENT. Inputs may overlap each other freely.
  */
 
+/*
+ * LayerNorm Scaling (LNS; Sun et al. 2025, "The Curse of Depth in Large Language Models",
+ * arXiv:2502.05795 Sec. 4; docs/ops/layernorm-scaling.md). With lns_scale = s != 0 the output
+ * of the norm is multiplied by s after the affine map, in the same pass:
+ *     y = (xhat * g + b) * s          (f32: y = affine(xhat) * s, one more rounding)
+ * and the backward multiplies the upstream gradient by s first: every formula of the backward
+ * uses dy' = dy * s (f32), so dx, dgamma = sum dy' * xhat and dbeta = sum dy' are the gradients
+ * of the scaled output. The paper's value is s = 1/sqrt(l) for the pre-norms of block l
+ * (1-based; the same s for the attention and the FFN pre-norm of a block; the final norm is
+ * unscaled). With NK_NORM_BWD_FROM_Y the `x` argument is the scaled y: xhat = (y * (1/s) - b)/g.
+ * s = 0 (a zero-initialised descriptor, nk_norm_desc_dense) and s = 1 change nothing; s must be
+ * finite and >= 0, else INVALID_ARGUMENT. The saved mean/rstd are those of the unscaled norm.
+ * Accuracy: the bounds below hold relative to the scaled reference.
+ * Folding for inference (exact in real arithmetic; not for training, where Adam would see a
+ * different parametrisation): gamma' = gamma * s, beta' = beta * s, lns_scale = 0.
+ * Also honoured by nk_crmsnorm_* and nk_l1norm_* (section "Research normalization layers");
+ * not by nk_layernorm_fwd_moments / nk_rmsnorm_fwd_moments (UNSUPPORTED when set).
+ */
+
 /* Flags for nk_norm_desc.flags. */
 #define NK_NORM_GAMMA_OFFSET 0x1u /* scale by (1 + gamma) (Gemma style); needs gamma */
 #define NK_NORM_ACCUMULATE 0x2u   /* backward: dgamma/dbeta += gradient (default: overwrite) */
@@ -285,11 +308,13 @@ typedef struct nk_norm_desc {
   ptrdiff_t dy_stride;    /* upstream gradient (bwd) */
   ptrdiff_t dh_stride;    /* extra gradient into h (bwd) */
   ptrdiff_t dx_stride;    /* input gradient (bwd) */
+  float lns_scale;        /* LayerNorm Scaling factor s (see below); 0 = off. Finite, >= 0 */
 } nk_norm_desc;
 typedef nk_norm_desc nk_layernorm_desc;
 typedef nk_norm_desc nk_rmsnorm_desc;
 
-/* A dense descriptor: every stride = cols, param_dtype = NK_DTYPE_F32, flags 0. A convenience;
+/* A dense descriptor: every stride = cols, param_dtype = NK_DTYPE_F32, flags 0, lns_scale 0
+ * (off). A convenience;
  * any field may be changed afterwards. */
 NK_API nk_norm_desc nk_norm_desc_dense(size_t rows, size_t cols, nk_dtype dtype, float eps);
 
@@ -638,7 +663,8 @@ NK_API nk_status nk_moments_cols(nk_context *ctx, size_t rows, size_t cols, nk_d
  * order), then normalize the local slice with them. moments: rows entries, each over the whole
  * row. LayerNorm uses mean and var = M2 / count; RMSNorm the mean square
  * (M2 + count * mean^2) / count. desc: rows, cols (the local slice), dtype, param_dtype, eps,
- * flags (NK_NORM_GAMMA_OFFSET only), x_stride, y_stride; gamma/beta hold the local slice.
+ * flags (NK_NORM_GAMMA_OFFSET only), x_stride, y_stride; gamma/beta hold the local slice;
+ * lns_scale must be 0 (LayerNorm Scaling: fold it into gamma/beta; UNSUPPORTED otherwise).
  * Arithmetic as nk_layernorm_fwd's last pass (xhat = ((x - mean_hi) - mean_lo) * rstd,
  * y = fmaf(xhat, g, b)); mean/rstd OUT optional (rows floats). y may be x.
  * Returns OK, INVALID_ARGUMENT, UNSUPPORTED. */
@@ -2568,6 +2594,155 @@ NK_API nk_status nk_dequantize_q8(nk_context *ctx, size_t rows, size_t cols, con
                                   ptrdiff_t q_stride, const float *scale, nk_dtype y_dtype,
                                   void *y, ptrdiff_t y_stride);
 
+/* Research normalization layers: CRMSNorm and the Pre-LN conversions, L1 LayerNorm            */
+/* ------------------------------------------------------------------------------------------ */
+/*
+ * CRMSNorm (Jiang, Gu, Zhu, Pan, NeurIPS 2023, "Pre-RMSNorm and Pre-CRMSNorm Transformers",
+ * arXiv:2305.14858; official code github ZixuanJiang/pre-rmsnorm-transformer,
+ * torch/customized_layer.py `crms_norm`; spec/layers.md §3; docs/ops/crmsnorm.md).
+ * A zero-mean vector z of width D is stored in d = D - 1 numbers c = (z_1 .. z_{D-1}) (the last
+ * one is -sum c). CRMSNorm normalizes that compressed form, per row of d = cols elements:
+ *     s = sum_i c_i,   q = (sum_i c_i^2 + s^2) / (d + 1),   rstd = 1/sqrt(q + eps),
+ *     y_i = c_i * rstd      [* lns_scale]
+ * The divisor is d + 1 = D (the full width): CRMSNorm(c) = Cmp(RMSNorm(Dec(c))). There is no
+ * affine map: in the exact conversion every gamma/beta is folded into the next linear layer
+ * (nk_preln_to_precrms_reader). Backward (exact), xhat = c * rstd, shat = sum xhat:
+ *     dx_i = rstd * (g_i - (xhat_i + shat) * (1/(d+1)) * sum_j g_j xhat_j)   [+ dh_i]
+ * with g = dy (times lns_scale when set).
+ *
+ * L1 LayerNorm (Guo et al. 2024, "Towards Accurate and Efficient Sub-8-Bit Integer Training",
+ * Sec. 4; the constant of Wu et al. 2018, arXiv:1802.09769; spec §11.1; docs/ops/l1norm.md).
+ * The standard deviation is replaced by the mean absolute deviation times C1 = sqrt(pi/2)
+ * (so that it equals sigma for Gaussian data), with eps added to the scale (outside), per row:
+ *     mu = mean(h),  a = h - mu,  den = C1 * mean|a| + eps,  rscale = 1/den,
+ *     xhat = a * rscale,  y = xhat * g + b   [* lns_scale]
+ * g = gamma (1 + gamma with NK_NORM_GAMMA_OFFSET, 1 without), b = beta (0 without).
+ * Backward (exact, subgradient sign(0) = 0), gh = g_y * g (g_y = dy [* lns_scale]),
+ * eta = sign(a):
+ *     dx_i = rscale * (gh_i - mean(gh) - C1 * mean(gh * xhat) * (eta_i - mean(eta)))  [+ dh_i]
+ *     dgamma = sum over rows of g_y * xhat,  dbeta = sum of g_y
+ * The spec marks the paper's exact form as unverified (its body could not be read): eps
+ * outside the scale and C1 = sqrt(pi/2) are the documented choices (docs/ops/l1norm.md).
+ *
+ * Both take the row-norm descriptor nk_norm_desc: rows, cols, dtype, param_dtype (L1: gamma,
+ * beta, dgamma, dbeta; F32 or == dtype), eps (finite, > 0), flags, the strides of the buffers
+ * they use (x, y forward; x, dy, dh, dx backward), lns_scale. r_stride and h_stride are not
+ * read: there is no fused residual. Flags: L1 accepts NK_NORM_GAMMA_OFFSET and
+ * NK_NORM_ACCUMULATE; NK_NORM_BWD_FROM_Y is UNSUPPORTED for both; CRMSNorm accepts no flag
+ * (GAMMA_OFFSET/ACCUMULATE: INVALID_ARGUMENT, it has no parameters).
+ *
+ * Arithmetic, accuracy, edge cases: as the row norms above. f32 outputs within 2e-6 x max|ref|
+ * of the row (L1 with beta: of max(|y|, |y - beta|)), bf16/f16 within 1 ulp of the correctly
+ * rounded float64 reference (tested); bit-identical for every thread count and ISA.
+ * rows == 0 or cols == 0: OK, nothing touched. A row with NaN/inf: that row's outputs and
+ * statistics are NaN (canonical 0x7FC00000). A constant row: L1 gives y = beta (xhat = 0,
+ * rscale = 1/eps) and finite gradients; CRMSNorm does not centre: a constant row c_i = v
+ * gives y_i = v / sqrt(d v^2 + eps) (about sign(v)/sqrt(d)), an all-zero row 0, with finite
+ * gradients. cols == 1: L1 y = beta,
+ * CRMSNorm y = c / sqrt(c^2 + eps) (D = 2). Aliasing: y may be x; dx may be dy, x or dh (the
+ * very same buffer and stride); other overlaps: INVALID_ARGUMENT. Statuses: OK,
+ * INVALID_ARGUMENT, UNSUPPORTED (dtype combination, FROM_Y), MISUSE (workspace too small).
+ */
+
+/* CRMSNorm forward. x IN rows x cols (x_stride); y OUT (y_stride); rstd OUT optional, rows
+ * floats. */
+NK_API nk_status nk_crmsnorm_fwd(nk_context *ctx, const nk_norm_desc *desc, const void *x,
+                                 void *y, float *rstd);
+/* The same for rows [row_begin, row_end) on the calling thread (pointers still at row 0). */
+NK_API nk_status nk_crmsnorm_fwd_rows(nk_context *ctx, const nk_norm_desc *desc,
+                                      size_t row_begin, size_t row_end, const void *x, void *y,
+                                      float *rstd);
+/* CRMSNorm backward. x IN the forward input; rstd IN saved by the forward (required); dy IN;
+ * dh IN optional extra gradient added to dx; dx OUT. No parameters, no workspace. */
+NK_API nk_status nk_crmsnorm_bwd(nk_context *ctx, const nk_norm_desc *desc, const void *x,
+                                 const float *rstd, const void *dy, const void *dh, void *dx);
+NK_API nk_status nk_crmsnorm_bwd_rows(nk_context *ctx, const nk_norm_desc *desc,
+                                      size_t row_begin, size_t row_end, const void *x,
+                                      const float *rstd, const void *dy, const void *dh,
+                                      void *dx);
+
+/* L1 LayerNorm forward. x IN; gamma, beta IN optional (cols of param_dtype); y OUT;
+ * mean OUT optional (rows floats, the refined row mean rounded to f32); rscale OUT optional
+ * (rows floats, 1/(C1 mean|h - mu| + eps)). */
+NK_API nk_status nk_l1norm_fwd(nk_context *ctx, const nk_norm_desc *desc, const void *x,
+                               const void *gamma, const void *beta, void *y, float *mean,
+                               float *rscale);
+NK_API nk_status nk_l1norm_fwd_rows(nk_context *ctx, const nk_norm_desc *desc, size_t row_begin,
+                                    size_t row_end, const void *x, const void *gamma,
+                                    const void *beta, void *y, float *mean, float *rscale);
+/* Bytes of workspace nk_l1norm_bwd needs (a function of rows and cols only). */
+NK_API nk_status nk_l1norm_bwd_workspace_size(const nk_norm_desc *desc, size_t *bytes);
+/* L1 LayerNorm backward. x IN the forward input; gamma IN optional; mean, rscale IN saved by
+ * the forward (required; the backward recomputes the mean's low part from x); dy IN; dh IN
+ * optional; dx OUT; dgamma, dbeta OUT optional (cols of param_dtype), overwritten or, with
+ * NK_NORM_ACCUMULATE, added to; reduced over fixed chunks of rows in double (bit-identical
+ * for every thread count). workspace: nk_l1norm_bwd_workspace_size bytes (NULL if 0). */
+NK_API nk_status nk_l1norm_bwd(nk_context *ctx, const nk_norm_desc *desc, const void *x,
+                               const void *gamma, const float *mean, const float *rscale,
+                               const void *dy, const void *dh, void *dx, void *dgamma,
+                               void *dbeta, void *workspace, size_t workspace_size);
+/* Rows [row_begin, row_end) on the calling thread; parameter gradients of these rows are
+ * ADDED in double to dgamma_acc / dbeta_acc (cols doubles each, optional). No workspace. */
+NK_API nk_status nk_l1norm_bwd_rows(nk_context *ctx, const nk_norm_desc *desc, size_t row_begin,
+                                    size_t row_end, const void *x, const void *gamma,
+                                    const float *mean, const float *rscale, const void *dy,
+                                    const void *dh, void *dx, double *dgamma_acc,
+                                    double *dbeta_acc);
+
+/*
+ * The exact conversions Pre-LN -> Pre-RMSNorm -> Pre-CRMSNorm (Jiang et al. 2023; spec §3.3;
+ * docs/ops/crmsnorm.md). They rewrite the weights of a Pre-LN Transformer so that every
+ * LayerNorm becomes an RMSNorm (or a CRMSNorm on a residual stream of width D - 1), with the
+ * same outputs in real arithmetic. Call them once per linear map of the model, by role:
+ *   reader   a linear map that reads a normalized vector: Q, K, V projections (or a fused QKV),
+ *            the FFN input(s) (up, gate), the output head. Its norm's gamma/beta are folded
+ *            in (W' = W diag(gamma), b' = b + W beta), after which the norm has no affine.
+ *   writer   a linear map that writes the residual stream: the attention out-projection, the
+ *            FFN down-projection, a ViT patch embedding. Its outputs are centred over the model
+ *            dimension (W' = P W, b' = P b, P = I - 11^T/D).
+ *   embedding a table added to the stream (token, position, segment embeddings; a class
+ *            token): each row centred.
+ * Pre-RMSNorm then runs every norm (block and final) as nk_rmsnorm_* without gamma/beta and
+ * with the same eps. Pre-CRMSNorm additionally drops the last stream coordinate: writers and
+ * embeddings lose their last output row (column for tables), readers subtract their last input
+ * column from the others (W''[:, j] = W'[:, j] - W'[:, D-1]); every norm becomes
+ * nk_crmsnorm_* (same eps, stream width D - 1). The residual stream must be read only through
+ * norms (a final norm is required); tied input/output embeddings must be stored untied.
+ * Matrices are dense row-major f32 in PyTorch's nn.Linear layout W[out][in]; the arithmetic is
+ * double, each output rounded once to f32. gamma/beta NULL mean 1/0; a bias NULL means 0 (the
+ * output bias is then still written, unless b_out is NULL too, which needs beta NULL for a
+ * reader: INVALID_ARGUMENT otherwise). Pre-RMSNorm outputs may be the very same arrays as the
+ * inputs (in place); every other overlap is INVALID_ARGUMENT. D >= 1 (Pre-CRMSNorm: D >= 2),
+ * any dimension 0 otherwise is a no-op. Returns OK or INVALID_ARGUMENT; never allocates.
+ */
+
+/* Reader, Pre-RMSNorm: W (out x D), b (out) -> W_out = W diag(gamma) (out x D),
+ * b_out = b + W beta (out). */
+NK_API nk_status nk_preln_to_prerms_reader(nk_context *ctx, size_t D, size_t out,
+                                           const float *gamma, const float *beta,
+                                           const float *W, const float *b, float *W_out,
+                                           float *b_out);
+/* Writer, Pre-RMSNorm: W (D x in), b (D) -> W_out = P W, b_out = P b (column means over the
+ * D outputs subtracted). */
+NK_API nk_status nk_preln_to_prerms_writer(nk_context *ctx, size_t D, size_t in, const float *W,
+                                           const float *b, float *W_out, float *b_out);
+/* Embedding table, Pre-RMSNorm: E (V x D) -> E_out (V x D), each row minus its mean. */
+NK_API nk_status nk_preln_to_prerms_embedding(nk_context *ctx, size_t V, size_t D,
+                                              const float *E, float *E_out);
+/* Reader, Pre-CRMSNorm: W (out x D), b (out) -> W_out (out x (D-1)) with
+ * W_out[o][j] = W[o][j] gamma_j - W[o][D-1] gamma_{D-1}, b_out = b + W beta (out). */
+NK_API nk_status nk_preln_to_precrms_reader(nk_context *ctx, size_t D, size_t out,
+                                            const float *gamma, const float *beta,
+                                            const float *W, const float *b, float *W_out,
+                                            float *b_out);
+/* Writer, Pre-CRMSNorm: W (D x in), b (D) -> the first D-1 rows of P W and P b
+ * (W_out (D-1) x in, b_out D-1). */
+NK_API nk_status nk_preln_to_precrms_writer(nk_context *ctx, size_t D, size_t in, const float *W,
+                                            const float *b, float *W_out, float *b_out);
+/* Embedding table, Pre-CRMSNorm: E (V x D) -> E_out (V x (D-1)), the centred rows without
+ * their last element. */
+NK_API nk_status nk_preln_to_precrms_embedding(nk_context *ctx, size_t V, size_t D,
+                                               const float *E, float *E_out);
 
 #ifdef __cplusplus
 }

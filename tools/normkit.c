@@ -404,6 +404,8 @@ enum {
   OP_LAYERNORM_Q8, /* fused norm + int8 quantize (per-row absmax scale) */
   OP_RMSNORM_Q8,
   OP_POW2QUANT,    /* power-of-two group quantization, groups of 32, 8 bits */
+  OP_CRMSNORM, /* research row norms: not in the default run (--op or --full) */
+  OP_L1NORM,
   NOPS, /* the tensor ops above (the research layers only by --op); the optimizer/advantage
           ops below run only by --op, on their own shapes */
   OP_ADAMP = NOPS,
@@ -417,13 +419,15 @@ enum {
  * must stay under 3 minutes). */
 #define QUANT_OPS (1u << OP_LAYERNORM_Q8 | 1u << OP_RMSNORM_Q8 | 1u << OP_POW2QUANT)
 #define P2_GROUP 32
+#define RESEARCH_OPS (1u << OP_CRMSNORM | 1u << OP_L1NORM)
 enum { DIR_FWD = 0, DIR_BWD = 1, DIR_FWDBWD = 2, NDIRS };
 static const char *const op_names[] = {"layernorm",    "rmsnorm",   "softmax",
                                        "log_softmax",  "cross_entropy", "sigmoid_attn",
                                        "batchnorm",    "groupnorm", "instancenorm",
                                        "powernorm",    "unifiednorm", "evonorm_b0",
                                        "evonorm_s0",   "layernorm_q8", "rmsnorm_q8",
-                                       "pow2quant",    "adamp",     "adamp_proj",
+                                       "pow2quant",    "crmsnorm",  "l1norm",
+                                       "adamp",     "adamp_proj",
                                        "sgdp",         "sgdp_proj", "grpo"};
 static const char *const layout_names[] = {"nchw", "nhwc"}; /* indexed by nk_layout */
 static const char *const dir_names[] = {"fwd", "bwd", "fwdbwd"};
@@ -431,7 +435,11 @@ static const char *const algo_names[] = {"auto", "three_pass_reload", "three_pas
                                          "two_pass", "online"};
 #define NALGOS 5
 
-static int is_rownorm(int op) { return op == OP_LAYERNORM || op == OP_RMSNORM; }
+static int is_rownorm(int op) {
+  return op == OP_LAYERNORM || op == OP_RMSNORM || op == OP_CRMSNORM || op == OP_L1NORM;
+}
+/* the ops that take nk_norm_desc.lns_scale (--lns) */
+static int has_lns(int op) { return is_rownorm(op); }
 static int is_softmax(int op) { return op == OP_SOFTMAX || op == OP_LOG_SOFTMAX; }
 static int is_quant(int op) { return (QUANT_OPS >> op & 1) != 0; }
 static int is_chnorm(int op) {
@@ -457,7 +465,8 @@ typedef struct options {
   int json, full;
   unsigned op_mask, dir_mask, dtype_mask; /* bit i: op_names[i] / dir_names[i] / nk_dtype i */
   unsigned algo_mask;                     /* bit i: algo_names[i] (softmax forward) */
-  int dtype_given, algo_given;
+  int dtype_given, algo_given, op_given;
+  float lns;                              /* --lns S: each row-norm case also with lns_scale S */
   size_t rows, cols, spatial;             /* --shape, or 0 */
   unsigned layout_mask;                   /* --layout: bit i = layout_names[i] */
   const char *shapes_file;
@@ -503,7 +512,7 @@ static void usage(FILE *f) {
           "                     [--dtype f32|bf16|f16] [--algo NAME[,NAME]|all] [--shape RxC]\n"
           "                     [--shapes FILE]\n"
           "                     [--threads N] [--isa scalar|avx2|avx512] [--reps N]\n"
-          "                     [--layout nchw|nhwc]\n"
+          "                     [--layout nchw|nhwc] [--lns S]\n"
           "       normkit help\n"
           "\n"
           "info   CPU features, ISA paths and the kernel each op and dtype runs.\n"
@@ -519,6 +528,9 @@ static void usage(FILE *f) {
           "                adamp adamp_proj sgdp sgdp_proj grpo (only when named; RxC = shape[0]\n"
           "                x the rest, or groups x group size; with the scalar path alongside)\n"
           "                layernorm_q8 rmsnorm_q8 pow2quant (int8 outputs; only when named)\n"
+          "                crmsnorm l1norm (research row norms: only with --op or --full)\n"
+          "  --lns S       each row-norm case runs twice, plain and with LayerNorm Scaling\n"
+          "                lns_scale = S (interleaved A/B; JSON key lns_scale)\n"
           "  --algo        softmax forward algorithms: auto three_pass_reload\n"
           "                three_pass_recompute two_pass online, or all (default auto;\n"
           "                --full: all)\n"
@@ -593,7 +605,12 @@ static int parse_isa(const char *s, nk_isa *isa) {
 /* Handles one option that takes a value. Returns 0 if the value is bad. */
 static int parse_value(options *o, const char *name, const char *v) {
   size_t n;
-  if (strcmp(name, "--op") == 0) return parse_mask(v, op_names, NOPS_ALL, &o->op_mask);
+  if (strcmp(name, "--op") == 0) return o->op_given = 1, parse_mask(v, op_names, NOPS_ALL, &o->op_mask);
+  if (strcmp(name, "--lns") == 0) {
+    char *end;
+    const double s = strtod(v, &end);
+    return *end == '\0' && s > 0.0 && s < 1e30 ? (o->lns = (float)s, 1) : 0;
+  }
   if (strcmp(name, "--direction") == 0) return parse_mask(v, dir_names, NDIRS, &o->dir_mask);
   if (strcmp(name, "--algo") == 0) {
     o->algo_given = 1;
@@ -615,7 +632,7 @@ static int parse_value(options *o, const char *name, const char *v) {
 static int is_value_option(const char *name) {
   static const char *const names[] = {"--op",     "--direction", "--dtype", "--shape", "--shapes",
                                       "--threads", "--isa",       "--reps",  "--algo",
-                                      "--layout"};
+                                      "--layout", "--lns"};
   for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
     if (strcmp(name, names[i]) == 0) return 1;
   return 0;
@@ -642,6 +659,7 @@ static int parse_bench_args(int argc, char **argv, options *o) {
   }
   if (o->full && !o->dtype_given) o->dtype_mask = 7;
   if (o->full && !o->algo_given) o->algo_mask = (1u << NALGOS) - 1;
+  if (!o->full && !o->op_given) o->op_mask &= ~RESEARCH_OPS;
   return 1;
 }
 
@@ -872,6 +890,7 @@ static void workset_destroy(workset *w) {
 
 typedef struct bench_case {
   int op, dir;
+  float lns; /* nk_norm_desc.lns_scale of a row-norm case (0 = off) */
   nk_softmax_algo algo; /* softmax forward */
   const workset *w;
   const runner *run;
@@ -904,6 +923,8 @@ static nk_op case_nk_op(const bench_case *c) {
   switch (c->op) {
     case OP_LAYERNORM: return c->dir == DIR_FWD ? NK_OP_LAYERNORM_FWD : NK_OP_LAYERNORM_BWD;
     case OP_RMSNORM: return c->dir == DIR_FWD ? NK_OP_RMSNORM_FWD : NK_OP_RMSNORM_BWD;
+    case OP_CRMSNORM: return c->dir == DIR_FWD ? NK_OP_CRMSNORM_FWD : NK_OP_CRMSNORM_BWD;
+    case OP_L1NORM: return c->dir == DIR_FWD ? NK_OP_L1NORM_FWD : NK_OP_L1NORM_BWD;
     case OP_CROSS_ENTROPY: return NK_OP_CROSS_ENTROPY;
     case OP_SIGMOID: return c->dir == DIR_FWD ? NK_OP_SIGMOID_ATTN_FWD : NK_OP_SIGMOID_ATTN_BWD;
     case OP_BATCHNORM: return c->dir == DIR_FWD ? NK_OP_BATCHNORM_FWD : NK_OP_BATCHNORM_BWD;
@@ -982,6 +1003,9 @@ static nk_status run_fwd(const bench_case *c) {
   if (!is_rownorm(c->op)) return run_softmax_family(c, DIR_FWD);
   if (c->op == OP_RMSNORM)
     return nk_rmsnorm_fwd(c->run->ctx, &c->desc, w->x, NULL, w->gamma, NULL, w->y, NULL, w->rstd);
+  if (c->op == OP_CRMSNORM) return nk_crmsnorm_fwd(c->run->ctx, &c->desc, w->x, w->y, w->rstd);
+  if (c->op == OP_L1NORM)
+    return nk_l1norm_fwd(c->run->ctx, &c->desc, w->x, w->gamma, w->beta, w->y, w->mean, w->rstd);
   return nk_layernorm_fwd(c->run->ctx, &c->desc, w->x, NULL, w->gamma, w->beta, w->y, NULL,
                           w->mean, w->rstd);
 }
@@ -994,6 +1018,11 @@ static nk_status run_bwd(const bench_case *c) {
   if (c->op == OP_RMSNORM)
     return nk_rmsnorm_bwd(c->run->ctx, &c->desc, w->x, w->gamma, NULL, w->rstd, w->dy, NULL,
                           w->dx, w->dgamma, NULL, c->ws, c->ws_size);
+  if (c->op == OP_CRMSNORM)
+    return nk_crmsnorm_bwd(c->run->ctx, &c->desc, w->x, w->rstd, w->dy, NULL, w->dx);
+  if (c->op == OP_L1NORM)
+    return nk_l1norm_bwd(c->run->ctx, &c->desc, w->x, w->gamma, w->mean, w->rstd, w->dy, NULL,
+                         w->dx, w->dgamma, w->dbeta, c->ws, c->ws_size);
   return nk_layernorm_bwd(c->run->ctx, &c->desc, w->x, w->gamma, NULL, w->mean, w->rstd, w->dy,
                           NULL, w->dx, w->dgamma, w->dbeta, c->ws, c->ws_size);
 }
@@ -1023,13 +1052,15 @@ static double case_bytes(const bench_case *c) {
                              : 3 * mat + 3 * 4.0 * (double)c->w->cols + 2 * stats;
   }
   double per_col = 4.0 * (double)c->w->cols, per_row = 4.0 * (double)c->w->rows;
-  double ln = c->op == OP_LAYERNORM;
+  double ln = c->op == OP_LAYERNORM || c->op == OP_L1NORM; /* L1: gamma, beta, mean too */
   /* quantizing ops: x (+ gamma, beta) read; int8 q and the scales (+ mean, rstd) written */
   const double qmat = (double)c->w->rows * (double)c->w->cols;
   if (c->op == OP_LAYERNORM_Q8) return mat + 2 * per_col + qmat + 3 * per_row;
   if (c->op == OP_RMSNORM_Q8) return mat + per_col + qmat + 2 * per_row;
   if (c->op == OP_POW2QUANT)
     return mat + qmat + (double)c->w->rows * (double)((c->w->cols + P2_GROUP - 1) / P2_GROUP);
+  if (c->op == OP_CRMSNORM) /* no parameters: x -> y, rstd; x, dy, rstd -> dx */
+    return (c->dir == DIR_FWD ? 2 * mat : 3 * mat) + per_row;
   /* softmax family: fwd x -> y; bwd y, dy -> dx; cross-entropy x, targets -> loss (+ dx) */
   if (c->op == OP_CROSS_ENTROPY) return mat * (1 + (c->dir == DIR_FWDBWD)) + 2 * per_row + 4;
   if (!is_rownorm(c->op)) return c->dir == DIR_FWD ? 2 * mat : 3 * mat;
@@ -1105,13 +1136,21 @@ static void validate_fwd(const bench_case *c, validation *v, size_t *checked) {
     size_t i = sample_row(k, n, w->rows);
     double mu = 0.0, rs = 0.0;
     load_row(w->x, w->dtype, i * cols, cols, h);
+    const double lns = c->desc.lns_scale;
     if (c->op == OP_RMSNORM)
       nk_ref_rmsnorm_fwd(1, cols, h, w->gamma_d, NULL, 0, eps, ref, &rs);
+    else if (c->op == OP_CRMSNORM)
+      nk_ref_crmsnorm_fwd(1, cols, h, eps, lns, ref, &rs);
+    else if (c->op == OP_L1NORM)
+      nk_ref_l1norm_fwd(1, cols, h, w->gamma_d, w->beta_d, 0, eps, lns, ref, &mu, &rs);
     else
       nk_ref_layernorm_fwd(1, cols, h, w->gamma_d, w->beta_d, 0, eps, ref, &mu, &rs);
+    if (lns != 0.0 && (c->op == OP_RMSNORM || c->op == OP_LAYERNORM))
+      for (size_t j = 0; j < cols; j++) ref[j] *= lns; /* LayerNorm Scaling: y = s * Norm(h) */
     check_row(v, "y", i, ref, w->y, w->dtype, cols, 0);
     check_value(v, "rstd", i, w->rstd[i], rs, 1e-6 * rs);
-    if (c->op == OP_LAYERNORM) check_value(v, "mean", i, w->mean[i], mu, 1e-6 * (fabs(mu) + 1 / rs));
+    if (c->op == OP_LAYERNORM || c->op == OP_L1NORM)
+      check_value(v, "mean", i, w->mean[i], mu, 1e-6 * (fabs(mu) + 1 / rs));
   }
   *checked = n;
   free(h);
@@ -1157,6 +1196,19 @@ static void ref_bwd_row(const bench_case *c, size_t i, double *h, double *dy, do
   const workset *w = c->w;
   load_row(w->x, w->dtype, i * w->cols, w->cols, h);
   load_row(w->dy, w->dtype, i * w->cols, w->cols, dy);
+  const double lns = c->desc.lns_scale;
+  if (c->op == OP_CRMSNORM) {
+    nk_ref_crmsnorm_bwd(1, w->cols, h, c->desc.eps, lns, dy, dx);
+    memset(dg, 0, w->cols * sizeof(double));
+    memset(db, 0, w->cols * sizeof(double));
+    return;
+  }
+  if (c->op == OP_L1NORM) {
+    nk_ref_l1norm_bwd(1, w->cols, h, w->gamma_d, 0, c->desc.eps, lns, dy, dx, dg, db);
+    return;
+  }
+  if (lns != 0.0) /* LayerNorm Scaling: the backward of s * Norm(h) sees s * dy */
+    for (size_t j = 0; j < w->cols; j++) dy[j] *= lns;
   if (c->op == OP_RMSNORM)
     nk_ref_rmsnorm_bwd(1, w->cols, h, w->gamma_d, 0, c->desc.eps, dy, dx, dg, db);
   else
@@ -1178,9 +1230,10 @@ static void check_param_grads(const bench_case *c, validation *v) {
       sum_b[j] += db[j], abs_b[j] += fabs(db[j]);
     }
   }
-  for (size_t j = 0; j < cols; j++) {
+  for (size_t j = 0; j < cols && c->op != OP_CRMSNORM; j++) {
     check_value(v, "dgamma", j, w->dgamma[j], sum_g[j], 1e-5 * abs_g[j]);
-    if (c->op == OP_LAYERNORM) check_value(v, "dbeta", j, w->dbeta[j], sum_b[j], 1e-5 * abs_b[j]);
+    if (c->op == OP_LAYERNORM || c->op == OP_L1NORM)
+      check_value(v, "dbeta", j, w->dbeta[j], sum_b[j], 1e-5 * abs_b[j]);
   }
   free(t);
 }
@@ -1608,6 +1661,7 @@ static void emit_json(const bench_case *c, const case_result *r, const run_info 
   if ((is_chnorm(c->op) || is_resnorm(c->op)))
     printf("\"batch\":%zu,\"channels\":%zu,\"spatial\":%zu,\"groups\":%zu,", w->rows, w->cols,
            w->spatial, ch_groups(c));
+  if (is_rownorm(c->op)) printf("\"lns_scale\":%.9g,", (double)c->lns);
   printf("\"kernel\":");
   json_string(kernel_of(c));
   printf(",\"median_s\":%.9g,\"min_s\":%.9g,\"reps\":%ld,\"bytes\":%.0f,\"gbps\":%.6g,"
@@ -1635,7 +1689,9 @@ static void emit_row(FILE *f, const bench_case *c, const case_result *r) {
              nk_layout_name(c->layout));
   else
     snprintf(shape_s, sizeof shape_s, "%zux%zu", w->rows, w->cols);
-  fprintf(f, "%-13s %-6s %-5s %-11s %3zu %-6s %-46s %11.2f %11.2f %8.2f %6.3f\n", op_names[c->op],
+  char op_s[32];
+  snprintf(op_s, sizeof op_s, "%s%s", op_names[c->op], c->lns != 0.0f ? "+lns" : "");
+  fprintf(f, "%-13s %-6s %-5s %-11s %3zu %-6s %-46s %11.2f %11.2f %8.2f %6.3f\n", op_s,
           dir_names[c->dir], nk_dtype_name(w->dtype), shape_s, c->run->threads,
           nk_isa_name(nk_context_isa(c->run->ctx)), kernel_of(c), r->median_s * 1e6,
           r->min_s * 1e6, gbps, gbps / best_copy);
@@ -1654,7 +1710,7 @@ static void case_label(const bench_case *c, char *out, size_t size) {
     return;
   }
   snprintf(out, size, "%s_%s%s%s %s %zux%zu, %zu thread%s", op_names[c->op], dir_names[c->dir],
-           is_softmax(c->op) && c->dir == DIR_FWD ? " " : "",
+           is_softmax(c->op) && c->dir == DIR_FWD ? " " : (c->lns != 0.0f ? " lns" : ""),
            is_softmax(c->op) && c->dir == DIR_FWD ? nk_softmax_algo_name(c->algo) : "",
            nk_dtype_name(c->w->dtype), c->w->rows, c->w->cols, c->run->threads,
            c->run->threads == 1 ? "" : "s");
@@ -1715,10 +1771,13 @@ static nk_status case_prepare(bench_case *c) {
     return c->dir == DIR_FWD ? NK_STATUS_OK : run_fwd(c);
   }
   c->desc = nk_norm_desc_dense(c->w->rows, c->w->cols, c->w->dtype,
-                               c->op == OP_LAYERNORM ? LN_EPS : RMS_EPS);
+                               c->op == OP_RMSNORM ? RMS_EPS : LN_EPS);
+  c->desc.lns_scale = c->lns;
   if (c->dir == DIR_FWD) return NK_STATUS_OK;
   st = c->op == OP_LAYERNORM ? nk_layernorm_bwd_workspace_size(&c->desc, &c->ws_size)
-                             : nk_rmsnorm_bwd_workspace_size(&c->desc, &c->ws_size);
+       : c->op == OP_RMSNORM ? nk_rmsnorm_bwd_workspace_size(&c->desc, &c->ws_size)
+       : c->op == OP_L1NORM  ? nk_l1norm_bwd_workspace_size(&c->desc, &c->ws_size)
+                             : (c->ws_size = 0, NK_STATUS_OK);
   if (st != NK_STATUS_OK) return st;
   if (c->ws_size) c->ws = memset(xalloc(c->ws_size), 0, c->ws_size);
   return run_fwd(c);
@@ -1803,6 +1862,11 @@ static int bench_workset(const workset *w, unsigned ops, unsigned layouts, const
           bench_case c = {.op = op, .dir = dir, .algo = (nk_softmax_algo)a, .w = w,
                           .run = &runs[r]};
           failures += !bench_one(&c, o, info);
+          if (o->lns != 0.0f && has_lns(op)) { /* A/B: the same case with LayerNorm Scaling */
+            bench_case cl = {.op = op, .dir = dir, .algo = (nk_softmax_algo)a, .w = w,
+                             .run = &runs[r], .lns = o->lns};
+            failures += !bench_one(&cl, o, info);
+          }
         }
       }
     }

@@ -185,6 +185,9 @@ static nk_status rownorm_moments(nk_context *ctx, int is_rms, const nk_norm_desc
                     (unsigned)d->flags);
   if ((d->flags & NK_NORM_GAMMA_OFFSET) && gamma == NULL)
     return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: NK_NORM_GAMMA_OFFSET needs gamma", op);
+  if (d->lns_scale != 0.0f) /* LayerNorm Scaling is a kernel variant of the row norms only */
+    return nk__fail(ctx, NK_STATUS_UNSUPPORTED, "%s: lns_scale %g is not supported (0 only)", op,
+                    (double)d->lns_scale);
   if (d->rows == 0 || d->cols == 0) return nk__ok(ctx);
   if (x == NULL || y == NULL || m == NULL)
     return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: x, y and moments are required", op);

@@ -53,7 +53,19 @@ static nk_status check_desc(nk_context *ctx, const char *op, const nk_norm_desc 
   if (d->flags & ~known_flags)
     return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: unknown flags 0x%x", op,
                     (unsigned)(d->flags & ~known_flags));
+  if (!(d->lns_scale >= 0.0f) || !isfinite(d->lns_scale))
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: lns_scale %g must be finite and >= 0",
+                    op, (double)d->lns_scale);
   return NK_STATUS_OK;
+}
+
+/* LayerNorm Scaling into the kernel parameters: s = 0 (off) and s = 1 need no product. */
+static void set_lns(const nk_norm_desc *d, nk_rownorm_params *p) {
+  if (d->lns_scale != 0.0f && d->lns_scale != 1.0f) {
+    p->variant |= NK_ROWNORM_SCALE;
+    p->scale = d->lns_scale;
+    p->scale_inv = 1.0f / d->lns_scale;
+  }
 }
 
 static uint32_t variant_of(const nk_norm_desc *d, const void *gamma, const void *beta) {
@@ -115,10 +127,11 @@ static nk_status norm_fwd(nk_context *ctx, int is_rms, const nk_norm_desc *d, si
   fwd_job job = {nk__select_rownorm_fwd(nk__context_isa(ctx), kop, d->dtype), d, x, r, y, h,
                  is_rms ? NULL : mean, rstd,
                  (nk_rownorm_params){gamma, beta, NULL, d->eps, d->param_dtype,
-                                     variant_of(d, gamma, beta)}};
+                                     variant_of(d, gamma, beta), 0.0f, 0.0f}};
   if (job.fn == NULL)
     return nk__fail(ctx, NK_STATUS_UNSUPPORTED, "%s: no kernel for dtype %s", op,
                     nk_dtype_name(d->dtype));
+  set_lns(d, &job.params);
   size_t out_bytes = 0;
   if (nk__mul_size(rows, cols, &out_bytes) &&
       nk__mul_size(out_bytes, nk_dtype_size(d->dtype), &out_bytes) &&
@@ -171,7 +184,7 @@ nk_status nk_rmsnorm_fwd_rows(nk_context *ctx, const nk_rmsnorm_desc *desc, size
 
 nk_norm_desc nk_norm_desc_dense(size_t rows, size_t cols, nk_dtype dtype, float eps) {
   const ptrdiff_t s = (ptrdiff_t)cols;
-  nk_norm_desc d = {rows, cols, dtype, NK_DTYPE_F32, eps, 0, s, s, s, s, s, s, s};
+  nk_norm_desc d = {rows, cols, dtype, NK_DTYPE_F32, eps, 0, s, s, s, s, s, s, s, 0.0f};
   return d;
 }
 
@@ -365,7 +378,8 @@ static nk_status norm_bwd(nk_context *ctx, int is_rms, const nk_norm_desc *d, si
     return nk__fail(ctx, NK_STATUS_UNSUPPORTED, "%s: no kernel for dtype %s", op,
                     nk_dtype_name(d->dtype));
   job.params = (nk_rownorm_params){gamma, beta, NULL, d->eps, d->param_dtype,
-                                   variant_of(d, gamma, beta)};
+                                   variant_of(d, gamma, beta), 0.0f, 0.0f};
+  set_lns(d, &job.params);
   size_t out_bytes = 0;
   if (nk__mul_size(rows, cols, &out_bytes) &&
       nk__mul_size(out_bytes, nk_dtype_size(d->dtype), &out_bytes) &&

@@ -406,5 +406,26 @@ int nk_ref_pow2_exp(double m, int qmax);
 /* Power-of-two groups of one row: exps[k] for group k, q = clamp(rne(x 2^-e), -qmax, qmax). */
 void nk_ref_pow2_quantize(size_t cols, const double *x, size_t group, int qmax, double *q,
                           int *exps);
+/* ---- research row norms (rowvariants.c; spec §3.2 CRMSNorm, §11.1 L1 LayerNorm) ---- */
+
+/* sqrt(pi/2), the L1 norm's constant */
+#define NK_REF_L1_C1 1.2533141373155002512
+
+/* CRMSNorm of each row c (cols = d): y = c / sqrt((sum c^2 + (sum c)^2)/(d+1) + eps) * scale
+ * (scale 0 means 1); rstd (rows, may be NULL). */
+void nk_ref_crmsnorm_fwd(size_t rows, size_t cols, const double *x, double eps, double scale,
+                         double *y, double *rstd);
+/* dx of CRMSNorm (with the scale applied to dy). */
+void nk_ref_crmsnorm_bwd(size_t rows, size_t cols, const double *x, double eps, double scale,
+                         const double *dy, double *dx);
+/* L1 LayerNorm: y = ((h - mu)/(C1 mean|h - mu| + eps) * g + b) * scale; mean, rscale (rows,
+ * may be NULL). gamma/beta NULL: 1/0; offset: g = 1 + gamma. */
+void nk_ref_l1norm_fwd(size_t rows, size_t cols, const double *h, const double *gamma,
+                       const double *beta, int offset, double eps, double scale, double *y,
+                       double *mean, double *rscale);
+/* dx, dgamma, dbeta (overwritten; may be NULL) of L1 LayerNorm, subgradient sign(0) = 0. */
+void nk_ref_l1norm_bwd(size_t rows, size_t cols, const double *h, const double *gamma, int offset,
+                       double eps, double scale, const double *dy, double *dx, double *dgamma,
+                       double *dbeta);
 
 #endif /* NK_REFERENCE_H */

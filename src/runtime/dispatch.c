@@ -107,6 +107,10 @@ const char *nk_op_name(nk_op op) {
     case NK_OP_GROUPNORM_BWD: return "groupnorm_bwd";
     case NK_OP_INSTANCENORM_FWD: return "instancenorm_fwd";
     case NK_OP_INSTANCENORM_BWD: return "instancenorm_bwd";
+    case NK_OP_CRMSNORM_FWD: return "crmsnorm_fwd";
+    case NK_OP_CRMSNORM_BWD: return "crmsnorm_bwd";
+    case NK_OP_L1NORM_FWD: return "l1norm_fwd";
+    case NK_OP_L1NORM_BWD: return "l1norm_bwd";
     case NK_OP_COUNT: break;
   }
   return "?";
@@ -135,6 +139,17 @@ const char *nk_kernel_name_ex(const nk_context *ctx, nk_op op, nk_dtype dtype) {
     case NK_OP_INSTANCENORM_FWD:
     case NK_OP_INSTANCENORM_BWD:
       return (unsigned)dtype <= NK_DTYPE_F16 ? nk__chnorm_kernels(ctx)->name : NULL;
+    case NK_OP_CRMSNORM_FWD:
+    case NK_OP_CRMSNORM_BWD:
+    case NK_OP_L1NORM_FWD:
+    case NK_OP_L1NORM_BWD: {
+      if ((unsigned)dtype > NK_DTYPE_F16) return NULL;
+      const nk_rowvar_kernels *k = nk__rowvar_kernels(isa);
+      return op == NK_OP_CRMSNORM_FWD   ? k->crms_fwd_name[dtype]
+             : op == NK_OP_CRMSNORM_BWD ? k->crms_bwd_name[dtype]
+             : op == NK_OP_L1NORM_FWD   ? k->l1_fwd_name[dtype]
+                                        : k->l1_bwd_name[dtype];
+    }
     default: break;
   }
   if (op >= NK_OP_SOFTMAX_FWD) return se ? se->name : NULL;

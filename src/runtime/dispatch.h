@@ -9,6 +9,7 @@
 #include "kernels/chnorm/chnorm.h"
 #include "kernels/resnorm/resnorm.h"
 #include "kernels/optim/optim.h"
+#include "kernels/rowvar/rowvar.h"
 
 /* The kernel for (isa, op, dtype), stepping down avx512 -> avx2 -> scalar; NULL if none. */
 nk_rownorm_fwd_ukernel_fn nk__select_rownorm_fwd(nk_isa isa, nk_op op, nk_dtype dtype);

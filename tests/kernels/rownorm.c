@@ -300,6 +300,14 @@ static void fill_param(void *p, size_t cols, nk_dtype pdt, nk_rng *r) {
   }
 }
 
+/* LayerNorm Scaling in one case of three (by seed): s = 1/sqrt(2) or 1/sqrt(7). */
+static void lns_variant(nk_rownorm_params *p, uint64_t seed) {
+  if (seed % 3 != 1) return;
+  p->variant |= NK_ROWNORM_SCALE;
+  p->scale = (seed & 8) ? 0.70710678f : 0.37796447f;
+  p->scale_inv = 1.0f / p->scale;
+}
+
 static void run_fwd_case(const fwd_entry *k, const fwd_entry *ref, const fwd_cfg *c) {
   const nk_dtype dt = k->dtype, pdt = c->phalf ? dt : NK_DTYPE_F32;
   const int is_rms = k->op == NK_OP_RMSNORM_FWD;
@@ -364,7 +372,8 @@ static void run_fwd_case(const fwd_entry *k, const fwd_entry *ref, const fwd_cfg
                            NULL,
                            c->tiny_eps ? 1e-30f : 1e-5f,
                            pdt,
-                           var};
+                           var, 0.0f, 0.0f};
+    lns_variant(&p, c->seed);
     const nk_rownorm_fwd_ukernel_fn fn = run ? k->fn : ref->fn;
     fn(rows, cols, use(run, tx), xs, use(run, tr), rs, use(run, ty), ys, use(run, th), hs, want_mean ? use(run, &bm) : NULL,
        want_rstd ? use(run, &bs) : NULL, &p);
@@ -439,8 +448,9 @@ static void run_bwd_case(const bwd_entry *k, const bwd_entry *ref, const bwd_cfg
   tbuf_place(&bs, 8, rows * sizeof(float), "rstd");
   {
     /* the scalar forward on a copy of x gives mean, rstd and y; from y: x := y */
-    const nk_rownorm_params fp = {c->gamma ? bg.a : NULL, c->beta ? bb.a : NULL, NULL, eps, pdt,
-                                  var};
+    nk_rownorm_params fp = {c->gamma ? bg.a : NULL, c->beta ? bb.a : NULL, NULL, eps, pdt,
+                            var, 0.0f, 0.0f};
+    lns_variant(&fp, c->seed);
     unsigned char *yt = malloc(bx.bytes);
     NK_REQUIRE(yt != NULL, "out of memory");
     memcpy(yt, bx.a, bx.bytes);
@@ -487,7 +497,9 @@ static void run_bwd_case(const bwd_entry *k, const bwd_entry *ref, const bwd_cfg
   if (c->nt) var |= NK_ROWNORM_NONTEMPORAL;
   for (int run = 0; run < 2; run++) {
     nk_rownorm_params p = {c->gamma ? use(run, &bg) : NULL, c->beta ? use(run, &bb) : NULL,
-                           c->ginv ? (const float *)use(run, &bgi) : NULL, eps, pdt, var};
+                           c->ginv ? (const float *)use(run, &bgi) : NULL, eps, pdt, var,
+                           0.0f, 0.0f};
+    lns_variant(&p, c->seed);
     const nk_rownorm_bwd_ukernel_fn fn = run ? k->fn : ref->fn;
     fn(rows, cols, use(run, &bx), xs, use(run, &bdy), dys, use(run, tdh), dhs,
        (is_rms || c->from_y) ? NULL : (const float *)use(run, &bm), (const float *)use(run, &bs), use(run, tdx), dxs,

@@ -63,6 +63,7 @@
 #define FO_R 0x8u      /* h = dtype(x + r) recomputed from the residual (no h output) */
 #define FO_NT 0x10u    /* streaming stores for y */
 #define FO_PHALF 0x20u /* gamma/beta hold the activation dtype (else f32) */
+#define FO_SCALE 0x40u /* LayerNorm Scaling: y = affine * scale */
 
 /* Compile-time variant bits of the backward passes. */
 #define BO_GAMMA 0x1u  /* gh = dy * g */
@@ -73,6 +74,7 @@
 #define BO_GINV 0x20u  /* from y: xhat = (...) * ginv */
 #define BO_PHALF 0x40u /* gamma/beta hold the activation dtype */
 #define BO_DH 0x80u    /* dx += dh */
+#define BO_SCALE 0x100u /* LayerNorm Scaling: dy * scale; from y: y * scale_inv */
 
 /* Prefetching the next row into L1 during a forward output pass, for rows of
  * FWD_PF_MIN_BYTES .. FWD_PF_MAX_BYTES, and out of cache (NK_ROWNORM_NONTEMPORAL) into L2
@@ -229,6 +231,7 @@ typedef struct fwd_out {
   float mu_hi, mu_lo, rs;
   const char *pf; /* the next row's x, prefetched during this row's output pass, or NULL */
   int pf_l2;      /* prefetch into L2 (out of cache), else into L1 */
+  float scale;    /* FO_SCALE: the LayerNorm Scaling factor */
 } fwd_out;
 
 /* Parameters (gamma or beta) for nv 8-lane vectors: f32, or the activation dtype. */
@@ -271,6 +274,8 @@ NK_INLINE void fwd_out_step(int is_rms, nk_dtype dt, uint32_t c, const fwd_out *
                                              : _mm256_mul_ps(y[j], g[j]))
                             : _mm256_add_ps(y[j], b[j]);
   }
+  if (c & FO_SCALE)
+    for (int j = 0; j < nv; j++) y[j] = _mm256_mul_ps(y[j], _mm256_set1_ps(o->scale));
   for (int j = 0; j < nv; j++) store8(o->y, i + 8 * (size_t)j, k, y[j], dt, kind);
   if (full && o->pf) { /* the next row's x: one 64-byte line per 16 f32 (per 32 halves) */
     if (o->pf_l2)
@@ -310,14 +315,22 @@ NK_INLINE void fwd_out_row(int is_rms, nk_dtype dt, uint32_t c, const fwd_out *p
 /* The variant bits c are run-time values; the switch makes gamma and beta compile-time
  * constants in each branch (they shape the inner loop). The other bits (offset, parameter
  * dtype, residual, streaming) stay run-time tests of loop invariants. */
-NK_INLINE void fwd_out_pick(int is_rms, nk_dtype dt, uint32_t c, const fwd_out *o) {
-  const uint32_t rest = c & ~(FO_GAMMA | FO_BETA);
+NK_INLINE void fwd_out_pick_gb(int is_rms, nk_dtype dt, uint32_t c, uint32_t rest,
+                                const fwd_out *o) {
   switch (c & (FO_GAMMA | FO_BETA)) {
     case FO_GAMMA: fwd_out_row(is_rms, dt, rest | FO_GAMMA, o); break;
     case FO_BETA: fwd_out_row(is_rms, dt, rest | FO_BETA, o); break;
     case FO_GAMMA | FO_BETA: fwd_out_row(is_rms, dt, rest | FO_GAMMA | FO_BETA, o); break;
     default: fwd_out_row(is_rms, dt, rest, o); break;
   }
+}
+
+/* LayerNorm Scaling as a compile-time bit too: `rest` has FO_SCALE cleared, so each branch
+ * knows it, and the unscaled loops are the same code as without the feature. */
+NK_INLINE void fwd_out_pick(int is_rms, nk_dtype dt, uint32_t c, const fwd_out *o) {
+  const uint32_t rest = c & ~(FO_GAMMA | FO_BETA | FO_SCALE);
+  if (c & FO_SCALE) fwd_out_pick_gb(is_rms, dt, c, rest | FO_SCALE, o);
+  else fwd_out_pick_gb(is_rms, dt, c, rest, o);
 }
 
 NK_INLINE void fwd_kernel(int is_rms, nk_dtype dt, size_t rows, size_t n, const void *x,
@@ -334,6 +347,7 @@ NK_INLINE void fwd_kernel(int is_rms, nk_dtype dt, size_t rows, size_t n, const 
   if (v & NK_ROWNORM_NONTEMPORAL) c |= FO_NT;
   if (p->param_dtype != NK_DTYPE_F32) c |= FO_PHALF;
   if (r != NULL && h == NULL) c |= FO_R;
+  if (v & NK_ROWNORM_SCALE) c |= FO_SCALE;
   const size_t row_bytes = n * esize(dt);
   const int pf_l1 = row_bytes >= FWD_PF_MIN_BYTES && row_bytes <= FWD_PF_MAX_BYTES;
   const int pf_l2 = !pf_l1 && (c & FO_NT);
@@ -361,7 +375,7 @@ NK_INLINE void fwd_kernel(int is_rms, nk_dtype dt, size_t rows, size_t n, const 
     }
     const fwd_out o = {n, src, rr, yr, p->gamma, p->beta, mu_hi, mu_lo, rs,
                        (pf_l1 || pf_l2) && row + 1 < rows ? (const char *)row_at(x, row + 1, xs, dt) : NULL,
-                       pf_l2};
+                       pf_l2, p->scale};
     fwd_out_pick(is_rms, dt, c, &o);
     if (mean) mean[row] = mu_hi;
     if (rstd) rstd[row] = rs;
@@ -379,6 +393,7 @@ typedef struct bwd_row {
   const float *ginv;
   float m, rs;        /* saved mean (LayerNorm from x; else 0) and rstd */
   float a, b, mu_lo;  /* coefficients (output pass) */
+  float scale, scale_inv; /* BO_SCALE: LayerNorm Scaling s and 1/s */
   double *dg, *db;    /* dgamma_acc, dbeta_acc or NULL */
   const char *pfx, *pfdy; /* out of cache: the next row's x and dy, prefetched into L2 */
 } bwd_row;
@@ -410,9 +425,12 @@ NK_INLINE void bwd_term(int is_rms, nk_dtype dt, uint32_t c, const bwd_row *o, s
                         size_t k, int full, __m256 gn, __m256 bt, __m256 gi, int center,
                         __m256 *g, __m256 *gh, __m256 *xh) {
   *g = load8(o->dy, i, k, dt, full);
+  if (c & BO_SCALE) *g = _mm256_mul_ps(*g, _mm256_set1_ps(o->scale));
   *gh = (c & BO_GAMMA) ? _mm256_mul_ps(*g, gn) : *g;
   const __m256 v = load8(o->x, i, k, dt, full);
-  if (c & BO_FROMY) *xh = _mm256_mul_ps(_mm256_sub_ps(v, bt), gi);
+  if (c & BO_FROMY)
+    *xh = _mm256_mul_ps(
+        _mm256_sub_ps((c & BO_SCALE) ? _mm256_mul_ps(v, _mm256_set1_ps(o->scale_inv)) : v, bt), gi);
   else if (is_rms) *xh = _mm256_mul_ps(v, _mm256_set1_ps(o->rs));
   else if (!center) *xh = _mm256_sub_ps(v, _mm256_set1_ps(o->m));
   else
@@ -580,15 +598,22 @@ NK_INLINE void bwd_pass(int is_rms, nk_dtype dt, uint32_t c, const bwd_row *o, i
   else bwd_out_row(is_rms, dt, c, o);
 }
 
-NK_INLINE void bwd_pick(int is_rms, nk_dtype dt, uint32_t c, const bwd_row *o, int then,
-                        double *A, double *B, double *C) {
-  const uint32_t rest = c & ~(BO_GAMMA | BO_FROMY);
+NK_INLINE void bwd_pick_gf(int is_rms, nk_dtype dt, uint32_t c, uint32_t rest,
+                           const bwd_row *o, int then, double *A, double *B, double *C) {
   switch (c & (BO_GAMMA | BO_FROMY)) {
     case BO_GAMMA: bwd_pass(is_rms, dt, rest | BO_GAMMA, o, then, A, B, C); break;
     case BO_FROMY: bwd_pass(is_rms, dt, rest | BO_FROMY, o, then, A, B, C); break;
     case BO_GAMMA | BO_FROMY: bwd_pass(is_rms, dt, rest | BO_GAMMA | BO_FROMY, o, then, A, B, C); break;
     default: bwd_pass(is_rms, dt, rest, o, then, A, B, C); break;
   }
+}
+
+/* LayerNorm Scaling as a compile-time bit too (see fwd_out_pick). */
+NK_INLINE void bwd_pick(int is_rms, nk_dtype dt, uint32_t c, const bwd_row *o, int then,
+                        double *A, double *B, double *C) {
+  const uint32_t rest = c & ~(BO_GAMMA | BO_FROMY | BO_SCALE);
+  if (c & BO_SCALE) bwd_pick_gf(is_rms, dt, c, rest | BO_SCALE, o, then, A, B, C);
+  else bwd_pick_gf(is_rms, dt, c, rest, o, then, A, B, C);
 }
 
 NK_INLINE void bwd_kernel(int is_rms, nk_dtype dt, size_t rows, size_t n, const void *x,
@@ -608,8 +633,11 @@ NK_INLINE void bwd_kernel(int is_rms, nk_dtype dt, size_t rows, size_t n, const 
   if (v & NK_ROWNORM_NONTEMPORAL) c |= BO_NT;
   if (p->param_dtype != NK_DTYPE_F32) c |= BO_PHALF;
   if (dh != NULL) c |= BO_DH;
+  if (v & NK_ROWNORM_SCALE) c |= BO_SCALE;
   for (size_t row = 0; row < rows; row++) {
     bwd_row o;
+    o.scale = p->scale;
+    o.scale_inv = p->scale_inv;
     o.n = n;
     o.x = row_at(x, row, xs, dt);
     o.dy = row_at(dy, row, dys, dt);

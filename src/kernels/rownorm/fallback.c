@@ -36,6 +36,18 @@ static float affine(const nk_rownorm_params *p, size_t i, float xh) {
   return xh;
 }
 
+/* LayerNorm Scaling, in f32 exactly as the kernels do it: y * s (forward), dy * s (backward),
+ * y * (1/s) (backward from y). */
+static float lns_out(const nk_rownorm_params *p, float v) {
+  return (p->variant & NK_ROWNORM_SCALE) ? v * p->scale : v;
+}
+static float lns_in(const nk_rownorm_params *p, float v) {
+  return (p->variant & NK_ROWNORM_SCALE) ? v * p->scale_inv : v;
+}
+static double dyval(const nk_rownorm_params *p, const void *dy, size_t i, nk_dtype dt) {
+  return (double)lns_out(p, nk__load_f32(dy, i, dt));
+}
+
 static double hval(const void *x, const void *r, size_t i, nk_dtype dt) {
   if (r == NULL) return (double)nk__load_f32(x, i, dt);
   return nk__round_to(nk__load_f32(x, i, dt) + nk__load_f32(r, i, dt), dt);
@@ -66,7 +78,7 @@ void nk__rownorm_fwd_row_f64(int is_rms, size_t n, nk_dtype dt, const void *x, c
   const double rs = 1.0 / sqrt(var + (double)p->eps);
   for (size_t i = 0; i < n; i++) {
     const float xh = (float)((hval(x, r, i, dt) - mu) * rs);
-    nk__store_f32(y, i, affine(p, i, xh), dt);
+    nk__store_f32(y, i, lns_out(p, affine(p, i, xh)), dt);
   }
   if (mean) *mean = (float)mu;
   if (rstd) *rstd = (float)rs;
@@ -82,7 +94,7 @@ void nk__rownorm_bwd_row_f64(int is_rms, size_t n, nk_dtype dt, const void *x, c
   double mu = 0.0, rs = rstd;
   for (size_t i = 0; i < n; i++) {
     const double v = (double)nk__load_f32(x, i, dt);
-    finite &= isfinite(v) && isfinite((double)nk__load_f32(dy, i, dt));
+    finite &= isfinite(v) && isfinite(dyval(p, dy, i, dt));
     mu += v;
   }
   if (finite && !from_y) {
@@ -98,26 +110,26 @@ void nk__rownorm_bwd_row_f64(int is_rms, size_t n, nk_dtype dt, const void *x, c
     for (size_t i = 0; i < n; i++) {
       nk__store_f32(dx, i, canonical_nan(), dt);
       if (dgamma_acc) dgamma_acc[i] += (double)canonical_nan();
-      if (dbeta_acc) dbeta_acc[i] += (double)nk__load_f32(dy, i, dt);
+      if (dbeta_acc) dbeta_acc[i] += dyval(p, dy, i, dt);
     }
     return;
   }
   /* xhat in double: from x, or from y = xhat*g + b. */
 #define XH(i)                                                                                    \
-  (from_y ? ((double)nk__load_f32(x, (i), dt) - ((p->variant & NK_ROWNORM_HAS_BETA) ? (double)nk__load_f32(p->beta, (i), p->param_dtype) \
+  (from_y ? ((double)lns_in(p, nk__load_f32(x, (i), dt)) - ((p->variant & NK_ROWNORM_HAS_BETA) ? (double)nk__load_f32(p->beta, (i), p->param_dtype) \
                                                                   : 0.0)) /                     \
                 gain(p, (i))                                                                     \
           : ((double)nk__load_f32(x, (i), dt) - mu) * rs)
   double mg = 0.0, mgx = 0.0;
   for (size_t i = 0; i < n; i++) {
-    const double gh = (double)nk__load_f32(dy, i, dt) * gain(p, i);
+    const double gh = dyval(p, dy, i, dt) * gain(p, i);
     mg += gh;
     mgx += gh * XH(i);
   }
   mg = is_rms ? 0.0 : mg / (double)n;
   mgx /= (double)n;
   for (size_t i = 0; i < n; i++) {
-    const double g = (double)nk__load_f32(dy, i, dt), xh = XH(i);
+    const double g = dyval(p, dy, i, dt), xh = XH(i);
     double d = rs * (g * gain(p, i) - mg - xh * mgx);
     if (dh) d += (double)nk__load_f32(dh, i, dt);
     nk__store_f32(dx, i, (float)d, dt);

@@ -40,6 +40,9 @@
  *       (RMSNorm from y: a = 0).
  *     RMSNorm: xhat_i = h_i * rstd; B = blocksum(gh_i * xhat_i); a = 0; b = (float)(B/n)
  *     dx_i = (fmaf(-xhat_i, b, gh_i - a)) * rstd  [+ dh_i]
+ *   LayerNorm Scaling (NK_ROWNORM_SCALE, scale s): the forward stores y_i * s (one f32 product
+ *     after the affine step); the backward first replaces dy_i by dy_i * s (f32) — in gh, in
+ *     the parameter gradients, everywhere — and, from y, y_i by y_i * (1/s) (f32 1.0f / s).
  *     dgamma_acc[i] += (double)dy_i * xhat_i;  dbeta_acc[i] += dy_i   (double, exact products)
  *   Rows whose sums are not finite, or whose rstd is not a normal float, take
  *   nk__rownorm_bwd_row_f64.
@@ -68,6 +71,9 @@
 #define NK_ROWNORM_OFFSET 0x4u      /* g = 1 + gamma */
 #define NK_ROWNORM_FROM_Y 0x8u      /* backward input is y; use ginv and beta */
 #define NK_ROWNORM_NONTEMPORAL 0x10u /* outputs may use streaming stores (large working sets) */
+#define NK_ROWNORM_SCALE 0x20u       /* LayerNorm Scaling: y = affine * scale (f32 product);
+                                        backward: dy_i * scale (f32) replaces dy_i everywhere;
+                                        from y: y_i * scale_inv replaces y_i */
 
 typedef struct nk_rownorm_params {
   const void *gamma;    /* cols elements of param_dtype, or NULL */
@@ -76,6 +82,8 @@ typedef struct nk_rownorm_params {
   float eps;
   nk_dtype param_dtype; /* NK_DTYPE_F32 or the activation dtype */
   uint32_t variant;     /* NK_ROWNORM_* */
+  float scale;          /* NK_ROWNORM_SCALE: the LayerNorm Scaling factor s (else unused) */
+  float scale_inv;      /* NK_ROWNORM_SCALE: 1.0f / s (f32), for the backward from y */
 } nk_rownorm_params;
 
 /* Forward over rows [0, rows): pointers point at the first row to process.

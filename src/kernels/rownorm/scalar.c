@@ -51,6 +51,14 @@ static inline float affine(const nk_rownorm_params *p, size_t i, float xh) {
   return xh;
 }
 
+/* LayerNorm Scaling: the forward's output times s, the backward's dy times s, y times 1/s. */
+static inline float lns_out(const nk_rownorm_params *p, float v) {
+  return (p->variant & NK_ROWNORM_SCALE) ? v * p->scale : v;
+}
+static inline float lns_in(const nk_rownorm_params *p, float v) {
+  return (p->variant & NK_ROWNORM_SCALE) ? v * p->scale_inv : v;
+}
+
 /* ---- forward ------------------------------------------------------------------------------ */
 
 static inline void fwd_rows(int is_rms, nk_dtype dt, size_t rows, size_t n, const void *x,
@@ -124,7 +132,7 @@ static inline void fwd_rows(int is_rms, nk_dtype dt, size_t rows, size_t n, cons
     for (size_t i = 0; i < n; i++) {
       const float v = HV(i);
       const float xh = is_rms ? v * rs_f : ((v - mu_hi) - mu_lo) * rs_f;
-      nk__store_f32(yr, i, affine(p, i, xh), dt);
+      nk__store_f32(yr, i, lns_out(p, affine(p, i, xh)), dt);
     }
 #undef HV
     if (mean) mean[row] = mu_hi;
@@ -150,9 +158,10 @@ static inline void bwd_rows(int is_rms, nk_dtype dt, size_t rows, size_t n, cons
     void *dxr = (void *)row_ptr(dx, row, dxs, dt);
     const float m = (!is_rms && !from_y) ? mean[row] : 0.0f;
     const float rs = rstd[row];
-#define GH(i) (has_gamma ? nk__load_f32(gr, (i), dt) * gain(p, (i)) : nk__load_f32(gr, (i), dt))
+#define DY(i) lns_out(p, nk__load_f32(gr, (i), dt))
+#define GH(i) (has_gamma ? DY(i) * gain(p, (i)) : DY(i))
 #define XH(i)                                                                                    \
-  (from_y ? (has_beta ? nk__load_f32(xr, (i), dt) - nk__load_f32(p->beta, (i), p->param_dtype) : nk__load_f32(xr, (i), dt)) *  \
+  (from_y ? (has_beta ? lns_in(p, nk__load_f32(xr, (i), dt)) - nk__load_f32(p->beta, (i), p->param_dtype) : lns_in(p, nk__load_f32(xr, (i), dt))) *  \
                 (p->ginv ? p->ginv[(i)] : 1.0f)                                                  \
           : nk__load_f32(xr, (i), dt) * rs)
     double A = 0.0, B = 0.0, C = 0.0;
@@ -183,7 +192,7 @@ static inline void bwd_rows(int is_rms, nk_dtype dt, size_t rows, size_t n, cons
     float a, bb, mu_lo = 0.0f;
     nk__rownorm_bwd_coeffs(is_rms, from_y, n, A, B, C, rs, &a, &bb, &mu_lo);
     for (size_t i = 0; i < n; i++) {
-      const float g = nk__load_f32(gr, i, dt);
+      const float g = DY(i);
       const float gh = GH(i);
       const float xh = (!is_rms && !from_y) ? ((nk__load_f32(xr, i, dt) - m) - mu_lo) * rs : XH(i);
       float d = fmaf(-xh, bb, gh - a) * rs;
@@ -192,6 +201,7 @@ static inline void bwd_rows(int is_rms, nk_dtype dt, size_t rows, size_t n, cons
       if (dgamma_acc) dgamma_acc[i] += (double)g * (double)xh;
       if (dbeta_acc) dbeta_acc[i] += (double)g;
     }
+#undef DY
 #undef GH
 #undef XH
   }
