@@ -246,7 +246,11 @@ NK_API const char *nk_kernel_name_ex(const nk_context *ctx, nk_op op, nk_dtype d
  * the accuracy bounds (blocks of f32 partial sums combined in double; see docs/ops/layernorm.md).
  *
  * Accuracy (tested): f32 outputs within 2e-6 * max|reference| of the row (the reference is
- * float64); bf16/f16 outputs within 1 ulp of the correctly rounded reference. With beta, the
+ * float64); bf16/f16 outputs within 1 ulp of the correctly rounded reference plus the f32
+ * bound 2e-6 * max|reference| of the row (the f32 part matters only for outputs far below the
+ * row's largest, such as f16 subnormals: an f16 output of -4.0e-5 in a row of scale 1.9 was
+ * 1.08 ulp off; found by the rownorm fuzz harness); f32 outputs in the subnormals within
+ * 2^-148 more (an RMSNorm output of -7.05e-43 was 0.7 ulp off). With beta, the
  * reference's scale is that of the normalized part: 2e-6 * max(|y|, |y - beta|) over the row
  * (y = fmaf(xhat, g, b) keeps xhat's f32 rounding, which beta may cancel against; found by the
  * rownorm fuzz harness, which checks this bound). This holds for
@@ -715,8 +719,13 @@ NK_API nk_status nk_rmsnorm_fwd_moments(nk_context *ctx, const nk_rmsnorm_desc *
  * split into mean_hi = (float)mean and mean_lo = (float)(mean - mean_hi), and
  *   xhat = ((x - mean_hi) - mean_lo) * rstd;  y = fmaf(xhat, g, b)   [+ z, relu]
  * so ill-conditioned channels (mean 1e4, std 1e-2) normalize to f32 accuracy. Accuracy
- * (tested): f32 outputs within 2e-6 * max|reference| of the channel (group); bf16/f16 within
- * 1 ulp of the correctly rounded reference.
+ * (tested): f32 outputs within 2e-6 * max|reference| of the channel (group) (with beta:
+ * max(|y|, |y - beta|), as the row norms, since y = fmaf(xhat, g, b) keeps xhat's rounding
+ * when beta cancels it; found by the chnorm fuzz harness); bf16/f16 within
+ * 1 ulp of the correctly rounded reference plus that f32 bound (which matters only for outputs
+ * far below the set's largest, such as f16 subnormals); f32 outputs in the subnormals within
+ * 2^-148 more. The bounds hold for finite inputs up to FLT_MAX/4 in magnitude (beyond that the
+ * centred values can overflow to inf: found by the chnorm fuzz harness, not yet handled).
  *
  * dtypes: x, z, y, dy, dx, dz hold `dtype`; gamma, beta, dgamma, dbeta hold `param_dtype`
  * (F32 or == dtype); running statistics, saved mean/rstd are always f32.
