@@ -724,8 +724,14 @@ NK_API nk_status nk_rmsnorm_fwd_moments(nk_context *ctx, const nk_rmsnorm_desc *
  * when beta cancels it; found by the chnorm fuzz harness); bf16/f16 within
  * 1 ulp of the correctly rounded reference plus that f32 bound (which matters only for outputs
  * far below the set's largest, such as f16 subnormals); f32 outputs in the subnormals within
- * 2^-148 more. The bounds hold for finite inputs up to FLT_MAX/4 in magnitude (beyond that the
- * centred values can overflow to inf: found by the chnorm fuzz harness, not yet handled).
+ * 2^-148 more. The bounds hold for every finite input: a set whose mean is 2^102 or more in
+ * magnitude (where x - mean could overflow f32) is normalized at half scale,
+ * xhat = ((x/2 - mean_hi/2) - mean_lo/2) * 2 rstd, the same value without the overflow (found
+ * by the chnorm fuzz harness; inference uses the running mean the same way). One limit: with
+ * running statistics (inference), xhat = (x - running_mean) * rstd is an f32 value before the
+ * affine map, so where |xhat| exceeds FLT_MAX (x near FLT_MAX with rstd > 1) y is +-inf even
+ * when |gamma| < 1 would bring it back into range (open; batch statistics always give
+ * |xhat| <= sqrt(count)). The inference backward does not form xhat (dx = dy gamma rstd).
  *
  * dtypes: x, z, y, dy, dx, dz hold `dtype`; gamma, beta, dgamma, dbeta hold `param_dtype`
  * (F32 or == dtype); running statistics, saved mean/rstd are always f32.

@@ -175,6 +175,8 @@ enum ch_input {
   CH_MAXISH,  /* FLT_MAX/4 * U(-1, 1) */
   CH_TINY,    /* 1e-30 N(0,1) */
   CH_ZERO,    /* 0 */
+  CH_NEARMAX, /* 1 in 4 +FLT_MAX (0.9 + 0.1 U), else -FLT_MAX (0.6 + 0.4 U): |mean| ~ 0.35
+               * FLT_MAX and x - mean beyond FLT_MAX (found by the chnorm fuzz harness) */
 };
 
 static inline double ch_sample(nk_rng *rng, enum ch_input in, size_t c) {
@@ -185,13 +187,16 @@ static inline double ch_sample(nk_rng *rng, enum ch_input in, size_t c) {
     case CH_MAXISH: return (double)(FLT_MAX / 4) * (2.0 * nk_rng_uniform(rng) - 1.0);
     case CH_TINY: return 1e-30 * nk_rng_normal(rng);
     case CH_ZERO: return 0.0;
+    case CH_NEARMAX:
+      return nk_rng_uniform(rng) < 0.25 ? (double)FLT_MAX * (0.9 + 0.1 * nk_rng_uniform(rng))
+                                         : -(double)FLT_MAX * (0.6 + 0.4 * nk_rng_uniform(rng));
     default: return 0.25 * (double)c + nk_rng_normal(rng);
   }
 }
 
 static inline const char *ch_input_name(enum ch_input in) {
   static const char *names[] = {"normal", "illcond", "const", "1e30", "FLT_MAX/4", "1e-30",
-                                "zero"};
+                                "zero", "near FLT_MAX"};
   return names[in];
 }
 

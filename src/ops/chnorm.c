@@ -335,7 +335,7 @@ static void ew_task(void *arg, size_t start, size_t count) {
   /* NSC: items are (row tile, column tile); rows of one task may span samples. */
   const size_t ntiles = ceil_div(g->C, NK_CH_TILE_COLS), rpt = rows_per_task(g->C);
   const size_t T = g->N * g->S;
-  float v[7][NK_CH_TILE_COLS];
+  float v[8][NK_CH_TILE_COLS];
   for (size_t i = start; i < start + count; i++) {
     const size_t t = j->reverse ? j->items - 1 - i : i;
     const size_t rt = t / ntiles, tile = t % ntiles;
@@ -355,22 +355,23 @@ static void ew_task(void *arg, size_t start, size_t count) {
             nk_ch_norm_scalars p;
             j->norm_param(j, n, c0 + c, &p);
             v[0][c] = p.mh, v[1][c] = p.ml, v[2][c] = p.r, v[3][c] = p.g, v[4][c] = p.b;
+            v[5][c] = p.half ? 0.5f : 1.0f;
           } else {
             nk_ch_dx_scalars p;
             j->dx_param(j, n, c0 + c, &p);
             v[0][c] = p.mh, v[1][c] = p.mc, v[2][c] = p.r, v[3][c] = p.u, v[4][c] = p.a;
-            v[5][c] = p.b, v[6][c] = p.v;
+            v[5][c] = p.b, v[6][c] = p.v, v[7][c] = p.half ? 0.5f : 1.0f;
           }
         }
         built_for = key;
       }
       if (!bwd) {
-        const nk_ch_norm_vectors pv = {v[0], v[1], v[2], v[3], v[4]};
+        const nk_ch_norm_vectors pv = {v[0], v[1], v[2], v[3], v[4], v[5]};
         j->k->norm_cols(r, seg_end - r, cols, col_at(g, j->x, c0), rows_of(g, j->x),
                         col_at(g, j->z, c0), rows_of(g, j->z), (void *)col_at(g, j->y, c0),
                         rows_of(g, j->y), g->dt, &pv, j->kflags);
       } else {
-        const nk_ch_dx_vectors pv = {v[0], v[1], v[2], v[3], v[4], v[5], v[6]};
+        const nk_ch_dx_vectors pv = {v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]};
         j->k->dx_cols(r, seg_end - r, cols, col_at(g, j->x, c0), rows_of(g, j->x),
                       col_at(g, j->y, c0), rows_of(g, j->y), col_at(g, j->dy, c0),
                       rows_of(g, j->dy), (void *)col_at(g, j->dx, c0), rows_of(g, j->dx),
@@ -472,6 +473,7 @@ static void bn_norm_param(const ew_job *j, size_t n, size_t c, nk_ch_norm_scalar
   }
   p->g = param_at(j->gamma, c, j->d->param_dtype, 1.0f);
   p->b = param_at(j->beta, c, j->d->param_dtype, 0.0f);
+  nk__ch_half_norm(p);
 }
 
 nk_status nk_batchnorm_fwd_workspace_size(const nk_batchnorm_desc *d, size_t *bytes) {
@@ -756,10 +758,16 @@ static void bn_dx_param(const ew_job *j, size_t n, size_t c, nk_ch_dx_scalars *p
     p->a = (float)(A / M);
     p->b = (float)(r * (B - cm * A) / M);
   } else {
+    /* dx = g' gamma r does not depend on x: xhat is made 0 (r = 0, no centring), so an xhat
+     * beyond FLT_MAX (x near FLT_MAX, rstd > 1) cannot give inf * 0 = NaN; a NaN or inf x
+     * still gives NaN (found by the chnorm fuzz harness) */
+    p->mh = 0.0f;
+    p->r = 0.0f;
     p->mc = 0.0f;
     p->a = 0.0f;
     p->b = 0.0f;
   }
+  nk__ch_half_dx(p);
 }
 
 static void bn_param_grads(const nk_chnorm_desc *d, const double *sums, double count,
@@ -975,7 +983,7 @@ static void gn_fwd_task(void *arg, size_t start, size_t count) {
   const geo *g = &j->g;
   const nk_dtype pd = j->d->param_dtype;
   double gm[3 * NK_CH_TILE_COLS];
-  float mh[NK_CH_TILE_COLS], ml[NK_CH_TILE_COLS], r[NK_CH_TILE_COLS];
+  float mh[NK_CH_TILE_COLS], ml[NK_CH_TILE_COLS], r[NK_CH_TILE_COLS], hs[NK_CH_TILE_COLS];
   for (size_t t = start; t < start + count; t++) {
     const size_t n = t / j->nspans, sp = t % j->nspans;
     const size_t g0 = sp * j->gps, g1 = g0 + j->gps < j->G ? g0 + j->gps : j->G;
@@ -985,20 +993,23 @@ static void gn_fwd_task(void *arg, size_t start, size_t count) {
       stats_from_moments(&m, j->d->eps, &mh[k - g0], &ml[k - g0], &r[k - g0]);
       if (j->mean_out) j->mean_out[n * j->G + k] = mh[k - g0];
       if (j->rstd_out) j->rstd_out[n * j->G + k] = r[k - g0];
+      nk_ch_norm_scalars h = {mh[k - g0], ml[k - g0], r[k - g0], 0.0f, 0.0f, 0};
+      nk__ch_half_norm(&h);
+      mh[k - g0] = h.mh, ml[k - g0] = h.ml, r[k - g0] = h.r, hs[k - g0] = h.half ? 0.5f : 1.0f;
     }
     if (!g->nsc) {
       for (size_t k = g0; k < g1; k++)
         for (size_t c = k * j->Cg; c < (k + 1) * j->Cg; c++) {
           const nk_ch_norm_scalars p = {mh[k - g0], ml[k - g0], r[k - g0],
                                         param_at(j->gamma, c, pd, 1.0f),
-                                        param_at(j->beta, c, pd, 0.0f)};
+                                        param_at(j->beta, c, pd, 0.0f), hs[k - g0] != 1.0f};
           j->k->norm_run(g->S, run_at(g, j->x, n, c), NULL, (void *)run_at(g, j->y, n, c),
                          g->dt, &p, j->kflags);
         }
       continue;
     }
     const size_t cbeg = g0 * j->Cg, cend = g1 * j->Cg;
-    float v[5][NK_CH_TILE_COLS];
+    float v[6][NK_CH_TILE_COLS];
     for (size_t c0 = cbeg; c0 < cend; c0 += NK_CH_TILE_COLS) {
       const size_t cols = cend - c0 < NK_CH_TILE_COLS ? cend - c0 : NK_CH_TILE_COLS;
       for (size_t c = 0; c < cols; c++) {
@@ -1006,8 +1017,9 @@ static void gn_fwd_task(void *arg, size_t start, size_t count) {
         v[0][c] = mh[k], v[1][c] = ml[k], v[2][c] = r[k];
         v[3][c] = param_at(j->gamma, c0 + c, pd, 1.0f);
         v[4][c] = param_at(j->beta, c0 + c, pd, 0.0f);
+        v[5][c] = hs[k];
       }
-      const nk_ch_norm_vectors pv = {v[0], v[1], v[2], v[3], v[4]};
+      const nk_ch_norm_vectors pv = {v[0], v[1], v[2], v[3], v[4], v[5]};
       j->k->norm_cols(n * g->S, g->S, cols, col_at(g, j->x, c0), rows_of(g, j->x), NULL,
                       rows_of(g, j->x), (void *)col_at(g, j->y, c0), rows_of(g, j->y), g->dt, &pv,
                       j->kflags);
@@ -1131,24 +1143,28 @@ static void gn_bwd_task(void *arg, size_t start, size_t count) {
     if (!g->nsc) {
       for (size_t c = cbeg; c < cend; c++) {
         const size_t k = c / j->Cg;
-        const nk_ch_dx_scalars p = {j->mean_in[n * j->G + k], gmc[k - g0],
-                                    j->rstd_in[n * j->G + k], param_at(j->gamma, c, pd, 1.0f),
-                                    ga[k - g0], gb[k - g0], j->rstd_in[n * j->G + k]};
+        nk_ch_dx_scalars p = {j->mean_in[n * j->G + k], gmc[k - g0],
+                              j->rstd_in[n * j->G + k], param_at(j->gamma, c, pd, 1.0f),
+                              ga[k - g0], gb[k - g0], j->rstd_in[n * j->G + k], 0};
+        nk__ch_half_dx(&p);
         j->k->dx_run(g->S, run_at(g, j->x, n, c), NULL, run_at(g, j->dy, n, c),
                      (void *)run_at(g, j->dx, n, c), NULL, g->dt, &p, j->kflags);
       }
       continue;
     }
-    float v[7][NK_CH_TILE_COLS];
+    float v[8][NK_CH_TILE_COLS];
     for (size_t c0 = cbeg; c0 < cend; c0 += NK_CH_TILE_COLS) {
       const size_t cols = cend - c0 < NK_CH_TILE_COLS ? cend - c0 : NK_CH_TILE_COLS;
       for (size_t c = 0; c < cols; c++) {
         const size_t k = (c0 + c) / j->Cg;
-        v[0][c] = j->mean_in[n * j->G + k], v[1][c] = gmc[k - g0];
-        v[2][c] = j->rstd_in[n * j->G + k], v[3][c] = param_at(j->gamma, c0 + c, pd, 1.0f);
-        v[4][c] = ga[k - g0], v[5][c] = gb[k - g0], v[6][c] = j->rstd_in[n * j->G + k];
+        nk_ch_dx_scalars p = {j->mean_in[n * j->G + k], gmc[k - g0],
+                              j->rstd_in[n * j->G + k], param_at(j->gamma, c0 + c, pd, 1.0f),
+                              ga[k - g0], gb[k - g0], j->rstd_in[n * j->G + k], 0};
+        nk__ch_half_dx(&p);
+        v[0][c] = p.mh, v[1][c] = p.mc, v[2][c] = p.r, v[3][c] = p.u, v[4][c] = p.a;
+        v[5][c] = p.b, v[6][c] = p.v, v[7][c] = p.half ? 0.5f : 1.0f;
       }
-      const nk_ch_dx_vectors pv = {v[0], v[1], v[2], v[3], v[4], v[5], v[6]};
+      const nk_ch_dx_vectors pv = {v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]};
       j->k->dx_cols(n * g->S, g->S, cols, col_at(g, j->x, c0), rows_of(g, j->x), NULL,
                     rows_of(g, j->x), col_at(g, j->dy, c0), rows_of(g, j->dy),
                     (void *)col_at(g, j->dx, c0), rows_of(g, j->dx), NULL, rows_of(g, j->dx),

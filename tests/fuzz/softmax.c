@@ -9,6 +9,9 @@
  *   dx (against the reference backward on the op's own y): softmax
  *   4e-6 |scale| |y_j| max|dy| (1 + sum|y|), log 4e-6 |scale| (e^{y_j} sum|dy| + |dy_j|),
  *   + 1 ulp for bf16/f16, + |scale| 2^-140.
+ * One input in four runs nk_sigmoid_attn_fwd/bwd instead (the same descriptor and logits; sink,
+ * log and masked-NaN are ignored there), with the bounds of tests/ops/softmax.c: y f32 4 ulp +
+ * 2^-149, bf16/f16 1 ulp; dx f32 4 ulp + |scale| 2^-140, bf16/f16 1 ulp (on the op's own y).
  */
 #include <float.h>
 
@@ -20,6 +23,76 @@
 
 enum { BAD_NONE, BAD_STRIDE, BAD_NEG_STRIDE, BAD_SCALE, BAD_FLAGS, BAD_OVERLAP, BAD_OVERFLOW,
        BAD_NULL, BAD_ALGO, BAD_MASK_DTYPE, BAD_COUNT };
+
+/* Sigmoid attention on the decoded call: forward, then the backward from its own y. */
+static int sigmoid_case(fz_in *in, nk_context *ctx, const nk_softmax_desc *dp, nk_status want,
+                        unsigned bad, const void *x, const void *mask, void *y, const fz_geom *gy,
+                        const double *xr, const double *mr, size_t mrows, size_t qlen) {
+  static double z[MAXR * MAXC], yr[MAXR * MAXC], got[MAXR * MAXC], yv[MAXR * MAXC];
+  static double dyr[MAXR * MAXC], dxr[MAXR * MAXC];
+  static float xf[MAXR * MAXC], mf[MAXR * MAXC];
+  const nk_softmax_desc d = *dp;
+  const size_t R = d.rows, C = d.cols;
+  const nk_dtype dt = d.dtype;
+  fz_snapshot();
+  nk_status st = nk_sigmoid_attn_fwd(ctx, &d, x, mask, y);
+  if (want != NK_OK) {
+    FZ_CHECK(st == want, "sigmoid fwd: bad %u: status %d, want %d (%s)", bad, st, want,
+             nk_context_message(ctx));
+    FZ_CHECK(ctx == NULL || nk_context_message(ctx)[0], "sigmoid fwd: no message for a failure");
+    fz_check_arena(0, "sigmoid fwd");
+    return 0;
+  }
+  FZ_CHECK(st == NK_OK, "sigmoid fwd: status %d (%s)", st, nk_context_message(ctx));
+  fz_check_arena(1, "sigmoid fwd");
+  fz_valid++;
+  if (R == 0 || C == 0) return 0;
+  for (size_t k = 0; k < R * C; k++) xf[k] = (float)xr[k];
+  for (size_t k = 0; k < mrows * C; k++) mf[k] = (float)mr[k];
+  nk_ref_softmax_logits(R, C, xf, mask ? mf : NULL, mrows, d.scale, d.alibi,
+                        (d.flags & NK_SOFTMAX_CAUSAL) != 0, qlen, d.causal_offset, z);
+  nk_ref_sigmoid_fwd(R * C, z, yr);
+  fz_read(y, gy, dt, got);
+  for (size_t k = 0; k < R * C; k++) {
+    const double b = dt == NK_DTYPE_F32 ? 4 * fz_ulp(yr[k], dt) + 0x1p-149 : fz_ulp(yr[k], dt);
+    FZ_CHECK(fz_close(got[k], yr[k], b, dt), "sigmoid y[%zu] = %.9g, ref %.9g (z %.9g) dt %d", k,
+             got[k], yr[k], z[k], dt);
+  }
+  /* backward from the op's own y; dx may be dy or y */
+  fz_begin();
+  nk_softmax_desc b = d;
+  const unsigned bopt = fz_u8(in);
+  const int dx_on_dy = bopt & 1, dx_on_y = !dx_on_dy && (bopt & 2);
+  b.y_stride = (ptrdiff_t)C + fz_pick(in, 4);
+  b.dy_stride = (ptrdiff_t)C + fz_pick(in, 4);
+  b.dx_stride = dx_on_dy ? b.dy_stride : dx_on_y ? b.y_stride : (ptrdiff_t)C + fz_pick(in, 4);
+  const fz_geom by = fz_rows(R, C, b.y_stride, dt), bdy = fz_rows(R, C, b.dy_stride, dt);
+  const fz_geom bdx = fz_rows(R, C, b.dx_stride, dt);
+  void *y2 = fz_place(in, &by, NULL);
+  for (size_t i = 0; i < R; i++)
+    for (size_t j = 0; j < C; j++) {
+      fz_set(y2, i * (size_t)b.y_stride + j, got[i * C + j], dt);
+      yv[i * C + j] = got[i * C + j];
+    }
+  void *dy = fz_place(in, &bdy, NULL);
+  const fz_dist tame = {0.0, 1.0, 0};
+  fz_fill(in, dy, &bdy, dt, &tame, dyr);
+  void *dx = dx_on_dy ? dy : dx_on_y ? y2 : fz_place(in, &bdx, NULL);
+  fz_writable(dx, &bdx);
+  fz_snapshot();
+  st = nk_sigmoid_attn_bwd(ctx, &b, y2, dy, dx);
+  FZ_CHECK(st == NK_OK, "sigmoid bwd: status %d (%s)", st, nk_context_message(ctx));
+  fz_check_arena(1, "sigmoid bwd");
+  nk_ref_sigmoid_bwd(R * C, yv, dyr, b.scale, dxr);
+  fz_read(dx, &bdx, dt, got);
+  for (size_t k = 0; k < R * C; k++) {
+    const double bd = dt == NK_DTYPE_F32 ? 4 * fz_ulp(dxr[k], dt) + fabs(b.scale) * 0x1p-140
+                                         : fz_ulp(dxr[k], dt);
+    FZ_CHECK(fz_close(got[k], dxr[k], bd, dt), "sigmoid dx[%zu] = %.9g, ref %.9g dt %d", k,
+             got[k], dxr[k], dt);
+  }
+  return 0;
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   fz_setup("softmax");
@@ -37,9 +110,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                                                                : 1 + fz_pick(&in, MAXC);
   const nk_dtype dt = fz_dtype(&in), mdt = fz_dtype(&in);
   const unsigned opt = fz_u8(&in), opt2 = fz_u8(&in);
+  const int sig = (opt2 & 48) == 48; /* sigmoid attention instead of softmax */
   const int log_ = opt & 1, causal = opt & 2, masked_nan = opt & 4, has_mask = opt & 8,
             has_sink = opt & 16, per_head = has_sink && (opt & 32), inplace = opt & 64,
-            has_lse = opt & 128, use_rows = (opt2 & 3) == 3, alibi_on = (opt2 & 12) == 12;
+            has_lse = !sig && (opt & 128), use_rows = !sig && (opt2 & 3) == 3,
+            alibi_on = (opt2 & 12) == 12;
   static const float scales[] = {1.0f, 1.0f, 0.125f, -1.0f, 2.0f, 1e-3f, 30.0f, 0.7f};
   nk_softmax_desc d = nk_softmax_desc_dense(R, C, dt);
   d.mask_dtype = mdt;
@@ -97,7 +172,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (R == 0 && (bad != BAD_OVERFLOW || use_rows)) bad = BAD_NONE;
   size_t r0 = 0, r1 = R;
   if (use_rows && R > 0) r0 = fz_pick(&in, (unsigned)R), r1 = r0 + 1 + fz_pick(&in, (unsigned)(R - r0));
-  if (d.algo == NK_SOFTMAX_THREE_PASS_RELOAD && dt != NK_DTYPE_F32 && R && C)
+  if (d.algo == NK_SOFTMAX_THREE_PASS_RELOAD && dt != NK_DTYPE_F32 && R && C && !sig)
     want = NK_STATUS_UNSUPPORTED;
   switch (bad) {
   case BAD_STRIDE: d.x_stride = (ptrdiff_t)C - 1 - fz_pick(&in, 3); want = NK_STATUS_INVALID_ARGUMENT; break;
@@ -118,6 +193,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (r1 > r0) fz_writable((char *)y + r0 * (size_t)d.y_stride * gy.es, &gyr);
     if (lse && r1 > r0) fz_writable(lse + r0, &glr);
   }
+  if (sig) return sigmoid_case(&in, ctx, &d, want, bad, x, mask, y, &gy, xr, mr, mrows, qlen);
   fz_snapshot();
   nk_status st = use_rows ? nk_softmax_fwd_rows(ctx, &d, r0, r1, x, mask, sink, y, lse)
                           : nk_softmax_fwd(ctx, &d, x, mask, sink, y, lse);

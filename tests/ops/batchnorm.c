@@ -405,12 +405,13 @@ NK_TEST(single_elements_inference) {
 }
 
 NK_TEST(ill_conditioned_huge_tiny) {
-  const enum ch_input ins[] = {CH_ILLCOND, CH_HUGE, CH_MAXISH, CH_TINY, CH_ZERO};
+  const enum ch_input ins[] = {CH_ILLCOND, CH_HUGE, CH_MAXISH, CH_TINY, CH_ZERO, CH_NEARMAX};
   const size_t shapes[][3] = {{2, 3, 700}, {4, 5, 49}};
   for (int lay = 0; lay < 2; lay++)
-    for (size_t i = 0; i < 5; i++)
+    for (size_t i = 0; i < 6; i++)
       for (int t = 0; t < 2; t++) {
-        if (t == 1 && (ins[i] == CH_ILLCOND || ins[i] == CH_MAXISH)) continue; /* f32 classes */
+        if (t == 1 && (ins[i] == CH_ILLCOND || ins[i] == CH_MAXISH ||
+                       ins[i] == CH_NEARMAX)) continue; /* f32 classes */
         const size_t *sz = shapes[lay];
         bn_cfg b = bn_base(lay ? NK_LAYOUT_NSC : NK_LAYOUT_NCS, ch_dtypes[t], sz[0], sz[1], sz[2]);
         b.in = ins[i];

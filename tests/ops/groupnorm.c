@@ -291,11 +291,12 @@ NK_TEST(groupnorm_shapes_layouts_dtypes) {
 }
 
 NK_TEST(groupnorm_ill_conditioned_huge_tiny) {
-  const enum ch_input ins[] = {CH_ILLCOND, CH_HUGE, CH_MAXISH, CH_TINY, CH_ZERO};
+  const enum ch_input ins[] = {CH_ILLCOND, CH_HUGE, CH_MAXISH, CH_TINY, CH_ZERO, CH_NEARMAX};
   for (int lay = 0; lay < 2; lay++)
-    for (size_t i = 0; i < 5; i++)
+    for (size_t i = 0; i < 6; i++)
       for (int t = 0; t < 2; t++) {
-        if (t == 1 && (ins[i] == CH_ILLCOND || ins[i] == CH_MAXISH)) continue;
+        if (t == 1 && (ins[i] == CH_ILLCOND || ins[i] == CH_MAXISH ||
+                       ins[i] == CH_NEARMAX)) continue;
         gn_cfg b = gn_base(lay ? NK_LAYOUT_NSC : NK_LAYOUT_NCS, ch_dtypes[t], 2, 8, lay ? 40 : 300, 4);
         b.in = ins[i];
         run_gn(&b);
@@ -384,11 +385,12 @@ NK_TEST(instancenorm_running_statistics_three_steps) {
 }
 
 NK_TEST(instancenorm_ill_conditioned_huge_tiny) {
-  const enum ch_input ins[] = {CH_ILLCOND, CH_HUGE, CH_MAXISH, CH_TINY, CH_CONST};
+  const enum ch_input ins[] = {CH_ILLCOND, CH_HUGE, CH_MAXISH, CH_TINY, CH_CONST, CH_NEARMAX};
   for (int lay = 0; lay < 2; lay++)
-    for (size_t i = 0; i < 5; i++)
+    for (size_t i = 0; i < 6; i++)
       for (int mode = 0; mode < 3; mode += 1) {
-        if (mode == IN_INFER_RUNNING && ins[i] == CH_MAXISH) continue; /* y would overflow */
+        if (mode == IN_INFER_RUNNING && (ins[i] == CH_MAXISH || ins[i] == CH_NEARMAX))
+          continue; /* y would overflow */
         gn_cfg b = gn_base(lay ? NK_LAYOUT_NSC : NK_LAYOUT_NCS, NK_DTYPE_F32, 2, 6, lay ? 40 : 500, 1);
         b.instance = 1;
         b.mode = mode;

@@ -97,10 +97,11 @@ NK_TEST(rows_and_cols_sizes_dtypes) {
 }
 
 NK_TEST(input_classes) {
-  const enum ch_input ins[] = {CH_ILLCOND, CH_CONST, CH_HUGE, CH_MAXISH, CH_ZERO};
+  const enum ch_input ins[] = {CH_ILLCOND, CH_CONST, CH_HUGE, CH_MAXISH, CH_ZERO, CH_NEARMAX};
   for (size_t i = 0; i < sizeof ins / sizeof ins[0]; i++)
     for (int t = 0; t < 2; t++) {
-      if (t == 1 && (ins[i] == CH_ILLCOND || ins[i] == CH_MAXISH)) continue;
+      if (t == 1 && (ins[i] == CH_ILLCOND || ins[i] == CH_MAXISH || ins[i] == CH_NEARMAX))
+        continue;
       run_rows_cols(3, 1500, ch_dtypes[t], ins[i], 2, NULL);
       run_rows_cols(70, 9, ch_dtypes[t], ins[i], 0, NULL);
     }

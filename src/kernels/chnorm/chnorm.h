@@ -22,12 +22,15 @@
  *     double (nk__ch_block_moments_f64: sequential sum, mean, sum of squared deviations).
  *   Blocks merge into the running moments with Chan's formula (nk__ch_chan), in order.
  *
- *   normalize:  xhat = ((x - mh) - ml) * r;  v = fmaf(xhat, g, b);  [v = v + z];  [relu]
+ *   normalize:  xhat = ((x * s - mh) - ml) * r;  v = fmaf(xhat, g, b);  [v = v + z];  [relu]
+ *     s is 1 (x as it is) or, for sets whose mean is at least 2^102 in magnitude, 1/2 (the
+ *     caller then passes mh, ml, mc halved and r doubled: x - mean could overflow f32 there,
+ *     x/2 - mean/2 cannot, and the result is the same; nk__ch_half_norm / nk__ch_half_dx).
  *   gradient sums (per block of 1024 / NK_CH_BLOCK_ROWS, f32 lanes folded as above, added to
  *     double totals in block order):  g' = (MASK and y <= 0) ? 0 : dy;  e = x - mh;
  *     A = sum g';  B = sum fmaf(g', e, .);  C = sum e.   Blocks whose sums are not finite are
  *     recomputed in double.
- *   dx:  xhat = ((x - mh) - mc) * r;  dx = fmaf(-xhat, b, g' * u - a) * v;  [dz = g']
+ *   dx:  xhat = ((x * s - mh) - mc) * r;  dx = fmaf(-xhat, b, g' * u - a) * v;  [dz = g']
  *
  * Kernel rules: kernels never allocate, validate or log; pointers are not restrict (y may be
  * x or z, dx may be dy or x, dz may be dy: every element is read before it is written).
@@ -67,18 +70,42 @@ typedef struct nk_ch_rows {
 /* Normalize parameters of one run (scalars) or of a column tile (arrays of `cols`). */
 typedef struct nk_ch_norm_scalars {
   float mh, ml, r, g, b;
+  int half;      /* s = 1/2 (0: s = 1) */
 } nk_ch_norm_scalars;
 typedef struct nk_ch_norm_vectors {
   const float *mh, *ml, *r, *g, *b;
+  const float *s; /* per column s (1 or 1/2); NULL: all 1 */
 } nk_ch_norm_vectors;
 
-/* dx parameters: xhat = ((x - mh) - mc) * r;  dx = fmaf(-xhat, b, g' * u - a) * v. */
+/* dx parameters: xhat = ((x * s - mh) - mc) * r;  dx = fmaf(-xhat, b, g' * u - a) * v. */
 typedef struct nk_ch_dx_scalars {
   float mh, mc, r, u, a, b, v;
+  int half;
 } nk_ch_dx_scalars;
 typedef struct nk_ch_dx_vectors {
   const float *mh, *mc, *r, *u, *a, *b, *v;
+  const float *s;
 } nk_ch_dx_vectors;
+
+/* Half scale for sets with |mean| >= 2^102. With |x| <= FLT_MAX, x - mh rounds to inf only
+ * when |mh| >= 2^103 (FLT_MAX + 2^103 is the first sum that rounds up to inf); there,
+ * ((x/2 - mh/2) - ml/2) * 2r is the same value as ((x - mh) - ml) * r would be without the
+ * overflow (halving is exact for every operand that can matter at that scale: mh, ml and mc
+ * are multiples of 2^78 or negligible, subnormal x vanish against mh either way). Returns 1
+ * when it halved. */
+#define NK_CH_HALF_MEAN 0x1p102f
+static inline int nk__ch_half_norm(nk_ch_norm_scalars *p) {
+  p->half = 0;
+  if (!(p->mh >= NK_CH_HALF_MEAN || p->mh <= -NK_CH_HALF_MEAN)) return 0;
+  p->mh *= 0.5f, p->ml *= 0.5f, p->r *= 2.0f, p->half = 1;
+  return 1;
+}
+static inline int nk__ch_half_dx(nk_ch_dx_scalars *p) {
+  p->half = 0;
+  if (!(p->mh >= NK_CH_HALF_MEAN || p->mh <= -NK_CH_HALF_MEAN)) return 0;
+  p->mh *= 0.5f, p->mc *= 0.5f, p->r *= 2.0f, p->half = 1;
+  return 1;
+}
 
 typedef struct nk_chnorm_kernels {
   const char *name; /* "nk_chnorm__avx512", ... */
@@ -109,6 +136,9 @@ typedef struct nk_chnorm_kernels {
                   nk_ch_rows dxr, void *dz, nk_ch_rows dzr, nk_dtype dt,
                   const nk_ch_dx_vectors *p, uint32_t flags);
 } nk_chnorm_kernels;
+
+/* NK_CH_TILE_COLS ones: the s of a column tile whose vectors pass s == NULL (scalar.c). */
+extern const float nk__ch_ones[NK_CH_TILE_COLS];
 
 extern const nk_chnorm_kernels nk_chnorm_kernels_scalar;
 #if NK_ARCH_X86

@@ -1,0 +1,144 @@
+/*
+ * chnorm_regress.c — regression tests of channel-norm bugs found by the fuzz harnesses
+ * (tests/fuzz/known/ holds the fuzz inputs; the input classes of tests/ops/batchnorm.c,
+ * groupnorm.c and moments.c cover the statistics side: CH_NEARMAX).
+ */
+#include <float.h>
+#include <math.h>
+#include <string.h>
+
+#include "normkit.h"
+#include "reference.h"
+#include "test.h"
+
+/* BatchNorm inference with a running mean far from zero: x - running_mean overflowed f32
+ * (3e38 + 2e38), so the forward gave inf where y is 5e23, and the backward, whose dx does not
+ * depend on x at all (dy g rstd), gave NaN from inf * 0 (seen by the chnorm fuzz harness,
+ * seed 5). Every ISA, both layouts, 1 and 2 threads, must match the reference and give the
+ * same bits. */
+NK_TEST(batchnorm_inference_far_running_mean) {
+  static const nk_isa isas[] = {NK_ISA_SCALAR, NK_ISA_AVX2, NK_ISA_AVX512};
+  enum { N = 2, C = 3, S = 37, T = N * C * S };
+  static float x[T], y[T], dy[T], dx[T], y0[T], dx0[T];
+  static double xr[T], yr[T], dyr[T], dxr[T];
+  const float rm[C] = {-2e38f, 1e37f, 2.5e38f}, rv[C] = {1e30f, 4.0f, 3e38f};
+  const float gamma[C] = {0.75f, -1.25f, 2.0f}, beta[C] = {0.5f, 0.0f, -3.0f};
+  const double rmr[C] = {rm[0], rm[1], rm[2]}, rvr[C] = {rv[0], rv[1], rv[2]};
+  const double gr[C] = {gamma[0], gamma[1], gamma[2]}, br[C] = {beta[0], beta[1], beta[2]};
+  nk_threadpool *pool;
+  NK_REQUIRE(nk_threadpool_create(2, &pool) == NK_OK, "pool");
+  for (int lay = 0; lay < 2; lay++) {
+    const nk_layout L = lay ? NK_LAYOUT_NSC : NK_LAYOUT_NCS;
+    nk_batchnorm_desc d = nk_chnorm_desc_dense(N, C, S, L, NK_DTYPE_F32, 1e-5f);
+    const nk_ref_chshape t = {N, C, S, lay, 0, 0};
+    for (size_t n = 0; n < N; n++)
+      for (size_t c = 0; c < C; c++)
+        for (size_t s = 0; s < S; s++) {
+          const size_t k = nk_ref_chidx(&t, n, c, s);
+          const float far = c == 0 ? 3e38f : c == 1 ? -3.3e38f : -1e38f;
+          x[k] = s % 3 == 0 ? far * (1.0f - 0.01f * (float)s) : (float)(s % 7) - 3.0f;
+          dy[k] = 0.25f * (float)((k * 5) % 9) - 1.0f;
+          xr[k] = x[k], dyr[k] = dy[k];
+        }
+    double rmc[C], rvc[C], sm[C], sr[C];
+    for (size_t c = 0; c < C; c++) rmc[c] = rmr[c], rvc[c] = rvr[c];
+    nk_ref_batchnorm_fwd(&t, xr, NULL, gr, br, 1e-5, 0, NK_REF_ACT_NONE, 0.1, 0, rmc, rvc, NULL,
+                         yr, sm, sr);
+    float mean[C], rstd[C];
+    for (size_t c = 0; c < C; c++) mean[c] = rm[c], rstd[c] = (float)(1.0 / sqrt(rvr[c] + 1e-5));
+    const double mr[C] = {mean[0], mean[1], mean[2]}, rr[C] = {rstd[0], rstd[1], rstd[2]};
+    nk_ref_batchnorm_bwd(&t, xr, NULL, gr, 1e-5, 0, mr, rr, dyr, dxr, NULL, NULL, NULL);
+    int first = 1;
+    for (size_t k = 0; k < 3; k++)
+      for (int th = 0; th < 2; th++) {
+        if (!nk_isa_supported(isas[k])) continue;
+        nk_context *ctx;
+        NK_REQUIRE(nk_context_create(&ctx) == NK_OK, "context");
+        nk_context_set_isa(ctx, isas[k]);
+        if (th) nk_context_set_threadpool(ctx, pool);
+        float rmw[C] = {rm[0], rm[1], rm[2]}, rvw[C] = {rv[0], rv[1], rv[2]};
+        NK_REQUIRE(nk_batchnorm_fwd(ctx, &d, x, NULL, gamma, beta, rmw, rvw, NULL, y, NULL, NULL,
+                                    NULL, 0) == NK_OK,
+                   "fwd: %s", nk_context_message(ctx));
+        NK_REQUIRE(nk_batchnorm_bwd(ctx, &d, x, NULL, gamma, mean, rstd, dy, dx, NULL, NULL, NULL,
+                                    NULL, 0) == NK_OK,
+                   "bwd: %s", nk_context_message(ctx));
+        for (size_t c = 0; c < C; c++) {
+          /* the header's bounds: 2e-6 max(|y|, |y - beta|) and 2e-6 max|dx| of the channel */
+          double P = 0.0, D = 0.0;
+          for (size_t n = 0; n < N; n++)
+            for (size_t s = 0; s < S; s++) {
+              const size_t i = nk_ref_chidx(&t, n, c, s);
+              P = fmax(P, fmax(fabs(yr[i]), fabs(yr[i] - br[c])));
+              D = fmax(D, fabs(dxr[i]));
+            }
+          for (size_t n = 0; n < N; n++)
+            for (size_t s = 0; s < S; s++) {
+              const size_t i = nk_ref_chidx(&t, n, c, s);
+              NK_CHECK(fabs(y[i] - yr[i]) <= 2e-6 * P, "%s %s th%d: y[%zu] = %g, reference %g",
+                       nk_layout_name(L), nk_isa_name(isas[k]), th, i, y[i], yr[i]);
+              NK_CHECK(fabs(dx[i] - dxr[i]) <= 2e-6 * D,
+                       "%s %s th%d: dx[%zu] = %g, reference %g", nk_layout_name(L),
+                       nk_isa_name(isas[k]), th, i, dx[i], dxr[i]);
+            }
+        }
+        if (first) {
+          for (size_t i = 0; i < T; i++) y0[i] = y[i], dx0[i] = dx[i];
+          first = 0;
+        } else {
+          NK_CHECK(memcmp(y, y0, sizeof y) == 0 && memcmp(dx, dx0, sizeof dx) == 0,
+                   "%s %s th%d: bits differ from the first path", nk_layout_name(L),
+                   nk_isa_name(isas[k]), th);
+        }
+        nk_context_destroy(ctx);
+      }
+  }
+  nk_threadpool_destroy(pool);
+}
+
+/* BatchNorm inference backward where xhat = (x - mean) rstd is beyond FLT_MAX (x = -3.4e38,
+ * rstd 1.23): dx = dy gamma rstd does not depend on x, but the dx pass formed xhat = -inf and
+ * then -inf * 0 = NaN (tests/fuzz/known/chnorm-bn-inference-bwd-xhat-overflow-nan). */
+NK_TEST(batchnorm_inference_backward_xhat_beyond_flt_max) {
+  static const nk_isa isas[] = {NK_ISA_SCALAR, NK_ISA_AVX2, NK_ISA_AVX512};
+  enum { N = 3, C = 2, S = 21, T = N * C * S };
+  static float x[T], dy[T], dx[T];
+  const float mean[C] = {0.623113573f, -0.487067014f}, rstd[C] = {1.22672863f, 1.49602126f};
+  const float gamma[C] = {1.0f, -1.21057653f};
+  for (int lay = 0; lay < 2; lay++) {
+    const nk_layout L = lay ? NK_LAYOUT_NSC : NK_LAYOUT_NCS;
+    nk_batchnorm_desc d = nk_chnorm_desc_dense(N, C, S, L, NK_DTYPE_F32, 1e-5f);
+    const nk_ref_chshape t = {N, C, S, lay, 0, 0};
+    for (size_t k = 0; k < 3; k++) {
+      if (!nk_isa_supported(isas[k])) continue;
+      nk_context *ctx;
+      NK_REQUIRE(nk_context_create(&ctx) == NK_OK, "context");
+      nk_context_set_isa(ctx, isas[k]);
+      for (size_t n = 0; n < N; n++)
+        for (size_t c = 0; c < C; c++)
+          for (size_t s = 0; s < S; s++) {
+            const size_t i = nk_ref_chidx(&t, n, c, s);
+            x[i] = s % 2 ? -3.4e38f : (s % 5 ? 3.39e38f : 0.5f);
+            dy[i] = 0.125f * (float)((i * 3) % 11) - 0.5f;
+          }
+      NK_REQUIRE(nk_batchnorm_bwd(ctx, &d, x, NULL, gamma, mean, rstd, dy, dx, NULL, NULL, NULL,
+                                  NULL, 0) == NK_OK,
+                 "bwd: %s", nk_context_message(ctx));
+      for (size_t n = 0; n < N; n++)
+        for (size_t c = 0; c < C; c++)
+          for (size_t s = 0; s < S; s++) {
+            const size_t i = nk_ref_chidx(&t, n, c, s);
+            const double ref = (double)dy[i] * gamma[c] * rstd[c];
+            NK_CHECK(fabs(dx[i] - ref) <= 2e-6 * fabs(ref), "%s %s: dx[%zu] = %g, reference %g",
+                     nk_layout_name(L), nk_isa_name(isas[k]), i, dx[i], ref);
+          }
+      nk_context_destroy(ctx);
+    }
+  }
+}
+
+int main(void) {
+  NK_RUN(batchnorm_inference_far_running_mean);
+  NK_RUN(batchnorm_inference_backward_xhat_beyond_flt_max);
+  return nk_test_summary();
+}
