@@ -11,6 +11,7 @@
  *   OP_ALPHA            nk_tta_alpha_bn_stats;
  *   OP_UNMIX            nk_unmixtns_lambda, nk_unmixtns_noise, nk_unmixtns_init, nk_unmixtns_fwd;
  *   OP_ADAB2N           nk_adab2n_next_eta, nk_adab2n_weights, nk_adab2n_fwd.
+ * Debugging: FZ_DUMP=1 in the environment prints the data of a failing check.
  * Bounds:
  *   moments (the header; tests/ops/moments.c uses 1e-6 M2, which its data meet): count exact;
  *     mean within 5e-7 sd + 4 eps |mean| of the float64 two-pass moments, M2 within 2e-6 M2
