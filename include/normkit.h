@@ -619,9 +619,14 @@ NK_API nk_status nk_cross_entropy(nk_context *ctx, const nk_cross_entropy_desc *
  * or NK_MOMENTS_BLOCK_ROWS = 32 rows of a column); each block's moments come from a corrected
  * two-pass in f32 lanes (mean estimate m, then sums of d = t - m and d^2), or from double
  * arithmetic when the f32 sums overflow or underflow; blocks are merged with Chan's formula in
- * a fixed order, then fixed chunks in chunk order. Accuracy: mean and M2 within a few units of
- * 1e-7 (relative to the spread of the data) of the exact values, for every finite input.
- * Splitting a data set any other way and merging agrees within that bound (tested); the
+ * a fixed order, then fixed chunks in chunk order. Accuracy, for every finite input: mean within
+ * 5e-7 of the standard deviation (+ 4 double eps |mean|), M2 within 2e-6 M2 of the exact
+ * values; typical data stay within a few units of 1e-7. The M2 bound is the worst case of a
+ * block's f32 sum of squared deviations: up to 32 terms in one accumulator (a column block;
+ * 16 per lane and 6 tree levels in a run), each addition rounding by up to 2^-24 relative (a
+ * 70-row bf16 column of values ~1e-30 with one -70144 was 1.5e-6 off; found by the moments
+ * fuzz harness). Splitting a data set any other way and merging agrees within that bound
+ * (tested); the
  * library's own split is a function of the sizes only, so its results are bit-identical.
  */
 typedef struct nk_moments {
@@ -670,7 +675,12 @@ NK_API nk_status nk_moments_cols(nk_context *ctx, size_t rows, size_t cols, nk_d
  * flags (NK_NORM_GAMMA_OFFSET only), x_stride, y_stride; gamma/beta hold the local slice;
  * lns_scale must be 0 (LayerNorm Scaling: fold it into gamma/beta; UNSUPPORTED otherwise).
  * Arithmetic as nk_layernorm_fwd's last pass (xhat = ((x - mean_hi) - mean_lo) * rstd,
- * y = fmaf(xhat, g, b)); mean/rstd OUT optional (rows floats). y may be x.
+ * y = fmaf(xhat, g, b)); a LayerNorm row with |mean| >= 2^100 or 0 < |mean| < 2^-100 is
+ * centred in double instead (xhat = (float)((x - mean) * rstd)): values near +-FLT_MAX do not
+ * overflow and subnormal data keep their spread (mean_lo would be rounded to the subnormal
+ * grid, up to 2^-150 rstd off). Accuracy: the
+ * LayerNorm/RMSNorm bounds (section "Row norms"), max|reference| taken over the whole row the
+ * moments describe. mean/rstd OUT optional (rows floats). y may be x.
  * Returns OK, INVALID_ARGUMENT, UNSUPPORTED. */
 NK_API nk_status nk_layernorm_fwd_moments(nk_context *ctx, const nk_layernorm_desc *desc,
                                           const nk_moments *moments, const void *x,
@@ -2648,7 +2658,13 @@ NK_API nk_status nk_dequantize_q8(nk_context *ctx, size_t rows, size_t cols, con
  *
  * Arithmetic, accuracy, edge cases: as the row norms above. f32 outputs within 2e-6 x max|ref|
  * of the row (L1 with beta: of max(|y|, |y - beta|)), bf16/f16 within 1 ulp of the correctly
- * rounded float64 reference (tested); bit-identical for every thread count and ISA.
+ * rounded float64 reference plus that f32 bound (tested), as for the row norms: the f32 part
+ * matters only for outputs far below the row's largest (a bf16 L1 output of -4.36e-29 in a row
+ * holding +-1e30 was 0.17 of its own size off, 1e-31 of the row's scale; found by the rowvar
+ * fuzz harness); f32 outputs in the subnormals within 2^-148 more (a CRMSNorm output of
+ * 2.55e-43 was 0.3 ulp off). OPEN (docs/security.md): L1 rows of subnormal data (|x| < 2^-100)
+ * are centred with an error of up to 2^-150, times rscale, beyond that bound. Bit-identical for
+ * every thread count and ISA.
  * rows == 0 or cols == 0: OK, nothing touched. A row with NaN/inf: that row's outputs and
  * statistics are NaN (canonical 0x7FC00000). A constant row: L1 gives y = beta (xhat = 0,
  * rscale = 1/eps) and finite gradients; CRMSNorm does not centre: a constant row c_i = v

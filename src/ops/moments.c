@@ -153,6 +153,25 @@ static void rowmom_task(void *arg, size_t start, size_t count) {
     nk__ch_half_norm(&h); /* |mean| >= 2^102: x - mean could overflow (chnorm.h) */
     const char *xr = (const char *)j->x + (ptrdiff_t)r * d->x_stride * (ptrdiff_t)es;
     char *yr = (char *)j->y + (ptrdiff_t)r * d->y_stride * (ptrdiff_t)es;
+    if (!j->is_rms && (fabs(m->mean) >= 0x1p100 || (m->mean != 0.0 && fabs(m->mean) < 0x1p-100))) {
+      /* Rows the f32 centring cannot hold, centred in double instead: xhat =
+       * (float)((x - mean) * rstd), then the same y = fmaf(xhat, g, b), on every ISA (both found
+       * by the moments fuzz harness):
+       * - |mean| >= 2^100 can push x - mean_hi past FLT_MAX (x near FLT_MAX, the mean of the
+       *   other sign: +3.4e38 in a row of mean -2.7e36 gave y = inf); below 2^100 the difference
+       *   stays under FLT_MAX plus half its ulp (2^103) and rounds to a finite value;
+       * - |mean| < 2^-100 (subnormal data) has a low part mean_lo below FLT_MIN, rounded to the
+       *   subnormal grid: an error of up to 2^-150 in every centred value, times rstd (a row
+       *   {1.154e-38, 1.111e-38} with eps 2^-23 gave y 3.3e-6 off). */
+      for (size_t c = 0; c < d->cols; c++) {
+        float g = j->gamma ? pget(j->gamma, c, d->param_dtype) : 1.0f;
+        if (d->flags & NK_NORM_GAMMA_OFFSET) g = 1.0f + g;
+        const float b = j->beta ? pget(j->beta, c, d->param_dtype) : 0.0f;
+        const float xh = (float)(((double)nk__load_f32(xr, c, d->dtype) - m->mean) * (double)rs);
+        nk__store_f32(yr, c, fmaf(xh, g, b), d->dtype);
+      }
+      continue;
+    }
     for (size_t c0 = 0; c0 < d->cols; c0 += NK_CH_TILE_COLS) {
       const size_t cols = d->cols - c0 < NK_CH_TILE_COLS ? d->cols - c0 : NK_CH_TILE_COLS;
       for (size_t c = 0; c < cols; c++) {

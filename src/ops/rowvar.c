@@ -167,8 +167,10 @@ static int bwd_workspace_layout(const nk_norm_desc *d, size_t *nchunks, size_t *
   if (d->rows == 0 || d->cols == 0) return 0;
   *nchunks = ceil_div(d->rows, bwd_chunk_rows(d->rows, d->cols));
   size_t b;
-  if (!nk__mul_size(*nchunks, d->cols, &b) || !nk__mul_size(b, 2 * sizeof(double), &b)) return 1;
-  *bytes = b;
+  if (!nk__mul_size(*nchunks, d->cols, &b) || !nk__mul_size(b, 2 * sizeof(double), &b) ||
+      !nk__add_size(b, 7, &b))
+    return 1;
+  *bytes = b; /* + 7: the double partials start at the first 8-byte boundary of the workspace */
   return 0;
 }
 
@@ -298,7 +300,10 @@ static nk_status var_bwd(nk_context *ctx, int is_l1, const nk_norm_desc *d, size
   job.nchunks = nchunks;
   job.dgamma = dgamma;
   job.dbeta = dbeta;
-  if (need) job.partials = workspace;
+  /* the workspace may have any alignment (the header asks none): the double partials start at
+   * its first 8-byte boundary, within the 7 bytes of slack the size includes (a misaligned
+   * workspace was a misaligned double store/load; found by the rowvar fuzz harness) */
+  if (need) job.partials = (double *)(void *)((char *)workspace + ((8 - (uintptr_t)workspace % 8) % 8));
   nk_parallelize_1d(pool, bwd_chunk_task, &job, nchunks, 1);
   if (job.partials) nk_parallelize_1d(pool, bwd_combine_task, &job, cols, NK_BWD_COMBINE_TILE);
   return nk__ok(ctx);
