@@ -1942,9 +1942,11 @@ NK_API nk_status nk_cpn_score(nk_context *ctx, size_t n, const double *cond, con
  * 4e-6 * max(D, T) of the channel against the float64 formula, D = max|reference|, T = the
  * largest magnitude of the terms of the f32 map at an element of the channel,
  * gs (|gamma dy| + |nu z|) rb (PowerNorm; gs = 1 without group scaling) or (|gh| + |k z|) r (UN):
- * the terms cancel when a channel has few tokens (z -> +-1); the running state within 2e-6
- * relative to the largest entry (1e-7 absolute) over sequences of steps; the saved scales within
- * 2e-6 relative each. The workspace may have any alignment.
+ * the terms cancel when a channel has few tokens (z -> +-1); f32 outputs in the subnormals
+ * within 2^-148 more; the running state within 2e-6 relative to max(largest entry, T) (1e-7
+ * absolute) over sequences of steps, T = the mean over the tokens of |xt z| (PowerNorm) or
+ * |gh z| (UN), whose f32 terms cancel in nu's and psi's means; the saved scales within 2e-6
+ * relative each. The workspace may have any alignment.
  * Range: the element-wise maps are f32, so where an intermediate (z, gamma dy, nu z, ...) leaves
  * the f32 range (beyond FLT_MAX, or subnormal before a scale multiplies it) the result is +-inf
  * or loses digits even if the exact result is finite (docs/security.md, open). NaN or inf in x,
@@ -2189,8 +2191,10 @@ NK_API nk_status nk_unifiednorm_fold(size_t channels, float eps, const float *ph
  * magnitudes of the formula's terms at an element of the channel (B0 |gh/d| or |gh s_i/d^2|,
  * |A_b (x - mu_b)/(s_b N S)|, |A_i (x - mu_i)/(s_i S)|; S0 |(gh/s_g)(sig + v x sig')|,
  * |A_g (x - mu_g)/(s_g (C/G) S)|: they cancel in small sets, e.g. N = 1, S = 2) (bf16/f16:
- * plus 1 ulp of the dtype); saved statistics: mean 1 f32 ulp + 1e-6 sd, std 2e-6 relative (as
- * the channel norms). The workspace may have any alignment.
+ * plus 1 ulp of the dtype; f32 outputs in the subnormals within 2^-148 more); saved
+ * statistics: mean 1 f32 ulp + 1e-6 sd, std 2e-6 relative (as the channel norms). NaN or inf in
+ * x, dy, gamma or v of a channel: its dx and parameter gradients are non-finite (NaN or inf).
+ * The workspace may have any alignment.
  * Range: |x| <= FLT_MAX/4 (as the channel norms); as for PowerNorm, an f32 intermediate beyond
  * FLT_MAX or subnormal (v x + s_i, x/d, gamma dy, gh/d, S0's x x and sigmoid near underflow)
  * gives +-inf, 0 or few digits; B0 where v x + s_i cancels (|s_i| > 8 d) carries the f32
