@@ -1952,10 +1952,22 @@ NK_API nk_status nk_cpn_score(nk_context *ctx, size_t n, const double *cond, con
  * Arithmetic (every ISA and thread count give the same bits): the quadratic means are sums of
  * (double)u * u in double over fixed chunks of tokens (a function of the sizes only), combined
  * in chunk order; per-channel scales are computed in double and rounded to f32; the element-wise
- * maps are f32 operations (no contraction) in a fixed order, written below. Accuracy (tested):
- * forward outputs within 2e-6 * max|reference| of the channel (bf16/f16: plus 1 ulp of the
- * dtype), dx within 4e-6 * max|reference| of the channel against the float64 formula, the
- * running state within 2e-6 relative (1e-7 absolute) over sequences of steps.
+ * maps are f32 operations (no contraction) in a fixed order, written below. Accuracy (tested,
+ * tests/ops and tests/fuzz/resnorm.c): forward outputs within 2e-6 * max(|y|, |y - beta|) over
+ * the channel (bf16/f16: plus 1 ulp of the dtype; beta cancels z gamma), dx within
+ * 4e-6 * max(D, T) of the channel against the float64 formula, D = max|reference|, T = the
+ * largest magnitude of the terms of the f32 map at an element of the channel,
+ * gs (|gamma dy| + |nu z|) rb (PowerNorm; gs = 1 without group scaling) or (|gh| + |k z|) r (UN):
+ * the terms cancel when a channel has few tokens (z -> +-1); f32 outputs in the subnormals
+ * within 2^-148 more; the running state within 2e-6 relative to max(largest entry, T) (1e-7
+ * absolute) over sequences of steps, T = the mean over the tokens of |xt z| (PowerNorm) or
+ * |gh z| (UN), whose f32 terms cancel in nu's and psi's means; the saved scales within 2e-6
+ * relative each. The workspace may have any alignment.
+ * Range: the element-wise maps are f32, so where an intermediate (z, gamma dy, nu z, ...) leaves
+ * the f32 range (beyond FLT_MAX, or subnormal before a scale multiplies it) the result is +-inf
+ * or loses digits even if the exact result is finite (docs/security.md, open). NaN or inf in x,
+ * dy or gamma of a channel makes its parameter gradients and backward state non-finite (NaN or
+ * inf, which one depends on the order of the sums).
  *
  * Edge cases: N, S or C == 0: nothing is read or written, the state (step included) is not
  * touched, OK. A training forward whose mask leaves no valid token: INVALID_ARGUMENT (before
@@ -1994,7 +2006,8 @@ NK_API nk_status nk_cpn_score(nk_context *ctx, size_t n, const double *cond, con
  *   rb = the batch scale 1/sqrt(psi2_B + eps) (CODE, in every phase) or rf (PAPER).
  *   Inference backward: dx = gamma*dy*rf (the exact gradient of the affine map), nu untouched.
  *   With group scaling, dx = gs * (du - u * mean_k(du * u)) (exact chain rule of the group
- *   RMS scaling; the sum per token and group in double); without, dx = du.
+ *   RMS scaling), evaluated in double from the double gs and u = x gs (with the forward's f32
+ *   u it cancels: a group of one channel gives du (1 - u^2)); without, dx = du.
  *   dgamma = sum_A dy * z, dbeta = sum_A dy.
  * State: phi[C] (running psi^2, init 1), nu[C] (init 0), step (init 0): nk_powernorm_state_init.
  * Defaults (nk_powernorm_desc_dense): CODE, alpha_fwd = alpha_bwd = 0.9, eps = gs_eps = 1e-5,
@@ -2185,8 +2198,24 @@ NK_API nk_status nk_unifiednorm_fold(size_t channels, float eps, const float *ph
  * touched); backward dx = gamma dy, dgamma = sum dy x, dbeta = sum dy, dv = 0.
  * Saved statistics (f32 triples mean_hi, mean_lo, std): B0 save_b[3*C] (batch or running std),
  * save_i[3*N*C] ([n][c]); S0 save_g[3*N*G] ([n][k], G after the adjustment).
- * Accuracy (tested): y within 2e-6 * max|ref| per channel, dx within 4e-6 * max|ref| per
- * channel (bf16/f16: plus 1 ulp of the dtype). Edge cases: N, C or S == 0: no-op; a constant instance has s_i = sqrt(eps) (finite gradients);
+ * Evaluation: B0's v x + s_i is rounded once; its non-b branch gh/d + v delta is evaluated as
+ * (gh/d)(s_i/d) (the sum cancels when s_i << |v x|); the terms A (x - mu)/(s count) as
+ * (A/count)((x - mu)/s) (the coefficient A/(s count) can underflow f32). The b decision is made
+ * in f32 as written: at a near-tie the gradient jumps to the other branch's.
+ * Accuracy (tested, tests/ops and tests/fuzz/resnorm.c): y within 2e-6 * max(|y|, |y - beta|)
+ * per channel, dx within 4e-6 * max(D, T) per channel, D = max|ref|, T = the largest sum of the
+ * magnitudes of the formula's terms at an element of the channel (B0 |gh/d| or |gh s_i/d^2|,
+ * |A_b (x - mu_b)/(s_b N S)|, |A_i (x - mu_i)/(s_i S)|; S0 |(gh/s_g)(sig + v x sig')|,
+ * |A_g (x - mu_g)/(s_g (C/G) S)|: they cancel in small sets, e.g. N = 1, S = 2) (bf16/f16:
+ * plus 1 ulp of the dtype; f32 outputs in the subnormals within 2^-148 more); saved
+ * statistics: mean 1 f32 ulp + 1e-6 sd, std 2e-6 relative (as the channel norms). NaN or inf in
+ * x, dy, gamma or v of a channel: its dx and parameter gradients are non-finite (NaN or inf).
+ * The workspace may have any alignment.
+ * Range: |x| <= FLT_MAX/4 (as the channel norms); as for PowerNorm, an f32 intermediate beyond
+ * FLT_MAX or subnormal (v x + s_i, x/d, gamma dy, gh/d, S0's x x and sigmoid near underflow)
+ * gives +-inf, 0 or few digits; B0 where v x + s_i cancels (|s_i| > 8 d) carries the f32
+ * rounding of the saved s_i amplified by s_i/d (both open, docs/security.md).
+ * Edge cases: N, C or S == 0: no-op; a constant instance has s_i = sqrt(eps) (finite gradients);
  * NaN in an instance (group) stays in it (and in its channel for B0's batch statistics).
  * Aliasing: y may be x; dx may be dy or x.
  */

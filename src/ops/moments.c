@@ -135,7 +135,7 @@ static void rowmom_task(void *arg, size_t start, size_t count) {
   const rowmom_job *j = arg;
   const nk_norm_desc *d = j->d;
   const size_t es = nk_dtype_size(d->dtype);
-  float v[6][NK_CH_TILE_COLS];
+  float v[5][NK_CH_TILE_COLS];
   for (size_t r = start; r < start + count; r++) {
     const nk_moments *m = &j->m[r];
     float mh = 0.0f, ml = 0.0f, rs;
@@ -149,8 +149,6 @@ static void rowmom_task(void *arg, size_t start, size_t count) {
       if (j->mean) j->mean[r] = mh;
     }
     if (j->rstd) j->rstd[r] = rs;
-    nk_ch_norm_scalars h = {mh, ml, rs, 0.0f, 0.0f, 0};
-    nk__ch_half_norm(&h); /* |mean| >= 2^102: x - mean could overflow (chnorm.h) */
     const char *xr = (const char *)j->x + (ptrdiff_t)r * d->x_stride * (ptrdiff_t)es;
     char *yr = (char *)j->y + (ptrdiff_t)r * d->y_stride * (ptrdiff_t)es;
     if (!j->is_rms && (fabs(m->mean) >= 0x1p100 || (m->mean != 0.0 && fabs(m->mean) < 0x1p-100))) {
@@ -177,11 +175,11 @@ static void rowmom_task(void *arg, size_t start, size_t count) {
       for (size_t c = 0; c < cols; c++) {
         float g = j->gamma ? pget(j->gamma, c0 + c, d->param_dtype) : 1.0f;
         if (d->flags & NK_NORM_GAMMA_OFFSET) g = 1.0f + g;
-        v[0][c] = h.mh, v[1][c] = h.ml, v[2][c] = h.r, v[3][c] = g;
+        v[0][c] = mh, v[1][c] = ml, v[2][c] = rs, v[3][c] = g;
         v[4][c] = j->beta ? pget(j->beta, c0 + c, d->param_dtype) : 0.0f;
-        v[5][c] = h.half ? 0.5f : 1.0f;
       }
-      const nk_ch_norm_vectors pv = {v[0], v[1], v[2], v[3], v[4], v[5]};
+      /* s = 1 (NULL): the rows whose x - mean_hi could overflow went the double way above */
+      const nk_ch_norm_vectors pv = {v[0], v[1], v[2], v[3], v[4], NULL};
       const nk_ch_rows one = {1, 0, 0};
       j->k->norm_cols(0, 1, cols, xr + c0 * es, one, NULL, one, yr + c0 * es, one, d->dtype, &pv,
                       0);

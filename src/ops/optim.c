@@ -62,9 +62,11 @@ nk_status nk_weight_norm_fwd(nk_context *ctx, size_t rows, size_t cols, float ep
   for (size_t r = 0; r < rows; r++) {
     const float *vr = v + r * cols;
     const double nrm = sqrt(sumsq(vr, cols));
-    /* fmax would turn a NaN norm into eps: keep NaN. */
+    /* fmax would turn a NaN norm into eps: keep NaN. An inf in the row (norm inf) makes the
+     * whole row NaN, as the header says (g / inf = 0 would leave 0 * v = 0 in its finite
+     * elements: found by tests/fuzz/optim.c). */
     const double d = nrm < (double)eps ? (double)eps : nrm;
-    const double scale = (double)g[r] / d;
+    const double scale = isinf(nrm) ? NAN : (double)g[r] / d;
     for (size_t j = 0; j < cols; j++) w[r * cols + j] = (float)(scale * (double)vr[j]);
     if (norm != NULL) norm[r] = (float)nrm;
   }
@@ -102,6 +104,11 @@ nk_status nk_weight_norm_bwd(nk_context *ctx, size_t rows, size_t cols, float ep
       const double e = (double)eps;
       dg[r] = (float)(dot / e);
       for (size_t j = 0; j < cols; j++) dv[r * cols + j] = (float)(gr / e * (double)dwr[j]);
+      continue;
+    }
+    if (isinf(nrm)) { /* inf in the row: dv and dg NaN (header; see the forward) */
+      dg[r] = NAN;
+      for (size_t j = 0; j < cols; j++) dv[r * cols + j] = NAN;
       continue;
     }
     const double dgr = dot / nrm;

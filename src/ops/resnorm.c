@@ -45,7 +45,15 @@ static nk_status check_ws(nk_context *ctx, const char *op, size_t need_bytes, co
   return NK_STATUS_OK;
 }
 
-/* Byte size of (a doubles + b floats), overflow-checked; 0 on overflow. */
+/* The workspace may have any alignment (the sizes include 64 bytes of slack): its arrays of
+ * doubles and nk_moments start at the first 64-byte boundary (found by tests/fuzz/resnorm.c: a
+ * misaligned workspace gave misaligned double accesses, undefined behaviour). */
+static void *ws_align(void *ws) {
+  return (void *)(((uintptr_t)ws + 63u) & ~(uintptr_t)63u);
+}
+
+/* Byte size of (a doubles + b floats) + 64 bytes of alignment slack, overflow-checked; 0 on
+ * overflow. */
 static int ws_bytes(size_t a, size_t b, size_t *out) {
   size_t x, y;
   return nk__mul_size(a, sizeof(double), &x) && nk__mul_size(b, sizeof(float), &y) &&
@@ -204,7 +212,7 @@ typedef struct tok_ws_layout {
 static tok_ws_layout tok_ws_split(const tokd *t, void *ws) {
   tok_ws_layout l;
   const size_t nch = tok_nchunks(t->R), C = t->C;
-  l.part = ws;
+  l.part = ws_align(ws);
   l.counts = l.part + nch * 3 * C;
   l.tot = l.counts + nch;
   l.rf = (float *)(l.tot + 3 * C);
@@ -933,7 +941,7 @@ typedef struct evo_arrays {
 static evo_arrays evo_split(const evo_geo *g, void *ws) {
   evo_arrays a;
   const size_t C = g->C, NC = g->N * g->C;
-  a.d = ws;
+  a.d = ws_align(ws);
   float *f = (float *)(a.d + NC * NK_RN_NSUM);
   a.sb = f, f += C;
   a.mbh = f, f += C;
@@ -1290,9 +1298,10 @@ static nk_status evo_bwd_common(nk_context *ctx, const char *op, const nk_evonor
     for (size_t c = 0; c < C; c++) {
       double ab = 0.0;
       for (size_t n = 0; n < N; n++) ab += SUM(n, 0, c);
-      if (training) a.kb[c] = (float)(ab / ((double)a.sb[c] * M));
-      for (size_t n = 0; n < N; n++)
-        a.ki[n * C + c] = (float)(SUM(n, 1, c) / ((double)a.si[n * C + c] * (double)g->S));
+      /* the kernels apply these as k * ((x - mu) / s): a coefficient A / (s count) can
+       * underflow f32 where (x - mu) / s is O(1) (found by tests/fuzz/resnorm.c) */
+      if (training) a.kb[c] = (float)(ab / M);
+      for (size_t n = 0; n < N; n++) a.ki[n * C + c] = (float)(SUM(n, 1, c) / (double)g->S);
     }
   } else if (!affine) {
     const double cnt = (double)g->cg * (double)g->S;
@@ -1303,7 +1312,7 @@ static nk_status evo_bwd_common(nk_context *ctx, const char *op, const nk_evonor
         double ag = 0.0;
         for (size_t c = c0; c < c0 + g->cg; c++) ag += (double)a.g[c] * SUM(n, 0, c);
         ag = -ag / (sg * sg);
-        const float kg = (float)(ag / (sg * cnt));
+        const float kg = (float)(ag / cnt); /* applied as kg * ((x - mu_g) / s_g) */
         for (size_t c = c0; c < c0 + g->cg; c++) a.ki[n * C + c] = kg;
       }
   }

@@ -142,7 +142,10 @@ void nk_ref_unifiednorm_fwd(const nk_ref_un *p, nk_ref_un_state *st, const doubl
       V[c] = p->per_channel ? var_sqrt(st->fwin + c, M, C) : 0.0;
     }
     const double vrec = p->per_channel ? 0.0 : var_sqrt(st->fwin, M * C, 1);
-    for (size_t c = 0; c < C; c++) st->fwin[slot * C + c] = s2[c];
+    /* The window holds f32 values, as the caller's state does (normkit.h: state stored f32);
+     * the skip test and GM read them (a double s2 that underflows f32, 1e-60, would make
+     * AM - GM > 0 where the stored window gives 0: found by tests/fuzz/resnorm.c). */
+    for (size_t c = 0; c < C; c++) st->fwin[slot * C + c] = (double)(float)s2[c];
     int skip = 0;
     if (p->filter && t >= p->warmup) {
       if (M == 1) skip = 1;
@@ -163,7 +166,8 @@ void nk_ref_unifiednorm_fwd(const nk_ref_un *p, nk_ref_un_state *st, const doubl
       sh2[c] = bs ? s2[c] : un_gm(st->fwin, M, C, c);
       double rh = sqrt(sh2[c] + p->eps) / sqrt(st->phi[c] + p->eps);
       if (t <= rw || skip) rh = 1.0;
-      else rh = fmin(fmax(rh, p->rho_min), p->rho_max);
+      else if (!isnan(rh)) /* a NaN ratio stays NaN (torch.clamp; fmax would drop it) */
+        rh = fmin(fmax(rh, p->rho_min), p->rho_max);
       rho[c] = rh;
       st->phi[c] = p->alpha * st->phi[c] + (1.0 - p->alpha) * sh2[c];
     }
@@ -251,7 +255,9 @@ void nk_ref_evonorm_fwd(const nk_ref_chshape *t, int kind, size_t groups, int tr
   evo_stats st = evo_stats_of(t, G, x);
   for (size_t c = 0; c < C; c++) {
     const double g = gamma ? gamma[c] : 1.0, b = beta ? beta[c] : 0.0, vv = v ? v[c] : 1.0;
-    const double sb = kind == 0 ? sqrt((training ? st.vb[c] : running_var[c]) + eps) : 0.0;
+    /* affine-only B0 reads no statistic (running_var may then be NULL) */
+    const double sb =
+        kind == 0 && !affine ? sqrt((training ? st.vb[c] : running_var[c]) + eps) : 0.0;
     for (size_t n = 0; n < N; n++) {
       const double si = sqrt(st.vi[n * C + c] + eps);
       const double sg = G ? sqrt(st.vg[n * G + c / cg] + eps) : 0.0;
@@ -281,7 +287,9 @@ void nk_ref_evonorm_bwd(const nk_ref_chshape *t, int kind, size_t groups, int tr
   /* Pass 1: accumulators and parameter gradients. */
   for (size_t c = 0; c < C; c++) {
     const double g = gamma ? gamma[c] : 1.0, vv = v ? v[c] : 1.0;
-    const double sb = kind == 0 ? sqrt((training ? st.vb[c] : running_var[c]) + eps) : 0.0;
+    /* affine-only B0 reads no statistic (running_var may then be NULL) */
+    const double sb =
+        kind == 0 && !affine ? sqrt((training ? st.vb[c] : running_var[c]) + eps) : 0.0;
     double sdg = 0.0, sdb = 0.0, sdv = 0.0;
     for (size_t n = 0; n < N; n++) {
       const double si = sqrt(st.vi[n * C + c] + eps);
@@ -314,7 +322,9 @@ void nk_ref_evonorm_bwd(const nk_ref_chshape *t, int kind, size_t groups, int tr
   /* Pass 2: dx. */
   for (size_t c = 0; c < C; c++) {
     const double g = gamma ? gamma[c] : 1.0, vv = v ? v[c] : 1.0;
-    const double sb = kind == 0 ? sqrt((training ? st.vb[c] : running_var[c]) + eps) : 0.0;
+    /* affine-only B0 reads no statistic (running_var may then be NULL) */
+    const double sb =
+        kind == 0 && !affine ? sqrt((training ? st.vb[c] : running_var[c]) + eps) : 0.0;
     for (size_t n = 0; n < N; n++) {
       const double si = sqrt(st.vi[n * C + c] + eps);
       const double sg = G ? sqrt(st.vg[n * G + c / cg] + eps) : 0.0;
@@ -326,8 +336,9 @@ void nk_ref_evonorm_bwd(const nk_ref_chshape *t, int kind, size_t groups, int tr
         } else if (kind == 0) {
           const int m = sb >= vv * xv + si || isnan(sb);
           const double d = m ? sb : vv * xv + si;
-          const double delta = -gh * xv / (d * d);
-          double r = gh / d + (m ? 0.0 : vv * delta);
+          /* gh/d + v delta = gh (d - v x) / d^2 = gh s_i / d^2 where d = v x + s_i: written so,
+           * as the sum cancels even in double when s_i << |v x| (tests/fuzz/resnorm.c) */
+          double r = m ? gh / d : gh * si / (d * d);
           if (training) r += Ab[c] * (xv - st.mb[c]) / (sb * (double)(N * S));
           r += Ai[n * C + c] * (xv - st.mi[n * C + c]) / (si * (double)S);
           dx[i] = r;

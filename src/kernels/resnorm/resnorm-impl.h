@@ -82,8 +82,9 @@ INL double lanes_fold(double *lane) {
 
 /* ---- token rows (PowerNorm, UN) ------------------------------------------------------------ */
 
-/* gs of one group of n elements at x: (float)(1 / sqrt(sum x^2 / n + eps)). */
-INL float group_scale(size_t n, const void *x, nk_dtype dt, float eps) {
+/* gs of one group of n elements at x: 1 / sqrt(sum x^2 / n + eps) in double (the forward
+ * rounds it to f32: group_scale). */
+INL double group_scale_d(size_t n, const void *x, nk_dtype dt, float eps) {
   double lane[NL] = {0};
   float xb[B];
   double t[B];
@@ -93,7 +94,11 @@ INL float group_scale(size_t n, const void *x, nk_dtype dt, float eps) {
     for (size_t i = 0; i < m; i++) t[i] = (double)xb[i] * (double)xb[i];
     lanes_add(lane, t, m);
   }
-  return (float)(1.0 / sqrt(lanes_fold(lane) / (double)n + (double)eps));
+  return 1.0 / sqrt(lanes_fold(lane) / (double)n + (double)eps);
+}
+/* gs of one group of n elements at x: (float)(1 / sqrt(sum x^2 / n + eps)). */
+INL float group_scale(size_t n, const void *x, nk_dtype dt, float eps) {
+  return (float)group_scale_d(n, x, dt, eps);
 }
 
 static void FN(tok_stats)(size_t C, size_t cg, float gs_eps, const void *x, nk_dtype dt,
@@ -162,37 +167,44 @@ INL void tok_du(size_t m, const float *u, const float *gy, const float *rf, cons
   }
 }
 
+/* dx of the token rows. With group scaling, the chain rule through u = x gs,
+ * dx = gs (du - u mean_k(du u)), is evaluated in double from the double gs and u = x gs: with the
+ * f32 u of the forward it cancels (a group of one channel gives du (1 - u^2), and 1 - u^2 ~ gs_eps
+ * / x^2 loses every digit to u's rounding: found by tests/fuzz/resnorm.c). du itself is the f32
+ * map of resnorm.h (from the forward's f32 u). */
 static void FN(tok_dx)(size_t C, size_t cg, float gs_eps, const void *x, const void *dy,
                        void *dx, nk_dtype dt, const float *rf, const float *gain,
                        const float *coef, const float *rb) {
   const size_t gsz = cg ? cg : C;
-  float ub[B], gb[B], du[B];
+  float ub[B], gb[B], du[B], xb[B];
   double t[B];
   for (size_t c0 = 0; c0 < C; c0 += gsz) {
-    float gs = 1.0f, k = 0.0f;
+    float gs = 1.0f;
+    double gsd = 1.0, k = 0.0;
     if (cg) {
-      gs = group_scale(gsz, at(x, c0, dt), dt, gs_eps);
+      gsd = group_scale_d(gsz, at(x, c0, dt), dt, gs_eps);
+      gs = (float)gsd;
       double lane[NL] = {0};
       for (size_t i0 = 0; i0 < gsz; i0 += B) {
         const size_t m = gsz - i0 < B ? gsz - i0 : B, c = c0 + i0;
-        ld(ub, at(x, c, dt), m, dt);
+        ld(xb, at(x, c, dt), m, dt);
         ld(gb, at(dy, c, dt), m, dt);
-        for (size_t i = 0; i < m; i++) ub[i] = ub[i] * gs;
+        for (size_t i = 0; i < m; i++) ub[i] = xb[i] * gs;
         tok_du(m, ub, gb, rf + c, gain + c, coef + c, rb + c, du);
-        for (size_t i = 0; i < m; i++) t[i] = (double)du[i] * (double)ub[i];
+        for (size_t i = 0; i < m; i++) t[i] = (double)du[i] * ((double)xb[i] * gsd);
         lanes_add(lane, t, m);
       }
-      k = (float)(lanes_fold(lane) / (double)gsz);
+      k = lanes_fold(lane) / (double)gsz;
     }
     for (size_t i0 = 0; i0 < gsz; i0 += B) {
       const size_t m = gsz - i0 < B ? gsz - i0 : B, c = c0 + i0;
-      ld(ub, at(x, c, dt), m, dt);
+      ld(xb, at(x, c, dt), m, dt);
       ld(gb, at(dy, c, dt), m, dt);
-      if (cg)
-        for (size_t i = 0; i < m; i++) ub[i] = ub[i] * gs;
+      for (size_t i = 0; i < m; i++) ub[i] = cg ? xb[i] * gs : xb[i];
       tok_du(m, ub, gb, rf + c, gain + c, coef + c, rb + c, du);
       if (cg)
-        for (size_t i = 0; i < m; i++) du[i] = gs * (du[i] - ub[i] * k);
+        for (size_t i = 0; i < m; i++)
+          du[i] = (float)(gsd * ((double)du[i] - ((double)xb[i] * gsd) * k));
       st(atw(dx, c, dt), du, m, dt);
     }
   }
@@ -242,6 +254,10 @@ INL double dmask(double v, uint64_t m) {
 /* Parameter i of a block starting at c0 (ps: 0 = one value, 1 = per element). */
 #define P(arr, i) ((arr)[ps ? c0 + (i) : 0])
 
+/* B0's v x + s_i, rounded once (the f32 product and sum cancel when v x ~ -s_i, and d = that
+ * divides x: found by tests/fuzz/resnorm.c). The double product of two floats is exact. */
+INL float b0_t(float v, float x, float si) { return (float)((double)v * (double)x + (double)si); }
+
 INL void evo_norm_body(int kind, size_t n, const void *x, void *y, nk_dtype dt,
                        const nk_rn_evo_params *p, const int ps) {
   float xb[B];
@@ -251,7 +267,7 @@ INL void evo_norm_body(int kind, size_t n, const void *x, void *y, nk_dtype dt,
     if (kind == NK_RN_B0) {
       for (size_t i = 0; i < m; i++) {
         const float xv = xb[i], sb = P(p->sb, i);
-        const float t = P(p->v, i) * xv + P(p->si, i);
+        const float t = b0_t(P(p->v, i), xv, P(p->si, i));
         const int pick_b = (sb >= t) | (sb != sb); /* ties and a NaN s_b pick s_b */
         const float d = pick_b ? sb : t;
         xb[i] = (xv / d) * P(p->g, i) + P(p->b, i);
@@ -277,7 +293,7 @@ INL void evo_terms(int kind, size_t m, const float *xb, const float *gb,
     int32_t bm[B];
     for (size_t i = 0; i < m; i++) {
       const float xv = xb[i], sb = P(p->sb, i);
-      const float tt = P(p->v, i) * xv + P(p->si, i);
+      const float tt = b0_t(P(p->v, i), xv, P(p->si, i));
       bm[i] = (sb >= tt) | (sb != sb);
       const float d = bm[i] ? sb : tt;
       q[i] = xv / d;
@@ -355,17 +371,17 @@ INL void evo_dx_body(int kind, size_t n, const void *x, const void *dy, void *dx
     ld(gb, at(dy, c0, dt), m, dt);
     if (kind == NK_RN_B0) {
       for (size_t i = 0; i < m; i++) {
-        const float xv = xb[i], sb = P(p->sb, i), v = P(p->v, i);
-        const float tt = v * xv + P(p->si, i);
+        const float xv = xb[i], sb = P(p->sb, i), v = P(p->v, i), si = P(p->si, i);
+        const float tt = b0_t(v, xv, si);
         const int bm = (sb >= tt) | (sb != sb);
         const float d = bm ? sb : tt;
-        const float q = xv / d;
         const float gh = P(p->g, i) * gb[i];
-        const float delta = -(gh * q) / d;
-        const float vd = v * delta;
-        float r = gh / d + (bm ? 0.0f : vd);
-        r = r + P(p->kb, i) * ((xv - P(p->mbh, i)) - P(p->mbl, i));
-        r = r + P(p->ki, i) * ((xv - P(p->mih, i)) - P(p->mil, i));
+        /* d = v x + s_i: gh/d + v delta = gh (1 - v x/d)/d = (gh/d)(s_i/d), evaluated in that
+         * form (the sum cancels when s_i << |v x|: found by tests/fuzz/resnorm.c) */
+        const float ghd = gh / d;
+        float r = bm ? ghd : ghd * (si / d);
+        r = r + P(p->kb, i) * (((xv - P(p->mbh, i)) - P(p->mbl, i)) / sb);
+        r = r + P(p->ki, i) * (((xv - P(p->mih, i)) - P(p->mil, i)) / si);
         gb[i] = r;
       }
     } else if (kind == NK_RN_S0) {
@@ -376,7 +392,7 @@ INL void evo_dx_body(int kind, size_t n, const void *x, const void *dy, void *dx
         const float sp = sg * (1.0f - sg);
         const float gh = P(p->g, i) * gb[i];
         float r = (gh / P(p->si, i)) * (sg + w * sp);
-        r = r + P(p->ki, i) * ((xv - P(p->mih, i)) - P(p->mil, i));
+        r = r + P(p->ki, i) * (((xv - P(p->mih, i)) - P(p->mil, i)) / P(p->si, i));
         gb[i] = r;
       }
     } else {

@@ -38,8 +38,9 @@
 typedef struct nk_rn_evo_params {
   const float *sb, *si;    /* B0: batch std, instance std;  S0: si = group std (per channel) */
   const float *v, *g, *b;  /* v, gamma, beta */
-  const float *kb, *mbh, *mbl;  /* B0 dx: A_b / (s_b N S), batch mean hi, lo */
-  const float *ki, *mih, *mil;  /* B0 dx: A_i / (s_i S), instance mean;  S0: A_g / (...), mu_g */
+  /* dx terms k * ((x - mu) / s) (the coefficient without the std: A / (s count) can underflow) */
+  const float *kb, *mbh, *mbl;  /* B0 dx: A_b / (N S), batch mean hi, lo */
+  const float *ki, *mih, *mil;  /* B0 dx: A_i / S, instance mean;  S0: A_g / ((C/G) S), mu_g */
 } nk_rn_evo_params;
 
 /* EvoNorm kinds. */
@@ -64,8 +65,9 @@ typedef struct nk_resnorm_kernels {
   /* z = u * rf: acc[c] += dy z, acc[C + c] += z z, acc[2C + c] += dy. */
   void (*tok_gradsum)(size_t C, size_t cg, float gs_eps, const void *x, const void *dy,
                       nk_dtype dt, const float *rf, double *acc);
-  /* du = ((gain * dy) - coef * z) * rb;  cg: dx = gs * (du - u * (float)(sum_k du u / cg)),
-   * else dx = du. */
+  /* du = ((gain * dy) - coef * z) * rb (f32, z from the f32 u);  cg: dx = (float)(gsd * (du -
+   * ud * (sum_k du ud / cg))) in double with gsd = 1 / sqrt(sum x^2 / cg + gs_eps) and
+   * ud = x * gsd unrounded (f32 u would cancel in du - u k); else dx = du. */
   void (*tok_dx)(size_t C, size_t cg, float gs_eps, const void *x, const void *dy, void *dx,
                  nk_dtype dt, const float *rf, const float *gain, const float *coef,
                  const float *rb);
