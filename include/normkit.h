@@ -589,7 +589,8 @@ typedef struct nk_cross_entropy_desc {
 NK_API nk_cross_entropy_desc nk_cross_entropy_desc_dense(size_t rows, size_t cols,
                                                          nk_dtype dtype);
 
-/* Bytes of workspace nk_cross_entropy needs (rows doubles for sum/mean, else 0). */
+/* Bytes of workspace nk_cross_entropy needs (sum/mean: rows doubles plus 8 bytes, so that a
+ * workspace at any address works; else 0). */
 NK_API nk_status nk_cross_entropy_workspace_size(const nk_cross_entropy_desc *desc,
                                                  size_t *bytes);
 

@@ -222,7 +222,9 @@ static int bwd_workspace_layout(const nk_norm_desc *d, size_t *nchunks, size_t *
   *ginv_offset = partial;
   size_t ginv = 0;
   if ((d->flags & NK_NORM_BWD_FROM_Y) && !nk__mul_size(cols, sizeof(float), &ginv)) return 1;
-  return !nk__add_size(partial, ginv, bytes);
+  /* + 64 bytes: the operator aligns the workspace up to 64 bytes, so any address works (a
+   * workspace at an odd address gave misaligned double partials: rownorm fuzz harness) */
+  return !nk__add_size(partial, ginv, bytes) || !nk__add_size(*bytes, 64, bytes);
 }
 
 static nk_status bwd_workspace_size(int is_rms, const nk_norm_desc *d, size_t *bytes) {
@@ -370,6 +372,8 @@ static nk_status norm_bwd(nk_context *ctx, int is_rms, const nk_norm_desc *d, si
   s[13] = (span){"none", NULL, 0, 0, 0, 0, 0};
   TRY(nk__check_overlaps(ctx, op, s, 14, bwd_alias_ok));
 
+  if (full && need) /* the layout starts at the first 64-byte boundary (the size has the slack) */
+    workspace = (void *)(((uintptr_t)workspace + 63) & ~(uintptr_t)63);
   const nk_op kop = is_rms ? NK_OP_RMSNORM_BWD : NK_OP_LAYERNORM_BWD;
   bwd_job job;
   memset(&job, 0, sizeof job);

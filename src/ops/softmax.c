@@ -479,8 +479,11 @@ nk_status nk_cross_entropy_workspace_size(const nk_cross_entropy_desc *desc, siz
   TRY(check_xent_desc(NULL, "cross_entropy_workspace_size", desc));
   if (bytes == NULL) return NK_STATUS_INVALID_ARGUMENT;
   *bytes = 0;
-  if (desc->reduction != NK_REDUCTION_NONE && desc->cols != 0 &&
-      !nk__mul_size(desc->rows, sizeof(double), bytes))
+  /* rows doubles, plus 8 bytes so that any workspace address can be aligned up to a double
+   * (a workspace at an odd address gave misaligned double stores: cross_entropy fuzz harness) */
+  if (desc->reduction != NK_REDUCTION_NONE && desc->cols != 0 && desc->rows != 0 &&
+      (!nk__mul_size(desc->rows, sizeof(double), bytes) ||
+       !nk__add_size(*bytes, sizeof(double), bytes)))
     return NK_STATUS_INVALID_ARGUMENT;
   return NK_STATUS_OK;
 }
@@ -545,8 +548,10 @@ nk_status nk_cross_entropy(nk_context *ctx, const nk_cross_entropy_desc *d, cons
   if (d->rows != 0 && (x == NULL || target == NULL))
     return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: %s is NULL", op,
                     x == NULL ? "x" : "target");
-  size_t need = 0;
-  if (d->reduction != NK_REDUCTION_NONE && !nk__mul_size(d->rows, sizeof(double), &need))
+  size_t need = 0; /* as nk_cross_entropy_workspace_size: rows doubles + alignment slack */
+  if (d->reduction != NK_REDUCTION_NONE && d->rows != 0 &&
+      (!nk__mul_size(d->rows, sizeof(double), &need) ||
+       !nk__add_size(need, sizeof(double), &need)))
     return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: workspace size overflows", op);
   if (workspace_size < need || (need > 0 && workspace == NULL))
     return nk__fail(ctx, NK_STATUS_MISUSE, "%s: workspace of %zu bytes < %zu needed", op,
@@ -587,7 +592,10 @@ nk_status nk_cross_entropy(nk_context *ctx, const nk_cross_entropy_desc *d, cons
   if (d->reduction == NK_REDUCTION_MEAN) grad_w /= (double)counted; /* inf if none: unused */
   xent_job job = {(nk_xent_fn)e->fn, d, x, target, dlogits,
                   d->reduction == NK_REDUCTION_NONE ? loss : NULL,
-                  d->reduction == NK_REDUCTION_NONE ? NULL : (double *)workspace, lse, grad_w,
+                  d->reduction == NK_REDUCTION_NONE
+                      ? NULL
+                      : (double *)(((uintptr_t)workspace + 7) & ~(uintptr_t)7),
+                  lse, grad_w,
                   output_is_large(rows, d->cols, d->dtype)}; /* stream dlogits, prefetch next rows */
   if (rows != 0) {
     nk_threadpool *pool = nk__context_pool(ctx);
