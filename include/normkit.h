@@ -17,6 +17,11 @@
  *   a misaligned one is INVALID_ARGUMENT. No stronger alignment is ever needed.
  * - Tensors are caller-owned; normkit never keeps a pointer after a call returns and never
  *   allocates memory inside an operator (backward workspaces are sized by a query function).
+ * - Workspaces (scratch the caller passes as void *workspace, size_t workspace_size) may be at
+ *   any address: an operator aligns the pointer up to NK_WORKSPACE_ALIGN bytes inside, and every
+ *   *_workspace_size query includes that slack. Where a workspace is documented as a count
+ *   ("cols floats"), pass that many bytes plus NK_WORKSPACE_ALIGN. A workspace of 0 bytes may be
+ *   NULL.
  * - A NULL nk_context means defaults: serial execution on the calling thread, ISA chosen from
  *   the NK_ISA environment variable or else the best the CPU has, consistent arithmetic.
  * - Consistent arithmetic (always on): the same inputs give the same output bits whatever the
@@ -50,6 +55,11 @@ extern "C" {
 #define NK_VERSION_PATCH 0
 /* Returns the version string of the linked library, e.g. "0.1.0". Never NULL. */
 NK_API const char *nk_version(void);
+
+/* The alignment every operator gives its workspace inside (see "Workspaces" above): a
+ * workspace may be at any address, and the size queries include NK_WORKSPACE_ALIGN bytes of
+ * slack. */
+#define NK_WORKSPACE_ALIGN 64
 
 /* ------------------------------------------------------------------------------------------ */
 /* Status                                                                                      */
@@ -363,7 +373,7 @@ NK_API nk_status nk_layernorm_bwd_workspace_size(const nk_layernorm_desc *desc, 
  *   dgamma OUT optional, cols elements: sum over rows of dy * xhat (times 1 for GAMMA_OFFSET, as
  *              d(1+gamma)/dgamma = 1). Overwritten, or added to with NK_NORM_ACCUMULATE.
  *   dbeta  OUT optional, cols elements: sum over rows of dy. Overwritten or accumulated.
- *   workspace  scratch of at least nk_layernorm_bwd_workspace_size bytes, 64-byte aligned
+ *   workspace  scratch of at least nk_layernorm_bwd_workspace_size bytes, at any address
  *              preferred (any alignment works); may be NULL when that size is 0.
  * Parameter gradients are reduced over fixed chunks of rows (a function of the sizes only) in
  * double and combined in chunk order: bit-identical for every thread count and ISA.
@@ -378,7 +388,8 @@ NK_API nk_status nk_layernorm_bwd(nk_context *ctx, const nk_layernorm_desc *desc
  * threads. dx as above. The parameter gradients of these rows are ADDED, in double, to
  * dgamma_acc and dbeta_acc (cols doubles each, optional): the caller sums them over its row
  * ranges in an order of its choice and rounds them to param_dtype. Needs no workspace unless
- * NK_NORM_BWD_FROM_Y is set, which needs cols floats (pass workspace/workspace_size). */
+ * NK_NORM_BWD_FROM_Y is set, which needs cols * 4 + NK_WORKSPACE_ALIGN bytes (pass
+ * workspace/workspace_size). */
 NK_API nk_status nk_layernorm_bwd_rows(nk_context *ctx, const nk_layernorm_desc *desc,
                                        size_t row_begin, size_t row_end, const void *x,
                                        const void *gamma, const void *beta, const float *mean,
@@ -589,8 +600,8 @@ typedef struct nk_cross_entropy_desc {
 NK_API nk_cross_entropy_desc nk_cross_entropy_desc_dense(size_t rows, size_t cols,
                                                          nk_dtype dtype);
 
-/* Bytes of workspace nk_cross_entropy needs (sum/mean: rows doubles plus 8 bytes, so that a
- * workspace at any address works; else 0). */
+/* Bytes of workspace nk_cross_entropy needs (sum/mean: rows doubles plus NK_WORKSPACE_ALIGN;
+ * reduction none: 0). */
 NK_API nk_status nk_cross_entropy_workspace_size(const nk_cross_entropy_desc *desc,
                                                  size_t *bytes);
 
@@ -802,7 +813,8 @@ NK_API nk_chnorm_desc nk_chnorm_desc_dense(size_t batch, size_t channels, size_t
 /* Per-channel moments of x over its N*S elements: the partial-moment step of synchronized
  * BatchNorm (merge the ranks' results with nk_moments_merge_n in rank order, then call
  * nk_batchnorm_fwd_moments). OUT out[C]. Bit-identical to what nk_batchnorm_fwd computes.
- * Workspace: nk_batchnorm_fwd_workspace_size. Returns OK, INVALID_ARGUMENT, MISUSE. */
+ * Workspace: nk_batchnorm_fwd_workspace_size of the descriptor with NK_CHNORM_TRAINING set
+ * (the flag itself does not matter here). Returns OK, INVALID_ARGUMENT, MISUSE. */
 NK_API nk_status nk_batchnorm_moments(nk_context *ctx, const nk_batchnorm_desc *desc,
                                       const void *x, nk_moments *out, void *workspace,
                                       size_t workspace_size);
@@ -1535,7 +1547,8 @@ NK_API nk_status nk_conda_refresh_due(nk_context *ctx, int64_t t, int64_t gap,
 NK_API nk_status nk_conda_update_moment(nk_context *ctx, const nk_conda_desc *desc, size_t rows,
                                         size_t cols, const float *grad, float *exp_avg);
 
-/* Bytes of the double workspace nk_conda_step needs: 2 * max(rows, cols) doubles. */
+/* Bytes of the workspace nk_conda_step needs: 2 * max(rows, cols) doubles plus
+ * NK_WORKSPACE_ALIGN. */
 NK_API nk_status nk_conda_workspace_size(size_t rows, size_t cols, size_t *bytes);
 
 /* Steps 3-9 (after nk_conda_update_moment and any basis refresh).
@@ -1547,7 +1560,7 @@ NK_API nk_status nk_conda_workspace_size(size_t rows, size_t cols, size_t *bytes
  *   basis       IN  cols x cols (RIGHT) or rows x rows (LEFT) floats, orthogonal (not checked:
  *               any matrix is used as given); not read for NONE (may be NULL).
  *   step        IN/OUT the counter t, in [0, INT64_MAX); incremented.
- *   workspace   scratch of at least nk_conda_workspace_size bytes (double-aligned).
+ *   workspace   scratch of at least nk_conda_workspace_size bytes, at any address.
  * A zero size: only *step advances. Returns OK or INVALID_ARGUMENT (NULLs, bad side, desc out
  * of range, workspace too small is MISUSE, overlaps, step out of range; nothing written). */
 NK_API nk_status nk_conda_step(nk_context *ctx, const nk_conda_desc *desc, nk_conda_side side,

@@ -336,6 +336,7 @@ static void ew_task(void *arg, size_t start, size_t count) {
   const size_t ntiles = ceil_div(g->C, NK_CH_TILE_COLS), rpt = rows_per_task(g->C);
   const size_t T = g->N * g->S;
   float v[8][NK_CH_TILE_COLS];
+  int halved = 0; /* some column of the tile at half scale: else the kernels get s == NULL */
   for (size_t i = start; i < start + count; i++) {
     const size_t t = j->reverse ? j->items - 1 - i : i;
     const size_t rt = t / ntiles, tile = t % ntiles;
@@ -350,28 +351,32 @@ static void ew_task(void *arg, size_t start, size_t count) {
       if (seg_end > rend) seg_end = rend;
       const size_t key = j->per_sample ? n : 0;
       if (built_for != key) {
+        halved = 0;
         for (size_t c = 0; c < cols; c++) {
           if (!bwd) {
             nk_ch_norm_scalars p;
             j->norm_param(j, n, c0 + c, &p);
             v[0][c] = p.mh, v[1][c] = p.ml, v[2][c] = p.r, v[3][c] = p.g, v[4][c] = p.b;
             v[5][c] = p.half ? 0.5f : 1.0f;
+            halved |= p.half;
           } else {
             nk_ch_dx_scalars p;
             j->dx_param(j, n, c0 + c, &p);
             v[0][c] = p.mh, v[1][c] = p.mc, v[2][c] = p.r, v[3][c] = p.u, v[4][c] = p.a;
             v[5][c] = p.b, v[6][c] = p.v, v[7][c] = p.half ? 0.5f : 1.0f;
+            halved |= p.half;
           }
         }
         built_for = key;
       }
       if (!bwd) {
-        const nk_ch_norm_vectors pv = {v[0], v[1], v[2], v[3], v[4], v[5]};
+        const nk_ch_norm_vectors pv = {v[0], v[1], v[2], v[3], v[4], halved ? v[5] : NULL};
         j->k->norm_cols(r, seg_end - r, cols, col_at(g, j->x, c0), rows_of(g, j->x),
                         col_at(g, j->z, c0), rows_of(g, j->z), (void *)col_at(g, j->y, c0),
                         rows_of(g, j->y), g->dt, &pv, j->kflags);
       } else {
-        const nk_ch_dx_vectors pv = {v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]};
+        const nk_ch_dx_vectors pv = {v[0], v[1], v[2], v[3], v[4], v[5], v[6],
+                                     halved ? v[7] : NULL};
         j->k->dx_cols(r, seg_end - r, cols, col_at(g, j->x, c0), rows_of(g, j->x),
                       col_at(g, j->y, c0), rows_of(g, j->y), col_at(g, j->dy, c0),
                       rows_of(g, j->dy), (void *)col_at(g, j->dx, c0), rows_of(g, j->dx),
@@ -452,12 +457,13 @@ static nk_status need(nk_context *ctx, const char *op, const void *p, const char
   return NK_STATUS_OK;
 }
 
-static nk_status check_workspace(nk_context *ctx, const char *op, size_t need_bytes,
-                                 const void *ws, size_t size) {
-  if (need_bytes > size || (need_bytes && ws == NULL))
-    return nk__fail(ctx, NK_STATUS_MISUSE, "%s: workspace of %zu bytes, %zu needed", op, size,
-                    need_bytes);
-  return NK_STATUS_OK;
+/* Workspace bytes: the chunk partials, then `extra` bytes (moments or sums), plus the alignment
+ * slack; the layout starts at nk__ws_align(workspace), so any address works (a misaligned one
+ * gave misaligned double accesses: moments fuzz harness). 0 on overflow. */
+static int ws_bytes(const geo *g, size_t extra, size_t *bytes) {
+  size_t part;
+  return partials_bytes(g, &part) && nk__add_size(part, extra, &part) &&
+         nk__ws_bytes(part, bytes);
 }
 
 /* ---- BatchNorm forward -------------------------------------------------------------------- */
@@ -473,7 +479,7 @@ static void bn_norm_param(const ew_job *j, size_t n, size_t c, nk_ch_norm_scalar
   }
   p->g = param_at(j->gamma, c, j->d->param_dtype, 1.0f);
   p->b = param_at(j->beta, c, j->d->param_dtype, 0.0f);
-  nk__ch_half_norm(p);
+  p->half = nk__ch_half(&p->mh, &p->ml, &p->r);
 }
 
 nk_status nk_batchnorm_fwd_workspace_size(const nk_batchnorm_desc *d, size_t *bytes) {
@@ -481,9 +487,8 @@ nk_status nk_batchnorm_fwd_workspace_size(const nk_batchnorm_desc *d, size_t *by
   *bytes = 0;
   if (!(d->flags & NK_CHNORM_TRAINING) || is_empty(d)) return NK_STATUS_OK;
   geo g = geo_of(d);
-  size_t part, mom;
-  if (!partials_bytes(&g, &part) || !nk__mul_size(d->channels, sizeof(nk_moments), &mom) ||
-      !nk__add_size(part, mom, bytes))
+  size_t mom;
+  if (!nk__mul_size(d->channels, sizeof(nk_moments), &mom) || !ws_bytes(&g, mom, bytes))
     return NK_STATUS_INVALID_ARGUMENT;
   return NK_STATUS_OK;
 }
@@ -519,10 +524,10 @@ nk_status nk_batchnorm_moments(nk_context *ctx, const nk_batchnorm_desc *d, cons
   TRY(nk__check_overlaps(ctx, op, s, 2, fwd_alias_ok));
   geo g = geo_of(d);
   size_t need_ws;
-  if (!partials_bytes(&g, &need_ws))
+  if (!ws_bytes(&g, 0, &need_ws))
     return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: workspace size overflows", op);
-  TRY(check_workspace(ctx, op, need_ws, workspace, workspace_size));
-  bn_moments_run(ctx, d, x, out, workspace);
+  TRY(nk__check_workspace(ctx, op, workspace, workspace_size, need_ws));
+  bn_moments_run(ctx, d, x, out, nk__ws_align(workspace));
   return nk__ok(ctx);
 }
 
@@ -586,11 +591,12 @@ static nk_status bn_fwd(nk_context *ctx, const char *op, const nk_chnorm_desc *d
   if (training && given == NULL && need_ws) {
     size_t need_bytes;
     TRY(nk_batchnorm_fwd_workspace_size(d, &need_bytes) == NK_STATUS_OK
-            ? check_workspace(ctx, op, need_bytes, workspace, workspace_size)
+            ? nk__check_workspace(ctx, op, workspace, workspace_size, need_bytes)
             : nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: workspace size overflows", op));
     size_t part;
     partials_bytes(&g, &part);
-    nk_moments *m = (nk_moments *)((char *)workspace + part);
+    workspace = nk__ws_align(workspace);
+    nk_moments *m = (nk_moments *)(void *)((char *)workspace + part);
     bn_moments_run(ctx, d, x, m, workspace);
     mom = m;
   }
@@ -672,9 +678,8 @@ nk_status nk_batchnorm_bwd_workspace_size(const nk_batchnorm_desc *d, size_t *by
   *bytes = 0;
   if (is_empty(d)) return NK_STATUS_OK;
   geo g = geo_of(d);
-  size_t part, sums;
-  if (!partials_bytes(&g, &part) || !nk__mul_size(d->channels, 3 * sizeof(double), &sums) ||
-      !nk__add_size(part, sums, bytes))
+  size_t sums;
+  if (!nk__mul_size(d->channels, 3 * sizeof(double), &sums) || !ws_bytes(&g, sums, bytes))
     return NK_STATUS_INVALID_ARGUMENT;
   return NK_STATUS_OK;
 }
@@ -767,7 +772,7 @@ static void bn_dx_param(const ew_job *j, size_t n, size_t c, nk_ch_dx_scalars *p
     p->a = 0.0f;
     p->b = 0.0f;
   }
-  nk__ch_half_dx(p);
+  p->half = nk__ch_half(&p->mh, &p->mc, &p->r);
 }
 
 static void bn_param_grads(const nk_chnorm_desc *d, const double *sums, double count,
@@ -822,14 +827,15 @@ nk_status nk_batchnorm_bwd(nk_context *ctx, const nk_batchnorm_desc *d, const vo
   if (nk_batchnorm_bwd_workspace_size(d, &need_bytes) != NK_STATUS_OK)
     return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: workspace size overflows", op);
   const int need_sums = training || dgamma || dbeta;
-  if (need_sums) TRY(check_workspace(ctx, op, need_bytes, workspace, workspace_size));
+  if (need_sums) TRY(nk__check_workspace(ctx, op, workspace, workspace_size, need_bytes));
   geo g = geo_of(d);
   const double count = (double)d->batch * (double)d->spatial;
   double *sums = NULL;
   if (need_sums) {
     size_t part;
     partials_bytes(&g, &part);
-    sums = (double *)((char *)workspace + part);
+    workspace = nk__ws_align(workspace);
+    sums = (double *)(void *)((char *)workspace + part);
     bn_reduce_run(ctx, d, x, y, save_mean, dy, sums, workspace);
   }
   bn_apply_run(ctx, d, count, sums, x, y, gamma, save_mean, save_rstd, dy, dx, dz);
@@ -850,11 +856,11 @@ nk_status nk_batchnorm_bwd_reduce(nk_context *ctx, const nk_batchnorm_desc *d, c
   TRY(bn_bwd_check(ctx, op, d, x, y, NULL, save_mean, NULL, dy, NULL, NULL, NULL, NULL, sums,
                    1));
   geo g = geo_of(d);
-  size_t part;
-  if (!partials_bytes(&g, &part))
+  size_t need_ws;
+  if (!ws_bytes(&g, 0, &need_ws))
     return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: workspace size overflows", op);
-  TRY(check_workspace(ctx, op, part, workspace, workspace_size));
-  bn_reduce_run(ctx, d, x, y, save_mean, dy, sums, workspace);
+  TRY(nk__check_workspace(ctx, op, workspace, workspace_size, need_ws));
+  bn_reduce_run(ctx, d, x, y, save_mean, dy, sums, nk__ws_align(workspace));
   return nk__ok(ctx);
 }
 
@@ -993,9 +999,7 @@ static void gn_fwd_task(void *arg, size_t start, size_t count) {
       stats_from_moments(&m, j->d->eps, &mh[k - g0], &ml[k - g0], &r[k - g0]);
       if (j->mean_out) j->mean_out[n * j->G + k] = mh[k - g0];
       if (j->rstd_out) j->rstd_out[n * j->G + k] = r[k - g0];
-      nk_ch_norm_scalars h = {mh[k - g0], ml[k - g0], r[k - g0], 0.0f, 0.0f, 0};
-      nk__ch_half_norm(&h);
-      mh[k - g0] = h.mh, ml[k - g0] = h.ml, r[k - g0] = h.r, hs[k - g0] = h.half ? 0.5f : 1.0f;
+      hs[k - g0] = nk__ch_half(&mh[k - g0], &ml[k - g0], &r[k - g0]) ? 0.5f : 1.0f;
     }
     if (!g->nsc) {
       for (size_t k = g0; k < g1; k++)
@@ -1012,14 +1016,16 @@ static void gn_fwd_task(void *arg, size_t start, size_t count) {
     float v[6][NK_CH_TILE_COLS];
     for (size_t c0 = cbeg; c0 < cend; c0 += NK_CH_TILE_COLS) {
       const size_t cols = cend - c0 < NK_CH_TILE_COLS ? cend - c0 : NK_CH_TILE_COLS;
+      int halved = 0; /* else the kernel gets s == NULL */
       for (size_t c = 0; c < cols; c++) {
         const size_t k = (c0 + c) / j->Cg - g0;
         v[0][c] = mh[k], v[1][c] = ml[k], v[2][c] = r[k];
         v[3][c] = param_at(j->gamma, c0 + c, pd, 1.0f);
         v[4][c] = param_at(j->beta, c0 + c, pd, 0.0f);
         v[5][c] = hs[k];
+        halved |= hs[k] != 1.0f;
       }
-      const nk_ch_norm_vectors pv = {v[0], v[1], v[2], v[3], v[4], v[5]};
+      const nk_ch_norm_vectors pv = {v[0], v[1], v[2], v[3], v[4], halved ? v[5] : NULL};
       j->k->norm_cols(n * g->S, g->S, cols, col_at(g, j->x, c0), rows_of(g, j->x), NULL,
                       rows_of(g, j->x), (void *)col_at(g, j->y, c0), rows_of(g, j->y), g->dt, &pv,
                       j->kflags);
@@ -1146,7 +1152,7 @@ static void gn_bwd_task(void *arg, size_t start, size_t count) {
         nk_ch_dx_scalars p = {j->mean_in[n * j->G + k], gmc[k - g0],
                               j->rstd_in[n * j->G + k], param_at(j->gamma, c, pd, 1.0f),
                               ga[k - g0], gb[k - g0], j->rstd_in[n * j->G + k], 0};
-        nk__ch_half_dx(&p);
+        p.half = nk__ch_half(&p.mh, &p.mc, &p.r);
         j->k->dx_run(g->S, run_at(g, j->x, n, c), NULL, run_at(g, j->dy, n, c),
                      (void *)run_at(g, j->dx, n, c), NULL, g->dt, &p, j->kflags);
       }
@@ -1155,16 +1161,19 @@ static void gn_bwd_task(void *arg, size_t start, size_t count) {
     float v[8][NK_CH_TILE_COLS];
     for (size_t c0 = cbeg; c0 < cend; c0 += NK_CH_TILE_COLS) {
       const size_t cols = cend - c0 < NK_CH_TILE_COLS ? cend - c0 : NK_CH_TILE_COLS;
+      int halved = 0; /* else the kernel gets s == NULL */
       for (size_t c = 0; c < cols; c++) {
         const size_t k = (c0 + c) / j->Cg;
         nk_ch_dx_scalars p = {j->mean_in[n * j->G + k], gmc[k - g0],
                               j->rstd_in[n * j->G + k], param_at(j->gamma, c0 + c, pd, 1.0f),
                               ga[k - g0], gb[k - g0], j->rstd_in[n * j->G + k], 0};
-        nk__ch_half_dx(&p);
+        p.half = nk__ch_half(&p.mh, &p.mc, &p.r);
+        halved |= p.half;
         v[0][c] = p.mh, v[1][c] = p.mc, v[2][c] = p.r, v[3][c] = p.u, v[4][c] = p.a;
         v[5][c] = p.b, v[6][c] = p.v, v[7][c] = p.half ? 0.5f : 1.0f;
       }
-      const nk_ch_dx_vectors pv = {v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]};
+      const nk_ch_dx_vectors pv = {v[0], v[1], v[2], v[3], v[4], v[5], v[6],
+                                   halved ? v[7] : NULL};
       j->k->dx_cols(n * g->S, g->S, cols, col_at(g, j->x, c0), rows_of(g, j->x), NULL,
                     rows_of(g, j->x), col_at(g, j->dy, c0), rows_of(g, j->dy),
                     (void *)col_at(g, j->dx, c0), rows_of(g, j->dx), NULL, rows_of(g, j->dx),
@@ -1194,9 +1203,11 @@ static void gn_pgrad_task(void *arg, size_t start, size_t count) {
   }
 }
 
+/* N*C*3 doubles plus the alignment slack (the array starts at nk__ws_align(workspace)). */
 static size_t gn_bwd_ws_bytes(const nk_chnorm_desc *d, int *ok) {
   size_t n;
-  *ok = nk__mul_size(d->batch, d->channels, &n) && nk__mul_size(n, 3 * sizeof(double), &n);
+  *ok = nk__mul_size(d->batch, d->channels, &n) && nk__mul_size(n, 3 * sizeof(double), &n) &&
+        nk__ws_bytes(n, &n);
   return *ok ? n : 0;
 }
 
@@ -1231,7 +1242,7 @@ static nk_status gn_bwd_impl(nk_context *ctx, const char *op, const nk_chnorm_de
   int ok = 1;
   const size_t need_bytes = gn_bwd_ws_bytes(d, &ok);
   if (!ok) return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: workspace size overflows", op);
-  TRY(check_workspace(ctx, op, need_bytes, workspace, workspace_size));
+  TRY(nk__check_workspace(ctx, op, workspace, workspace_size, need_bytes));
   gn_job j;
   gn_setup(&j, ctx, d, G);
   j.x = (tens){x, d->x_n_stride, d->x_row_stride};
@@ -1240,7 +1251,7 @@ static nk_status gn_bwd_impl(nk_context *ctx, const char *op, const nk_chnorm_de
   j.gamma = gamma;
   j.mean_in = mean;
   j.rstd_in = rstd;
-  j.ws = workspace;
+  j.ws = nk__ws_align(workspace);
   j.kflags = big_output(&j.g) ? NK_CHK_NT : 0;
   nk_threadpool *pool = nk__context_pool(ctx);
   nk_parallelize_1d(pool, gn_bwd_task, &j, d->batch * j.nspans, 1);

@@ -682,7 +682,7 @@ nk_status nk_conda_workspace_size(size_t rows, size_t cols, size_t *bytes) {
   if (bytes == NULL) return NK_STATUS_INVALID_ARGUMENT;
   const size_t k = rows > cols ? rows : cols;
   if (k > (size_t)PTRDIFF_MAX / (2 * sizeof(double))) return NK_STATUS_INVALID_ARGUMENT;
-  *bytes = 2 * k * sizeof(double);
+  nk__ws_bytes(2 * k * sizeof(double), bytes); /* plus the alignment slack: any address works */
   return NK_STATUS_OK;
 }
 
@@ -729,9 +729,7 @@ nk_status nk_conda_step(nk_context *ctx, const nk_conda_desc *desc, nk_conda_sid
       NK_REQUIRE_PTR(basis);
       TRY(nk_conda_workspace_size(rows, cols, &need));
       NK_REQUIRE_PTR(workspace);
-      if (workspace_size < need)
-        return nk__fail(ctx, NK_STATUS_MISUSE, "%s: workspace_size %zu < %zu", op, workspace_size,
-                        need);
+      TRY(nk__check_workspace(ctx, op, workspace, workspace_size, need));
     }
   }
   const int proj = n > 0 && side != NK_CONDA_SIDE_NONE;
@@ -763,7 +761,7 @@ nk_status nk_conda_step(nk_context *ctx, const nk_conda_desc *desc, nk_conda_sid
     }
     return nk__ok(ctx);
   }
-  double *gh = workspace, *mh = gh + kb;
+  double *gh = nk__ws_align(workspace), *mh = gh + kb;
   const float *P = basis;
   if (side == NK_CONDA_SIDE_RIGHT) { /* row i: ghat_i[q] = sum_j g[i][j] P[q][j] */
     for (size_t i = 0; i < rows; i++) {

@@ -37,27 +37,14 @@ static void pput(void *p, size_t i, nk_dtype dt, double v, int accumulate) {
 
 static size_t max_sz(size_t a, size_t b) { return a > b ? a : b; }
 
-static nk_status check_ws(nk_context *ctx, const char *op, size_t need_bytes, const void *ws,
-                          size_t size) {
-  if (need_bytes > size || (need_bytes && ws == NULL))
-    return nk__fail(ctx, NK_STATUS_MISUSE, "%s: workspace of %zu bytes, %zu needed", op, size,
-                    need_bytes);
-  return NK_STATUS_OK;
-}
-
-/* The workspace may have any alignment (the sizes include 64 bytes of slack): its arrays of
- * doubles and nk_moments start at the first 64-byte boundary (found by tests/fuzz/resnorm.c: a
- * misaligned workspace gave misaligned double accesses, undefined behaviour). */
-static void *ws_align(void *ws) {
-  return (void *)(((uintptr_t)ws + 63u) & ~(uintptr_t)63u);
-}
-
-/* Byte size of (a doubles + b floats) + 64 bytes of alignment slack, overflow-checked; 0 on
- * overflow. */
+/* Byte size of (a doubles + b floats) plus the alignment slack, overflow-checked; 0 on overflow.
+ * The workspace may be at any address: its arrays of doubles and nk_moments start at
+ * nk__ws_align(ws) (found by tests/fuzz/resnorm.c: a misaligned workspace gave misaligned
+ * double accesses, undefined behaviour). */
 static int ws_bytes(size_t a, size_t b, size_t *out) {
   size_t x, y;
   return nk__mul_size(a, sizeof(double), &x) && nk__mul_size(b, sizeof(float), &y) &&
-         nk__add_size(x, y, out) && nk__add_size(*out, 64, out);
+         nk__add_size(x, y, out) && nk__ws_bytes(*out, out);
 }
 
 static int fwd_alias_ok(const span *out, const span *other) {
@@ -212,7 +199,7 @@ typedef struct tok_ws_layout {
 static tok_ws_layout tok_ws_split(const tokd *t, void *ws) {
   tok_ws_layout l;
   const size_t nch = tok_nchunks(t->R), C = t->C;
-  l.part = ws_align(ws);
+  l.part = nk__ws_align(ws);
   l.counts = l.part + nch * 3 * C;
   l.tot = l.counts + nch;
   l.rf = (float *)(l.tot + 3 * C);
@@ -385,7 +372,7 @@ nk_status nk_powernorm_fwd(nk_context *ctx, const nk_powernorm_desc *d, const vo
   size_t need;
   if (!tok_ws(t.N, t.S, t.C, &need))
     return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: workspace size overflows", op);
-  TRY(check_ws(ctx, op, need, workspace, workspace_size));
+  TRY(nk__check_workspace(ctx, op, workspace, workspace_size, need));
   if (training && state->step == INT64_MAX)
     return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: step counter overflows", op);
   if (training && tok_count_valid(&t, mask) == 0)
@@ -463,7 +450,7 @@ nk_status nk_powernorm_bwd(nk_context *ctx, const nk_powernorm_desc *d, const vo
   size_t need;
   if (!tok_ws(t.N, t.S, t.C, &need))
     return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: workspace size overflows", op);
-  TRY(check_ws(ctx, op, need, workspace, workspace_size));
+  TRY(nk__check_workspace(ctx, op, workspace, workspace_size, need));
 
   tok_ws_layout l = tok_ws_split(&t, workspace);
   tok_job j;
@@ -714,7 +701,7 @@ nk_status nk_unifiednorm_fwd(nk_context *ctx, const nk_unifiednorm_desc *d, cons
   size_t need;
   if (!tok_ws(t.N, t.S, t.C, &need))
     return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: workspace size overflows", op);
-  TRY(check_ws(ctx, op, need, workspace, workspace_size));
+  TRY(nk__check_workspace(ctx, op, workspace, workspace_size, need));
   if (training && state->step == INT64_MAX)
     return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: step counter overflows", op);
   if (training && tok_count_valid(&t, mask) == 0)
@@ -783,7 +770,7 @@ nk_status nk_unifiednorm_bwd(nk_context *ctx, const nk_unifiednorm_desc *d, cons
   size_t need;
   if (!tok_ws(t.N, t.S, t.C, &need))
     return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: workspace size overflows", op);
-  TRY(check_ws(ctx, op, need, workspace, workspace_size));
+  TRY(nk__check_workspace(ctx, op, workspace, workspace_size, need));
 
   tok_ws_layout l = tok_ws_split(&t, workspace);
   tok_job j;
@@ -941,7 +928,7 @@ typedef struct evo_arrays {
 static evo_arrays evo_split(const evo_geo *g, void *ws) {
   evo_arrays a;
   const size_t C = g->C, NC = g->N * g->C;
-  a.d = ws_align(ws);
+  a.d = nk__ws_align(ws);
   float *f = (float *)(a.d + NC * NK_RN_NSUM);
   a.sb = f, f += C;
   a.mbh = f, f += C;
@@ -1135,7 +1122,7 @@ static nk_status evo_fwd_common(nk_context *ctx, const char *op, const nk_evonor
   size_t need;
   if (!evo_ws(d, &need))
     return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: workspace size overflows", op);
-  TRY(check_ws(ctx, op, need, workspace, workspace_size));
+  TRY(nk__check_workspace(ctx, op, workspace, workspace_size, need));
 
   evo_arrays a = evo_split(g, workspace);
   evo_job j;
@@ -1260,7 +1247,7 @@ static nk_status evo_bwd_common(nk_context *ctx, const char *op, const nk_evonor
   size_t need;
   if (!evo_ws(d, &need))
     return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: workspace size overflows", op);
-  TRY(check_ws(ctx, op, need, workspace, workspace_size));
+  TRY(nk__check_workspace(ctx, op, workspace, workspace_size, need));
 
   evo_arrays a = evo_split(g, workspace);
   evo_job j;

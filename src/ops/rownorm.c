@@ -222,9 +222,9 @@ static int bwd_workspace_layout(const nk_norm_desc *d, size_t *nchunks, size_t *
   *ginv_offset = partial;
   size_t ginv = 0;
   if ((d->flags & NK_NORM_BWD_FROM_Y) && !nk__mul_size(cols, sizeof(float), &ginv)) return 1;
-  /* + 64 bytes: the operator aligns the workspace up to 64 bytes, so any address works (a
-   * workspace at an odd address gave misaligned double partials: rownorm fuzz harness) */
-  return !nk__add_size(partial, ginv, bytes) || !nk__add_size(*bytes, 64, bytes);
+  /* plus the alignment slack (a workspace at an odd address gave misaligned double partials:
+   * rownorm fuzz harness) */
+  return !nk__add_size(partial, ginv, bytes) || !nk__ws_bytes(*bytes, bytes);
 }
 
 static nk_status bwd_workspace_size(int is_rms, const nk_norm_desc *d, size_t *bytes) {
@@ -348,13 +348,11 @@ static nk_status norm_bwd(nk_context *ctx, int is_rms, const nk_norm_desc *d, si
   size_t nchunks = 0, ginv_off = 0, need = 0;
   if (bwd_workspace_layout(d, &nchunks, &ginv_off, &need))
     return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: workspace size overflows", op);
-  if (!full) { /* row-range entry: only the 1/g table */
-    need = from_y ? cols * sizeof(float) : 0;
+  if (!full) { /* row-range entry: only the 1/g table (cols floats; cols * 4 cannot overflow) */
+    nk__ws_bytes(from_y ? cols * sizeof(float) : 0, &need);
     ginv_off = 0;
   }
-  if (workspace_size < need || (need > 0 && workspace == NULL))
-    return nk__fail(ctx, NK_STATUS_MISUSE, "%s: workspace of %zu bytes < %zu needed", op,
-                    workspace == NULL ? 0 : workspace_size, need);
+  TRY(nk__check_workspace(ctx, op, workspace, workspace_size, need));
   span s[14];
   TRY(nk__tensor_span(ctx, op, &s[0], "x", x, d->x_stride, rows, cols, d->dtype, 0));
   TRY(nk__tensor_span(ctx, op, &s[1], "dy", dy, d->dy_stride, rows, cols, d->dtype, 0));
@@ -372,8 +370,7 @@ static nk_status norm_bwd(nk_context *ctx, int is_rms, const nk_norm_desc *d, si
   s[13] = (span){"none", NULL, 0, 0, 0, 0, 0};
   TRY(nk__check_overlaps(ctx, op, s, 14, bwd_alias_ok));
 
-  if (full && need) /* the layout starts at the first 64-byte boundary (the size has the slack) */
-    workspace = (void *)(((uintptr_t)workspace + 63) & ~(uintptr_t)63);
+  if (need) workspace = nk__ws_align(workspace); /* the size has the slack */
   const nk_op kop = is_rms ? NK_OP_RMSNORM_BWD : NK_OP_LAYERNORM_BWD;
   bwd_job job;
   memset(&job, 0, sizeof job);

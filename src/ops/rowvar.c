@@ -160,7 +160,8 @@ static size_t bwd_chunk_rows(size_t rows, size_t cols) {
   return ceil_div(rows, nchunks);
 }
 
-/* [nchunks][2][cols] doubles. Returns 0 and sets *bytes, nonzero on overflow. */
+/* [nchunks][2][cols] doubles plus the alignment slack (a misaligned workspace was a misaligned
+ * double store/load: rowvar fuzz harness). Returns 0 and sets *bytes, nonzero on overflow. */
 static int bwd_workspace_layout(const nk_norm_desc *d, size_t *nchunks, size_t *bytes) {
   *nchunks = 0;
   *bytes = 0;
@@ -168,9 +169,8 @@ static int bwd_workspace_layout(const nk_norm_desc *d, size_t *nchunks, size_t *
   *nchunks = ceil_div(d->rows, bwd_chunk_rows(d->rows, d->cols));
   size_t b;
   if (!nk__mul_size(*nchunks, d->cols, &b) || !nk__mul_size(b, 2 * sizeof(double), &b) ||
-      !nk__add_size(b, 7, &b))
+      !nk__ws_bytes(b, bytes))
     return 1;
-  *bytes = b; /* + 7: the double partials start at the first 8-byte boundary of the workspace */
   return 0;
 }
 
@@ -259,9 +259,7 @@ static nk_status var_bwd(nk_context *ctx, int is_l1, const nk_norm_desc *d, size
   if (bwd_workspace_layout(d, &nchunks, &need))
     return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: workspace size overflows", op);
   if (!full || (dgamma == NULL && dbeta == NULL)) need = 0;
-  if (workspace_size < need || (need > 0 && workspace == NULL))
-    return nk__fail(ctx, NK_STATUS_MISUSE, "%s: workspace of %zu bytes < %zu needed", op,
-                    workspace == NULL ? 0 : workspace_size, need);
+  TRY(nk__check_workspace(ctx, op, workspace, workspace_size, need));
   span s[12];
   TRY(nk__tensor_span(ctx, op, &s[0], "x", x, d->x_stride, rows, cols, d->dtype, 0));
   TRY(nk__tensor_span(ctx, op, &s[1], "dy", dy, d->dy_stride, rows, cols, d->dtype, 0));
@@ -300,10 +298,7 @@ static nk_status var_bwd(nk_context *ctx, int is_l1, const nk_norm_desc *d, size
   job.nchunks = nchunks;
   job.dgamma = dgamma;
   job.dbeta = dbeta;
-  /* the workspace may have any alignment (the header asks none): the double partials start at
-   * its first 8-byte boundary, within the 7 bytes of slack the size includes (a misaligned
-   * workspace was a misaligned double store/load; found by the rowvar fuzz harness) */
-  if (need) job.partials = (double *)(void *)((char *)workspace + ((8 - (uintptr_t)workspace % 8) % 8));
+  if (need) job.partials = nk__ws_align(workspace);
   nk_parallelize_1d(pool, bwd_chunk_task, &job, nchunks, 1);
   if (job.partials) nk_parallelize_1d(pool, bwd_combine_task, &job, cols, NK_BWD_COMBINE_TILE);
   return nk__ok(ctx);

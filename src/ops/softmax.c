@@ -475,17 +475,21 @@ static nk_status check_xent_desc(nk_context *ctx, const char *op, const nk_cross
   return NK_STATUS_OK;
 }
 
+/* The workspace of a checked descriptor: sum/mean over rows >= 1 and cols >= 1 keep rows
+ * doubles, plus the alignment slack (a workspace at an odd address gave misaligned double
+ * stores: cross_entropy fuzz harness). 0 on size_t overflow. */
+static int xent_ws_bytes(const nk_cross_entropy_desc *d, size_t *bytes) {
+  *bytes = 0;
+  if (d->reduction == NK_REDUCTION_NONE || d->cols == 0 || d->rows == 0) return 1;
+  size_t payload;
+  return nk__mul_size(d->rows, sizeof(double), &payload) && nk__ws_bytes(payload, bytes);
+}
+
 nk_status nk_cross_entropy_workspace_size(const nk_cross_entropy_desc *desc, size_t *bytes) {
   TRY(check_xent_desc(NULL, "cross_entropy_workspace_size", desc));
   if (bytes == NULL) return NK_STATUS_INVALID_ARGUMENT;
   *bytes = 0;
-  /* rows doubles, plus 8 bytes so that any workspace address can be aligned up to a double
-   * (a workspace at an odd address gave misaligned double stores: cross_entropy fuzz harness) */
-  if (desc->reduction != NK_REDUCTION_NONE && desc->cols != 0 && desc->rows != 0 &&
-      (!nk__mul_size(desc->rows, sizeof(double), bytes) ||
-       !nk__add_size(*bytes, sizeof(double), bytes)))
-    return NK_STATUS_INVALID_ARGUMENT;
-  return NK_STATUS_OK;
+  return xent_ws_bytes(desc, bytes) ? NK_STATUS_OK : NK_STATUS_INVALID_ARGUMENT;
 }
 
 typedef struct xent_job {
@@ -548,14 +552,10 @@ nk_status nk_cross_entropy(nk_context *ctx, const nk_cross_entropy_desc *d, cons
   if (d->rows != 0 && (x == NULL || target == NULL))
     return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: %s is NULL", op,
                     x == NULL ? "x" : "target");
-  size_t need = 0; /* as nk_cross_entropy_workspace_size: rows doubles + alignment slack */
-  if (d->reduction != NK_REDUCTION_NONE && d->rows != 0 &&
-      (!nk__mul_size(d->rows, sizeof(double), &need) ||
-       !nk__add_size(need, sizeof(double), &need)))
+  size_t need;
+  if (!xent_ws_bytes(d, &need))
     return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: workspace size overflows", op);
-  if (workspace_size < need || (need > 0 && workspace == NULL))
-    return nk__fail(ctx, NK_STATUS_MISUSE, "%s: workspace of %zu bytes < %zu needed", op,
-                    workspace == NULL ? 0 : workspace_size, need);
+  TRY(nk__check_workspace(ctx, op, workspace, workspace_size, need));
   const size_t rows = d->rows;
   span s[7];
   if (rows != 0) {
@@ -594,7 +594,7 @@ nk_status nk_cross_entropy(nk_context *ctx, const nk_cross_entropy_desc *d, cons
                   d->reduction == NK_REDUCTION_NONE ? loss : NULL,
                   d->reduction == NK_REDUCTION_NONE
                       ? NULL
-                      : (double *)(((uintptr_t)workspace + 7) & ~(uintptr_t)7),
+                      : (double *)nk__ws_align(workspace),
                   lse, grad_w,
                   output_is_large(rows, d->cols, d->dtype)}; /* stream dlogits, prefetch next rows */
   if (rows != 0) {

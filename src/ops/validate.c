@@ -143,3 +143,11 @@ nk_status nk__check_row_range(nk_context *ctx, const char *op, size_t row_begin,
                     op, row_begin, row_end, rows);
   return NK_STATUS_OK;
 }
+
+nk_status nk__check_workspace(nk_context *ctx, const char *op, const void *ws, size_t size,
+                              size_t need) {
+  if (need > size || (need > 0 && ws == NULL))
+    return nk__fail(ctx, NK_STATUS_MISUSE, "%s: workspace of %zu bytes, %zu needed", op,
+                    ws == NULL ? (size_t)0 : size, need);
+  return NK_STATUS_OK;
+}

@@ -69,6 +69,29 @@ int nk__no_alias(const span *out, const span *other);
 nk_status nk__check_product(nk_context *ctx, const char *op, const char *what, size_t a, size_t b,
                             size_t *out);
 
+/* Workspaces (the rule is stated once, at NK_WORKSPACE_ALIGN in normkit.h): any address works.
+ * An operator uses `payload` bytes starting at the workspace aligned up to NK_WORKSPACE_ALIGN,
+ * so it needs payload + NK_WORKSPACE_ALIGN bytes (0 when the payload is 0). nk__ws_bytes gives
+ * that size (0 on size_t overflow, with *bytes unchanged); nk__ws_align the aligned start. */
+static inline int nk__ws_bytes(size_t payload, size_t *bytes) {
+  if (payload == 0) {
+    *bytes = 0;
+    return 1;
+  }
+  if (payload > SIZE_MAX - NK_WORKSPACE_ALIGN) return 0;
+  *bytes = payload + NK_WORKSPACE_ALIGN;
+  return 1;
+}
+static inline void *nk__ws_align(void *ws) {
+  if (ws == NULL) return NULL;
+  const uintptr_t a = (uintptr_t)NK_WORKSPACE_ALIGN - 1;
+  return (char *)ws + ((a + 1 - ((uintptr_t)ws & a)) & a);
+}
+/* MISUSE ("<op>: workspace of <size> bytes, <need> needed") when need > size or when need > 0
+ * and ws is NULL. */
+nk_status nk__check_workspace(nk_context *ctx, const char *op, const void *ws, size_t size,
+                              size_t need);
+
 /* Returns INVALID_ARGUMENT ("<op>: <p> is NULL") from the calling operator (which has `ctx` and
  * `op` in scope) when p is NULL. */
 #define NK_REQUIRE_PTR(p)                                                                        \

@@ -814,7 +814,7 @@ NK_TEST(conda_basis_invariances) {
   random_basis(&rng, B, P, Pd);
   nk_conda_desc d = nk_conda_desc_default();
   d.weight_decay = 0.1;
-  double ws[2 * A];
+  double ws[2 * A + NK_WORKSPACE_ALIGN / sizeof(double)];
   float W1[N], W2[N], v1[N], v2[N], m0[N] = {0};
   memcpy(m, m0, sizeof m);
   NK_REQUIRE(nk_conda_update_moment(actx, &d, A, B, g, m) == NK_OK, "moment");
@@ -847,7 +847,7 @@ NK_TEST(conda_degenerate_inputs) {
   enum { A = 5, B = 3, N = A * B };
   nk_rng rng = {0x2e};
   float W[N], W0[N], g[N] = {0}, m[N] = {0}, v[N] = {0}, P[B * B];
-  double Pd[B * B], ws[2 * A];
+  double Pd[B * B], ws[2 * A + NK_WORKSPACE_ALIGN / sizeof(double)];
   fill(&rng, N, 1.0, W0, NULL);
   memcpy(W, W0, sizeof W);
   random_basis(&rng, B, P, Pd);
@@ -879,7 +879,7 @@ NK_TEST(conda_invalid) {
   for (size_t i = 0; i < N; i++) g[i] = 1.0f;
   float buf[3 * N];
   float *W = buf, *m = buf + N, *v = buf + 2 * N;
-  double ws[2 * A];
+  double ws[2 * A + NK_WORKSPACE_ALIGN / sizeof(double)];
   memset(buf, POISON, sizeof buf);
   int64_t t = 3;
   const nk_conda_desc d0 = nk_conda_desc_default();

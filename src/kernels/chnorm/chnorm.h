@@ -25,7 +25,7 @@
  *   normalize:  xhat = ((x * s - mh) - ml) * r;  v = fmaf(xhat, g, b);  [v = v + z];  [relu]
  *     s is 1 (x as it is) or, for sets whose mean is at least 2^102 in magnitude, 1/2 (the
  *     caller then passes mh, ml, mc halved and r doubled: x - mean could overflow f32 there,
- *     x/2 - mean/2 cannot, and the result is the same; nk__ch_half_norm / nk__ch_half_dx).
+ *     x/2 - mean/2 cannot, and the result is the same; nk__ch_half).
  *   gradient sums (per block of 1024 / NK_CH_BLOCK_ROWS, f32 lanes folded as above, added to
  *     double totals in block order):  g' = (MASK and y <= 0) ? 0 : dy;  e = x - mh;
  *     A = sum g';  B = sum fmaf(g', e, .);  C = sum e.   Blocks whose sums are not finite are
@@ -74,7 +74,7 @@ typedef struct nk_ch_norm_scalars {
 } nk_ch_norm_scalars;
 typedef struct nk_ch_norm_vectors {
   const float *mh, *ml, *r, *g, *b;
-  const float *s; /* per column s (1 or 1/2); NULL: all 1 */
+  const float *s; /* per column s (1 or 1/2); NULL: all 1 (the kernel skips the s loads) */
 } nk_ch_norm_vectors;
 
 /* dx parameters: xhat = ((x * s - mh) - mc) * r;  dx = fmaf(-xhat, b, g' * u - a) * v. */
@@ -94,16 +94,9 @@ typedef struct nk_ch_dx_vectors {
  * are multiples of 2^78 or negligible, subnormal x vanish against mh either way). Returns 1
  * when it halved. */
 #define NK_CH_HALF_MEAN 0x1p102f
-static inline int nk__ch_half_norm(nk_ch_norm_scalars *p) {
-  p->half = 0;
-  if (!(p->mh >= NK_CH_HALF_MEAN || p->mh <= -NK_CH_HALF_MEAN)) return 0;
-  p->mh *= 0.5f, p->ml *= 0.5f, p->r *= 2.0f, p->half = 1;
-  return 1;
-}
-static inline int nk__ch_half_dx(nk_ch_dx_scalars *p) {
-  p->half = 0;
-  if (!(p->mh >= NK_CH_HALF_MEAN || p->mh <= -NK_CH_HALF_MEAN)) return 0;
-  p->mh *= 0.5f, p->mc *= 0.5f, p->r *= 2.0f, p->half = 1;
+static inline int nk__ch_half(float *mh, float *mc, float *r) {
+  if (!(*mh >= NK_CH_HALF_MEAN || *mh <= -NK_CH_HALF_MEAN)) return 0;
+  *mh *= 0.5f, *mc *= 0.5f, *r *= 2.0f;
   return 1;
 }
 
@@ -136,9 +129,6 @@ typedef struct nk_chnorm_kernels {
                   nk_ch_rows dxr, void *dz, nk_ch_rows dzr, nk_dtype dt,
                   const nk_ch_dx_vectors *p, uint32_t flags);
 } nk_chnorm_kernels;
-
-/* NK_CH_TILE_COLS ones: the s of a column tile whose vectors pass s == NULL (scalar.c). */
-extern const float nk__ch_ones[NK_CH_TILE_COLS];
 
 extern const nk_chnorm_kernels nk_chnorm_kernels_scalar;
 #if NK_ARCH_X86
