@@ -112,18 +112,28 @@ void nk_ref_softmax_bwd(size_t rows, size_t cols, const double *y, const double 
   }
 }
 
-/* log(sum_j e^{z_j}) of one row, max-shifted, in long double: NaN if a NaN or +inf logit,
- * -inf if no finite logit. */
-static long double row_lse(size_t cols, const double *zr) {
+/* log(sum_j e^{z_j}) of one row as m + lg (m the row maximum, lg = log sum e^{z_j - m}, s the
+ * sum), in long double: *lg NaN if a NaN or +inf logit, m -inf if no finite logit. The two parts
+ * stay apart: at |m| ~ 1e30 the long double m + lg is m itself (its ulp is 1e11), and
+ * L - z_t = (m - z_t) + lg, p_j = e^{z_j - m} / s keep lg where e^{z_j - L} would not (a
+ * cross-entropy row of two equal logits 1e30 had p = 1 instead of 1/2: cross_entropy fuzz
+ * harness, tests/fuzz/known/cross_entropy-bf16-dlogits-half). */
+static void row_lse(size_t cols, const double *zr, long double *m_out, long double *lg,
+                    long double *s_out) {
   double m = -INFINITY;
+  *lg = 0.0L, *s_out = 1.0L;
   for (size_t j = 0; j < cols; j++) {
-    if (poison(zr[j])) return NAN;
+    if (poison(zr[j])) {
+      *m_out = *lg = NAN;
+      return;
+    }
     if (zr[j] > m) m = zr[j];
   }
-  if (m == -INFINITY) return -INFINITY;
+  *m_out = m;
+  if (m == -INFINITY) return;
   long double s = 0.0L;
   for (size_t j = 0; j < cols; j++) s += expl((long double)zr[j] - (long double)m);
-  return (long double)m + logl(s);
+  *lg = logl(s), *s_out = s;
 }
 
 void nk_ref_cross_entropy(size_t rows, size_t cols, const double *z, const int64_t *target,
@@ -136,7 +146,9 @@ void nk_ref_cross_entropy(size_t rows, size_t cols, const double *z, const int64
   long double total = 0.0L;
   for (size_t i = 0; i < rows; i++) {
     const double *zr = z + i * cols;
-    const long double L = row_lse(cols, zr);
+    long double m, lg, s;
+    row_lse(cols, zr, &m, &lg, &s);
+    const long double L = m + lg;
     if (lse) lse[i] = (double)L;
     long double li = 0.0L;
     if (target[i] == ignore_index) {
@@ -148,18 +160,18 @@ void nk_ref_cross_entropy(size_t rows, size_t cols, const double *z, const int64
         for (size_t j = 0; j < cols; j++) dz[i * cols + j] = NAN;
     } else {
       const size_t t = (size_t)target[i];
-      if (ls != 1.0) li += (1.0L - ls) * (L - (long double)zr[t]);
+      if (ls != 1.0) li += (1.0L - ls) * ((m - (long double)zr[t]) + lg);
       if (ls != 0.0) {
-        long double mean = 0.0L;
-        for (size_t j = 0; j < cols; j++) mean += zr[j];
+        long double mean = 0.0L; /* of z - m */
+        for (size_t j = 0; j < cols; j++) mean += (long double)zr[j] - m;
         mean /= (long double)cols;
-        li += (long double)ls * (L - mean);
+        li += (long double)ls * (lg - mean);
       }
       if (zl != 0.0) li += (long double)zl * L * L;
       if (dz) {
         const long double c = (long double)grad * w;
         for (size_t j = 0; j < cols; j++) {
-          const long double p = expl((long double)zr[j] - L);
+          const long double p = expl((long double)zr[j] - m) / s;
           long double d = p * (1.0L + 2.0L * zl * L) - (long double)ls / (long double)cols;
           if (j == t) d -= 1.0L - ls;
           dz[i * cols + j] = (double)(d * c);

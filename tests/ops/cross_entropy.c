@@ -247,7 +247,7 @@ NK_TEST(ignore_index) {
   float x[6] = {1, 2, 3, 4, 5, 6}, dx[6], loss = 0.0f;
   int64_t t[2] = {-100, -100};
   nk_cross_entropy_desc d = nk_cross_entropy_desc_dense(2, 3, NK_DTYPE_F32);
-  unsigned char ws[64];
+  unsigned char ws[2 * sizeof(double) + NK_WORKSPACE_ALIGN];
   NK_CHECK(nk_cross_entropy(g_ctx, &d, x, t, &loss, dx, NULL, ws, sizeof ws) == 0, "all ignored");
   NK_CHECK(isnan(loss), "mean of nothing: %g", loss);
   for (int k = 0; k < 6; k++) NK_CHECK(dx[k] == 0.0f, "dx %g", dx[k]);
@@ -294,6 +294,45 @@ NK_TEST(extreme_logits) {
   NK_CHECK(isnan(loss[0]) && lse[0] == -INFINITY && !isnan(loss[1]), "masked row %g %g", loss[0],
            lse[0]);
   for (int k = 0; k < 4; k++) NK_CHECK(isnan(dx[k]) && !isnan(dx[4 + k]), "masked row dx");
+}
+
+/* Logits so large that L = m + log s rounds to m even in long double (|m| ~ 1e30): two equal
+ * logits give p = 1/2 each. The library got this right; the reference computed p = e^{z - L}
+ * = 1 (cross_entropy fuzz harness, tests/fuzz/known/cross_entropy-bf16-dlogits-half). Both are
+ * checked against the exact values: loss ls (L - mean) + (1 - ls)(L - z_t) + zl L^2 with
+ * L - z = log 2, dlogits p (1 + 2 zl L) - ls/2 - (1 - ls)[j == t]. */
+NK_TEST(huge_equal_logits) {
+  const double X = 0x1.94p+99; /* ~1.0e30, exact in f32 and bf16 */
+  for (int t = 0; t < 2; t++) {
+    const nk_dtype dt = dts[t]; /* f32, bf16 (f16 cannot hold 1e30) */
+    nk_bf16 xb[2];
+    float xf[2] = {(float)X, (float)X}, dxf[2], loss[1], lse[1];
+    nk_bf16 dxb[2];
+    for (int k = 0; k < 2; k++) xb[k] = nk_f32_to_bf16((float)X);
+    const void *x = dt == NK_DTYPE_F32 ? (const void *)xf : (const void *)xb;
+    void *dx = dt == NK_DTYPE_F32 ? (void *)dxf : (void *)dxb;
+    int64_t tg[1] = {1};
+    nk_cross_entropy_desc d = nk_cross_entropy_desc_dense(1, 2, dt);
+    d.reduction = NK_REDUCTION_NONE, d.label_smoothing = 0.5f, d.z_loss = 0.5f;
+    NK_CHECK(nk_cross_entropy(g_ctx, &d, x, tg, loss, dx, lse, NULL, 0) == 0, "status");
+    const double z[2] = {X, X};
+    double rl[1], rdz[2], rlse[1];
+    nk_ref_cross_entropy(1, 2, z, tg, -100, 0.5, 0.5, 0, 1.0, rl, rdz, rlse);
+    const double L = X + log(2.0);
+    for (int j = 0; j < 2; j++) {
+      const double want = 0.5 * (1.0 + 2.0 * 0.5 * L) - 0.25 - (j == 1 ? 0.5 : 0.0);
+      const double got = dt == NK_DTYPE_F32 ? (double)dxf[j] : (double)nk_bf16_to_f32(dxb[j]);
+      NK_CHECK(fabs(rdz[j] - want) <= 1e-12 * want, "reference dz[%d] %.9g, exact %.9g", j,
+               rdz[j], want);
+      NK_CHECK(fabs(got - want) <= 3e-6 * want + (t ? 0x1p-8 * want : 0.0),
+               "%s dlogits[%d] %.9g, exact %.9g", nk_dtype_name(dt), j, got, want);
+    }
+    const double lw = 0.5 * log(2.0) + 0.5 * log(2.0) + 0.5 * L * L; /* 5e59: f32 loss +inf */
+    NK_CHECK(fabs(rl[0] - lw) <= 1e-12 * lw && loss[0] == INFINITY,
+             "loss %.9g reference %.9g exact %.9g", (double)loss[0], rl[0], lw);
+    NK_CHECK(fabs(lse[0] - L) <= 2e-6 * L && fabs(rlse[0] - L) <= 1e-12 * L, "lse %.9g %.9g",
+             (double)lse[0], rlse[0]);
+  }
 }
 
 NK_TEST(forward_only_and_inplace) {
@@ -361,6 +400,7 @@ int main(void) {
   NK_RUN_TIMED(ignore_index);
   NK_RUN_TIMED(vocabulary_sizes);
   NK_RUN_TIMED(extreme_logits);
+  NK_RUN_TIMED(huge_equal_logits);
   NK_RUN_TIMED(forward_only_and_inplace);
   NK_RUN_TIMED(invalid_target_and_workspace);
   printf("worst error / bound: %.3f\n", worst);
