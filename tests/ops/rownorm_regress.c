@@ -90,8 +90,52 @@ NK_TEST(workspace_at_any_address) {
   free(buf);
 }
 
+/* A LayerNorm row of subnormals (mean below 2^-100): the f32 mean's low part fell on the
+ * subnormal grid, an error of 2^-150 in every centred value, times rstd (2896 for eps 2^-23):
+ * y[1] = -6.15777988e-37 where the reference is -6.1578001e-37 (3.3e-6 of the row's scale). Such
+ * rows now take the double routine. The row of tests/ops/moments_regress.c
+ * (layernorm_moments_subnormal_row) through nk_layernorm_fwd, every ISA, signs and lengths
+ * varied, in rows next to ordinary ones (the decision is per row). */
+NK_TEST(layernorm_subnormal_row) {
+  static const nk_isa isas[] = {NK_ISA_SCALAR, NK_ISA_AVX2, NK_ISA_AVX512};
+  for (size_t k = 0; k < 3; k++) {
+    if (!nk_isa_supported(isas[k])) continue;
+    nk_context *ctx;
+    NK_REQUIRE(nk_context_create(&ctx) == NK_OK, "context");
+    nk_context_set_isa(ctx, isas[k]);
+    for (int t = 0; t < 200; t++) {
+      enum { C = 37 };
+      const size_t n = 2 + (size_t)t % 4 + (t % 5 == 0 ? 30 : 0);
+      float x[2 * C], y[2 * C], mean[2], rstd[2];
+      double h[2 * C], ref[2 * C], rm[2], rr[2];
+      for (size_t i = 0; i < n; i++) {
+        x[i] = (float)(0x1.f687b4p-127 *
+                       (1.0 + 0.03 * (double)((((size_t)t + 3) * (i + 1) * 7919) % 23) / 11.0 - 0.03));
+        if (t % 3 == 1 && i == 0) x[i] = -x[i];
+        x[C + i] = (float)((double)((i * 37) % 11) - 5.0); /* an ordinary row */
+      }
+      nk_norm_desc d = nk_norm_desc_dense(2, n, NK_DTYPE_F32, 0x1p-23f);
+      d.x_stride = d.y_stride = C;
+      NK_REQUIRE(nk_layernorm_fwd(ctx, &d, x, NULL, NULL, NULL, y, NULL, mean, rstd) == NK_OK,
+                 "status");
+      for (size_t r = 0; r < 2; r++) {
+        for (size_t i = 0; i < n; i++) h[i] = x[r * C + i];
+        nk_ref_layernorm_fwd(1, n, h, NULL, NULL, 0, 0x1p-23, ref, &rm[r], &rr[r]);
+        double mx = 0.0;
+        for (size_t i = 0; i < n; i++) mx = fmax(mx, fabs(ref[i]));
+        for (size_t i = 0; i < n; i++)
+          NK_CHECK(fabs(y[r * C + i] - ref[i]) <= 2e-6 * mx + 0x1p-148,
+                   "%s t=%d row %zu: y[%zu] = %.9g, ref %.9g", nk_isa_name(isas[k]), t, r, i,
+                   (double)y[r * C + i], ref[i]);
+      }
+    }
+    nk_context_destroy(ctx);
+  }
+}
+
 int main(void) {
   NK_RUN(workspace_at_any_address);
   NK_RUN(layernorm_near_flt_max_both_signs);
+  NK_RUN(layernorm_subnormal_row);
   return nk_test_summary();
 }
