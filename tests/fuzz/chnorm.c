@@ -18,8 +18,7 @@
  */
 #include <float.h>
 
-#include "fuzz.h"
-#include "reference.h"
+#include "fuzz_ch.h"
 
 #define MAXN 3
 #define MAXC 12
@@ -30,53 +29,14 @@ enum { OP_BN, OP_GN, OP_IN };
 enum { BAD_NONE, BAD_STRIDE, BAD_NEG_STRIDE, BAD_EPS, BAD_MOMENTUM, BAD_FLAGS, BAD_LAYOUT,
        BAD_DTYPE, BAD_NULL, BAD_OVERLAP, BAD_OVERFLOW, BAD_GROUPS, BAD_COUNT };
 
-/* A library tensor: its chshape (strides explicit) and the arena geometry of the same bytes. */
-typedef struct ten {
-  nk_ref_chshape t;
-  fz_geom g;
-} ten;
-
-static ten ten_make(fz_in *in, size_t N, size_t C, size_t S, int nsc, nk_dtype dt) {
-  ten r;
-  const size_t len = nsc ? C : S, rows = nsc ? S : C;
-  r.t.n = N, r.t.c = C, r.t.s = S, r.t.nsc = nsc;
-  r.t.row_stride = (ptrdiff_t)(len + fz_pick(in, 4));
-  r.t.n_stride = (ptrdiff_t)(rows * (size_t)r.t.row_stride + fz_pick(in, 6));
-  fz_geom g = {N, rows, len, r.t.n_stride, r.t.row_stride, nk_dtype_size(dt)};
-  r.g = g;
-  return r;
-}
-
-static void ten_fill(fz_in *in, void *p, const ten *a, const nk_ref_chshape *tr, nk_dtype dt,
-                     const fz_dist *d, double *ref) {
-  for (size_t n = 0; n < a->t.n; n++)
-    for (size_t c = 0; c < a->t.c; c++)
-      for (size_t s = 0; s < a->t.s; s++) {
-        const size_t i = nk_ref_chidx(&a->t, n, c, s);
-        fz_set(p, i, fz_value(in, d), dt);
-        ref[nk_ref_chidx(tr, n, c, s)] = fz_get(p, i, dt);
-      }
-}
-
-static void ten_read(const void *p, const ten *a, const nk_ref_chshape *tr, nk_dtype dt,
-                     double *out) {
-  for (size_t n = 0; n < a->t.n; n++)
-    for (size_t c = 0; c < a->t.c; c++)
-      for (size_t s = 0; s < a->t.s; s++)
-        out[nk_ref_chidx(tr, n, c, s)] = fz_get(p, nk_ref_chidx(&a->t, n, c, s), dt);
-}
-
 /* The set of element (n, c): a channel (groups 0) or a (sample, group). */
 static size_t set_of(size_t C, size_t groups, size_t n, size_t c) {
   return groups == 0 ? c : n * groups + c / (C / groups);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  fz_setup("chnorm");
-  fz_begin();
-  fz_execs++;
   fz_in in;
-  fz_init(&in, data, size);
+  fz_start(&in, "chnorm", data, size);
 
   unsigned bad = fz_pick(&in, 8) == 0 ? 1 + fz_pick(&in, BAD_COUNT - 1) : BAD_NONE;
   nk_context *ctx = fz_context(&in);

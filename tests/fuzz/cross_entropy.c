@@ -20,11 +20,8 @@ enum { BAD_NONE, BAD_STRIDE, BAD_NEG_STRIDE, BAD_TARGET, BAD_SCALARS, BAD_OVERLA
        BAD_OVERFLOW, BAD_NULL, BAD_WORKSPACE, BAD_REDUCTION, BAD_COUNT };
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  fz_setup("cross_entropy");
-  fz_begin();
-  fz_execs++;
   fz_in in;
-  fz_init(&in, data, size);
+  fz_start(&in, "cross_entropy", data, size);
 
   unsigned bad = fz_pick(&in, 8) == 0 ? 1 + fz_pick(&in, BAD_COUNT - 1) : BAD_NONE;
   nk_context *ctx = fz_context(&in);
@@ -130,9 +127,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   const double c = fabs((double)d.grad) * w;
   for (size_t i = 0; i < R; i++) {
     const double L = lser[i], aL = isfinite(L) ? fabs(L) : 0.0;
+    /* p_j = e^{x_j - m} / sum e^{x_k - m} (e^{x_j - L} loses log s where |L| ~ 1e30) */
+    double m = -INFINITY, sp = 0.0;
+    for (size_t j = 0; j < C; j++) m = fmax(m, xr[i * C + j]);
+    for (size_t j = 0; j < C && isfinite(L); j++) sp += exp(xr[i * C + j] - m);
     for (size_t j = 0; j < C; j++) {
       const double ref = dzr[i * C + j];
-      const double p = isfinite(L) ? exp(xr[i * C + j] - L) : 0.0;
+      const double p = isfinite(L) ? exp(xr[i * C + j] - m) / sp : 0.0;
       double bound = 3e-6 * c * (p * (1 + 2 * zl * aL) + ls / (double)C +
                                  (1 - ls) * ((int64_t)j == target[i])) +
                      c * (1 + 2 * zl * aL) * 0x1p-147;

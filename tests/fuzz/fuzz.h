@@ -200,6 +200,15 @@ static inline void fz_begin(void) {
   for (int s = 0; s < FZ_SLOTS; s++) fz_slots[s].used = 0;
 }
 
+/* The start of every LLVMFuzzerTestOneInput: setup (once), an empty arena, the execution count,
+ * the decoder on this input. */
+static inline void fz_start(fz_in *in, const char *name, const uint8_t *data, size_t size) {
+  fz_setup(name);
+  fz_begin();
+  fz_execs++;
+  fz_init(in, data, size);
+}
+
 
 static inline fz_geom fz_rows(size_t rows, size_t cols, ptrdiff_t stride, nk_dtype dt) {
   fz_geom g = {1, rows, cols, 0, stride, nk_dtype_size(dt)};

@@ -29,8 +29,7 @@
  */
 #include <float.h>
 
-#include "fuzz.h"
-#include "reference.h"
+#include "fuzz_ch.h"
 
 #define MAXN 3
 #define MAXS 6
@@ -939,38 +938,6 @@ static int un_fold(fz_in *in, unsigned bad, nk_context *ctx) {
 
 /* ------------------------------------------------------------------ EvoNorm ------------- */
 
-typedef struct ten {
-  nk_ref_chshape t;
-  fz_geom g;
-} ten;
-
-static ten ten_make(fz_in *in, size_t N, size_t C, size_t S, int nsc, nk_dtype dt) {
-  ten r;
-  const size_t len = nsc ? C : S, rows = nsc ? S : C;
-  r.t.n = N, r.t.c = C, r.t.s = S, r.t.nsc = nsc;
-  r.t.row_stride = (ptrdiff_t)(len + fz_pick(in, 4));
-  r.t.n_stride = (ptrdiff_t)(rows * (size_t)r.t.row_stride + fz_pick(in, 6));
-  fz_geom g = {N, rows, len, r.t.n_stride, r.t.row_stride, nk_dtype_size(dt)};
-  r.g = g;
-  return r;
-}
-static void ten_fill(fz_in *in, void *p, const ten *a, const nk_ref_chshape *tr, nk_dtype dt,
-                     const fz_dist *d, double *ref) {
-  for (size_t n = 0; n < a->t.n; n++)
-    for (size_t c = 0; c < a->t.c; c++)
-      for (size_t s = 0; s < a->t.s; s++) {
-        const size_t i = nk_ref_chidx(&a->t, n, c, s);
-        fz_set(p, i, fz_value(in, d), dt);
-        ref[nk_ref_chidx(tr, n, c, s)] = fz_get(p, i, dt);
-      }
-}
-static void ten_read(const void *p, const ten *a, const nk_ref_chshape *tr, nk_dtype dt,
-                     double *out) {
-  for (size_t n = 0; n < a->t.n; n++)
-    for (size_t c = 0; c < a->t.c; c++)
-      for (size_t s = 0; s < a->t.s; s++)
-        out[nk_ref_chidx(tr, n, c, s)] = fz_get(p, nk_ref_chidx(&a->t, n, c, s), dt);
-}
 /* Per channel: rel * max|ref over the channel| (+ 1 ulp of dt). */
 static void cmp_ch(const char *what, const nk_ref_chshape *tr, const double *got, const double *ref,
                    double rel, nk_dtype dt, const double *tmag) {
@@ -1547,11 +1514,8 @@ static int evonorm(fz_in *in, int op, unsigned bad, nk_context *ctx) {
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  fz_setup("resnorm");
-  fz_begin();
-  fz_execs++;
   fz_in in;
-  fz_init(&in, data, size);
+  fz_start(&in, "resnorm", data, size);
   nf_relax = NULL, st_tmag = NULL;
   unsigned bad = fz_pick(&in, 8) == 0 ? 1 + fz_pick(&in, BAD_COUNT - 1) : BAD_NONE;
   nk_context *ctx = fz_context(&in);

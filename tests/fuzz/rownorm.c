@@ -2,7 +2,8 @@
  * tests/fuzz/rownorm.c — libFuzzer harness: nk_layernorm_fwd/bwd, nk_rmsnorm_fwd/bwd and their
  * _rows forms (fuzz.h explains the decoder, the guard-page arena and the canary check).
  * One input = one forward (sizes, strides, dtypes, eps, flags, residual, optional outputs,
- * in place) and, when it is valid, one backward from the forward's statistics.
+ * in place) and, when it is valid, one backward from the forward's statistics: from h, or from
+ * the stored y (NK_NORM_BWD_FROM_Y), whole or as a _rows range with double accumulators.
  * Bounds: those of tests/ops/rownorm.c (docs/ops/layernorm.md):
  *   y f32 2e-6 max|ref| of the row; bf16/f16 1 ulp (+ 2e-6 max|ref| with beta);
  *   dx 4e-6 S (+ 1 ulp for bf16/f16 or with dh), S = rstd max|g dy| max(1, max|xhat|);
@@ -24,11 +25,8 @@ enum { BAD_NONE, BAD_STRIDE, BAD_NEG_STRIDE, BAD_EPS, BAD_FLAGS, BAD_OVERLAP, BA
        BAD_NULL, BAD_DTYPE, BAD_RANGE, BAD_COUNT };
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  fz_setup("rownorm");
-  fz_begin();
-  fz_execs++;
   fz_in in;
-  fz_init(&in, data, size);
+  fz_start(&in, "rownorm", data, size);
 
   const int rms = fz_u8(&in) & 1;
   unsigned bad = fz_pick(&in, 8) == 0 ? 1 + fz_pick(&in, BAD_COUNT - 1) : BAD_NONE;
@@ -178,13 +176,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   }
   if (use_rows || R == 0 || C == 0 || !all_finite) return 0;
 
-  /* ---- backward, from this forward's h, mean and rstd ---- */
+  /* ---- backward, from this forward's h (or y), mean and rstd ---- */
+  static double yv[MAXR * MAXC];
+  memcpy(yv, got, R * C * sizeof(double)); /* y as stored: the input of the from-y backward */
   fz_begin();
   nk_norm_desc b = d;
   const unsigned bopt = fz_u8(&in);
   const int has_dh = bopt & 1, acc = bopt & 2, want_dg = bopt & 4, want_db = bopt & 8,
-            dx_on_dy = bopt & 16;
-  b.flags = (offset ? NK_NORM_GAMMA_OFFSET : 0) | (acc ? NK_NORM_ACCUMULATE : 0);
+            dx_on_dy = bopt & 16, from_y = (bopt & 32) != 0, brows = (bopt & 64) != 0;
+  b.flags = (offset ? NK_NORM_GAMMA_OFFSET : 0) | (acc ? NK_NORM_ACCUMULATE : 0) |
+            (from_y ? NK_NORM_BWD_FROM_Y : 0);
   b.x_stride = (ptrdiff_t)C + fz_pick(&in, 4);
   b.dy_stride = (ptrdiff_t)C + fz_pick(&in, 4);
   b.dh_stride = (ptrdiff_t)C + fz_pick(&in, 4);
@@ -192,18 +193,31 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   const fz_geom bx = fz_rows(R, C, b.x_stride, dt), bdy = fz_rows(R, C, b.dy_stride, dt);
   const fz_geom bdh = fz_rows(R, C, b.dh_stride, dt), bdx = fz_rows(R, C, b.dx_stride, dt);
   static double dyr[MAXR * MAXC], dhr[MAXR * MAXC], dxr[MAXR * MAXC], dgr[MAXC], dbr[MAXC];
-  static double dg0[MAXC], db0[MAXC];
+  static double dg0[MAXC], db0[MAXC], geff[MAXC];
+  /* the row range of the _rows form (the whole tensor otherwise) */
+  size_t q0 = 0, q1 = R;
+  if (brows) q0 = fz_pick(&in, (unsigned)R), q1 = q0 + fz_pick(&in, (unsigned)(R - q0 + 1));
   void *bxp = fz_place(&in, &bx, NULL);
   for (size_t i = 0; i < R; i++)
-    for (size_t j = 0; j < C; j++) fz_set(bxp, i * (size_t)b.x_stride + j, hr[i * C + j], dt);
-  void *g2 = NULL;
+    for (size_t j = 0; j < C; j++)
+      fz_set(bxp, i * (size_t)b.x_stride + j, from_y ? yv[i * C + j] : hr[i * C + j], dt);
+  void *g2 = NULL, *b2 = NULL;
+  int zero_gain = 0;
+  for (size_t j = 0; j < C; j++) {
+    geff[j] = has_g ? (offset ? (double)(1.0f + (float)g_r[j]) : g_r[j]) : 1.0;
+    zero_gain |= geff[j] == 0.0;
+  }
   if (has_g) {
     g2 = fz_place(&in, &gp, NULL);
     for (size_t j = 0; j < C; j++) fz_set(g2, j, g_r[j], pdt);
   }
+  if (has_b && from_y) { /* beta is read only by the from-y backward */
+    b2 = fz_place(&in, &gp, NULL);
+    for (size_t j = 0; j < C; j++) fz_set(b2, j, b_r[j], pdt);
+  }
   float *m2 = NULL, *rs2 = fz_place(&in, &gs, NULL);
   memcpy(rs2, rstd, R * 4);
-  if (!rms) {
+  if (!rms && !from_y) {
     m2 = fz_place(&in, &gs, NULL);
     memcpy(m2, mean, R * 4);
   }
@@ -216,70 +230,129 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   }
   void *dxp = dx_on_dy ? dy : fz_place(&in, &bdx, NULL);
   void *dg = NULL, *db = NULL;
+  const nk_dtype adt = brows ? NK_DTYPE_F32 : pdt; /* (the _rows accumulators are doubles) */
+  const fz_geom ga = brows ? fz_vec(C, 8) : gp;
   if (want_dg && has_g) {
-    dg = fz_place(&in, &gp, NULL);
-    fz_fill(&in, dg, &gp, pdt, &tame, dg0);
+    dg = fz_place(&in, &ga, NULL);
+    if (brows) for (size_t j = 0; j < C; j++) ((double *)dg)[j] = dg0[j] = fz_value(&in, &tame);
+    else fz_fill(&in, dg, &gp, pdt, &tame, dg0);
   }
   if (want_db) {
-    db = fz_place(&in, &gp, NULL);
-    fz_fill(&in, db, &gp, pdt, &tame, db0);
+    db = fz_place(&in, &ga, NULL);
+    if (brows) for (size_t j = 0; j < C; j++) ((double *)db)[j] = db0[j] = fz_value(&in, &tame);
+    else fz_fill(&in, db, &gp, pdt, &tame, db0);
   }
   size_t wsb = 0;
   FZ_CHECK((rms ? nk_rmsnorm_bwd_workspace_size(&b, &wsb) : nk_layernorm_bwd_workspace_size(&b, &wsb)) == NK_OK,
            "workspace size");
+  if (brows) wsb = from_y ? C * 4 + NK_WORKSPACE_ALIGN : 0; /* header: cols floats + the slack */
   void *ws = NULL;
   fz_geom gw = fz_vec(wsb, 1);
   if (wsb) ws = fz_place(&in, &gw, NULL);
   const int short_ws = wsb && (fz_pick(&in, 16) == 0);
-  fz_writable(dxp, &bdx), fz_writable(dg, &gp), fz_writable(db, &gp), fz_writable(ws, &gw);
+  /* from y needs every gain != 0 (INVALID_ARGUMENT, checked before anything is written) */
+  const int bad_gain = from_y && zero_gain && q1 > q0;
+  if (!short_ws && !bad_gain) {
+    const fz_geom bdxr = fz_rows(q1 - q0, C, b.dx_stride, dt);
+    fz_writable(q1 > q0 ? (char *)dxp + q0 * (size_t)b.dx_stride * nk_dtype_size(dt) : NULL, &bdxr);
+    fz_writable(dg, &ga), fz_writable(db, &ga), fz_writable(ws, &gw);
+  }
   fz_snapshot();
-  st = rms ? nk_rmsnorm_bwd(ctx, &b, bxp, g2, NULL, rs2, dy, dh, dxp, dg, db, ws, wsb - short_ws)
-           : nk_layernorm_bwd(ctx, &b, bxp, g2, NULL, m2, rs2, dy, dh, dxp, dg, db, ws,
-                              wsb - short_ws);
-  if (short_ws) {
-    FZ_CHECK(st == NK_STATUS_MISUSE, "bwd with a short workspace: status %d", st);
+  const size_t wsz = wsb - (size_t)short_ws;
+  if (brows)
+    st = rms ? nk_rmsnorm_bwd_rows(ctx, &b, q0, q1, bxp, g2, b2, rs2, dy, dh, dxp, dg, db, ws, wsz)
+             : nk_layernorm_bwd_rows(ctx, &b, q0, q1, bxp, g2, b2, m2, rs2, dy, dh, dxp, dg, db,
+                                     ws, wsz);
+  else
+    st = rms ? nk_rmsnorm_bwd(ctx, &b, bxp, g2, b2, rs2, dy, dh, dxp, dg, db, ws, wsz)
+             : nk_layernorm_bwd(ctx, &b, bxp, g2, b2, m2, rs2, dy, dh, dxp, dg, db, ws, wsz);
+  if (short_ws || bad_gain) {
+    const nk_status w = short_ws ? NK_STATUS_MISUSE : NK_STATUS_INVALID_ARGUMENT;
+    FZ_CHECK(st == w || (short_ws && bad_gain && st == NK_STATUS_INVALID_ARGUMENT),
+             "bwd (short workspace %d, zero gain %d): status %d", short_ws, bad_gain, st);
     fz_check_arena(0, "bwd");
     return 0;
   }
   FZ_CHECK(st == NK_OK, "bwd: status %d (%s)", st, nk_context_message(ctx));
   fz_check_arena(1, "bwd");
-  if (rms)
-    nk_ref_rmsnorm_bwd(R, C, hr, has_g ? g_r : NULL, offset, eps, dyr, dxr, dgr, dbr);
-  else
-    nk_ref_layernorm_bwd(R, C, hr, has_g ? g_r : NULL, offset, eps, dyr, dxr, dgr, dbr);
+  /* The reference: from h (float64 statistics), or from y as stored (xhat = (y - b) / g with the
+   * saved rstd: the header's accuracy of the from-y backward is that of y). dgamma/dbeta over
+   * the rows [q0, q1). */
+  static double xh[MAXR * MAXC];
+  memset(dgr, 0, C * 8), memset(dbr, 0, C * 8);
+  if (from_y) {
+    for (size_t i = 0; i < R; i++) {
+      double mgd = 0.0, mgx = 0.0;
+      for (size_t j = 0; j < C; j++) {
+        const double gd = geff[j] * dyr[i * C + j];
+        xh[i * C + j] = (yv[i * C + j] - (has_b ? b_r[j] : 0.0)) / geff[j];
+        mgd += gd, mgx += gd * xh[i * C + j];
+      }
+      mgd = rms ? 0.0 : mgd / (double)C, mgx /= (double)C;
+      for (size_t j = 0; j < C; j++) {
+        dxr[i * C + j] = (double)rstd[i] * (geff[j] * dyr[i * C + j] - mgd - xh[i * C + j] * mgx);
+        if (i >= q0 && i < q1) dgr[j] += dyr[i * C + j] * xh[i * C + j], dbr[j] += dyr[i * C + j];
+      }
+    }
+  } else {
+    if (rms)
+      nk_ref_rmsnorm_bwd(R, C, hr, has_g ? g_r : NULL, offset, eps, dyr, dxr, dgr, dbr);
+    else
+      nk_ref_layernorm_bwd(R, C, hr, has_g ? g_r : NULL, offset, eps, dyr, dxr, dgr, dbr);
+    if (brows) {
+      static double sub[MAXR * MAXC];
+      memset(dgr, 0, C * 8), memset(dbr, 0, C * 8);
+      if (q1 > q0) {
+        if (rms)
+          nk_ref_rmsnorm_bwd(q1 - q0, C, hr + q0 * C, has_g ? g_r : NULL, offset, eps,
+                             dyr + q0 * C, sub, dgr, dbr);
+        else
+          nk_ref_layernorm_bwd(q1 - q0, C, hr + q0 * C, has_g ? g_r : NULL, offset, eps,
+                               dyr + q0 * C, sub, dgr, dbr);
+      }
+    }
+  }
   fz_read(dxp, &bdx, dt, got);
   static double gsum[MAXC], bsum[MAXC];
   memset(gsum, 0, C * 8), memset(bsum, 0, C * 8);
-  for (size_t i = 0; i < R; i++) {
+  for (size_t i = q0; i < q1; i++) {
+    /* S = rstd max|g dy| X with X = max(1, max|xhat|); from y, the operands xhat comes from:
+     * X = max(1, max (|y| + |b|) / |g|) */
     double mg = 0.0, mx = 1.0;
     const double mu = rms ? 0.0 : mr[i];
     for (size_t j = 0; j < C; j++) {
-      const double g = has_g ? (offset ? 1.0 + g_r[j] : g_r[j]) : 1.0;
-      mg = fmax(mg, fabs(g * dyr[i * C + j]));
-      mx = fmax(mx, fabs((hr[i * C + j] - mu) * rsr[i]));
+      mg = fmax(mg, fabs(geff[j] * dyr[i * C + j]));
+      mx = fmax(mx, from_y ? (fabs(yv[i * C + j]) + (has_b ? fabs(b_r[j]) : 0.0)) / fabs(geff[j])
+                           : fabs((hr[i * C + j] - mu) * rsr[i]));
       bsum[j] += fabs(dyr[i * C + j]);
     }
-    for (size_t j = 0; j < C; j++) gsum[j] += fabs(dyr[i * C + j]) * (mx > 1.0 ? mx : 1.0);
-    const double S = rsr[i] * mg * mx;
+    for (size_t j = 0; j < C; j++) gsum[j] += fabs(dyr[i * C + j]) * mx;
+    const double S = (from_y ? (double)rstd[i] : rsr[i]) * mg * mx;
     for (size_t j = 0; j < C; j++) {
       double ref = dxr[i * C + j];
       if (dh) ref += dhr[i * C + j];
       const double bound = 4e-6 * S + (dt != NK_DTYPE_F32 || dh ? fz_ulp(ref, dt) : 0.0);
       FZ_CHECK(fz_close(got[i * C + j], ref, bound, dt),
-               "%s bwd dx[%zu][%zu] = %.9g, ref %.9g (bound %.3g) dt %d cols %zu",
-               rms ? "rmsnorm" : "layernorm", i, j, got[i * C + j], ref, bound, dt, C);
+               "%s bwd%s%s dx[%zu][%zu] = %.9g, ref %.9g (bound %.3g) dt %d cols %zu",
+               rms ? "rmsnorm" : "layernorm", from_y ? " from y" : "", brows ? " rows" : "", i,
+               j, got[i * C + j], ref, bound, dt, C);
     }
   }
+  /* dgamma/dbeta: rounded to param_dtype (+1 ulp, +1 more when accumulated); the _rows form adds
+   * to double accumulators (1 f32 ulp for the float partials) */
+  const double acc0 = brows || acc;
   for (size_t j = 0; j < C; j++) {
     if (dg) {
-      const double ref = (acc ? dg0[j] : 0.0) + dgr[j];
-      FZ_CHECK(fz_close(fz_get(dg, j, pdt), ref, 4e-6 * gsum[j] + fz_ulp(ref, pdt) * (acc ? 2 : 1), pdt),
-               "dgamma[%zu] = %.9g ref %.9g", j, fz_get(dg, j, pdt), ref);
+      const double ref = (acc0 ? dg0[j] : 0.0) + dgr[j];
+      const double v = brows ? ((double *)dg)[j] : fz_get(dg, j, pdt);
+      FZ_CHECK(fz_close(v, ref, 4e-6 * gsum[j] + fz_ulp(ref, adt) * (acc0 ? 2 : 1), adt),
+               "dgamma[%zu] = %.9g ref %.9g", j, v, ref);
     }
     if (db) {
-      const double ref = (acc ? db0[j] : 0.0) + dbr[j];
-      FZ_CHECK(fz_close(fz_get(db, j, pdt), ref, 4e-6 * bsum[j] + fz_ulp(ref, pdt) * (acc ? 2 : 1), pdt),
-               "dbeta[%zu] = %.9g ref %.9g", j, fz_get(db, j, pdt), ref);
+      const double ref = (acc0 ? db0[j] : 0.0) + dbr[j];
+      const double v = brows ? ((double *)db)[j] : fz_get(db, j, pdt);
+      FZ_CHECK(fz_close(v, ref, 4e-6 * bsum[j] + fz_ulp(ref, adt) * (acc0 ? 2 : 1), adt),
+               "dbeta[%zu] = %.9g ref %.9g", j, v, ref);
     }
   }
   return 0;

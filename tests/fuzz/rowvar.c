@@ -38,11 +38,8 @@ static double dyr[MAXR * MAXC], dhr[MAXR * MAXC], dxr[MAXR * MAXC], dgr[MAXC], d
 static double mr[MAXR], rsr[MAXR];
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  fz_setup("rowvar");
-  fz_begin();
-  fz_execs++;
   fz_in in;
-  fz_init(&in, data, size);
+  fz_start(&in, "rowvar", data, size);
 
   const int l1 = fz_u8(&in) & 1;
   unsigned bad = fz_pick(&in, 8) == 0 ? 1 + fz_pick(&in, BAD_COUNT - 1) : BAD_NONE;

@@ -95,11 +95,8 @@ static int sigmoid_case(fz_in *in, nk_context *ctx, const nk_softmax_desc *dp, n
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  fz_setup("softmax");
-  fz_begin();
-  fz_execs++;
   fz_in in;
-  fz_init(&in, data, size);
+  fz_start(&in, "softmax", data, size);
 
   unsigned bad = fz_pick(&in, 8) == 0 ? 1 + fz_pick(&in, BAD_COUNT - 1) : BAD_NONE;
   nk_context *ctx = fz_context(&in);
