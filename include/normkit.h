@@ -2219,8 +2219,10 @@ NK_API nk_status nk_unifiednorm_fold(size_t channels, float eps, const float *ph
  * Accuracy (tested, tests/ops and tests/fuzz/resnorm.c): y within 2e-6 * max(|y|, |y - beta|)
  * per channel, dx within 4e-6 * max(D, T) per channel, D = max|ref|, T = the largest sum of the
  * magnitudes of the formula's terms at an element of the channel (B0 |gh/d| or |gh s_i/d^2|,
- * |A_b (x - mu_b)/(s_b N S)|, |A_i (x - mu_i)/(s_i S)|; S0 |(gh/s_g)(sig + v x sig')|,
- * |A_g (x - mu_g)/(s_g (C/G) S)|: they cancel in small sets, e.g. N = 1, S = 2) (bf16/f16:
+ * |A_b|' |x - mu_b|/(s_b N S), |A_i|' |x - mu_i|/(s_i S); S0 |(gh/s_g)(sig + v x sig')|,
+ * |A_g|' |x - mu_g|/(s_g (C/G) S), where |A|' is the sum of the magnitudes of A's terms: they
+ * cancel in small sets, e.g. N = 1, S = 2, and A itself cancels, e.g. in an instance of
+ * x ~ 1e4 with spread 1, 70 times below its terms) (bf16/f16:
  * plus 1 ulp of the dtype; f32 outputs in the subnormals within 2^-148 more); saved
  * statistics: mean 1 f32 ulp + 1e-6 sd, std 2e-6 relative (as the channel norms). NaN or inf in
  * x, dy, gamma or v of a channel: its dx and parameter gradients are non-finite (NaN or inf).

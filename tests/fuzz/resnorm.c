@@ -1407,8 +1407,12 @@ static int evonorm(fz_in *in, int op, unsigned bad, nk_context *ctx) {
     }
   /* T per channel: the largest sum of the magnitudes of the formula's terms at an element
    * (normkit.h's EvoNorm dx bound 4e-6 max(D, T): the terms cancel in small sets) */
-  static double tmag[EMAXC], ab[EMAXC], ai[EMAXN * EMAXC];
+  /* ab/ai: the sums A; abm/aim: the sums of their terms' magnitudes (A cancels: an instance
+   * of x ~ 1e4 with spread 1 has A_i 70 times below its terms, whose f32 rounding then shows;
+   * tests/fuzz/known/resnorm-evonorm-b0-inference-dx-cancellation) */
+  static double tmag[EMAXC], ab[EMAXC], ai[EMAXN * EMAXC], abm[EMAXC], aim[EMAXN * EMAXC];
   memset(tmag, 0, sizeof tmag), memset(ab, 0, sizeof ab), memset(ai, 0, sizeof ai);
+  memset(abm, 0, sizeof abm), memset(aim, 0, sizeof aim);
   if (!affine)
     for (int pass = 0; pass < 2; pass++)
       for (size_t n = 0; n < N; n++)
@@ -1427,15 +1431,17 @@ static int evonorm(fz_in *in, int op, unsigned bad, nk_context *ctx) {
               const double dd = bm ? sbd : t, delta = -gh * xv / (dd * dd);
               if (pass == 0) {
                 if (bm)
-                  ab[c] += delta;
+                  ab[c] += delta, abm[c] += fabs(delta);
                 else
-                  ai[n * C + c] += delta;
+                  ai[n * C + c] += delta, aim[n * C + c] += fabs(delta);
                 continue;
               }
               const double t1 = bm ? gh / dd : gh * sid / (dd * dd);
               const double t2 = training ? ab[c] * (xv - mb[c]) / (sbd * (double)(N * S)) : 0.0;
               const double t3 = ai[n * C + c] * (xv - mi[n * C + c]) / (sid * (double)S);
-              const double m = fabs(t1) + fabs(t2) + fabs(t3);
+              const double m2 = training ? abm[c] * fabs(xv - mb[c]) / (sbd * (double)(N * S)) : 0.0;
+              const double m3 = aim[n * C + c] * fabs(xv - mi[n * C + c]) / (sid * (double)S);
+              const double m = fabs(t1) + m2 + m3;
               if (isfinite(m) && m > tmag[c]) tmag[c] = m; /* NaN/inf sets: not counted */
               /* the f32 coefficients A_b / (N S), A_i / S and their terms */
               if (big(ab[c] / (double)(N * S)) || big(t2) || big(ai[n * C + c] / (double)S) ||
@@ -1445,12 +1451,13 @@ static int evonorm(fz_in *in, int op, unsigned bad, nk_context *ctx) {
               const double sg = 1.0 / (1.0 + exp(-vv * xv));
               if (pass == 0) {
                 ai[k] -= gh * xv * sg / (sgd * sgd);
+                aim[k] += fabs(gh * xv * sg / (sgd * sgd));
                 continue;
               }
               /* |gh/s| (|sig| + |v x sig'|): the two cancel near v x = -1.28 */
               const double t1 = fabs(gh / sgd) * (sg + fabs(vv * xv * sg * (1.0 - sg)));
               const double t2 = ai[k] * (xv - mg[k]) / (sgd * (double)(C / G * S));
-              const double m = fabs(t1) + fabs(t2);
+              const double m = fabs(t1) + aim[k] * fabs(xv - mg[k]) / (sgd * (double)(C / G * S));
               if (isfinite(m) && m > tmag[c]) tmag[c] = m; /* NaN/inf sets: not counted */
               if (big(ai[k] / (double)(C / G * S)) || big(t2)) skip[c] = 1; /* f32 A_g / cnt */
             }
