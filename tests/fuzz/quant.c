@@ -348,6 +348,13 @@ static void norm_case(fz_in *in, nk_context *ctx, unsigned op, unsigned bad, siz
     /* the header's bound against the float64 reference, where y is a finite f32 row of normal
      * magnitude (FakeLN: y may overflow f32 or lie in the subnormals, where the f32 y carries an
      * absolute error the relative bound does not cover; the own-forward check above covers it) */
+    /* OPEN (docs/security.md, tests/fuzz/known/quant-layernorm-q8-subnormal-differences): with
+     * every |h - mu| in the f32 subnormals, h - mu carries an absolute error of 2^-149 that an
+     * eps-dominated rstd turns into y errors above 2e-6 m (the float forward gives the same
+     * bits: the own-forward check above still runs); such rows are not checked here */
+    double dmax = 0.0;
+    for (size_t j = 0; j < C; j++) dmax = fmax(dmax, fabs(hi[j] - (op == OP_RMS_Q8 ? 0.0 : mr[i])));
+    if (dmax < 0x1p-126) continue;
     if (!(A >= 0x1p-126) || A * (1.0 + 4e-6) >= FLT_MAX || hmu_over) continue;
     if (!groups) {
       const double sref = nk_ref_q8_row(C, yi, qref);
@@ -355,8 +362,8 @@ static void norm_case(fz_in *in, nk_context *ctx, unsigned op, unsigned bad, siz
        * small where beta cancels xhat g), so the scale is within 4e-6 A/127 + dl/127 and q within
        * 1 + 127 dl / A of the reference's */
       const double dl = 2e-6 * m;
-      FZ_CHECK(fabs(scale[i] - sref) <= 4e-6 * sref + dl / 127.0 + 0x1p-149, "%s row %zu: scale %.9g ref %.9g",
-               op_name(op), i, (double)scale[i], sref);
+      FZ_CHECK(fabs(scale[i] - sref) <= 4e-6 * sref + dl / 127.0 + 0x1p-149, "%s row %zu: scale %.9g ref %.9g (dt %d eps %g C %zu h0 %g mean %g rstd %g)",
+               op_name(op), i, (double)scale[i], sref, dt, (double)eps, C, hi[0], mr[i], rsr[i]);
       for (size_t j = 0; j < C; j++)
         FZ_CHECK(abs((int)qi[j] - (int)qref[j]) <= 1 + 127.0 * dl / A, "%s row %zu col %zu: q %d ref %g", op_name(op), i, j, qi[j], qref[j]);
     } else {
