@@ -297,7 +297,8 @@ NK_API const char *nk_kernel_name_ex(const nk_context *ctx, nk_op op, nk_dtype d
  * Folding for inference (exact in real arithmetic; not for training, where Adam would see a
  * different parametrisation): gamma' = gamma * s, beta' = beta * s, lns_scale = 0.
  * Also honoured by nk_crmsnorm_* and nk_l1norm_* (section "Research normalization layers");
- * not by nk_layernorm_fwd_moments / nk_rmsnorm_fwd_moments (UNSUPPORTED when set).
+ * not by nk_layernorm_fwd_moments / nk_rmsnorm_fwd_moments, the _fwd_q8 functions and
+ * nk_fakeln_fwd (UNSUPPORTED when set).
  */
 
 /* Flags for nk_norm_desc.flags. */
@@ -2482,8 +2483,15 @@ NK_API const char *nk_optim_kernel_name(nk_context *ctx);
  * Accuracy (tested): the _q8 outputs are within one quantization step of quantizing the
  * float64 reference output with the same rule (|q - q_ref| <= 1 for every element; the
  * per-row scale within 4e-6 relative of A_ref / 127; the group exponents equal except where
- * the reference group max sits within 4e-6 relative of a power-of-two boundary). nk_pow2quant
- * is exact: q and e are those of the formula applied to the input values.
+ * the reference group max sits within 4e-6 relative of a power-of-two boundary). These hold
+ * where the error of the f32 y is small against the row's (group's) max. In general, with
+ * d = 2e-6 m, m = max(|y_ref|, |y_ref - beta|) of the ROW (the float forward's bound; m > A_ref
+ * where beta cancels): row mode scale within 4e-6 A_ref/127 + d/127 and
+ * |q - q_ref| <= 1 + 127 d / A_ref; group mode (a group of values small against the row's
+ * largest may have a step below d): e and q follow the f32 y, e may differ from the
+ * reference's wherever the group max is within 4e-6 relative + d of the boundary 127 2^e, and
+ * |q 2^e - y_ref| <= 2^(e-1) + d, |q - q_ref| <= 1 + d 2^-e where e equals the reference's.
+ * nk_pow2quant is exact: q and e are those of the formula applied to the input values.
  * FakeLN float outputs: within 2e-6 * max|reference| of the row (LayerNorm's f32 bound);
  * bf16/f16 within 1 ulp of the correctly rounded reference.
  *
@@ -2493,6 +2501,9 @@ NK_API const char *nk_optim_kernel_name(nk_context *ctx);
  * y = beta exactly (a zero row without beta), RMSNorm of a zero row gives y = beta.
  * Aliasing: h may be x or r (same pointer and stride); integer outputs and scales must not
  * overlap any other buffer (INVALID_ARGUMENT).
+ * LayerNorm Scaling (nk_norm_desc.lns_scale) is not supported by the _q8 functions nor by
+ * nk_fakeln_fwd / _fwd_rows: 0 and 1 (no scaling) are accepted, any other finite value >= 0 is
+ * UNSUPPORTED, a negative, NaN or infinite value INVALID_ARGUMENT (it used to be ignored).
  */
 
 /* ---- LayerNorm removal at inference: FakeLN (Baroni et al. 2025, arXiv:2507.02559) ---------
@@ -2543,7 +2554,9 @@ NK_API nk_status nk_fakeln_calibrate(nk_context *ctx, const nk_norm_desc *desc, 
  * computed exactly as nk_layernorm_fwd computes it (the same bits), 1/sigma_bar rounded to f32
  * once, and g, b as in nk_layernorm_fwd (NK_NORM_GAMMA_OFFSET allowed).
  *   sigma_bar  finite, > 0 (eps is not used; desc->eps must still be valid).
- *   x, r, gamma, beta, y, h as nk_layernorm_fwd; mean OUT optional (rows floats, mu_hi).
+ *   x, r, gamma, beta, y, h as nk_layernorm_fwd, except aliasing: y may NOT be x or r (no
+ *   in-place y, unlike nk_layernorm_fwd; INVALID_ARGUMENT); only h may be x or r.
+ *   mean OUT optional (rows floats, mu_hi).
  * Returns OK, INVALID_ARGUMENT, UNSUPPORTED. */
 NK_API nk_status nk_fakeln_fwd(nk_context *ctx, const nk_norm_desc *desc, float sigma_bar,
                                const void *x, const void *r, const void *gamma,

@@ -90,7 +90,10 @@ nk_status nk_fakeln_calibrate(nk_context *ctx, const nk_norm_desc *desc, const v
   if (desc->rows == 0 || desc->cols == 0)
     return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: no rows to calibrate on", op);
   NK_REQUIRE_PTR(x);
-  span s[3];
+  span s[5];
+  /* the outputs must be aligned (a misaligned stats was written through: undefined behaviour) */
+  TRY(nk__vector_span(ctx, op, &s[3], "sigma_bar", sigma_bar, 1, sizeof(float), 1));
+  TRY(nk__vector_span(ctx, op, &s[4], "stats", stats, 1, sizeof(nk_fakeln_stats), 1));
   TRY(nk__tensor_span(ctx, op, &s[0], "x", x, desc->x_stride, desc->rows, desc->cols,
                       desc->dtype, 0));
   TRY(nk__tensor_span(ctx, op, &s[1], "r", r, desc->r_stride, desc->rows, desc->cols,

@@ -130,6 +130,14 @@ nk_status nk__normq_forward(nk_context *ctx, const char *op, int stat, const nk_
   if (d->flags & ~(uint32_t)NK_NORM_GAMMA_OFFSET)
     return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: unsupported flags 0x%x", op,
                     (unsigned)(d->flags & ~(uint32_t)NK_NORM_GAMMA_OFFSET));
+  /* LayerNorm Scaling is not a variant of the normq kernels: reject it rather than ignore it
+   * (the q8 outputs are documented as those of the float forward, which honours it). */
+  if (!(d->lns_scale >= 0.0f) || !isfinite(d->lns_scale))
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: lns_scale %g must be finite and >= 0",
+                    op, (double)d->lns_scale);
+  if (d->lns_scale != 0.0f && d->lns_scale != 1.0f)
+    return nk__fail(ctx, NK_STATUS_UNSUPPORTED, "%s: lns_scale %g is not supported (0 or 1 only)",
+                    op, (double)d->lns_scale);
   if (stat == NK_NORMQ_STAT_FAKE && (!(sigma_bar > 0.0f) || !isfinite(sigma_bar)))
     return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: sigma_bar %g must be finite and > 0",
                     op, (double)sigma_bar);

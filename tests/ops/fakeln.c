@@ -339,6 +339,24 @@ NK_TEST(bad_arguments) {
   NK_CHECK(ok, "constant row gives beta");
 }
 
+/* Regression (fuzz finding tests/fuzz/known/quant-calibrate-misaligned-stats): a misaligned
+ * stats pointer was written through (undefined behaviour); now INVALID_ARGUMENT, nothing written. */
+NK_TEST(calibrate_misaligned_stats) {
+  float x[8] = {1, 2, 3, 4, 5, 6, 7, 9}, sb = 2.0f;
+  static double store[16];
+  memset(store, 0x5A, sizeof store);
+  nk_norm_desc d = nk_norm_desc_dense(2, 4, NK_DTYPE_F32, 1e-5f);
+  nk_fakeln_stats *bad = (nk_fakeln_stats *)(void *)((char *)store + 4);
+  NK_CHECK(nk_fakeln_calibrate(NULL, &d, x, NULL, NULL, 0.0f, &sb, bad) == NK_STATUS_INVALID_ARGUMENT,
+           "misaligned stats");
+  const unsigned char *b = (const unsigned char *)store;
+  int untouched = sb == 2.0f;
+  for (size_t i = 0; i < sizeof store; i++) untouched &= b[i] == 0x5A;
+  NK_CHECK(untouched, "written on failure");
+  NK_CHECK(nk_fakeln_calibrate(NULL, &d, x, NULL, NULL, 0.0f, &sb, (nk_fakeln_stats *)(void *)store) == 0,
+           "aligned stats");
+}
+
 int main(void) {
   NK_RUN(calibrate_is_mean_row_std);
   NK_RUN(calibrate_threads_and_nonfinite_rows);
@@ -348,5 +366,6 @@ int main(void) {
   NK_RUN(bitwise_across_isas_and_threads);
   NK_RUN(q8_is_quantized_forward);
   NK_RUN(bad_arguments);
+  NK_RUN(calibrate_misaligned_stats);
   return nk_test_summary();
 }

@@ -472,6 +472,45 @@ NK_TEST(bad_arguments) {
   NK_CHECK(nk_layernorm_fwd_q8(NULL, &b, NULL, NULL, NULL, NULL, NULL, NULL, s, NULL, NULL, NULL, NULL) == 0, "empty");
 }
 
+/* Regression (fuzz finding tests/fuzz/known/quant-q8-lns-scale-ignored): lns_scale was
+ * silently ignored by the _q8 functions and nk_fakeln_fwd (their outputs are documented as those
+ * of the float forward, which scales by it). Now: 0 and 1 OK, other values UNSUPPORTED, bad
+ * values INVALID_ARGUMENT, nothing written. */
+NK_TEST(lns_scale_rejected_not_ignored) {
+  float x[32], y[32], s[2];
+  int8_t q[32];
+  for (int i = 0; i < 32; i++) x[i] = (float)(i % 7) - 3.0f;
+  nk_norm_desc d = nk_norm_desc_dense(2, 16, NK_DTYPE_F32, 1e-5f);
+  memset(q, 0x55, sizeof q);
+  d.lns_scale = 2.0f;
+  NK_CHECK(nk_layernorm_fwd_q8(NULL, &d, NULL, x, NULL, NULL, NULL, q, s, NULL, NULL, NULL, NULL) ==
+               NK_STATUS_UNSUPPORTED, "layernorm q8 lns 2");
+  NK_CHECK(nk_rmsnorm_fwd_q8(NULL, &d, NULL, x, NULL, NULL, NULL, q, s, NULL, NULL, NULL) ==
+               NK_STATUS_UNSUPPORTED, "rmsnorm q8 lns 2");
+  NK_CHECK(nk_fakeln_fwd_q8(NULL, &d, NULL, 1.5f, x, NULL, NULL, NULL, q, s, NULL, NULL, NULL) ==
+               NK_STATUS_UNSUPPORTED, "fakeln q8 lns 2");
+  NK_CHECK(nk_fakeln_fwd(NULL, &d, 1.5f, x, NULL, NULL, NULL, y, NULL, NULL) == NK_STATUS_UNSUPPORTED,
+           "fakeln lns 2");
+  int untouched = 1;
+  for (int i = 0; i < 32; i++) untouched &= q[i] == 0x55;
+  NK_CHECK(untouched, "q written by a rejected call");
+  d.lns_scale = -1.0f;
+  NK_CHECK(nk_layernorm_fwd_q8(NULL, &d, NULL, x, NULL, NULL, NULL, q, s, NULL, NULL, NULL, NULL) ==
+               NK_STATUS_INVALID_ARGUMENT, "negative lns");
+  d.lns_scale = NAN;
+  NK_CHECK(nk_rmsnorm_fwd_q8(NULL, &d, NULL, x, NULL, NULL, NULL, q, s, NULL, NULL, NULL) ==
+               NK_STATUS_INVALID_ARGUMENT, "NaN lns");
+  d.lns_scale = 1.0f;
+  int8_t q1[32];
+  float s1[2];
+  NK_REQUIRE(nk_layernorm_fwd_q8(NULL, &d, NULL, x, NULL, NULL, NULL, q1, s1, NULL, NULL, NULL, NULL) == 0,
+             "lns 1");
+  d.lns_scale = 0.0f;
+  NK_REQUIRE(nk_layernorm_fwd_q8(NULL, &d, NULL, x, NULL, NULL, NULL, q, s, NULL, NULL, NULL, NULL) == 0,
+             "lns 0");
+  NK_CHECK(memcmp(q, q1, 32) == 0 && memcmp(s, s1, 8) == 0, "lns 1 is no scaling");
+}
+
 int main(void) {
   NK_RUN(row_absmax_within_one_step);
   NK_RUN(pow2_groups_within_one_step);
@@ -482,5 +521,6 @@ int main(void) {
   NK_RUN(edge_rows);
   NK_RUN(dequantize_helpers);
   NK_RUN(bad_arguments);
+  NK_RUN(lns_scale_rejected_not_ignored);
   return nk_test_summary();
 }
