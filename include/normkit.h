@@ -1605,8 +1605,9 @@ NK_API nk_status nk_running_norm_init(nk_context *ctx, size_t dim, nk_moments *s
  * per feature, batch moments in double (two-pass; var biased), merged with Chan's formula.
  *   state  IN/OUT dim moments; each count must be finite and >= 0 (0: an empty state, the
  *          batch moments are copied in), m2 >= 0 or NaN.
- * rows == 0 or dim == 0: nothing changes, OK (pointers may be NULL). NaN/inf in a column
- * makes that feature's mean and m2 NaN. Returns OK or INVALID_ARGUMENT (NULL, rows*dim
+ * rows == 0 or dim == 0: nothing changes, OK (pointers may be NULL). NaN in a column makes
+ * that feature's mean and m2 NaN; +-inf (and no NaN) makes its m2 NaN and its mean +-inf (NaN
+ * when both signs occur), as numpy's mean/var in SB3's update_from_moments give. Returns OK or INVALID_ARGUMENT (NULL, rows*dim
  * overflowing, a bad count or m2, x overlapping state). */
 NK_API nk_status nk_running_norm_update(nk_context *ctx, size_t rows, size_t dim, const float *x,
                                         nk_moments *state);
@@ -1784,7 +1785,10 @@ NK_API nk_status nk_lsc_reward_combine(nk_context *ctx, size_t n, size_t propert
  *   k        number of samples, >= 1.   samples  IN  k floats (not modified; O(k^2) selection,
  *            no scratch: k is the number of samples per prompt, tens to hundreds).
  *   level    in [0, 1].   r_ref  OUT one float.
- * Any NaN sample gives NaN. Returns OK or INVALID_ARGUMENT. */
+ * Any NaN sample gives NaN. Infinite samples: an integral h gives x_(h) itself (+-inf included;
+ * numpy's lerp gives NaN there), otherwise the formula in double (inf - inf is NaN).
+ * Accuracy (tests/ops/rlcal.c, tests/fuzz/rlcal.c): 1 f32 ulp of the exact value + 1e-15.
+ * Returns OK or INVALID_ARGUMENT. */
 NK_API nk_status nk_lsc_reward_reference(nk_context *ctx, size_t k, const float *samples,
                                          float level, float *r_ref);
 

@@ -458,7 +458,12 @@ nk_status nk_two_hot_target(nk_context *ctx, size_t n, size_t bins, float v_min,
       p[0] = 1.0f;
       continue;
     }
-    const double t = (clampd((double)y[r], c0, clast) - c0) / zeta;
+    const double yc = clampd((double)y[r], c0, clast);
+    if (yc >= clast) { /* the last centre exactly (t = bins - 1 would round to just below) */
+      p[bins - 1] = 1.0f;
+      continue;
+    }
+    const double t = (yc - c0) / zeta;
     double jf = floor(t);
     if (jf > (double)(bins - 2)) jf = (double)(bins - 2);
     const size_t j = (size_t)jf;
@@ -516,17 +521,21 @@ nk_status nk_hlgauss_xent(nk_context *ctx, size_t n, size_t bins, const float *l
     for (size_t i = 0; i < bins; i++) mx = fmax(mx, (double)l[i]), has_nan |= isnan(l[i]);
     double sum = 0.0;
     for (size_t i = 0; i < bins; i++) sum += exp((double)l[i] - mx);
-    const double lse = has_nan ? NAN : mx + log(sum);
+    /* lse - l_i = (mx - l_i) + log(sum): never mx + log(sum) first, which loses log(sum) when
+     * |mx| is large (a constant row of 1e30 gave loss 0 instead of S log(bins)) */
+    const double log_sum = has_nan ? NAN : log(sum);
     double L = 0.0, S = 0.0;
     for (size_t i = 0; i < bins; i++) {
       const double pi = (double)p[i];
       S += pi;
-      if (pi != 0.0) L += pi * (lse - (double)l[i]);
+      if (pi != 0.0) L += pi * (((double)mx - (double)l[i]) + log_sum);
     }
     loss[r] = (float)L;
     if (dlogits != NULL)
-      for (size_t i = 0; i < bins; i++)
-        dlogits[r * bins + i] = (float)(S * exp((double)l[i] - lse) - (double)p[i]);
+      for (size_t i = 0; i < bins; i++) {
+        const double q = has_nan ? NAN : exp((double)l[i] - mx) / sum;
+        dlogits[r * bins + i] = (float)(S * q - (double)p[i]);
+      }
   }
   return nk__ok(ctx);
 }
