@@ -1571,6 +1571,10 @@ NK_API nk_status nk_conda_step(nk_context *ctx, const nk_conda_desc *desc, nk_co
  *   exact in-place form. Inputs may overlap each other.
  * - Data values are not policed unless a function says so: NaN in an input gives NaN in what
  *   depends on it.
+ * - Accuracy (tested by tests/ops/rlcal.c and the fuzz harness tests/fuzz/rlcal.c against the
+ *   float64 references; each function below states its bound): a float result is within 1 ulp
+ *   of the exact value plus a small absolute term; double results within 1e-12 relative plus an
+ *   absolute term at the data's scale.
  */
 
 /* ---- Running mean/variance normalizers (Stable-Baselines3 VecNormalize; spec C13) ----------
@@ -1607,8 +1611,11 @@ NK_API nk_status nk_running_norm_init(nk_context *ctx, size_t dim, nk_moments *s
  *          batch moments are copied in), m2 >= 0 or NaN.
  * rows == 0 or dim == 0: nothing changes, OK (pointers may be NULL). NaN in a column makes
  * that feature's mean and m2 NaN; +-inf (and no NaN) makes its m2 NaN and its mean +-inf (NaN
- * when both signs occur), as numpy's mean/var in SB3's update_from_moments give. Returns OK or INVALID_ARGUMENT (NULL, rows*dim
- * overflowing, a bad count or m2, x overlapping state). */
+ * when both signs occur), as numpy's mean/var in SB3's update_from_moments give. Accuracy: count 1e-15
+ * relative; mean 1e-12 |mean| + 1e-14 S; m2 / count 1e-12 relative + 1e-14 S^2; S the data's
+ * scale (the largest |x| of the column, |mean| and sqrt(m2 / count) of the state before).
+ * Returns OK or INVALID_ARGUMENT (NULL, rows*dim overflowing, a bad count or m2, x overlapping
+ * state). */
 NK_API nk_status nk_running_norm_update(nk_context *ctx, size_t rows, size_t dim, const float *x,
                                         nk_moments *state);
 
@@ -1618,14 +1625,14 @@ NK_API nk_status nk_running_norm_update(nk_context *ctx, size_t rows, size_t dim
  *   clip  > 0; +inf means no clipping (default NK_RUNNING_NORM_CLIP_DEFAULT). NaN stays NaN.
  *   state IN dim moments, count > 0 (finite), m2 >= 0 or NaN.
  * var + eps == 0 (eps 0 on a constant feature) gives +-inf clipped to +-clip, or NaN for
- * x == mean. Returns OK or INVALID_ARGUMENT. */
+ * x == mean. Accuracy: 1 ulp of the exact value + 1e-12. Returns OK or INVALID_ARGUMENT. */
 NK_API nk_status nk_running_norm_apply(nk_context *ctx, size_t rows, size_t dim,
                                        const nk_moments *state, float eps, float clip,
                                        const float *x, float *y);
 
 /* Reward scaling without mean: out[i] = clip(r[i] / sqrt(var + eps), -clip, clip) for i < n,
  * var = state->m2 / state->count (one scalar state: the return statistics). out == r allowed.
- * Parameters as nk_running_norm_apply. Returns OK or INVALID_ARGUMENT. */
+ * Parameters and accuracy as nk_running_norm_apply. Returns OK or INVALID_ARGUMENT. */
 NK_API nk_status nk_running_norm_scale(nk_context *ctx, size_t n, const nk_moments *state,
                                        float eps, float clip, const float *r, float *out);
 
@@ -1638,6 +1645,8 @@ NK_API nk_status nk_running_norm_scale(nk_context *ctx, size_t n, const nk_momen
  *             on an environment reset).
  *   ret_state IN/OUT one nk_moments: the return statistics (nk_running_norm_init with dim 1).
  *   out       OUT E floats: the scaled rewards (out == reward allowed).
+ * Accuracy: out as nk_running_norm_apply; ret 1e-13 relative + 1e-13 S; ret_state as
+ * nk_running_norm_update, S the largest of |reward|, |ret| and the state's |mean| and sqrt(var).
  * E == 0: nothing changes, OK. Returns OK or INVALID_ARGUMENT (NULL, gamma outside [0, 1],
  * bad eps/clip/state, overlaps). */
 NK_API nk_status nk_running_norm_reward(nk_context *ctx, size_t envs, float gamma, float eps,
@@ -1664,6 +1673,7 @@ NK_API nk_status nk_running_norm_reward(nk_context *ctx, size_t envs, float gamm
  * All-equal rewards in a group give std 0 and adv exactly 0 (for eps > 0; eps == 0 gives
  * 0/0 = NaN there, as PyTorch would). NaN in a group's rewards makes that group's adv NaN.
  *   eps  finite, >= 0; default NK_GRPO_EPS_DEFAULT = 1e-6.
+ * Accuracy: 1 ulp of the exact value + 1e-12.
  * Returns OK or INVALID_ARGUMENT (NULL with n > 0, sizes overflowing, bad eps, adv overlapping
  * an input). */
 #define NK_GRPO_EPS_DEFAULT 1e-6f
@@ -1694,7 +1704,8 @@ NK_API nk_status nk_grpo_advantages(nk_context *ctx, size_t groups, const size_t
  *   adv           OUT n floats.
  *   alpha, beta   OUT optional: the fitted parameters (double).
  * Multi-component rewards (the paper's advantage decomposition): call once per component and
- * average the advantages. Returns OK or INVALID_ARGUMENT. */
+ * average the advantages. Accuracy: alpha, beta 1e-12 relative; adv 1 ulp + 1e-12 relative.
+ * Returns OK or INVALID_ARGUMENT. */
 #define NK_BNPO_CLIP_DEFAULT 1e6
 NK_API nk_status nk_bnpo_advantages(nk_context *ctx, size_t groups, const size_t *group_sizes,
                                     const float *rewards, float r_min, float r_max, double clip,
@@ -1720,19 +1731,24 @@ NK_API nk_status nk_bnpo_advantages(nk_context *ctx, size_t groups, const size_t
  * to 1 (within rounding); every entry is >= 0.
  *   sigma_ratio  > 0, finite (default NK_HLGAUSS_SIGMA_RATIO_DEFAULT).
  *   y            IN  n floats.   probs  OUT n x bins floats.
+ * Accuracy: each entry 1 ulp of the exact value + 1e-15.
  * n == 0: nothing written, OK. Returns OK or INVALID_ARGUMENT. */
 NK_API nk_status nk_hlgauss_target(nk_context *ctx, size_t n, size_t bins, float v_min,
                                    float v_max, float sigma_ratio, const float *y, float *probs);
 
 /* Two-hot targets on the bin centres: y clipped to [c_0, c_{m-1}]; t = (y - c_0) / zeta,
  * j = min(floor(t), m - 2), f = t - j; probs[j] = 1 - f, probs[j+1] = f, others 0 (y == c_{m-1}
- * puts mass 1 on the last centre). bins == 1: probs = 1. Same arguments as nk_hlgauss_target
- * without sigma. Returns OK or INVALID_ARGUMENT. */
+ * puts mass 1 on the last centre, exactly). bins == 1: probs = 1. Same arguments as
+ * nk_hlgauss_target without sigma. Accuracy: each entry 1 ulp of the exact value + 1e-15.
+ * Returns OK or INVALID_ARGUMENT. */
 NK_API nk_status nk_two_hot_target(nk_context *ctx, size_t n, size_t bins, float v_min,
                                    float v_max, const float *y, float *probs);
 
 /* Decoding (HL-Gauss and two-hot alike): value[r] = sum_i softmax(logits[r])_i c_i (softmax with
  * the row max subtracted, in double). logits IN n x bins floats; value OUT n floats.
+ * Accuracy: 1 ulp of the exact value + 2.5e-13 max(|v_min|, |v_max|): the sums over the centres
+ * carry a rounding error proportional to the largest centre, which dominates when the value
+ * cancels (a support [-1e38, 1e38] decoding to 1e22); 2.5e-13 is the test's 1e-12 at [-3, 4].
  * Returns OK or INVALID_ARGUMENT. */
 NK_API nk_status nk_hlgauss_decode(nk_context *ctx, size_t n, size_t bins, float v_min,
                                    float v_max, const float *logits, float *value);
@@ -1747,6 +1763,8 @@ NK_API nk_status nk_hlgauss_decode(nk_context *ctx, size_t n, size_t bins, float
  *   loss     OUT n floats.   dlogits  OUT optional n x bins floats (overwritten, not
  *                accumulated).
  * The mean over rows, if wanted, is the caller's (divide loss and dlogits by n).
+ * Accuracy: loss 1 ulp of the exact value + 1e-12; dlogits 1e-7 S + 1e-6 |exact| (any logit
+ * magnitude: a constant row of 1e30 gives S log(bins) and S / bins - p_i).
  * Returns OK or INVALID_ARGUMENT (NULL, bins == 0, n * bins overflowing, overlapping
  * buffers). */
 NK_API nk_status nk_hlgauss_xent(nk_context *ctx, size_t n, size_t bins, const float *logits,
@@ -1765,14 +1783,14 @@ NK_API nk_status nk_hlgauss_xent(nk_context *ctx, size_t n, size_t bins, const f
  */
 
 /* u[i] = log sigmoid(r[i] - r_ref[i]) for i < n (the caller repeats a prompt's r_ref for its
- * responses). u == r or u == r_ref (exact in place) is allowed. n == 0: OK.
+ * responses). u == r or u == r_ref (exact in place) is allowed. n == 0: OK. Accuracy: 1 ulp.
  * Returns OK or INVALID_ARGUMENT (NULL with n > 0, other overlaps). */
 NK_API nk_status nk_lsc_reward_transform(nk_context *ctx, size_t n, const float *r,
                                          const float *r_ref, float *u);
 
 /* The combination over J properties: u[i] = sum_j log sigmoid(r[i][j] - r_ref[i][j]), r and
  * r_ref n x J floats (row i at i * J), u n floats (summed in double in j order). J == 0 gives
- * u = 0 (the empty sum). n == 0: OK. Returns OK or INVALID_ARGUMENT (NULL, n * J overflowing,
+ * u = 0 (the empty sum). n == 0: OK. Accuracy: 1 ulp of the exact sum + 1e-15. Returns OK or INVALID_ARGUMENT (NULL, n * J overflowing,
  * u overlapping an input). */
 NK_API nk_status nk_lsc_reward_combine(nk_context *ctx, size_t n, size_t properties,
                                        const float *r, const float *r_ref, float *u);
