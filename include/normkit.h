@@ -1824,6 +1824,9 @@ NK_API nk_status nk_lsc_reward_reference(nk_context *ctx, size_t k, const float 
 
 /* NLL(T) and dNLL/dT = -NLL'(beta) / T^2 (both double; either output may be NULL).
  *   n >= 1, classes >= 1; T > 0, finite. NaN logits give NaN.
+ * Accuracy (tests/ops/rlcal.c, tests/fuzz/calib.c): nll 1e-13 relative + 1e-15 +
+ * 4 DBL_EPSILON max|z| / T (the row terms z / T cancel down to the NLL: logits of 1e30 carry
+ * that much rounding); dnll_dT 1e-6 relative + 1e-8.
  * Returns OK or INVALID_ARGUMENT (NULL, n or classes 0, n * classes overflowing, a label
  * outside [0, classes), bad T). */
 NK_API nk_status nk_temperature_nll(nk_context *ctx, size_t n, size_t classes,
@@ -1840,6 +1843,8 @@ NK_API nk_status nk_temperature_nll(nk_context *ctx, size_t n, size_t classes,
  * iterations.
  *   t_min, t_max  0 < t_min < t_max, finite (defaults NK_TEMPERATURE_MIN/MAX_DEFAULT).
  *   T             OUT the fitted temperature.   nll  OUT optional: NLL(T).
+ * No bound on T is promised; tested: T in [t_min, t_max], NLL(T) not above the NLL of a
+ * golden-section search by more than nk_temperature_nll's rounding.
  * Every logit must be finite (INVALID_ARGUMENT otherwise: a fit on NaN means nothing).
  * Returns OK or INVALID_ARGUMENT. */
 NK_API nk_status nk_temperature_fit(nk_context *ctx, size_t n, size_t classes,
@@ -1847,7 +1852,8 @@ NK_API nk_status nk_temperature_fit(nk_context *ctx, size_t n, size_t classes,
                                     double t_max, double *T, double *nll);
 
 /* probs = softmax(logits / T) per row (double, max subtracted, rounded once). T > 0, finite.
- * probs == logits (exact in place) is allowed. n == 0: OK. Returns OK or INVALID_ARGUMENT. */
+ * probs == logits (exact in place) is allowed. n == 0: OK. Accuracy: 1 ulp of the exact value.
+ * Returns OK or INVALID_ARGUMENT. */
 NK_API nk_status nk_temperature_apply(nk_context *ctx, size_t n, size_t classes, double T,
                                       const float *logits, float *probs);
 
@@ -1872,7 +1878,8 @@ typedef struct nk_ece_bin {
  *   labels    IN  n int64 in [0, classes).
  *   bins      M >= 1 (default NK_ECE_BINS_DEFAULT = 15).
  *   ece, mce  OUT optional doubles.   reliability  OUT optional M entries.
- * n >= 1, classes >= 1. Returns OK or INVALID_ARGUMENT. */
+ * n >= 1, classes >= 1. Accuracy: ece, mce 1e-13 relative + 1e-16; counts exact; the bins'
+ * confidence and accuracy 1e-13 relative. Returns OK or INVALID_ARGUMENT. */
 NK_API nk_status nk_ece_top_label(nk_context *ctx, size_t n, size_t classes, const float *probs,
                                   const int64_t *labels, size_t bins, double *ece, double *mce,
                                   nk_ece_bin *reliability);
@@ -1886,14 +1893,14 @@ NK_API nk_status nk_ece_top_label(nk_context *ctx, size_t n, size_t classes, con
  */
 
 /* Closure: out[r][i] = kappa x[r][i] / sum_k x[r][k] (double sum, rounded once). kappa finite,
- * > 0 (1 by default). out == x (exact in place) allowed. n == 0: OK. Returns OK or
+ * > 0 (1 by default). out == x (exact in place) allowed. n == 0: OK. Accuracy: 1 ulp. Returns OK or
  * INVALID_ARGUMENT (NULL, D == 0, n * D overflowing, a part <= 0 or not finite, overlap). */
 NK_API nk_status nk_clr_closure(nk_context *ctx, size_t n, size_t parts, float kappa,
                                 const float *x, float *out);
 
 /* Centred log-ratio: out[r][i] = log x[r][i] - (1/D) sum_k log x[r][k] (log of x over its
  * geometric mean, in double). Scale invariant (clr of the closure is the same); each row sums to
- * 0 up to rounding. out == x allowed. Returns as nk_clr_closure. */
+ * 0 up to rounding. out == x allowed. Accuracy: 1 ulp + 1e-15. Returns as nk_clr_closure. */
 NK_API nk_status nk_clr_transform(nk_context *ctx, size_t n, size_t parts, const float *x,
                                   float *out);
 
@@ -1911,7 +1918,10 @@ NK_API nk_status nk_clr_transform(nk_context *ctx, size_t n, size_t parts, const
  *   rcond     relative eigenvalue cutoff, in (0, 1) (default NK_CLR_RCOND_DEFAULT = 1e-10).
  *   rho       OUT D x D doubles.   partial_var  OUT optional D doubles.
  *   workspace caller scratch of at least nk_clr_partial_corr_workspace_size(D) bytes, aligned
- *             for double; contents on return unspecified.
+ *             for double (a misaligned one is INVALID_ARGUMENT); contents on return
+ *             unspecified.
+ * Accuracy (n > D, rank D - 1): rho 1e-9 absolute, partial_var 1e-9 relative; otherwise
+ * |rho| <= 1 + 1e-9 or NaN.
  * Omega_ii == 0 (a part orthogonal to every retained eigenvector) gives NaN off the diagonal
  * in its row and column of rho and +inf partial variance. Returns OK, INVALID_ARGUMENT, or
  * MISUSE (workspace too small). */
@@ -1940,8 +1950,8 @@ NK_API nk_status nk_clr_partial_corr(nk_context *ctx, size_t n, size_t parts, co
  *   out    OUT n doubles. A row with no valid token gives NaN (0/0, as the code).
  * The official code counts the positions with nonzero cross-entropy (loss.bool().sum()), which
  * also drops a valid token predicted with probability exactly 1; pass valid accordingly to
- * reproduce it. n == 0: OK. Returns OK or INVALID_ARGUMENT (NULL, tokens == 0, n * tokens
- * overflowing, out overlapping an input). */
+ * reproduce it. n == 0: OK. Accuracy: 1e-14 relative + 1e-15. Returns OK or INVALID_ARGUMENT
+ * (NULL, tokens == 0, n * tokens overflowing, out overlapping an input). */
 NK_API nk_status nk_cpn_mean_loglik(nk_context *ctx, size_t n, size_t tokens, const float *logp,
                                     const unsigned char *valid, double *out);
 
@@ -1949,7 +1959,8 @@ NK_API nk_status nk_cpn_mean_loglik(nk_context *ctx, size_t n, size_t tokens, co
  *   alpha  finite (official per-dataset values 0 to 1, e.g. MSRVTT text->video 0.0,
  *          video->text 0.9; no universal default).
  * score == cond or score == prior (exact in place) is allowed. NaN propagates. n == 0: OK.
- * Returns OK or INVALID_ARGUMENT. */
+ * Accuracy: 1e-14 relative + 1e-15. Returns OK or INVALID_ARGUMENT (a pointer not aligned for
+ * double included). */
 NK_API nk_status nk_cpn_score(nk_context *ctx, size_t n, const double *cond, const double *prior,
                               double alpha, double *score);
 
@@ -2331,6 +2342,10 @@ NK_API nk_status nk_hcal_workspace_size(nk_context *ctx, size_t n, size_t K, siz
  *   loss    OUT H.
  *   dprobs  OUT optional n x K doubles, dH/dP (overwritten).
  *   workspace  at least nk_hcal_workspace_size(n, K, 0) bytes, 8-byte aligned.
+ * Accuracy (tests/ops/hcal.c, tests/fuzz/calib.c): H 1e-10 relative + 1e-12 + lossweight
+ * (veclen + 1) DBL_EPSILON (a calibrated window's sum of p - o cancels to rounding noise, which
+ * lossweight scales); dH/dP to 1e-5 of its largest entry against central differences where the
+ * loss is linear around P (at an exact tie of two keys the order is the tie-break's).
  * n == 0: loss 0. Returns OK or INVALID_ARGUMENT (NULL, K == 0, a bad desc field, a
  * probability outside [0, 1] or NaN, a label out of range, workspace too small, an output
  * overlapping an input). */
@@ -2342,7 +2357,7 @@ NK_API nk_status nk_hcal_loss(nk_context *ctx, const nk_hcal_desc *desc, size_t 
  *   zt = z - logsumexp(z) per row;  a_k = |theta_k|;  w_k = |nu_k| / sum_j |nu_j|
  *   P = sum_k w_k softmax(a_k zt)
  * order-preserving within a row (top-1 unchanged). sum |nu| must be > 0.
- *   logits IN n x K doubles (finite);  probs OUT n x K doubles. */
+ *   logits IN n x K doubles (finite);  probs OUT n x K doubles. Accuracy: 1e-14 absolute. */
 NK_API nk_status nk_hcal_ensemble_probs(nk_context *ctx, size_t n, size_t K,
                                         const double *logits, size_t members,
                                         const double *theta, const double *nu, double *probs);
@@ -2350,7 +2365,9 @@ NK_API nk_status nk_hcal_ensemble_probs(nk_context *ctx, size_t n, size_t K,
 /* H of the ensemble's probabilities and its gradients (d|x|/dx = sgn x, sgn 0 = 0):
  *   dtheta, dnu  OUT optional members doubles each.
  *   probs        OUT optional n x K (the calibrated probabilities).
- *   workspace    nk_hcal_workspace_size(n, K, members) bytes. */
+ *   workspace    nk_hcal_workspace_size(n, K, members) bytes.
+ * Accuracy: H and the probabilities as nk_hcal_loss and nk_hcal_ensemble_probs; dtheta, dnu as
+ * dH/dP. */
 NK_API nk_status nk_hcal_ensemble_loss(nk_context *ctx, const nk_hcal_desc *desc, size_t n,
                                        size_t K, const double *logits, const int64_t *labels,
                                        size_t members, const double *theta, const double *nu,
@@ -2367,7 +2384,9 @@ NK_API nk_status nk_hcal_ensemble_init(nk_context *ctx, size_t members, double *
  * lr 5e-3, betas 0.9/0.999, eps 1e-8, batches of 5000 shuffled rows, up to 2000 epochs with
  * plateau LR reduction and early stopping; here: one full batch per epoch, a fixed number of
  * epochs, no schedule, so the result is deterministic). The parameters with the lowest loss
- * seen are returned; *final_loss (optional) is that loss. */
+ * seen are returned; *final_loss (optional) is that loss (no bound on the parameters is
+ * promised; tested: finite, final_loss equal to nk_hcal_ensemble_loss at the result and not above
+ * the loss at the start). */
 typedef struct nk_hcal_fit_desc {
   size_t epochs;          /* default 2000 */
   double lr;              /* default 5e-3 */
@@ -2437,7 +2456,9 @@ NK_API nk_status nk_pcb_merge_workspace_size(nk_context *ctx, const nk_pcb_merge
  *   workspace    scratch of at least nk_pcb_merge_workspace_size bytes, 8-byte aligned.
  * Returns OK, or INVALID_ARGUMENT (NULL pointer, a parameter out of range, a non-finite task
  * vector entry or lambda_i, workspace too small or misaligned, merged overlapping an input or
- * the workspace); on failure merged is not written. Thread-safe for distinct outputs. */
+ * the workspace); on failure merged is not written. Thread-safe for distinct outputs.
+ * Accuracy (tests/ops/pcb_merge.c, tests/fuzz/calib.c): 1 ulp of the exact value + 1e-12 of the
+ * largest |merged|. */
 NK_API nk_status nk_pcb_merge(nk_context *ctx, const nk_pcb_merge_desc *desc,
                               const float *task_vectors, const double *task_scales,
                               const float *theta0, float *merged, void *workspace,

@@ -137,7 +137,68 @@ NK_TEST(running_norm_update_infinite_column) {
   NK_CHECK(isnan(st[2].mean) && isnan(st[2].m2), "both signs: %g %g", st[2].mean, st[2].m2);
 }
 
+/* tests/fuzz/known/calib-temperature-nll-large-logits: NLL summed mx + log(s) - beta z_y, so
+ * log(s) lost bits against |beta z| (logits ~1e4: 2e-13 relative; a constant row of 1e30: all of
+ * log(classes)). */
+NK_TEST(temperature_nll_large_logits) {
+  enum { N = 3, C = 5 };
+  static const float vals[] = {1e4f, -1e30f, 1e30f, 3e38f};
+  float z[N * C];
+  double zd[N * C];
+  const int64_t y[N] = {0, 2, 4};
+  for (size_t v = 0; v < 4; v++) {
+    for (size_t i = 0; i < N * C; i++) {
+      z[i] = vals[v] + (v == 0 ? (float)(i % 3) * 0.0078125f : 0.0f);
+      zd[i] = z[i];
+    }
+    double nll;
+    NK_REQUIRE(nk_temperature_nll(NULL, N, C, z, y, 2.0, &nll, NULL) == NK_OK, "nll");
+    const double ref = nk_ref_temperature_nll(N, C, zd, y, 2.0);
+    NK_CHECK(fabs(nll - ref) <= 1e-13 * fabs(ref) + 1e-15, "logits %g: nll %.17g, ref %.17g",
+             (double)vals[v], nll, ref);
+  }
+}
+
+/* tests/fuzz/known/calib-cpn-score-misaligned-double: cpn_score described its doubles as f32
+ * rows, so a double at an address of 4 mod 8 passed validation and was stored misaligned
+ * (UBSan); tests/fuzz/known/calib-clr-partial-corr-misaligned-workspace: the workspace (the
+ * header: aligned for double) was not checked. Both are INVALID_ARGUMENT now, nothing written. */
+NK_TEST(misaligned_doubles_rejected) {
+  nk_context *ctx;
+  NK_REQUIRE(nk_context_create(&ctx) == NK_OK, "context");
+  static double buf[16];
+  const double cond[2] = {1.0, 2.0}, prior[2] = {0.5, 0.25};
+  memset(buf, 0x5A, sizeof buf);
+  double *score = (double *)(void *)((char *)buf + 4);
+  NK_CHECK(nk_cpn_score(ctx, 2, cond, prior, 0.5, score) == NK_STATUS_INVALID_ARGUMENT &&
+               nk_context_message(ctx)[0],
+           "cpn_score with a misaligned score");
+  const unsigned char *b = (const unsigned char *)buf;
+  for (size_t i = 0; i < sizeof buf; i++) NK_CHECK(b[i] == 0x5A, "byte %zu written", i);
+  NK_CHECK(nk_cpn_score(ctx, 2, (const double *)(const void *)((const char *)buf + 4), prior,
+                        0.5, buf + 8) == NK_STATUS_INVALID_ARGUMENT,
+           "cpn_score with a misaligned cond");
+  enum { N = 6, D = 3 };
+  float x[N * D];
+  for (size_t i = 0; i < N * D; i++) x[i] = (float)(1.0 + (double)((i * 7) % 5));
+  static double ws[256];
+  double rho[D * D];
+  const size_t need = nk_clr_partial_corr_workspace_size(D);
+  NK_REQUIRE(need + 8 <= sizeof ws, "workspace");
+  memset(rho, 0x5A, sizeof rho);
+  for (int off = 1; off < 8; off++)
+    NK_CHECK(nk_clr_partial_corr(ctx, N, D, x, 1e-10, rho, NULL, (char *)ws + off, need) ==
+                 NK_STATUS_INVALID_ARGUMENT,
+             "clr_partial_corr with the workspace at offset %d", off);
+  b = (const unsigned char *)rho;
+  for (size_t i = 0; i < sizeof rho; i++) NK_CHECK(b[i] == 0x5A, "rho byte %zu written", i);
+  NK_CHECK(nk_clr_partial_corr(ctx, N, D, x, 1e-10, rho, NULL, ws, need) == NK_OK, "aligned");
+  nk_context_destroy(ctx);
+}
+
 int main(void) {
+  NK_RUN(temperature_nll_large_logits);
+  NK_RUN(misaligned_doubles_rejected);
   NK_RUN(two_hot_last_centre_exact);
   NK_RUN(hlgauss_xent_large_constant_rows);
   NK_RUN(reference_nan_clip_and_bnpo_concentrated);
