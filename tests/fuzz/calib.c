@@ -537,7 +537,7 @@ static double ref_eloss(const nk_hcal_desc *d, size_t n, size_t K, const double 
  * absolute), where h and h/2 agree (no kink crossed); gmax scales the bound. */
 typedef double (*loss_fn)(const void *ctx, double *v);
 static void check_grad(const char *what, size_t i, double g, double gmax, double *v, double h,
-                       loss_fn f, const void *fc) {
+                       double loss_abs, loss_fn f, const void *fc) {
   const double v0 = v[i], f0 = f(fc, v);
   double fw[2], bw[2]; /* forward and backward one-sided slopes at h and h / 2 */
   for (int s = 0; s < 2; s++) {
@@ -548,8 +548,10 @@ static void check_grad(const char *what, size_t i, double g, double gmax, double
     bw[s] = (f0 - f(fc, v)) / hh;
   }
   v[i] = v0;
-  /* the difference quotients' own rounding (the loss to a few ulp over the step h / 2) */
-  const double noise = 8.0 * DBL_EPSILON * fabs(f0) / (h / 2);
+  /* the difference quotients' own rounding: the loss carries that of its terms (p, o and
+   * 1 - p of magnitude up to 1, times lossweight: loss_abs; a probability near 1 moves by less
+   * than its ulp), and a few ulp of itself, over the step h / 2 */
+  const double noise = 8.0 * fmax(DBL_EPSILON * fabs(f0), loss_abs) / (h / 2);
   const double tol = 1e-9 * (fabs(fw[1]) + gmax) + 1e-12 + noise;
   /* a kink (sort-order, cluster or tolerance change, or a tie exactly at v0: the slopes on the
    * two sides differ and autograd's choice is one of them): not comparable, skipped */
@@ -678,7 +680,7 @@ static int run_hcal(fz_in *in, nk_context *ctx, unsigned op, int bad) {
       int tied = 0;
       for (size_t j = 0; j < n * K; j++) tied |= j != i && fabs(pr[j] - pr[i]) <= 1e-5;
       if (!tied && pr[i] > 1e-5 && pr[i] < 1.0 - 1e-5)
-        check_grad("dprobs", i, dP[i], gmax, pr, 1e-6, f_probs, &hc);
+        check_grad("dprobs", i, dP[i], gmax, pr, 1e-6, hloss_abs(&d), f_probs, &hc);
     }
     return 0;
   }
@@ -763,8 +765,8 @@ static int run_hcal(fz_in *in, nk_context *ctx, unsigned op, int bad) {
     double gmax = 0.0;
     for (size_t i = 0; i < M; i++) gmax = fmax(gmax, fmax(dth ? absf(dth[i]) : 0.0, dnu ? absf(dnu[i]) : 0.0));
     for (size_t i = 0; i < M; i++) {
-      if (dth && th0[i] != 0.0) check_grad("dtheta", i, dth[i], gmax, th0, 1e-6 * fabs(th0[i]), f_theta, &hc);
-      if (dnu && nu0[i] != 0.0) check_grad("dnu", i, dnu[i], gmax, nu0, 1e-6 * fabs(nu0[i]), f_nu, &hc);
+      if (dth && th0[i] != 0.0) check_grad("dtheta", i, dth[i], gmax, th0, 1e-6 * fabs(th0[i]), hloss_abs(&d), f_theta, &hc);
+      if (dnu && nu0[i] != 0.0) check_grad("dnu", i, dnu[i], gmax, nu0, 1e-6 * fabs(nu0[i]), hloss_abs(&d), f_nu, &hc);
     }
     return 0;
   }
