@@ -17,7 +17,10 @@
 
 #include "reference.h"
 
-static double clipd(double v, double lo, double hi) { return fmin(fmax(v, lo), hi); }
+/* np.clip: NaN stays NaN (fmin/fmax alone would return a bound) */
+static double clipd(double v, double lo, double hi) {
+  return isnan(v) ? v : fmin(fmax(v, lo), hi);
+}
 
 /* ---- C13 running mean/std ---- */
 
@@ -91,8 +94,13 @@ void nk_ref_grpo(size_t groups, const size_t *sizes, const double *r, double eps
 /* ---- BNPO (changyi7231/BNPO compute_bnpo_outcome_advantage) ---- */
 
 static double beta_pdf(double p, double a, double b) {
-  /* p^(a-1) (1-p)^(b-1) / B(a, b); pow(0, 0) = 1 */
-  return pow(p, a - 1.0) * pow(1.0 - p, b - 1.0) * tgamma(a + b) / (tgamma(a) * tgamma(b));
+  /* p^(a-1) (1-p)^(b-1) / B(a, b); pow(0, 0) = 1. In logs: tgamma overflows for a + b > 171
+   * and pow underflows, which made 0 * inf = NaN for the concentrated fits (alpha ~ 1e3) BNPO
+   * reaches when the success rates barely vary. */
+  if (isnan(p) || isnan(a) || isnan(b)) return NAN;
+  const double lp = a == 1.0 ? 0.0 : (a - 1.0) * log(p);
+  const double lq = b == 1.0 ? 0.0 : (b - 1.0) * log1p(-p);
+  return exp(lp + lq - (lgamma(a) + lgamma(b) - lgamma(a + b)));
 }
 
 void nk_ref_bnpo(size_t groups, const size_t *sizes, const double *r, double r_min, double r_max,
@@ -166,6 +174,10 @@ void nk_ref_two_hot_target(size_t m, double v_min, double v_max, double y, doubl
     probs[0] = 1.0;
     return;
   }
+  if (isnan(y)) {
+    for (size_t i = 0; i < m; i++) probs[i] = y;
+    return;
+  }
   double c[4096];
   for (size_t i = 0; i < m; i++) c[i] = v_min + w / 2 + w * (double)i;
   y = clipd(y, c[0], c[m - 1]);
@@ -224,7 +236,9 @@ double nk_ref_quantile_linear(size_t k, const double *x, double q) {
   qsort(s, k, sizeof(double), cmp_double);
   const double h = (double)(k - 1) * q;
   const size_t lo = (size_t)floor(h), hi = lo + 1 < k ? lo + 1 : k - 1;
-  const double v = s[lo] + (h - floor(h)) * (s[hi] - s[lo]);
+  /* an integral h is the order statistic itself (numpy's lerp would give inf * 0 = NaN next
+   * to an infinite sample; normkit.h documents x_(h)) */
+  const double v = h == floor(h) ? s[lo] : s[lo] + (h - floor(h)) * (s[hi] - s[lo]);
   free(s);
   return v;
 }
