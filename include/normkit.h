@@ -1931,9 +1931,8 @@ NK_API nk_status nk_clr_transform(nk_context *ctx, size_t n, size_t parts, const
  *   n         >= 2 samples;  parts D >= 2.
  *   rcond     relative eigenvalue cutoff, in (0, 1) (default NK_CLR_RCOND_DEFAULT = 1e-10).
  *   rho       OUT D x D doubles.   partial_var  OUT optional D doubles.
- *   workspace caller scratch of at least nk_clr_partial_corr_workspace_size(D) bytes, aligned
- *             for double (a misaligned one is INVALID_ARGUMENT); contents on return
- *             unspecified.
+ *   workspace caller scratch of at least nk_clr_partial_corr_workspace_size(D) bytes, at any
+ *             address; contents on return unspecified.
  * Accuracy (n > D, rank D - 1): rho 1e-9 absolute, partial_var 1e-9 relative; otherwise
  * |rho| <= 1 + 1e-9 or NaN.
  * Omega_ii == 0 (a part orthogonal to every retained eigenvector) gives NaN off the diagonal
@@ -2357,14 +2356,14 @@ NK_API nk_status nk_hcal_workspace_size(nk_context *ctx, size_t n, size_t K, siz
  *   labels  IN  n labels in [0, K).
  *   loss    OUT H.
  *   dprobs  OUT optional n x K doubles, dH/dP (overwritten).
- *   workspace  at least nk_hcal_workspace_size(n, K, 0) bytes, 8-byte aligned.
+ *   workspace  at least nk_hcal_workspace_size(n, K, 0) bytes, at any address.
  * Accuracy (tests/ops/hcal.c, tests/fuzz/calib.c): H 1e-10 relative + 1e-12 + lossweight
  * (veclen + 1) DBL_EPSILON (a calibrated window's sum of p - o cancels to rounding noise, which
  * lossweight scales); dH/dP to 1e-5 of its largest entry against central differences where the
  * loss is linear around P (at an exact tie of two keys the order is the tie-break's).
- * n == 0: loss 0. Returns OK or INVALID_ARGUMENT (NULL, K == 0, a bad desc field, a
- * probability outside [0, 1] or NaN, a label out of range, workspace too small, an output
- * overlapping an input). */
+ * n == 0: loss 0. Returns OK, INVALID_ARGUMENT (NULL, K == 0, a bad desc field, a
+ * probability outside [0, 1] or NaN, a label out of range, an output overlapping an input) or
+ * MISUSE (workspace NULL or too small; also for the ensemble functions). */
 NK_API nk_status nk_hcal_loss(nk_context *ctx, const nk_hcal_desc *desc, size_t n, size_t K,
                               const double *probs, const int64_t *labels, double *loss,
                               double *dprobs, void *workspace, size_t workspace_bytes);
@@ -2469,10 +2468,10 @@ NK_API nk_status nk_pcb_merge_workspace_size(nk_context *ctx, const nk_pcb_merge
  *   theta0       IN  optional d floats added after the scale (NULL: merged is the scaled task
  *                vector).
  *   merged       OUT d floats.
- *   workspace    scratch of at least nk_pcb_merge_workspace_size bytes, 8-byte aligned.
- * Returns OK, or INVALID_ARGUMENT (NULL pointer, a parameter out of range, a non-finite task
- * vector entry or lambda_i, workspace too small or misaligned, merged overlapping an input or
- * the workspace); on failure merged is not written. Thread-safe for distinct outputs.
+ *   workspace    scratch of at least nk_pcb_merge_workspace_size bytes, at any address.
+ * Returns OK, INVALID_ARGUMENT (NULL pointer, a parameter out of range, a non-finite task
+ * vector entry or lambda_i, merged overlapping an input or the workspace) or MISUSE (workspace
+ * NULL or too small); on failure merged is not written. Thread-safe for distinct outputs.
  * Accuracy (tests/ops/pcb_merge.c, tests/fuzz/calib.c): 1 ulp of the exact value + 1e-12 of the
  * largest |merged|. */
 NK_API nk_status nk_pcb_merge(nk_context *ctx, const nk_pcb_merge_desc *desc,

@@ -63,7 +63,7 @@ static int ws_doubles(size_t n, size_t K, size_t members, size_t *out) {
         !nk__add_size(a, b, &a) || !nk__mul_size(members, 8, &b) || !nk__add_size(a, b, &a))
       return 0;
   }
-  if (a > SIZE_MAX / sizeof(double)) return 0;
+  if (a > (SIZE_MAX - NK_WORKSPACE_ALIGN) / sizeof(double)) return 0; /* + the slack */
   *out = a;
   return 1;
 }
@@ -76,7 +76,7 @@ nk_status nk_hcal_workspace_size(nk_context *ctx, size_t n, size_t K, size_t mem
   if (!ws_doubles(n, K, members, &d))
     return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: n %zu x K %zu is too large", op, n,
                     K);
-  *bytes = d * sizeof(double);
+  nk__ws_bytes(d * sizeof(double), bytes); /* plus the alignment slack (cannot overflow) */
   return nk__ok(ctx);
 }
 
@@ -220,15 +220,16 @@ static nk_status check_labels(nk_context *ctx, const char *op, size_t n, size_t 
   return NK_STATUS_OK;
 }
 
+/* *need: the workspace bytes (the doubles plus the alignment slack; any address works). */
 static nk_status check_ws(nk_context *ctx, const char *op, size_t n, size_t K, size_t members,
                           const void *ws, size_t bytes, size_t *need) {
-  if (!ws_doubles(n, K, members, need))
+  size_t d;
+  if (!ws_doubles(n, K, members, &d))
     return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: n %zu x K %zu is too large", op, n, K);
-  if (ws == NULL || bytes < *need * sizeof(double) || (uintptr_t)ws % sizeof(double) != 0)
-    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT,
-                    "%s: workspace of %zu bytes (needs %zu, 8-byte aligned)", op, bytes,
-                    *need * sizeof(double));
-  return NK_STATUS_OK;
+  *need = 0;
+  nk__ws_bytes(d * sizeof(double), need); /* cannot overflow: ws_doubles bounds d */
+  if (ws == NULL) return nk__fail(ctx, NK_STATUS_MISUSE, "%s: workspace is NULL", op);
+  return nk__check_workspace(ctx, op, ws, bytes, *need);
 }
 
 nk_status nk_hcal_loss(nk_context *ctx, const nk_hcal_desc *desc, size_t n, size_t K,
@@ -250,14 +251,14 @@ nk_status nk_hcal_loss(nk_context *ctx, const nk_hcal_desc *desc, size_t n, size
   TRY(nk__vector_span(ctx, op, &s[1], "labels", n ? labels : NULL, n, sizeof(int64_t), 0));
   TRY(nk__vector_span(ctx, op, &s[2], "loss", loss, 1, sizeof(double), 1));
   TRY(nk__vector_span(ctx, op, &s[3], "dprobs", n ? dprobs : NULL, n * K, sizeof(double), 1));
-  TRY(nk__vector_span(ctx, op, &s[4], "workspace", workspace, need, sizeof(double), 1));
+  TRY(nk__vector_span(ctx, op, &s[4], "workspace", workspace, need, 1, 1));
   TRY(nk__check_overlaps(ctx, op, s, 5, nk__no_alias));
   TRY(check_labels(ctx, op, n, K, labels));
   for (size_t i = 0; i < n * K; i++)
     if (!(probs[i] >= 0.0 && probs[i] <= 1.0))
       return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: probs[%zu] = %g is not in [0, 1]",
                       op, i, probs[i]);
-  *loss = hcal_core(desc, n, K, probs, labels, dprobs, workspace);
+  *loss = hcal_core(desc, n, K, probs, labels, dprobs, nk__ws_align(workspace));
   return nk__ok(ctx);
 }
 
@@ -409,10 +410,10 @@ nk_status nk_hcal_ensemble_loss(nk_context *ctx, const nk_hcal_desc *desc, size_
   TRY(nk__vector_span(ctx, op, &s[5], "dtheta", dtheta, members, sizeof(double), 1));
   TRY(nk__vector_span(ctx, op, &s[6], "dnu", dnu, members, sizeof(double), 1));
   TRY(nk__vector_span(ctx, op, &s[7], "probs", n ? probs : NULL, n * K, sizeof(double), 1));
-  TRY(nk__vector_span(ctx, op, &s[8], "workspace", workspace, need, sizeof(double), 1));
+  TRY(nk__vector_span(ctx, op, &s[8], "workspace", workspace, need, 1, 1));
   TRY(nk__check_overlaps(ctx, op, s, 9, nk__no_alias));
   TRY(check_labels(ctx, op, n, K, labels));
-  double *ws = workspace;
+  double *ws = nk__ws_align(workspace);
   *loss = ensemble_loss(desc, n, K, logits, labels, members, theta, nu, dtheta, dnu, ws);
   if (probs && n) memcpy(probs, ws, n * K * sizeof(double));
   return nk__ok(ctx);
@@ -440,11 +441,11 @@ nk_status nk_hcal_ensemble_fit(nk_context *ctx, const nk_hcal_desc *desc,
   TRY(nk__vector_span(ctx, op, &s[2], "theta", theta, members, sizeof(double), 1));
   TRY(nk__vector_span(ctx, op, &s[3], "nu", nu, members, sizeof(double), 1));
   TRY(nk__vector_span(ctx, op, &s[4], "final_loss", final_loss, 1, sizeof(double), 1));
-  TRY(nk__vector_span(ctx, op, &s[5], "workspace", workspace, need, sizeof(double), 1));
+  TRY(nk__vector_span(ctx, op, &s[5], "workspace", workspace, need, 1, 1));
   TRY(nk__check_overlaps(ctx, op, s, 6, nk__no_alias));
   TRY(check_labels(ctx, op, n, K, labels));
-  const size_t M = members;
-  double *ws = workspace, *adam = ws + (need - 8 * M);
+  const size_t M = members, nd = (need - NK_WORKSPACE_ALIGN) / sizeof(double); /* doubles */
+  double *ws = nk__ws_align(workspace), *adam = ws + (nd - 8 * M);
   double *gth = adam, *gnu = adam + M, *mom = adam + 2 * M, *var = adam + 4 * M;
   double *bth = adam + 6 * M, *bnu = adam + 7 * M;
   double best_loss = INFINITY;

@@ -87,7 +87,7 @@ static nk_status check_desc(nk_context *ctx, const char *op, const nk_pcb_merge_
                     d->scale);
   size_t nd, a, b;
   if (!nk__mul_size(d->tasks, d->params, &nd) || !nk__add_size(nd, d->params, &a) ||
-      !nk__add_size(a, 2 * d->tasks, &b) || b > SIZE_MAX / sizeof(double) ||
+      !nk__add_size(a, 2 * d->tasks, &b) || b > (SIZE_MAX - NK_WORKSPACE_ALIGN) / sizeof(double) ||
       d->params > ((size_t)1 << 52))
     return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: tasks %zu x params %zu is too large",
                     op, d->tasks, d->params);
@@ -118,7 +118,7 @@ nk_status nk_pcb_merge_workspace_size(nk_context *ctx, const nk_pcb_merge_desc *
   pcb_idx ix;
   size_t w = 0;
   TRY(check_desc(ctx, op, desc, &ix, &w));
-  *bytes = w * sizeof(double);
+  nk__ws_bytes(w * sizeof(double), bytes); /* plus the alignment slack: any address works */
   return nk__ok(ctx);
 }
 
@@ -136,17 +136,16 @@ nk_status nk_pcb_merge(nk_context *ctx, const nk_pcb_merge_desc *desc, const flo
   if (d == 0) return nk__ok(ctx);
   NK_REQUIRE_PTR(tv);
   NK_REQUIRE_PTR(merged);
-  NK_REQUIRE_PTR(workspace);
-  if (workspace_bytes < wsd * sizeof(double) || (uintptr_t)workspace % sizeof(double) != 0)
-    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT,
-                    "%s: workspace of %zu bytes (needs %zu, 8-byte aligned)", op,
-                    workspace_bytes, wsd * sizeof(double));
+  size_t need = 0;
+  nk__ws_bytes(wsd * sizeof(double), &need); /* cannot overflow: check_desc bounds wsd */
+  if (workspace == NULL) return nk__fail(ctx, NK_STATUS_MISUSE, "%s: workspace is NULL", op);
+  TRY(nk__check_workspace(ctx, op, workspace, workspace_bytes, need));
   span s[5];
   TRY(nk__vector_span(ctx, op, &s[0], "task_vectors", tv, n * d, sizeof(float), 0));
   TRY(nk__vector_span(ctx, op, &s[1], "task_scales", task_scales, n, sizeof(double), 0));
   TRY(nk__vector_span(ctx, op, &s[2], "theta0", theta0, d, sizeof(float), 0));
   TRY(nk__vector_span(ctx, op, &s[3], "merged", merged, d, sizeof(float), 1));
-  TRY(nk__vector_span(ctx, op, &s[4], "workspace", workspace, wsd, sizeof(double), 1));
+  TRY(nk__vector_span(ctx, op, &s[4], "workspace", workspace, need, 1, 1));
   TRY(nk__check_overlaps(ctx, op, s, 5, nk__no_alias));
   for (size_t i = 0; i < n * d; i++)
     if (!isfinite(tv[i]))
@@ -158,7 +157,7 @@ nk_status nk_pcb_merge(nk_context *ctx, const nk_pcb_merge_desc *desc, const flo
         return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: task_scales[%zu] = %g", op, i,
                         task_scales[i]);
 
-  double *P = workspace;     /* n x d scores, then weights W */
+  double *P = nk__ws_align(workspace); /* n x d scores, then weights W */
   double *scratch = P + n * d; /* d */
   double *clip = scratch + d;  /* 2n: clip bounds [lo_i, hi_i] of |tau_i| */
 

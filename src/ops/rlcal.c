@@ -912,7 +912,8 @@ nk_status nk_clr_transform(nk_context *ctx, size_t n, size_t parts, const float 
 size_t nk_clr_partial_corr_workspace_size(size_t parts) {
   size_t dd, total;
   if (!nk__mul_size(parts, parts, &dd) || !nk__mul_size(dd, 2, &total) ||
-      !nk__add_size(total, 2 * parts, &total) || !nk__mul_size(total, sizeof(double), &total))
+      !nk__add_size(total, 2 * parts, &total) || !nk__mul_size(total, sizeof(double), &total) ||
+      !nk__ws_bytes(total, &total)) /* plus the alignment slack: any address works */
     return SIZE_MAX;
   return total;
 }
@@ -971,13 +972,7 @@ nk_status nk_clr_partial_corr(nk_context *ctx, size_t n, size_t parts, const flo
     return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: parts %zu too large", op, parts);
   TRY(check_composition(ctx, op, n, parts, x, &nd));
   NK_REQUIRE_PTR(rho);
-  NK_REQUIRE_PTR(workspace);
-  if (workspace_size < need)
-    return nk__fail(ctx, NK_STATUS_MISUSE, "%s: workspace_size %zu < %zu", op, workspace_size,
-                    need);
-  if ((uintptr_t)workspace % sizeof(double) != 0) /* the header: aligned for double */
-    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: workspace %p is not aligned for double",
-                    op, workspace);
+  TRY(nk__check_workspace(ctx, op, workspace, workspace_size, need)); /* NULL: MISUSE */
   span s[4];
   TRY(nk__vector_span(ctx, op, &s[0], "x", x, nd, sizeof(float), 0));
   TRY(nk__vector_span(ctx, op, &s[1], "rho", rho, dd, sizeof(double), 1));
@@ -986,7 +981,7 @@ nk_status nk_clr_partial_corr(nk_context *ctx, size_t n, size_t parts, const flo
   TRY(nk__check_overlaps(ctx, op, s, 4, nk__no_alias));
 
   const size_t D = parts;
-  double *G = workspace, *V = G + dd, *row = V + dd, *mean = row + D;
+  double *G = nk__ws_align(workspace), *V = G + dd, *row = V + dd, *mean = row + D;
   /* clr means, then the covariance (two passes over x, clr recomputed per row) */
   for (size_t i = 0; i < D; i++) mean[i] = 0.0;
   for (size_t r = 0; r < n; r++) {

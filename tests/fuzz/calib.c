@@ -369,7 +369,7 @@ static int run_comp(fz_in *in, nk_context *ctx, unsigned op, int bad) {
   double rcond = rc_t[fz_pick(in, 3)];
   const size_t wsb = nk_clr_partial_corr_workspace_size(D);
   FZ_CHECK(wsb >= 8 * D * D, "workspace size %zu for D %zu", wsb, D);
-  gw = fz_vec(wsb / 8, 8);
+  gw = fz_vec(wsb, 1); /* any address (normkit.h, "Workspaces") */
   uint8_t *ws = fz_place(in, &gw, NULL);
   size_t wcall = wsb;
   double *rho = place(in, D * D, sizeof(double), &go);
@@ -382,9 +382,9 @@ static int run_comp(fz_in *in, nk_context *ctx, unsigned op, int bad) {
     case 0: { static const double br[] = {0.0, 1.0, -1.0, NAN}; rcond = br[fz_pick(in, 4)]; break; }
     case 1: if (fz_u8(in) & 1) ncall = 1; else dcall = 1; break;
     case 2: wcall = wsb - 1 - fz_pick(in, 8); wantb = NK_STATUS_MISUSE; break;
-    case 3: if (fz_u8(in) & 1) rho = NULL; else ws = NULL; break;
+    case 3: if (fz_u8(in) & 1) rho = NULL; else ws = NULL, wantb = NK_STATUS_MISUSE; break;
     case 4: if (pv) pv = rho + 1; else x[fz_pick(in, (unsigned)(n * D))] = 0.0f; break;
-    default: ws += 1 + fz_pick(in, 7); break; /* the header: aligned for double */
+    default: ws = (uint8_t *)rho; break; /* the workspace overlapping rho */
     }
     want = wantb;
   } else {
@@ -482,7 +482,7 @@ static int run_cpn(fz_in *in, nk_context *ctx, unsigned op, int bad) {
 
 /* The h-calibration workspace (6 n K + 16448 doubles: over 128 KiB) does not fit an arena slot:
  * it gets its own region with a PROT_NONE guard page on each side, canary-filled, placed
- * against the trailing guard page, the leading one or at a multiple of 8 bytes; the call may
+ * against the trailing guard page, the leading one or at an odd offset; the call may
  * write its first `bytes` bytes (the contents are scratch), nothing else, and nothing at all
  * when it fails. */
 #define WS_CAP (192 * 1024)
@@ -502,7 +502,7 @@ static uint8_t *ws_place(fz_in *in, size_t bytes) {
   FZ_CHECK(bytes <= WS_CAP - 64, "workspace of %zu bytes does not fit", bytes);
   memset(ws_base, 0xFF, WS_CAP);
   const unsigned k = fz_pick(in, 4);
-  ws_off = k <= 1 ? (WS_CAP - bytes) & ~(size_t)7 : k == 2 ? 0 : 8 * (1 + fz_pick(in, 7));
+  ws_off = k <= 1 ? WS_CAP - bytes : k == 2 ? 0 : 1 + fz_pick(in, 63); /* any address */
   ws_len = bytes;
   return ws_base + ws_off;
 }
@@ -653,8 +653,8 @@ static int run_hcal(fz_in *in, nk_context *ctx, unsigned op, int bad) {
         break; }
       case 1: P[fz_pick(in, (unsigned)(n * K))] = fz_u8(in) & 1 ? NAN : (fz_u8(in) & 1 ? -1e-300 : 1.0000001); break;
       case 2: y[fz_pick(in, (unsigned)n)] = fz_u8(in) & 1 ? -1 : (int64_t)K; break;
-      case 3: if (wsb) wcall = wsb - 1 - fz_pick(in, 8); else kcall = 0; break;
-      case 4: ws += 1 + fz_pick(in, 7); break;
+      case 3: if (wsb) wcall = wsb - 1 - fz_pick(in, 8), want = NK_STATUS_MISUSE; else kcall = 0; break;
+      case 4: ws = NULL, want = NK_STATUS_MISUSE; break;
       default: if (dP) dP = P; else loss = NULL; break;
       }
     } else {
@@ -742,8 +742,8 @@ static int run_hcal(fz_in *in, nk_context *ctx, unsigned op, int bad) {
       case 0: d.veclen = 1 + 2 * fz_pick(in, 10); break;
       case 1: nu[fz_pick(in, (unsigned)M)] = NAN; break;
       case 2: if (n) y[fz_pick(in, (unsigned)n)] = (int64_t)K + fz_pick(in, 3); else kcall = 0; break;
-      case 3: wcall = wsb - 1 - fz_pick(in, 8); break;
-      case 4: ws += 1 + fz_pick(in, 7); break;
+      case 3: wcall = wsb - 1 - fz_pick(in, 8), want = NK_STATUS_MISUSE; break;
+      case 4: ws = NULL, want = NK_STATUS_MISUSE; break;
       default: if (dth) dth = th; else loss = (double *)(void *)y; break;
       }
       if (k == 5 && n == 0 && !dth) bad = 0, want = NK_OK, loss = place(in, 1, sizeof(double), &go);
@@ -785,8 +785,8 @@ static int run_hcal(fz_in *in, nk_context *ctx, unsigned op, int bad) {
     case 0: if (fz_u8(in) & 1) f.beta1 = 1.0; else f.lr = -1.0; break;
     case 1: f.eps = 0.0; break;
     case 2: if (n) y[0] = -1; else kcall = 0; break;
-    case 3: wcall = wsb - 1 - fz_pick(in, 8); break;
-    case 4: ws += 1 + fz_pick(in, 7); break;
+    case 3: wcall = wsb - 1 - fz_pick(in, 8), want = NK_STATUS_MISUSE; break;
+    case 4: ws = NULL, want = NK_STATUS_MISUSE; break;
     default: nu = th; break;
     }
   } else {
@@ -864,7 +864,7 @@ static int run_pcb(fz_in *in, nk_context *ctx, unsigned op, int bad) {
   } else {
     FZ_CHECK(sws == NK_OK, "pcb workspace size: %d (%s)", sws, ctx ? nk_context_message(ctx) : "");
   }
-  gw = fz_vec(wsb / 8, 8);
+  gw = fz_vec(wsb, 1); /* any address (normkit.h, "Workspaces") */
   uint8_t *ws = fz_place(in, &gw, NULL);
   size_t wcall = wsb;
   if (bad) {
@@ -873,8 +873,8 @@ static int run_pcb(fz_in *in, nk_context *ctx, unsigned op, int bad) {
     case 0: d.tasks = fz_u8(in) & 1 ? 0 : NK_PCB_MAX_TASKS + 1; break;
     case 1: { static const double br[] = {0.0, -0.1, 1.5, NAN}; d.keep_ratio = br[fz_pick(in, 4)]; break; }
     case 2: if (dp) tv[fz_pick(in, (unsigned)(n * dp))] = fz_u8(in) & 1 ? NAN : INFINITY; break;
-    case 3: if (dp) { if (wsb) wcall = wsb - 1 - fz_pick(in, 8); else tv = NULL; } break;
-    case 4: if (dp) ws += 1 + fz_pick(in, 7); break;
+    case 3: if (dp) { if (wsb) wcall = wsb - 1 - fz_pick(in, 8), want = ref_bad ? INV : NK_STATUS_MISUSE; else tv = NULL; } break;
+    case 4: if (dp) ws = NULL, want = ref_bad ? INV : NK_STATUS_MISUSE; break;
     default: if (dp) { if (fz_u8(in) & 1) out = tv; else out = NULL; } break;
     }
     if (dp == 0 && k >= 2) d.scale = NAN;

@@ -297,7 +297,10 @@ NK_TEST(invalid_arguments) {
   INV(nk_hcal_loss(actx, &d, N, 0, P, y, &L, NULL, ws, bytes));
   INV(nk_hcal_loss(actx, &d, N, K, NULL, y, &L, NULL, ws, bytes));
   INV(nk_hcal_loss(actx, &d, N, K, P, y, NULL, NULL, ws, bytes));
-  INV(nk_hcal_loss(actx, &d, N, K, P, y, &L, NULL, ws, 8));
+  NK_CHECK(nk_hcal_loss(actx, &d, N, K, P, y, &L, NULL, ws, 8) == NK_STATUS_MISUSE,
+           "short workspace"); /* MISUSE, as every workspace */
+  NK_CHECK(nk_hcal_loss(actx, &d, N, K, P, y, &L, NULL, NULL, bytes) == NK_STATUS_MISUSE,
+           "NULL workspace");
   INV(nk_hcal_loss(actx, &d, N, K, P, y, &L, P, ws, bytes)); /* dprobs == probs */
   P[4] = NAN;
   INV(nk_hcal_loss(actx, &d, N, K, P, y, &L, NULL, ws, bytes));
@@ -324,7 +327,8 @@ NK_TEST(invalid_arguments) {
   INV(nk_hcal_ensemble_fit(actx, &d, &fb, N, K, z, y, 2, t2, n2, NULL, ws, bytes));
   fb = f, fb.eps = 0.0;
   INV(nk_hcal_ensemble_fit(actx, &d, &fb, N, K, z, y, 2, t2, n2, NULL, ws, bytes));
-  INV(nk_hcal_ensemble_fit(actx, &d, &f, N, K, z, y, 2, t2, n2, NULL, ws, bytes / 2));
+  NK_CHECK(nk_hcal_ensemble_fit(actx, &d, &f, N, K, z, y, 2, t2, n2, NULL, ws, bytes / 2) ==
+               NK_STATUS_MISUSE, "fit: short workspace");
   NK_CHECK(t2[0] == 1 && t2[1] == 2 && n2[0] == 1, "fit wrote on failure");
   INV(nk_hcal_ensemble_init(actx, 0, t2, n2));
   INV(nk_hcal_workspace_size(actx, SIZE_MAX / 2, 4, 0, &bytes));

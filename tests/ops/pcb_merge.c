@@ -229,7 +229,7 @@ NK_TEST(clipping_bounds) {
 NK_TEST(invalid_arguments) {
   enum { D = 8 };
   float tv[2 * D], out[D];
-  double ws[3 * D + 4];
+  double ws[3 * D + 4 + NK_WORKSPACE_ALIGN / sizeof(double)];
   for (int i = 0; i < 2 * D; i++) tv[i] = (float)(i - 5);
   nk_pcb_merge_desc good = nk_pcb_merge_desc_default(2, D), d;
   size_t bytes = 0;
@@ -259,9 +259,20 @@ NK_TEST(invalid_arguments) {
   BAD(d.scale = INFINITY, CALL);
   BAD((void)0, nk_pcb_merge(actx, NULL, tv, NULL, NULL, out, ws, sizeof ws));
   BAD((void)0, nk_pcb_merge(actx, &d, NULL, NULL, NULL, out, ws, sizeof ws));
-  BAD((void)0, nk_pcb_merge(actx, &d, tv, NULL, NULL, out, NULL, sizeof ws));
-  BAD((void)0, nk_pcb_merge(actx, &d, tv, NULL, NULL, out, ws, sizeof ws - 8));
-  BAD((void)0, nk_pcb_merge(actx, &d, tv, NULL, NULL, out, (char *)ws + 4, sizeof ws - 8));
+  /* workspace NULL or short: MISUSE (as every workspace); any address works */
+  NK_CHECK(nk_pcb_merge(actx, &d, tv, NULL, NULL, out, NULL, sizeof ws) == NK_STATUS_MISUSE &&
+               nk_pcb_merge(actx, &d, tv, NULL, NULL, out, ws, sizeof ws - 1) == NK_STATUS_MISUSE,
+           "short workspace");
+  {
+    float out0[D];
+    static unsigned char raw[sizeof ws + NK_WORKSPACE_ALIGN];
+    NK_CHECK(nk_pcb_merge(actx, &d, tv, NULL, NULL, out0, ws, sizeof ws) == NK_OK, "aligned");
+    for (size_t off = 1; off < NK_WORKSPACE_ALIGN; off += 3) {
+      NK_CHECK(nk_pcb_merge(actx, &d, tv, NULL, NULL, out, raw + off, sizeof ws) == NK_OK &&
+                   memcmp(out, out0, sizeof out) == 0,
+               "workspace at offset %zu", off);
+    }
+  }
   BAD((void)0, nk_pcb_merge(actx, &d, tv, NULL, NULL, (float *)ws, ws, sizeof ws));
   BAD((void)0, nk_pcb_merge(actx, &d, tv, NULL, tv, (float *)tv + 4, ws, sizeof ws));
   const double badlam[2] = {1.0, NAN};
