@@ -68,7 +68,7 @@ test-sanitize: build-sanitize
 # 50%). `make fuzz` runs each for FUZZ_LONG_RUNS executions (not part of make test).
 FUZZ_RUNS ?= 20000
 FUZZ_LONG_RUNS ?= 1000000
-FUZZ_HARNESSES = rownorm softmax cross_entropy chnorm moments rowvar resnorm optim quant rlcal calib
+FUZZ_HARNESSES = rownorm softmax cross_entropy chnorm moments rowvar resnorm optim quant rlcal calib preln
 define nk_fuzz_run
 	for h in $(FUZZ_HARNESSES); do \
 	  rm -rf $(SAN_BUILD)/scratch/$$h && mkdir -p $(SAN_BUILD)/scratch/$$h && \

@@ -905,7 +905,16 @@ NK_API nk_status nk_batchnorm_bwd_apply(nk_context *ctx, const nk_batchnorm_desc
  * gamma/beta optional (f32). And into a preceding linear/conv layer whose output channel c is
  * row c of weight (C rows x k, row stride k) with optional bias: weight[c][:] *= scale_c,
  * bias_out_c = (bias_c - mean_c) * g r + b (bias NULL: treated as 0); bias_out (C floats) is
- * always required and may be bias itself.
+ * always required. Accuracy (tests/ops/batchnorm.c): scale and weight within 1 ulp of the
+ * float64 result; shift and bias_out within 1 ulp plus 1e-12 (|b| + |m| |g r|), m = mean_c
+ * (fold) or bias_c - mean_c (fold_linear).
+ * Aliasing: an output may be the very same array as ONE per-channel input — scale = gamma and
+ * shift = beta (the norm's own affine overwritten), bias_out = bias (or beta, running_mean ...);
+ * each channel reads its inputs before it writes. Any other overlap (partial, scale with shift,
+ * weight with anything) is INVALID_ARGUMENT; so are pointers not aligned to 4 bytes and sizes
+ * whose bytes overflow (channels x k included). No context: a failure has only its status.
+ * eps is checked first (a channels == 0 call with a bad eps fails); then channels == 0 is a
+ * no-op; k == 0 (weight may be NULL) still writes bias_out.
  * Returns OK or INVALID_ARGUMENT. */
 NK_API nk_status nk_batchnorm_fold(size_t channels, float eps, const float *running_mean,
                                    const float *running_var, const float *gamma,
@@ -2843,8 +2852,14 @@ NK_API nk_status nk_l1norm_bwd_rows(nk_context *ctx, const nk_norm_desc *desc, s
  * double, each output rounded once to f32. gamma/beta NULL mean 1/0; a bias NULL means 0 (the
  * output bias is then still written, unless b_out is NULL too, which needs beta NULL for a
  * reader: INVALID_ARGUMENT otherwise). Pre-RMSNorm outputs may be the very same arrays as the
- * inputs (in place); every other overlap is INVALID_ARGUMENT. D >= 1 (Pre-CRMSNorm: D >= 2),
- * any dimension 0 otherwise is a no-op. Returns OK or INVALID_ARGUMENT; never allocates.
+ * inputs (in place); every other overlap is INVALID_ARGUMENT, and so is a pointer not aligned to
+ * 4 bytes (every pointer given, also of an empty matrix). D >= 1 (Pre-CRMSNorm: D >= 2); out == 0
+ * (reader) or V == 0 (embedding) is a no-op; a writer with in == 0 (W, W_out may then be NULL)
+ * still centres b into b_out. Accuracy (fuzz harness tests/fuzz/preln.c; the unit tests check
+ * the formulas exactly): every output within 1 ulp of the float64 result, plus, for outputs
+ * that are sums — a reader's b_out, a writer's and an embedding's centred values — 1e-12 times
+ * the sum of the magnitudes of their terms (|b| + sum |W_j beta_j|; |w_i| + mean_i |w_i|), the
+ * double arithmetic's error. Returns OK or INVALID_ARGUMENT; never allocates.
  */
 
 /* Reader, Pre-RMSNorm: W (out x D), b (out) -> W_out = W diag(gamma) (out x D),

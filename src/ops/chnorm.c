@@ -887,13 +887,41 @@ nk_status nk_batchnorm_bwd_apply(nk_context *ctx, const nk_batchnorm_desc *d, do
 }
 
 /* ---- folding ------------------------------------------------------------------------------- */
+/*
+ * The folds take no context, so a failure has only its status. Every buffer is checked as the
+ * other operators check theirs (validate.h): f32 pointers aligned to 4 bytes, byte sizes that do
+ * not overflow the address space, and no output overlapping another buffer, except that an
+ * output (scale, shift, bias_out) may be exactly one per-channel input array: channel c reads all
+ * of its inputs before it writes its outputs, so that is an elementwise in-place update. weight
+ * (in and out) may overlap nothing. Per-channel arrays are spans of one row of `channels`
+ * elements (a non-zero stride, so that exact aliasing is recognised).
+ */
+
+static int fold_alias_ok(const span *out, const span *other) {
+  return !other->output && !nk__span_is(other, "weight") && !nk__span_is(out, "weight");
+}
+
+static nk_status fold_vec(const char *op, span *s, const char *name, const float *p, size_t C,
+                          int output) {
+  return nk__tensor_span(NULL, op, s, name, p, (ptrdiff_t)C, 1, C, NK_DTYPE_F32, output);
+}
 
 nk_status nk_batchnorm_fold(size_t channels, float eps, const float *running_mean,
                             const float *running_var, const float *gamma, const float *beta,
                             float *scale, float *shift) {
+  static const char op[] = "batchnorm_fold";
   if (!(eps > 0.0f) || !isfinite(eps)) return NK_STATUS_INVALID_ARGUMENT;
   if (channels == 0) return NK_STATUS_OK;
   if (!running_mean || !running_var || !scale || !shift) return NK_STATUS_INVALID_ARGUMENT;
+  if (channels > (size_t)PTRDIFF_MAX) return NK_STATUS_INVALID_ARGUMENT;
+  span s[6];
+  TRY(fold_vec(op, &s[0], "running_mean", running_mean, channels, 0));
+  TRY(fold_vec(op, &s[1], "running_var", running_var, channels, 0));
+  TRY(fold_vec(op, &s[2], "gamma", gamma, channels, 0));
+  TRY(fold_vec(op, &s[3], "beta", beta, channels, 0));
+  TRY(fold_vec(op, &s[4], "scale", scale, channels, 1));
+  TRY(fold_vec(op, &s[5], "shift", shift, channels, 1));
+  TRY(nk__check_overlaps(NULL, op, s, 6, fold_alias_ok));
   for (size_t c = 0; c < channels; c++) {
     const double r = 1.0 / sqrt((double)running_var[c] + (double)eps);
     const double gr = (gamma ? (double)gamma[c] : 1.0) * r;
@@ -909,19 +937,33 @@ nk_status nk_batchnorm_fold_linear(size_t channels, size_t k, float eps,
                                    const float *running_mean, const float *running_var,
                                    const float *gamma, const float *beta, float *weight,
                                    const float *bias, float *bias_out) {
+  static const char op[] = "batchnorm_fold_linear";
   if (!(eps > 0.0f) || !isfinite(eps)) return NK_STATUS_INVALID_ARGUMENT;
   if (channels == 0) return NK_STATUS_OK;
   if (!running_mean || !running_var || !bias_out || (k && !weight))
     return NK_STATUS_INVALID_ARGUMENT;
   size_t total;
   if (!nk__mul_size(channels, k, &total)) return NK_STATUS_INVALID_ARGUMENT;
+  if (channels > (size_t)PTRDIFF_MAX || k > (size_t)PTRDIFF_MAX) return NK_STATUS_INVALID_ARGUMENT;
+  span s[7];
+  TRY(fold_vec(op, &s[0], "running_mean", running_mean, channels, 0));
+  TRY(fold_vec(op, &s[1], "running_var", running_var, channels, 0));
+  TRY(fold_vec(op, &s[2], "gamma", gamma, channels, 0));
+  TRY(fold_vec(op, &s[3], "beta", beta, channels, 0));
+  TRY(fold_vec(op, &s[4], "bias", bias, channels, 0));
+  TRY(fold_vec(op, &s[5], "bias_out", bias_out, channels, 1));
+  if ((uintptr_t)weight % sizeof(float) != 0) return NK_STATUS_INVALID_ARGUMENT; /* even if k 0 */
+  TRY(nk__tensor_span(NULL, op, &s[6], "weight", k ? weight : NULL, (ptrdiff_t)k, channels, k,
+                      NK_DTYPE_F32, 1));
+  TRY(nk__check_overlaps(NULL, op, s, 7, fold_alias_ok));
   for (size_t c = 0; c < channels; c++) {
     const double r = 1.0 / sqrt((double)running_var[c] + (double)eps);
     const double gr = (gamma ? (double)gamma[c] : 1.0) * r;
     const double b = beta ? (double)beta[c] : 0.0;
     const double b0 = bias ? (double)bias[c] : 0.0;
+    const double mean = running_mean[c];
     for (size_t i = 0; i < k; i++) weight[c * k + i] = (float)((double)weight[c * k + i] * gr);
-    bias_out[c] = (float)((b0 - (double)running_mean[c]) * gr + b);
+    bias_out[c] = (float)((b0 - mean) * gr + b);
   }
   return NK_STATUS_OK;
 }

@@ -25,6 +25,18 @@ static int bad_alias(const float *out, size_t n_out, const float *in, size_t n_i
   return !(same_ok && out == in && n_out == n_in);
 }
 
+/* Every given pointer aligned to 4 bytes (normkit's rule: a pointer is aligned to its element;
+ * a misaligned one is INVALID_ARGUMENT). names: one per pointer. */
+static nk_status check_aligned(nk_context *ctx, const char *op, const float *const *p,
+                               const char *const *names, int n) {
+  for (int i = 0; i < n; i++)
+    if (p[i] != NULL && (uintptr_t)p[i] % sizeof(float) != 0)
+      return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT,
+                      "%s: %s (%p) is not aligned to its element size (4 bytes)", op, names[i],
+                      (const void *)p[i]);
+  return NK_STATUS_OK;
+}
+
 static nk_status check_sizes(nk_context *ctx, const char *op, size_t a, size_t b, size_t *ab) {
   if (!nk__mul_size(a, b, ab))
     return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: %zu x %zu overflows", op, a, b);
@@ -49,6 +61,11 @@ static nk_status reader(nk_context *ctx, int crms, size_t D, size_t out, const f
     return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: %s is NULL", op, W ? "W_out" : "W");
   if (b_out == NULL && (beta != NULL || b != NULL))
     return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: b_out is NULL but the bias is not 0", op);
+  {
+    const float *const p[6] = {gamma, beta, W, b, W_out, b_out};
+    static const char *const names[6] = {"gamma", "beta", "W", "b", "W_out", "b_out"};
+    TRY(check_aligned(ctx, op, p, names, 6));
+  }
   const float *ins[4] = {gamma, beta, W, b};
   const size_t ins_n[4] = {D, D, nw, out};
   for (int i = 0; i < 4; i++) {
@@ -104,6 +121,11 @@ static nk_status writer(nk_context *ctx, int crms, size_t D, size_t in, const fl
     return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: %s is NULL", op, W ? "W_out" : "W");
   if ((b == NULL) != (b_out == NULL))
     return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: b and b_out must both be given or both NULL", op);
+  {
+    const float *const p[4] = {W, b, W_out, b_out};
+    static const char *const names[4] = {"W", "b", "W_out", "b_out"};
+    TRY(check_aligned(ctx, op, p, names, 4));
+  }
   if (bad_alias(W_out, nwo, W, nw, !crms) || bad_alias(W_out, nwo, b, D, 0) ||
       bad_alias(b_out, Dn, b, D, !crms) || bad_alias(b_out, Dn, W, nw, 0) ||
       overlaps(W_out, nwo, b_out, Dn))
@@ -146,6 +168,11 @@ static nk_status embedding(nk_context *ctx, int crms, size_t V, size_t D, const 
   const size_t Dn = crms ? D - 1 : D;
   if (E == NULL || E_out == NULL)
     return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: %s is NULL", op, E ? "E_out" : "E");
+  {
+    const float *const p[2] = {E, E_out};
+    static const char *const names[2] = {"E", "E_out"};
+    TRY(check_aligned(ctx, op, p, names, 2));
+  }
   if (bad_alias(E_out, V * Dn, E, ne, !crms))
     return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: E_out overlaps E", op);
   for (size_t v = 0; v < V; v++) {

@@ -428,4 +428,18 @@ void nk_ref_l1norm_bwd(size_t rows, size_t cols, const double *h, const double *
                        double eps, double scale, const double *dy, double *dx, double *dgamma,
                        double *dbeta);
 
+/* The Pre-LN -> Pre-RMSNorm (crms 0) / Pre-CRMSNorm (crms 1) conversions (normkit.h
+ * nk_preln_to_*; rowvariants.c), in long double, each result rounded once to double. Dense
+ * row-major; gamma/beta/b NULL mean 1/0/0.
+ * reader: W (out x D) -> W_out (out x Dn), Dn = D - crms, W_out[o][j] = W[o][j] g_j
+ *   - crms W[o][D-1] g_{D-1}; b_out (out) = b + W beta.
+ * writer: W (D x in) -> W_out (Dn x in), each column minus its mean over the D rows; b (D, may
+ *   be NULL) -> b_out (Dn) likewise.
+ * embedding: E (V x D) -> E_out (V x Dn), each row minus its mean. */
+void nk_ref_preln_reader(int crms, size_t D, size_t out, const double *gamma, const double *beta,
+                         const double *W, const double *b, double *W_out, double *b_out);
+void nk_ref_preln_writer(int crms, size_t D, size_t in, const double *W, const double *b,
+                         double *W_out, double *b_out);
+void nk_ref_preln_embedding(int crms, size_t V, size_t D, const double *E, double *E_out);
+
 #endif /* NK_REFERENCE_H */

@@ -93,3 +93,46 @@ void nk_ref_l1norm_bwd(size_t rows, size_t cols, const double *h, const double *
     }
   }
 }
+
+/* ---- Pre-LN -> Pre-RMSNorm / Pre-CRMSNorm conversions (spec §3.3) ---------------------------- */
+
+void nk_ref_preln_reader(int crms, size_t D, size_t out, const double *gamma, const double *beta,
+                         const double *W, const double *b, double *W_out, double *b_out) {
+  const size_t Dn = crms ? D - 1 : D;
+  for (size_t o = 0; o < out; o++) {
+    const double *w = W + o * D;
+    long double acc = b ? b[o] : 0.0L;
+    for (size_t j = 0; beta && j < D; j++) acc += (long double)w[j] * beta[j]; /* NULL: no term */
+    b_out[o] = (double)acc;
+    const long double last = crms ? (long double)w[D - 1] * (gamma ? gamma[D - 1] : 1.0L) : 0.0L;
+    for (size_t j = 0; j < Dn; j++)
+      W_out[o * Dn + j] = (double)((long double)w[j] * (gamma ? gamma[j] : 1.0L) - last);
+  }
+}
+
+void nk_ref_preln_writer(int crms, size_t D, size_t in, const double *W, const double *b,
+                         double *W_out, double *b_out) {
+  const size_t Dn = crms ? D - 1 : D;
+  for (size_t j = 0; j < in; j++) {
+    long double m = 0.0L;
+    for (size_t i = 0; i < D; i++) m += W[i * in + j];
+    m /= (long double)D;
+    for (size_t i = 0; i < Dn; i++) W_out[i * in + j] = (double)(W[i * in + j] - m);
+  }
+  if (b != NULL) {
+    long double m = 0.0L;
+    for (size_t i = 0; i < D; i++) m += b[i];
+    m /= (long double)D;
+    for (size_t i = 0; i < Dn; i++) b_out[i] = (double)(b[i] - m);
+  }
+}
+
+void nk_ref_preln_embedding(int crms, size_t V, size_t D, const double *E, double *E_out) {
+  const size_t Dn = crms ? D - 1 : D;
+  for (size_t v = 0; v < V; v++) {
+    long double m = 0.0L;
+    for (size_t i = 0; i < D; i++) m += E[v * D + i];
+    m /= (long double)D;
+    for (size_t i = 0; i < Dn; i++) E_out[v * Dn + i] = (double)(E[v * D + i] - m);
+  }
+}

@@ -298,9 +298,39 @@ NK_TEST(bad_inputs) {
   nk_context_destroy(ctx);
 }
 
+/* Misaligned pointers are INVALID_ARGUMENT with a message and nothing written (they were
+ * accepted and used before: fuzz harness tests/fuzz/preln.c, rule "misaligned"). */
+NK_TEST(misaligned_pointers) {
+  static float pool[64];
+  float snap[64];
+  for (int i = 0; i < 64; i++) pool[i] = (float)i;
+  memcpy(snap, pool, sizeof pool);
+  float *in = pool, *o = pool + 32;
+  float *min = (float *)((char *)in + 2), *mo = (float *)((char *)o + 1);
+  nk_context *ctx = NULL;
+  NK_REQUIRE(nk_context_create(&ctx) == NK_OK, "ctx");
+#define MIS(call, what)                                                                          \
+  do {                                                                                           \
+    NK_CHECK((call) == NK_STATUS_INVALID_ARGUMENT && nk_context_message(ctx)[0],                 \
+             "%s: not INVALID_ARGUMENT with a message", what);                                   \
+    NK_CHECK(memcmp(snap, pool, sizeof pool) == 0, "%s: something was written", what);          \
+  } while (0)
+  MIS(nk_preln_to_prerms_reader(ctx, 4, 2, min, NULL, in + 8, NULL, o, o + 8), "reader gamma");
+  MIS(nk_preln_to_precrms_reader(ctx, 4, 2, NULL, NULL, in, in + 8, o, mo + 8), "reader b_out");
+  MIS(nk_preln_to_prerms_reader(ctx, 4, 2, NULL, NULL, in, NULL, mo, NULL), "reader W_out");
+  MIS(nk_preln_to_prerms_writer(ctx, 4, 2, min, NULL, o, NULL), "writer W");
+  MIS(nk_preln_to_precrms_writer(ctx, 4, 2, in, in + 8, o, mo + 8), "writer b_out");
+  MIS(nk_preln_to_prerms_writer(ctx, 4, 0, NULL, min + 8, NULL, o), "writer b, in 0");
+  MIS(nk_preln_to_prerms_embedding(ctx, 2, 4, min, o), "embedding E");
+  MIS(nk_preln_to_precrms_embedding(ctx, 2, 4, in, mo), "embedding E_out");
+#undef MIS
+  nk_context_destroy(ctx);
+}
+
 int main(void) {
   NK_RUN(block_output_is_unchanged_by_both_conversions);
   NK_RUN(conversion_formulas_and_in_place);
   NK_RUN(bad_inputs);
+  NK_RUN(misaligned_pointers);
   return nk_test_summary();
 }
