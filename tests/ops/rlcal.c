@@ -869,15 +869,17 @@ NK_TEST(compositional_invalid) {
   EXPECT_INVALID(nk_clr_partial_corr(actx, 2, 3, x, 1e-10, rho, pv, work, sizeof work), CLEAN);
   x[4] = 5.0f;
   EXPECT_INVALID(nk_clr_transform(actx, 2, 3, x, NULL), CLEAN);
+  nk_status st;
   EXPECT_INVALID(nk_clr_partial_corr(actx, 1, 3, x, 1e-10, rho, pv, work, sizeof work), CLEAN);
   EXPECT_INVALID(nk_clr_partial_corr(actx, 2, 1, x, 1e-10, rho, pv, work, sizeof work), CLEAN);
   EXPECT_INVALID(nk_clr_partial_corr(actx, 2, 3, x, 0.0, rho, pv, work, sizeof work), CLEAN);
   EXPECT_INVALID(nk_clr_partial_corr(actx, 2, 3, x, NAN, rho, pv, work, sizeof work), CLEAN);
   EXPECT_INVALID(nk_clr_partial_corr(actx, 2, 3, x, 1e-10, NULL, pv, work, sizeof work), CLEAN);
-  EXPECT_INVALID(nk_clr_partial_corr(actx, 2, 3, x, 1e-10, rho, pv, NULL, sizeof work), CLEAN);
+  st = nk_clr_partial_corr(actx, 2, 3, x, 1e-10, rho, pv, NULL, sizeof work);
+  NK_CHECK(st == NK_STATUS_MISUSE && CLEAN, "NULL workspace: %s", nk_status_string(st));
   EXPECT_INVALID(nk_clr_partial_corr(actx, 2, 3, x, 1e-10, rho, rho + 1, work, sizeof work),
                  all_bytes(out, sizeof out, POISON));
-  nk_status st = nk_clr_partial_corr(actx, 2, 3, x, 1e-10, rho, pv, work, 8);
+  st = nk_clr_partial_corr(actx, 2, 3, x, 1e-10, rho, pv, work, 8);
   NK_CHECK(st == NK_STATUS_MISUSE && CLEAN, "small workspace: %s", nk_status_string(st));
 #undef CLEAN
 }
