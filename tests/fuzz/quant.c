@@ -348,13 +348,9 @@ static void norm_case(fz_in *in, nk_context *ctx, unsigned op, unsigned bad, siz
     /* the header's bound against the float64 reference, where y is a finite f32 row of normal
      * magnitude (FakeLN: y may overflow f32 or lie in the subnormals, where the f32 y carries an
      * absolute error the relative bound does not cover; the own-forward check above covers it) */
-    /* OPEN (docs/security.md, tests/fuzz/known/quant-layernorm-q8-subnormal-differences): with
-     * every |h - mu| in the f32 subnormals, h - mu carries an absolute error of 2^-149 that an
-     * eps-dominated rstd turns into y errors above 2e-6 m (the float forward gives the same
-     * bits: the own-forward check above still runs); such rows are not checked here */
-    double dmax = 0.0;
-    for (size_t j = 0; j < C; j++) dmax = fmax(dmax, fabs(hi[j] - (op == OP_RMS_Q8 ? 0.0 : mr[i])));
-    if (dmax < 0x1p-126) continue;
+    /* (rows whose every |h - mu| is an f32 subnormal were excluded here until the LayerNorm
+     * forward sent rows with 0 < |mean| < 2^-100 to its double routine: tests/fuzz/known/
+     * quant-layernorm-q8-subnormal-differences, tests/ops/rownorm_regress.c) */
     if (!(A >= 0x1p-126) || A * (1.0 + 4e-6) >= FLT_MAX || hmu_over) continue;
     if (!groups) {
       const double sref = nk_ref_q8_row(C, yi, qref);
