@@ -433,6 +433,16 @@ static int adamp_sgdp(fz_in *in, int sgdp, unsigned bad, nk_context *ctx) {
     for (size_t i = 0; i < n; i++)
       if (fabs(mr[i]) / (sqrt(vr[i]) / sqrt(bc2) + ad.eps) > 1e6) return 1;
   }
+  /* OPEN (docs/security.md): a projected SGDP step whose update dwarfs the weights (lr |d| >
+   * 1e6 |p|: gradient 1e18 parallel to weights of 1e4) cancels in the projection to rounding
+   * noise of the update, which differs between the blocked and the sequential sums (param 8488
+   * against 9000: tests/fuzz/known/optim-sgdp-projection-cancellation-open): not compared */
+  if (sgdp && view0 != NK_OPTIM_PROJECTION_NONE) {
+    double pm = 0.0, dm = 0.0;
+    for (size_t i = 0; i < n; i++)
+      pm = fmax(pm, fabs(p_old[i])), dm = fmax(dm, fabs(mr[i]) + fabs(gr[i]));
+    if (sd.lr * dm > 1e6 * pm) return 1;
+  }
   cmp_param(n, p, pr, p_old);
   cmp_drift(sgdp ? "momentum_buf" : "exp_avg", n, m, mr);
   if (!sgdp) cmp_drift("exp_avg_sq", n, v, vr);

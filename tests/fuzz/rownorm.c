@@ -177,8 +177,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (use_rows || R == 0 || C == 0 || !all_finite) return 0;
 
   /* ---- backward, from this forward's h (or y), mean and rstd ---- */
+  /* y as stored (the input of the from-y backward), mean and rstd: copied out of the arena
+   * before fz_begin, whose new placements reuse (and canary-fill) the forward's slots */
   static double yv[MAXR * MAXC];
-  memcpy(yv, got, R * C * sizeof(double)); /* y as stored: the input of the from-y backward */
+  static float mean_v[MAXR], rstd_v[MAXR];
+  memcpy(yv, got, R * C * sizeof(double));
+  memcpy(rstd_v, rstd, R * 4);
+  if (!rms) memcpy(mean_v, mean, R * 4);
   fz_begin();
   nk_norm_desc b = d;
   const unsigned bopt = fz_u8(&in);
@@ -216,10 +221,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     for (size_t j = 0; j < C; j++) fz_set(b2, j, b_r[j], pdt);
   }
   float *m2 = NULL, *rs2 = fz_place(&in, &gs, NULL);
-  memcpy(rs2, rstd, R * 4);
+  memcpy(rs2, rstd_v, R * 4);
   if (!rms && !from_y) {
     m2 = fz_place(&in, &gs, NULL);
-    memcpy(m2, mean, R * 4);
+    memcpy(m2, mean_v, R * 4);
   }
   void *dy = fz_place(&in, &bdy, NULL);
   fz_fill(&in, dy, &bdy, dt, &tame, dyr);
@@ -290,7 +295,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       }
       mgd = rms ? 0.0 : mgd / (double)C, mgx /= (double)C;
       for (size_t j = 0; j < C; j++) {
-        dxr[i * C + j] = (double)rstd[i] * (geff[j] * dyr[i * C + j] - mgd - xh[i * C + j] * mgx);
+        dxr[i * C + j] = (double)rstd_v[i] * (geff[j] * dyr[i * C + j] - mgd - xh[i * C + j] * mgx);
         if (i >= q0 && i < q1) dgr[j] += dyr[i * C + j] * xh[i * C + j], dbr[j] += dyr[i * C + j];
       }
     }
@@ -327,7 +332,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       bsum[j] += fabs(dyr[i * C + j]);
     }
     for (size_t j = 0; j < C; j++) gsum[j] += fabs(dyr[i * C + j]) * mx;
-    const double S = (from_y ? (double)rstd[i] : rsr[i]) * mg * mx;
+    const double S = (from_y ? (double)rstd_v[i] : rsr[i]) * mg * mx;
     for (size_t j = 0; j < C; j++) {
       double ref = dxr[i * C + j];
       if (dh) ref += dhr[i * C + j];
