@@ -262,9 +262,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   fz_fill(&in, dy, &bdy, dt, &tame, dyr);
   void *dx = dx_on_dy ? dy : dx_on_y ? y2 : fz_place(&in, &bdx, NULL);
   fz_writable(dx, &bdx);
+  /* 1 in 2: the _rows form over [0, k) and [k, R) (two calls, as a caller splitting rows) */
+  const int brows = (bopt & 4) != 0;
+  const size_t kcut = brows ? fz_pick(&in, (unsigned)R + 1) : 0;
   fz_snapshot();
-  st = nk_softmax_bwd(ctx, &b, y2, dy, NULL, NULL, dx, NULL);
-  FZ_CHECK(st == NK_OK, "bwd: status %d (%s)", st, nk_context_message(ctx));
+  if (brows) {
+    st = nk_softmax_bwd_rows(ctx, &b, 0, kcut, y2, dy, NULL, NULL, dx, NULL);
+    if (st == NK_OK) st = nk_softmax_bwd_rows(ctx, &b, kcut, R, y2, dy, NULL, NULL, dx, NULL);
+  } else {
+    st = nk_softmax_bwd(ctx, &b, y2, dy, NULL, NULL, dx, NULL);
+  }
+  FZ_CHECK(st == NK_OK, "bwd%s: status %d (%s)", brows ? " rows" : "", st,
+           nk_context_message(ctx));
   fz_check_arena(1, "bwd");
   nk_ref_softmax_bwd(R, C, yv, dyr, log_, b.scale, dxr, NULL);
   fz_read(dx, &bdx, dt, got);
