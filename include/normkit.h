@@ -1727,7 +1727,9 @@ NK_API nk_status nk_grpo_advantages(nk_context *ctx, size_t groups, const size_t
  *   adv           OUT n floats.
  *   alpha, beta   OUT optional: the fitted parameters (double).
  * Multi-component rewards (the paper's advantage decomposition): call once per component and
- * average the advantages. Accuracy: alpha, beta 1e-12 relative; adv 1 ulp + 1e-12 relative.
+ * average the advantages. Accuracy: alpha, beta 1e-12 relative; adv 1 ulp + (1e-12 + 8
+ * DBL_EPSILON (|lgamma(alpha)| + |lgamma(beta)| + |lgamma(alpha + beta)|)) relative (the
+ * log-density's terms grow with alpha + beta: 7e-8 relative at alpha ~ 5e8).
  * Returns OK or INVALID_ARGUMENT. */
 #define NK_BNPO_CLIP_DEFAULT 1e6
 NK_API nk_status nk_bnpo_advantages(nk_context *ctx, size_t groups, const size_t *group_sizes,
