@@ -2272,7 +2272,8 @@ NK_API nk_status nk_unifiednorm_fold(size_t channels, float eps, const float *ph
  * x, dy, gamma or v of a channel: its dx and parameter gradients are non-finite (NaN or inf).
  * The workspace may have any alignment.
  * Range: |x| <= FLT_MAX/4 (as the channel norms); as for PowerNorm, an f32 intermediate beyond
- * FLT_MAX or subnormal (v x + s_i, x/d, gamma dy, gh/d, S0's x x and sigmoid near underflow)
+ * FLT_MAX or subnormal (v x + s_i, x/d, gamma dy, gh/d, B0's delta = gh x/d^2, S0's x x and
+ * sigmoid near underflow)
  * gives +-inf, 0 or few digits; B0 where v x + s_i cancels (|s_i| > 8 d) carries the f32
  * rounding of the saved s_i amplified by s_i/d (both open, docs/security.md).
  * Edge cases: N, C or S == 0: no-op; a constant instance has s_i = sqrt(eps) (finite gradients);

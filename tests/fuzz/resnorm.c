@@ -1021,7 +1021,10 @@ static int evo_big(int s0, int affine, double x, double dy, double g, double v, 
   /* OPEN (docs/security.md): d = v x + s_i where it cancels (|s_i| > 8 d) carries the f32
    * rounding of the saved s_i amplified by s_i / d */
   if (d == t && fabs(si) > 8.0 * fabs(t)) return 1;
-  return big(v * x) || big(t) || big(q) || big(q * g) || big(gh) || big(gh / d) || big(gh * q);
+  /* delta = -(gh q)/d is f32 too (gamma 1e30, d 0.003: delta 1e39 = inf, times x - mu = 0 gave
+   * NaN; tests/fuzz/known/resnorm-evonorm-b0-delta-beyond-flt-max) */
+  return big(v * x) || big(t) || big(q) || big(q * g) || big(gh) || big(gh / d) || big(gh * q) ||
+         big(gh * q / d);
 }
 
 static int evonorm(fz_in *in, int op, unsigned bad, nk_context *ctx) {
