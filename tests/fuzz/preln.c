@@ -329,11 +329,8 @@ static int fold(fz_in *in, unsigned kind, unsigned bad) {
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  fz_setup("preln");
-  fz_begin();
-  fz_execs++;
   fz_in in;
-  fz_init(&in, data, size);
+  fz_start(&in, "preln", data, size);
   const unsigned bad = fz_pick(&in, 8) == 0 ? 1 + fz_pick(&in, BAD_COUNT - 1) : BAD_NONE;
   nk_context *ctx = fz_context(&in);
   const unsigned kind = fz_pick(&in, 5);

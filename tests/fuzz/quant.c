@@ -692,11 +692,8 @@ static void to_ln_case(fz_in *in, nk_context *ctx, unsigned bad, size_t C) {
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  fz_setup("quant");
-  fz_begin();
-  fz_execs++;
   fz_in in;
-  fz_init(&in, data, size);
+  fz_start(&in, "quant", data, size);
 
   const unsigned op = fz_pick(&in, OP_COUNT);
   unsigned bad = fz_pick(&in, 8) == 0 ? 1 + fz_pick(&in, BAD_COUNT - 1) : BAD_NONE;

@@ -693,11 +693,8 @@ static int run_lsc(fz_in *in, nk_context *ctx, unsigned op, int bad) {
 /* ------------------------------------------------------------------ entry ------------------- */
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  fz_setup("rlcal");
-  fz_begin();
-  fz_execs++;
   fz_in in;
-  fz_init(&in, data, size);
+  fz_start(&in, "rlcal", data, size);
   const int bad = fz_pick(&in, 8) == 0;
   nk_context *ctx = fz_context(&in);
   const unsigned op = fz_pick(&in, OP_COUNT);
