@@ -26,6 +26,7 @@
 #include <float.h>
 
 #include "fuzz.h"
+#include "q8_util.h"
 #include "reference.h"
 
 #define MAXR 6
@@ -54,32 +55,6 @@ static void expect_failure(nk_status st, nk_status want, nk_context *ctx, unsign
            ctx ? nk_context_message(ctx) : "");
   FZ_CHECK(ctx == NULL || nk_context_message(ctx)[0], "%s: no message for a failure", op_name(op));
   fz_check_arena(0, op_name(op));
-}
-
-/* tests/ops/norm_q8.c quantize_f32_row: the documented row rule on an f32 row. */
-static void quantize_f32_row(size_t n, const float *y, int8_t *q, float *scale) {
-  uint32_t a = 0;
-  for (size_t j = 0; j < n; j++) {
-    uint32_t u;
-    memcpy(&u, &y[j], 4);
-    u &= 0x7FFFFFFFu;
-    a = u > a ? u : a;
-  }
-  float A;
-  memcpy(&A, &a, 4);
-  if (a >= 0x7F800000u || a == 0) {
-    *scale = a ? NAN : 0.0f;
-    memset(q, 0, n);
-    return;
-  }
-  const float pre = A < 0x1p-100f ? 0x1p64f : 1.0f;
-  const float inv = (float)(127.0 / ((double)A * pre));
-  *scale = (float)((double)A / 127.0);
-  for (size_t j = 0; j < n; j++) {
-    float t = rintf((y[j] * pre) * inv);
-    t = t > 127.0f ? 127.0f : t < -127.0f ? -127.0f : t;
-    q[j] = (int8_t)t;
-  }
 }
 
 /* Power-of-two groups of one row of n values v (doubles; NaN/inf allowed): the exact rule of

@@ -8,6 +8,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "q8_util.h"
 #include "reference.h"
 #include "test.h"
 #include "util.h"
@@ -179,32 +180,8 @@ NK_TEST(pow2_groups_within_one_step) {
       }
 }
 
-/* Quantizing nk_*_fwd's own f32 output with the documented rule gives the fused op's bits. */
-static void quantize_f32_row(size_t n, const float *y, int8_t *q, float *scale) {
-  uint32_t a = 0;
-  for (size_t j = 0; j < n; j++) {
-    uint32_t u;
-    memcpy(&u, &y[j], 4);
-    u &= 0x7FFFFFFFu;
-    a = u > a ? u : a;
-  }
-  float A;
-  memcpy(&A, &a, 4);
-  if (a >= 0x7F800000u || a == 0) {
-    *scale = a ? NAN : 0.0f;
-    memset(q, 0, n);
-    return;
-  }
-  const float pre = A < 0x1p-100f ? 0x1p64f : 1.0f;
-  const float inv = (float)(127.0 / ((double)A * pre));
-  *scale = (float)((double)A / 127.0);
-  for (size_t j = 0; j < n; j++) {
-    float t = rintf((y[j] * pre) * inv);
-    t = t > 127.0f ? 127.0f : t < -127.0f ? -127.0f : t;
-    q[j] = (int8_t)t;
-  }
-}
-
+/* Quantizing nk_*_fwd's own f32 output with the documented rule (q8_util.h) gives the fused
+ * op's bits. */
 NK_TEST(same_bits_as_quantized_float_forward) {
   nk_rng g = {0xF00DF00Du};
   const double scales[] = {1.0, 1e-35, 1e30, 1e-3};
