@@ -335,6 +335,45 @@ NK_TEST(huge_equal_logits) {
   }
 }
 
+/* Label smoothing takes the row's mean logit from f32 partial sums; those overflowed for rows
+ * of -FLT_MAX logits (loss +inf where the exact loss is log n; cross_entropy fuzz harness,
+ * tests/fuzz/known/cross_entropy-smoothing-logit-sum-overflow). Widths within one block, one
+ * block and several blocks; every logit -FLT_MAX, and half -FLT_MAX, half 0. */
+NK_TEST(smoothing_sum_of_max_logits) {
+  static const size_t ns[] = {2, 64, 1024, 3000};
+  static float x[3000];
+  for (size_t w = 0; w < sizeof ns / sizeof ns[0]; w++)
+    for (int half = 0; half < 2; half++) {
+      const size_t n = ns[w];
+      double z[3000], rl[1], rlse[1];
+      for (size_t j = 0; j < n; j++) {
+        x[j] = half && j % 2 ? 0.0f : -FLT_MAX;
+        z[j] = x[j];
+      }
+      int64_t tg[1] = {0};
+      float loss[1], lse[1];
+      nk_cross_entropy_desc d = nk_cross_entropy_desc_dense(1, n, NK_DTYPE_F32);
+      d.reduction = NK_REDUCTION_SUM, d.label_smoothing = 0.1f;
+      static double ws[64] __attribute__((aligned(64)));
+      size_t need = 0;
+      NK_CHECK(nk_cross_entropy_workspace_size(&d, &need) == 0 && need <= sizeof ws, "ws %zu", need);
+      NK_CHECK(nk_cross_entropy(g_ctx, &d, x, tg, loss, NULL, lse, ws, sizeof ws) == 0, "status: %s",
+               nk_context_message(g_ctx));
+      nk_ref_cross_entropy(1, n, z, tg, -100, (double)0.1f, 0.0, 2, 1.0, rl, NULL, rlse);
+      /* all -FLT_MAX: log n exactly; half: 0.1 (L + FLT_MAX/2) + 0.9 (L + FLT_MAX), L = log(n/2) */
+      const double want = half ? (double)0.1f * (log(n / 2.0) + FLT_MAX / 2.0) +
+                                     (1.0 - (double)0.1f) * (log(n / 2.0) + FLT_MAX)
+                               : log((double)n);
+      NK_CHECK(fabs(rl[0] - want) <= 1e-12 * want, "reference %.9g, exact %.9g", rl[0], want);
+      /* the documented bound (docs/ops/cross_entropy.md): the smoothing term carries
+       * 2e-6 ls mean|z| (f32 partial sums), the double L 1e-15 |L| */
+      const double mz = half ? FLT_MAX / 2.0 : FLT_MAX;
+      const double B = 2e-6 + 2e-6 * (double)0.1f * mz + 1e-15 * FLT_MAX;
+      NK_CHECK(isfinite(loss[0]) && fabs(loss[0] - want) <= B,
+               "n %zu half %d: loss %.9g, exact %.9g", n, half, (double)loss[0], want);
+    }
+}
+
 NK_TEST(forward_only_and_inplace) {
   for (int t = 0; t < 3; t++)
     for (int red = 0; red < 3; red++) {
@@ -401,6 +440,7 @@ int main(void) {
   NK_RUN_TIMED(vocabulary_sizes);
   NK_RUN_TIMED(extreme_logits);
   NK_RUN_TIMED(huge_equal_logits);
+  NK_RUN_TIMED(smoothing_sum_of_max_logits);
   NK_RUN_TIMED(forward_only_and_inplace);
   NK_RUN_TIMED(invalid_target_and_workspace);
   printf("worst error / bound: %.3f\n", worst);

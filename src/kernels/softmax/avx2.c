@@ -284,7 +284,8 @@ NK_INLINE void tp_vec(nk_dtype dt, const zsrc *s, size_t i, size_t k, int full, 
   *M = keep8(*M, Mn, k, full);
   *N = keep8(*N, Nn, k, full);
   *mx = keep8(*mx, _mm256_max_ps(z, *mx), k, full);
-  if (with_t) *T = keep8(*T, _mm256_add_ps(*T, z), k, full);
+  if (with_t)
+    *T = keep8(*T, _mm256_fmadd_ps(z, _mm256_set1_ps(NK_SOFTMAX_TDOWN), *T), k, full);
 }
 
 /* One sweep over block [b, e) for vectors j0 .. j0+nvec-1 (lanes 8*j0 ..). */
@@ -314,7 +315,7 @@ static void tp_sums(nk_dtype dt, const zsrc *s, size_t nv, double *Md, double *N
     for (int j = 0; j < 8; j++) M[j] = T[j] = _mm256_setzero_ps(), N[j] = vneg_inf();
     if (t) {
       for (int j0 = 0; j0 < 8; j0 += 2) tp_sweep(dt, s, b, e, j0, 2, 1, M, N, T, &vmx);
-      tt += (double)fold64(T);
+      tt += NK_SOFTMAX_TUP * (double)fold64(T);
     } else {
       tp_sweep(dt, s, b, e, 0, 4, 0, M, N, T, &vmx);
       tp_sweep(dt, s, b, e, 4, 4, 0, M, N, T, &vmx);

@@ -234,7 +234,7 @@ NK_INLINE void term(int kind, nk_dtype dt, int plain, const rctx *c, size_t i, _
       *a = _mm512_mask_mov_ps(*a, k, M);
       *b = _mm512_mask_mov_ps(*b, k, Np);
       *mx = _mm512_mask_max_ps(*mx, k, z, *mx);
-      if (c->want_t) *t = _mm512_mask_add_ps(*t, k, *t, z);
+      if (c->want_t) *t = _mm512_mask3_fmadd_ps(z, _mm512_set1_ps(NK_SOFTMAX_TDOWN), *t, k);
       break;
     }
     case R_ONLINE: {
@@ -278,7 +278,7 @@ NK_INLINE void reduce_body(int kind, nk_dtype dt, int plain, const rctx *pc, siz
       nk__sm_mn_join(&t1, &t2, r1, r2);
       if (c->want_t) {
         fold(R_THREE, Tv, B, &r1, &r2);
-        T += (double)r1;
+        T += NK_SOFTMAX_TUP * (double)r1;
       }
     } else if (kind == R_ONLINE) {
       nk__sm_md_join(&t1, &t2, r2, r1);

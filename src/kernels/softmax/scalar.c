@@ -203,7 +203,7 @@ static void two_sums(const nk_softmax_row *row, const void *x, nk_dtype dt, size
       M[l] = fmaf(p, scale_f(nn - Np), M[l] * scale_f(N[l] - Np));
       N[l] = Np;
       m = z > m ? z : m;
-      if (want_t) Ts[l] += z;
+      if (want_t) Ts[l] = fmaf(z, NK_SOFTMAX_TDOWN, Ts[l]);
     }
     for (size_t s = LANES / 2; s >= 1; s /= 2)
       for (size_t k = 0; k < s; k++) {
@@ -212,7 +212,7 @@ static void two_sums(const nk_softmax_row *row, const void *x, nk_dtype dt, size
         N[k] = Nn;
       }
     nk__sm_mn_join(&md, &nd, M[0], N[0]);
-    if (want_t) t += (double)fold_sum(Ts);
+    if (want_t) t += NK_SOFTMAX_TUP * (double)fold_sum(Ts);
   }
   *Md = md;
   *Nd = nd;

@@ -90,7 +90,8 @@
  *
  * Cross-entropy (nk_xent_row), z = x (no scale or mask):
  *   pass 1 as the two-pass softmax pass 1 (with its range test and its fallback to the
- *   three-pass sums), plus T = blocksum(z_j) when smoothing > 0.
+ *   three-pass sums), plus T = 2^11 * blocksum(z_j * 2^-11) when smoothing > 0 (the
+ *   down-scaling keeps f32 partials finite for any finite logits; |z| < 2^-115 loses bits).
  *   L = Nd * ln2 + log(Md) (two-pass) or (double)m + log(S) (three-pass fallback).
  *   loss = (1 - ls) * (L - z_t) + ls * (L - T / n) + zl * L * L   (double; z_t = (double)z_t;
  *   a term whose weight (1 - ls or ls) is 0 is left out, so 0 * inf never makes a NaN).
@@ -139,6 +140,10 @@
 
 #define NK_SOFTMAX_LANES 64
 #define NK_SOFTMAX_BLOCK 1024
+/* Cross-entropy's T sums fma(z_j, 2^-11, t) (z_j * 2^-11 exact for |z| >= 2^-115) and scales the block total by
+ * 2^11 in double: a block's 1024 f32 partials cannot overflow even at z = -FLT_MAX. */
+#define NK_SOFTMAX_TDOWN 0x1p-11f
+#define NK_SOFTMAX_TUP 0x1p11
 /* The SIMD three-pass kernels keep the exps of rows of up to this many valid elements in a
  * stack buffer (32 KiB) instead of recomputing them or storing them into y (same bits). */
 #define NK_SOFTMAX_SCRATCH 8192
