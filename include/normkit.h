@@ -577,7 +577,10 @@ NK_API nk_status nk_sigmoid_attn_bwd(nk_context *ctx, const nk_softmax_desc *des
  *     w = 1 (none, sum) or 1 / counted rows (mean).
  * Two passes over the logits (two-pass softmax sums; no probabilities stored), one write.
  * dlogits may be x itself (in place). Sums over rows are in double, in row order: the
- * result is bit-identical for every thread count and ISA. */
+ * result is bit-identical for every thread count and ISA. Range: the factor
+ * grad * w * (1 + 2 zloss L_i) is an f32 intermediate; where it overflows (z-loss with
+ * |L_i| near 1e38 / zloss, or a huge grad) elements with softmax_j > 0 get +-inf and elements
+ * with softmax_j == 0 get their finite value (never 0 * inf = NaN). */
 typedef enum nk_reduction {
   NK_REDUCTION_NONE = 0,
   NK_REDUCTION_SUM = 1,

@@ -374,6 +374,30 @@ NK_TEST(smoothing_sum_of_max_logits) {
     }
 }
 
+/* The z-loss factor a = grad (1 + 2 zl L) is an f32 intermediate: here 1 + 2 * 3.4e38 overflows.
+ * The target (p = 1) gets +inf; the others (p = 0) their exact -ls/n, where fma(0, inf, b)
+ * gave NaN (cross_entropy fuzz harness, tests/fuzz/known/cross_entropy-zloss-a-overflow-nan). */
+NK_TEST(zloss_factor_overflow) {
+  for (int t = 0; t < 2; t++) {
+    const nk_dtype dt = dts[t];
+    const float xf[4] = {3.0e38f, 1.0e30f, 0.0f, -1.0f};
+    nk_bf16 xb[4], dxb[4];
+    float dxf[4], loss[1];
+    for (int k = 0; k < 4; k++) xb[k] = nk_f32_to_bf16(xf[k]);
+    int64_t tg[1] = {0};
+    nk_cross_entropy_desc d = nk_cross_entropy_desc_dense(1, 4, dt);
+    d.reduction = NK_REDUCTION_NONE, d.label_smoothing = 0.5f, d.z_loss = 1.0f;
+    NK_CHECK(nk_cross_entropy(g_ctx, &d, t ? (const void *)xb : (const void *)xf, tg, loss,
+                              t ? (void *)dxb : (void *)dxf, NULL, NULL, 0) == 0, "status: %s",
+             nk_context_message(g_ctx));
+    for (int j = 0; j < 4; j++) {
+      const double got = t ? (double)nk_bf16_to_f32(dxb[j]) : (double)dxf[j];
+      if (j == 0) NK_CHECK(got == INFINITY, "%s dlogits[0] %g, want +inf", nk_dtype_name(dt), got);
+      else NK_CHECK(got == -0.125, "%s dlogits[%d] %g, want -0.125", nk_dtype_name(dt), j, got);
+    }
+  }
+}
+
 NK_TEST(forward_only_and_inplace) {
   for (int t = 0; t < 3; t++)
     for (int red = 0; red < 3; red++) {
@@ -441,6 +465,7 @@ int main(void) {
   NK_RUN_TIMED(extreme_logits);
   NK_RUN_TIMED(huge_equal_logits);
   NK_RUN_TIMED(smoothing_sum_of_max_logits);
+  NK_RUN_TIMED(zloss_factor_overflow);
   NK_RUN_TIMED(forward_only_and_inplace);
   NK_RUN_TIMED(invalid_target_and_workspace);
   printf("worst error / bound: %.3f\n", worst);

@@ -364,7 +364,8 @@ static void xent(const nk_xent_row *row, nk_dtype dt) {
   for (size_t j = 0; j < n; j++) {
     const float z = nk__load_f32(row->x, j, dt);
     const float p = three ? sm_exp(z - m) * lambda : two_value(z, lambda, nf);
-    nk__store_f32(row->dx, j, canon(fmaf(p, o.a, j == row->target ? o.bt : o.b)), dt);
+    const float b = j == row->target ? o.bt : o.b;
+    nk__store_f32(row->dx, j, canon(o.a_inf && p == 0.0f ? b : fmaf(p, o.a, b)), dt);
   }
 }
 

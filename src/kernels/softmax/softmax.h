@@ -98,7 +98,9 @@
  *   dx (when wanted): c = grad_w (double), a = (float)(c * (1 + 2 * zl * L)),
  *     b = (float)(-c * ls / n), bt = (float)(-c * (ls / n + (1 - ls)));  p_j = the softmax
  *     output value of the row (before dtype rounding);  dx_j = fma(p_j, a, b), dx_t =
- *     fma(p_t, a, bt).  L NaN or -inf (a NaN/+inf logit; every logit -inf): dx row canonical
+ *     fma(p_t, a, bt); where a overflows f32 (|c (1 + 2 zl L)| > FLT_MAX) an element with
+ *     p_j == 0 gets b (bt), not fma(0, inf, b) = NaN, and p_j > 0 gets +-inf (a is an f32
+ *     intermediate).  L NaN or -inf (a NaN/+inf logit; every logit -inf): dx row canonical
  *     NaN, loss NaN, lse L (NaN or -inf).
  *   *lse = (float)L, *loss = loss.
  *
