@@ -690,11 +690,10 @@ NK_API nk_status nk_moments_cols(nk_context *ctx, size_t rows, size_t cols, nk_d
  * (M2 + count * mean^2) / count. desc: rows, cols (the local slice), dtype, param_dtype, eps,
  * flags (NK_NORM_GAMMA_OFFSET only), x_stride, y_stride; gamma/beta hold the local slice;
  * lns_scale must be 0 (LayerNorm Scaling: fold it into gamma/beta; UNSUPPORTED otherwise).
- * Arithmetic as nk_layernorm_fwd's last pass (xhat = ((x - mean_hi) - mean_lo) * rstd,
- * y = fmaf(xhat, g, b)); a LayerNorm row with |mean| >= 2^100 or 0 < |mean| < 2^-100 is
- * centred in double instead (xhat = (float)((x - mean) * rstd)): values near +-FLT_MAX do not
- * overflow and subnormal data keep their spread (mean_lo would be rounded to the subnormal
- * grid, up to 2^-150 rstd off). Accuracy: the
+ * Arithmetic as the channel norms' normalize pass (xhat = fmaf(x - mean_hi, rstd,
+ * -(mean - mean_hi) rstd), y = fmaf(xhat, g, b); the low part enters multiplied by rstd, so
+ * subnormal data keep their spread); a LayerNorm row with |mean| >= 2^100 is centred in double
+ * instead (xhat = (float)((x - mean) * rstd)): values near +-FLT_MAX do not overflow. Accuracy: the
  * LayerNorm/RMSNorm bounds (section "Row norms"), max|reference| taken over the whole row the
  * moments describe. mean/rstd OUT optional (rows floats). y may be x.
  * Returns OK, INVALID_ARGUMENT, UNSUPPORTED. */
@@ -742,9 +741,12 @@ NK_API nk_status nk_rmsnorm_fwd_moments(nk_context *ctx, const nk_rmsnorm_desc *
  *
  * Arithmetic (every ISA, every thread count, same bits; docs/ops/batchnorm.md):
  * statistics are nk_moments (blocks of f32 lanes merged in double, fixed chunks); the mean is
- * split into mean_hi = (float)mean and mean_lo = (float)(mean - mean_hi), and
- *   xhat = ((x - mean_hi) - mean_lo) * rstd;  y = fmaf(xhat, g, b)   [+ z, relu]
- * so ill-conditioned channels (mean 1e4, std 1e-2) normalize to f32 accuracy. Accuracy
+ * split into mean_hi = (float)mean and a low part that enters multiplied by rstd,
+ * mlr = (float)((mean - mean_hi) * rstd) in double, and
+ *   xhat = fmaf(x - mean_hi, rstd, -mlr);  y = fmaf(xhat, g, b)   [+ z, relu]
+ * so ill-conditioned channels (mean 1e4, std 1e-2) and sets of subnormal data (whose low part,
+ * as an f32, would sit on the subnormal grid: found by the chnorm fuzz harness) normalize to
+ * f32 accuracy. Accuracy
  * (tested): f32 outputs within 2e-6 * max|reference| of the channel (group) (with beta:
  * max(|y|, |y - beta|), as the row norms, since y = fmaf(xhat, g, b) keeps xhat's rounding
  * when beta cancels it; found by the chnorm fuzz harness); bf16/f16 within
@@ -752,7 +754,7 @@ NK_API nk_status nk_rmsnorm_fwd_moments(nk_context *ctx, const nk_rmsnorm_desc *
  * far below the set's largest, such as f16 subnormals); f32 outputs in the subnormals within
  * 2^-148 more. The bounds hold for every finite input: a set whose mean is 2^102 or more in
  * magnitude (where x - mean could overflow f32) is normalized at half scale,
- * xhat = ((x/2 - mean_hi/2) - mean_lo/2) * 2 rstd, the same value without the overflow (found
+ * xhat = fmaf(x/2 - mean_hi/2, 2 rstd, -mlr), the same value without the overflow (found
  * by the chnorm fuzz harness; inference uses the running mean the same way). One limit: with
  * running statistics (inference), xhat = (x - running_mean) * rstd is an f32 value before the
  * affine map, so where |xhat| exceeds FLT_MAX (x near FLT_MAX with rstd > 1) y is +-inf even

@@ -104,12 +104,13 @@ static void param_store(void *p, size_t i, nk_dtype dt, double v, int accumulate
   else ((uint16_t *)p)[i] = nk__f32_to_f16((float)v);
 }
 
-/* Normalization statistics (mean split hi/lo, rstd) from moments. */
-static void stats_from_moments(const nk_moments *m, float eps, float *mh, float *ml, float *r) {
+/* Normalization statistics from moments: mean_hi, the low part times rstd (mlr, formed in
+ * double: never rounded on the f32 subnormal grid, chnorm.h) and rstd. */
+static void stats_from_moments(const nk_moments *m, float eps, float *mh, float *mlr, float *r) {
   const double mean = m->mean;
   *mh = (float)mean;
-  *ml = (float)(mean - (double)*mh);
   *r = (float)(1.0 / sqrt(m->m2 / m->count + (double)eps));
+  *mlr = (float)((mean - (double)*mh) * (double)*r);
 }
 
 static float rstd_of_var(float var, float eps) {
@@ -356,13 +357,13 @@ static void ew_task(void *arg, size_t start, size_t count) {
           if (!bwd) {
             nk_ch_norm_scalars p;
             j->norm_param(j, n, c0 + c, &p);
-            v[0][c] = p.mh, v[1][c] = p.ml, v[2][c] = p.r, v[3][c] = p.g, v[4][c] = p.b;
+            v[0][c] = p.mh, v[1][c] = p.mlr, v[2][c] = p.r, v[3][c] = p.g, v[4][c] = p.b;
             v[5][c] = p.half ? 0.5f : 1.0f;
             halved |= p.half;
           } else {
             nk_ch_dx_scalars p;
             j->dx_param(j, n, c0 + c, &p);
-            v[0][c] = p.mh, v[1][c] = p.mc, v[2][c] = p.r, v[3][c] = p.u, v[4][c] = p.a;
+            v[0][c] = p.mh, v[1][c] = p.mcr, v[2][c] = p.r, v[3][c] = p.u, v[4][c] = p.a;
             v[5][c] = p.b, v[6][c] = p.v, v[7][c] = p.half ? 0.5f : 1.0f;
             halved |= p.half;
           }
@@ -471,15 +472,15 @@ static int ws_bytes(const geo *g, size_t extra, size_t *bytes) {
 static void bn_norm_param(const ew_job *j, size_t n, size_t c, nk_ch_norm_scalars *p) {
   (void)n;
   if (j->training) {
-    stats_from_moments(&j->mom[c], j->d->eps, &p->mh, &p->ml, &p->r);
+    stats_from_moments(&j->mom[c], j->d->eps, &p->mh, &p->mlr, &p->r);
   } else {
     p->mh = j->run_mean[c];
-    p->ml = 0.0f;
+    p->mlr = 0.0f;
     p->r = rstd_of_var(j->run_var[c], j->d->eps);
   }
   p->g = param_at(j->gamma, c, j->d->param_dtype, 1.0f);
   p->b = param_at(j->beta, c, j->d->param_dtype, 0.0f);
-  p->half = nk__ch_half(&p->mh, &p->ml, &p->r);
+  p->half = nk__ch_half(&p->mh, &p->r);
 }
 
 nk_status nk_batchnorm_fwd_workspace_size(const nk_batchnorm_desc *d, size_t *bytes) {
@@ -608,8 +609,8 @@ static nk_status bn_fwd(nk_context *ctx, const char *op, const nk_chnorm_desc *d
       if (d->flags & NK_CHNORM_CUMULATIVE) mom_factor = 1.0 / (double)*nbt;
     }
     for (size_t c = 0; c < C; c++) {
-      float mh, ml, r;
-      stats_from_moments(&mom[c], d->eps, &mh, &ml, &r);
+      float mh, mlr, r;
+      stats_from_moments(&mom[c], d->eps, &mh, &mlr, &r);
       if (save_mean) save_mean[c] = mh;
       if (save_rstd) save_rstd[c] = r;
       if (rm) {
@@ -759,7 +760,7 @@ static void bn_dx_param(const ew_job *j, size_t n, size_t c, nk_ch_dx_scalars *p
   if (j->training) {
     const double M = j->count, A = j->sums[3 * c], B = j->sums[3 * c + 1];
     const double cm = j->sums[3 * c + 2] / M;
-    p->mc = (float)cm;
+    p->mcr = (float)(cm * r);
     p->a = (float)(A / M);
     p->b = (float)(r * (B - cm * A) / M);
   } else {
@@ -768,11 +769,11 @@ static void bn_dx_param(const ew_job *j, size_t n, size_t c, nk_ch_dx_scalars *p
      * still gives NaN (found by the chnorm fuzz harness) */
     p->mh = 0.0f;
     p->r = 0.0f;
-    p->mc = 0.0f;
+    p->mcr = 0.0f;
     p->a = 0.0f;
     p->b = 0.0f;
   }
-  p->half = nk__ch_half(&p->mh, &p->mc, &p->r);
+  p->half = nk__ch_half(&p->mh, &p->r);
 }
 
 static void bn_param_grads(const nk_chnorm_desc *d, const double *sums, double count,
@@ -1031,22 +1032,22 @@ static void gn_fwd_task(void *arg, size_t start, size_t count) {
   const geo *g = &j->g;
   const nk_dtype pd = j->d->param_dtype;
   double gm[3 * NK_CH_TILE_COLS];
-  float mh[NK_CH_TILE_COLS], ml[NK_CH_TILE_COLS], r[NK_CH_TILE_COLS], hs[NK_CH_TILE_COLS];
+  float mh[NK_CH_TILE_COLS], mlr[NK_CH_TILE_COLS], r[NK_CH_TILE_COLS], hs[NK_CH_TILE_COLS];
   for (size_t t = start; t < start + count; t++) {
     const size_t n = t / j->nspans, sp = t % j->nspans;
     const size_t g0 = sp * j->gps, g1 = g0 + j->gps < j->G ? g0 + j->gps : j->G;
     gn_group_moments(j, n, g0, g1, gm);
     for (size_t k = g0; k < g1; k++) {
       const nk_moments m = {gm[3 * (k - g0)], gm[3 * (k - g0) + 1], gm[3 * (k - g0) + 2]};
-      stats_from_moments(&m, j->d->eps, &mh[k - g0], &ml[k - g0], &r[k - g0]);
+      stats_from_moments(&m, j->d->eps, &mh[k - g0], &mlr[k - g0], &r[k - g0]);
       if (j->mean_out) j->mean_out[n * j->G + k] = mh[k - g0];
       if (j->rstd_out) j->rstd_out[n * j->G + k] = r[k - g0];
-      hs[k - g0] = nk__ch_half(&mh[k - g0], &ml[k - g0], &r[k - g0]) ? 0.5f : 1.0f;
+      hs[k - g0] = nk__ch_half(&mh[k - g0], &r[k - g0]) ? 0.5f : 1.0f;
     }
     if (!g->nsc) {
       for (size_t k = g0; k < g1; k++)
         for (size_t c = k * j->Cg; c < (k + 1) * j->Cg; c++) {
-          const nk_ch_norm_scalars p = {mh[k - g0], ml[k - g0], r[k - g0],
+          const nk_ch_norm_scalars p = {mh[k - g0], mlr[k - g0], r[k - g0],
                                         param_at(j->gamma, c, pd, 1.0f),
                                         param_at(j->beta, c, pd, 0.0f), hs[k - g0] != 1.0f};
           j->k->norm_run(g->S, run_at(g, j->x, n, c), NULL, (void *)run_at(g, j->y, n, c),
@@ -1061,7 +1062,7 @@ static void gn_fwd_task(void *arg, size_t start, size_t count) {
       int halved = 0; /* else the kernel gets s == NULL */
       for (size_t c = 0; c < cols; c++) {
         const size_t k = (c0 + c) / j->Cg - g0;
-        v[0][c] = mh[k], v[1][c] = ml[k], v[2][c] = r[k];
+        v[0][c] = mh[k], v[1][c] = mlr[k], v[2][c] = r[k];
         v[3][c] = param_at(j->gamma, c0 + c, pd, 1.0f);
         v[4][c] = param_at(j->beta, c0 + c, pd, 0.0f);
         v[5][c] = hs[k];
@@ -1145,7 +1146,7 @@ static void gn_bwd_task(void *arg, size_t start, size_t count) {
   const geo *g = &j->g;
   const nk_dtype pd = j->d->param_dtype;
   const size_t C = g->C;
-  float gmc[NK_CH_TILE_COLS], ga[NK_CH_TILE_COLS], gb[NK_CH_TILE_COLS];
+  float gmcr[NK_CH_TILE_COLS], ga[NK_CH_TILE_COLS], gb[NK_CH_TILE_COLS];
   for (size_t t = start; t < start + count; t++) {
     const size_t n = t / j->nspans, sp = t % j->nspans;
     const size_t g0 = sp * j->gps, g1 = g0 + j->gps < j->G ? g0 + j->gps : j->G;
@@ -1178,7 +1179,7 @@ static void gn_bwd_task(void *arg, size_t start, size_t count) {
         Bp += gc * (ws[3 * c + 1] - cm * ws[3 * c]);
       }
       const double r = (double)j->rstd_in[n * j->G + k];
-      gmc[k - g0] = (float)cm;
+      gmcr[k - g0] = (float)(cm * r);
       ga[k - g0] = (float)(A / cnt);
       gb[k - g0] = (float)(r * Bp / cnt);
       /* parameter-gradient partials of this sample: [0] dgamma, [1] dbeta */
@@ -1191,10 +1192,10 @@ static void gn_bwd_task(void *arg, size_t start, size_t count) {
     if (!g->nsc) {
       for (size_t c = cbeg; c < cend; c++) {
         const size_t k = c / j->Cg;
-        nk_ch_dx_scalars p = {j->mean_in[n * j->G + k], gmc[k - g0],
+        nk_ch_dx_scalars p = {j->mean_in[n * j->G + k], gmcr[k - g0],
                               j->rstd_in[n * j->G + k], param_at(j->gamma, c, pd, 1.0f),
                               ga[k - g0], gb[k - g0], j->rstd_in[n * j->G + k], 0};
-        p.half = nk__ch_half(&p.mh, &p.mc, &p.r);
+        p.half = nk__ch_half(&p.mh, &p.r);
         j->k->dx_run(g->S, run_at(g, j->x, n, c), NULL, run_at(g, j->dy, n, c),
                      (void *)run_at(g, j->dx, n, c), NULL, g->dt, &p, j->kflags);
       }
@@ -1206,12 +1207,12 @@ static void gn_bwd_task(void *arg, size_t start, size_t count) {
       int halved = 0; /* else the kernel gets s == NULL */
       for (size_t c = 0; c < cols; c++) {
         const size_t k = (c0 + c) / j->Cg;
-        nk_ch_dx_scalars p = {j->mean_in[n * j->G + k], gmc[k - g0],
+        nk_ch_dx_scalars p = {j->mean_in[n * j->G + k], gmcr[k - g0],
                               j->rstd_in[n * j->G + k], param_at(j->gamma, c0 + c, pd, 1.0f),
                               ga[k - g0], gb[k - g0], j->rstd_in[n * j->G + k], 0};
-        p.half = nk__ch_half(&p.mh, &p.mc, &p.r);
+        p.half = nk__ch_half(&p.mh, &p.r);
         halved |= p.half;
-        v[0][c] = p.mh, v[1][c] = p.mc, v[2][c] = p.r, v[3][c] = p.u, v[4][c] = p.a;
+        v[0][c] = p.mh, v[1][c] = p.mcr, v[2][c] = p.r, v[3][c] = p.u, v[4][c] = p.a;
         v[5][c] = p.b, v[6][c] = p.v, v[7][c] = p.half ? 0.5f : 1.0f;
       }
       const nk_ch_dx_vectors pv = {v[0], v[1], v[2], v[3], v[4], v[5], v[6],

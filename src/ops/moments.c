@@ -138,29 +138,28 @@ static void rowmom_task(void *arg, size_t start, size_t count) {
   float v[5][NK_CH_TILE_COLS];
   for (size_t r = start; r < start + count; r++) {
     const nk_moments *m = &j->m[r];
-    float mh = 0.0f, ml = 0.0f, rs;
+    float mh = 0.0f, mlr = 0.0f, rs;
     if (j->is_rms) {
       const double ms = (m->m2 + m->count * m->mean * m->mean) / m->count;
       rs = (float)(1.0 / sqrt(ms + (double)d->eps));
     } else {
       mh = (float)m->mean;
-      ml = (float)(m->mean - (double)mh);
       rs = (float)(1.0 / sqrt(m->m2 / m->count + (double)d->eps));
+      mlr = (float)((m->mean - (double)mh) * (double)rs);
       if (j->mean) j->mean[r] = mh;
     }
     if (j->rstd) j->rstd[r] = rs;
     const char *xr = (const char *)j->x + (ptrdiff_t)r * d->x_stride * (ptrdiff_t)es;
     char *yr = (char *)j->y + (ptrdiff_t)r * d->y_stride * (ptrdiff_t)es;
-    if (!j->is_rms && (fabs(m->mean) >= 0x1p100 || (m->mean != 0.0 && fabs(m->mean) < 0x1p-100))) {
+    if (!j->is_rms && fabs(m->mean) >= 0x1p100) {
       /* Rows the f32 centring cannot hold, centred in double instead: xhat =
-       * (float)((x - mean) * rstd), then the same y = fmaf(xhat, g, b), on every ISA (both found
-       * by the moments fuzz harness):
-       * - |mean| >= 2^100 can push x - mean_hi past FLT_MAX (x near FLT_MAX, the mean of the
-       *   other sign: +3.4e38 in a row of mean -2.7e36 gave y = inf); below 2^100 the difference
-       *   stays under FLT_MAX plus half its ulp (2^103) and rounds to a finite value;
-       * - |mean| < 2^-100 (subnormal data) has a low part mean_lo below FLT_MIN, rounded to the
-       *   subnormal grid: an error of up to 2^-150 in every centred value, times rstd (a row
-       *   {1.154e-38, 1.111e-38} with eps 2^-23 gave y 3.3e-6 off). */
+       * (float)((x - mean) * rstd), then the same y = fmaf(xhat, g, b), on every ISA: |mean| >=
+       * 2^100 can push x - mean_hi past FLT_MAX (x near FLT_MAX, the mean of the other sign:
+       * +3.4e38 in a row of mean -2.7e36 gave y = inf; moments fuzz harness); below 2^100 the
+       * difference stays under FLT_MAX plus half its ulp (2^103) and rounds to a finite value.
+       * (Subnormal data, |mean| < 2^-100, took this way too while the kernel subtracted an f32
+       * mean_lo, rounded to the subnormal grid: {1.154e-38, 1.111e-38} with eps 2^-23 gave y
+       * 3.3e-6 off. The kernel now subtracts (mean - mean_hi) * rstd inside an fma.) */
       for (size_t c = 0; c < d->cols; c++) {
         float g = j->gamma ? pget(j->gamma, c, d->param_dtype) : 1.0f;
         if (d->flags & NK_NORM_GAMMA_OFFSET) g = 1.0f + g;
@@ -175,7 +174,7 @@ static void rowmom_task(void *arg, size_t start, size_t count) {
       for (size_t c = 0; c < cols; c++) {
         float g = j->gamma ? pget(j->gamma, c0 + c, d->param_dtype) : 1.0f;
         if (d->flags & NK_NORM_GAMMA_OFFSET) g = 1.0f + g;
-        v[0][c] = mh, v[1][c] = ml, v[2][c] = rs, v[3][c] = g;
+        v[0][c] = mh, v[1][c] = mlr, v[2][c] = rs, v[3][c] = g;
         v[4][c] = j->beta ? pget(j->beta, c0 + c, d->param_dtype) : 0.0f;
       }
       /* s = 1 (NULL): the rows whose x - mean_hi could overflow went the double way above */

@@ -137,8 +137,123 @@ NK_TEST(batchnorm_inference_backward_xhat_beyond_flt_max) {
   }
 }
 
+/* Sets of subnormal data (|mean| and every deviation far below 2^-100) with a tiny eps (rstd
+ * ~ 1e6): the kernels subtracted the mean's low part as an f32, which sits on the subnormal
+ * grid (up to 2^-150 off), so y and dx were ~3e-6 of the set's scale off (InstanceNorm, chnorm
+ * fuzz harness, tests/fuzz/known/chnorm-subnormal-set; LayerNorm's moments path the same,
+ * moments-layernorm-moments-subnormal-row). The low part now enters multiplied by rstd.
+ * BatchNorm training forward and backward and GroupNorm forward and backward, both layouts,
+ * every ISA, 1 and 2 threads: within the header's bounds and the same bits. */
+NK_TEST(subnormal_sets) {
+  static const nk_isa isas[] = {NK_ISA_SCALAR, NK_ISA_AVX2, NK_ISA_AVX512};
+  enum { N = 3, C = 4, S = 29, T = N * C * S, G = 2 };
+  static float x[T], y[T], dy[T], dx[T], y0[T], dx0[T];
+  static double xr[T], yr[T], dyr[T], dxr[T];
+  static unsigned char ws[1 << 16] __attribute__((aligned(64)));
+  const float eps = 1e-12f;
+  nk_threadpool *pool;
+  NK_REQUIRE(nk_threadpool_create(2, &pool) == NK_OK, "pool");
+  for (int op = 0; op < 2; op++) /* 0 BatchNorm (training), 1 GroupNorm */
+    for (int lay = 0; lay < 2; lay++) {
+      const nk_layout L = lay ? NK_LAYOUT_NSC : NK_LAYOUT_NCS;
+      nk_batchnorm_desc d = nk_chnorm_desc_dense(N, C, S, L, NK_DTYPE_F32, eps);
+      if (op == 0) d.flags |= NK_CHNORM_TRAINING;
+      else d.groups = G;
+      const nk_ref_chshape t = {N, C, S, lay, 0, 0};
+      for (size_t n = 0; n < N; n++)
+        for (size_t c = 0; c < C; c++)
+          for (size_t s = 0; s < S; s++) {
+            const size_t k = nk_ref_chidx(&t, n, c, s);
+            /* channel 0: subnormal multiples of 2^-149; 1: just below FLT_MIN; 2: around
+             * 1e-36 with deviations of a few subnormal units; 3: mixed signs */
+            const int v = (int)((k * 7 + s * s) % 13) - 6;
+            x[k] = c == 0   ? (float)(40 + v) * 0x1p-149f
+                   : c == 1 ? 1.154e-38f + (float)v * 0x1p-149f
+                   : c == 2 ? 1e-36f + (float)v * 0x1p-146f
+                            : (float)v * 0x1p-140f + 0x1p-149f;
+            dy[k] = 0.25f * (float)((k * 5) % 9) - 1.0f;
+            xr[k] = x[k], dyr[k] = dy[k];
+          }
+      const double gr[C] = {1.5, -0.75, 2.0, 1.0}, br[C] = {0.25, 0.0, -1.0, 0.5};
+      const float gamma[C] = {1.5f, -0.75f, 2.0f, 1.0f}, beta[C] = {0.25f, 0.0f, -1.0f, 0.5f};
+      const size_t nsets = op ? N * G : C;
+      float mean[N * G], rstd[N * G];
+      int first = 1;
+      for (size_t k = 0; k < 3; k++)
+        for (int th = 0; th < 2; th++) {
+          if (!nk_isa_supported(isas[k])) continue;
+          nk_context *ctx;
+          NK_REQUIRE(nk_context_create(&ctx) == NK_OK, "context");
+          nk_context_set_isa(ctx, isas[k]);
+          if (th) nk_context_set_threadpool(ctx, pool);
+          size_t wf = 0, wb = 0;
+          if (op == 0) {
+            NK_REQUIRE(nk_batchnorm_fwd_workspace_size(&d, &wf) == NK_OK &&
+                           nk_batchnorm_bwd_workspace_size(&d, &wb) == NK_OK,
+                       "workspace sizes");
+            NK_REQUIRE(wf <= sizeof ws && wb <= sizeof ws, "workspace %zu %zu", wf, wb);
+            NK_REQUIRE(nk_batchnorm_fwd(ctx, &d, x, NULL, gamma, beta, NULL, NULL, NULL, y, mean,
+                                        rstd, ws, sizeof ws) == NK_OK,
+                       "bn fwd: %s", nk_context_message(ctx));
+            NK_REQUIRE(nk_batchnorm_bwd(ctx, &d, x, NULL, gamma, mean, rstd, dy, dx, NULL, NULL,
+                                        NULL, ws, sizeof ws) == NK_OK,
+                       "bn bwd: %s", nk_context_message(ctx));
+          } else {
+            NK_REQUIRE(nk_groupnorm_bwd_workspace_size(&d, &wb) == NK_OK && wb <= sizeof ws,
+                       "workspace %zu", wb);
+            NK_REQUIRE(nk_groupnorm_fwd(ctx, &d, x, gamma, beta, y, mean, rstd) == NK_OK,
+                       "gn fwd: %s", nk_context_message(ctx));
+            NK_REQUIRE(nk_groupnorm_bwd(ctx, &d, x, gamma, mean, rstd, dy, dx, NULL, NULL, ws,
+                                        sizeof ws) == NK_OK,
+                       "gn bwd: %s", nk_context_message(ctx));
+          }
+          if (first) {
+            double mr[N * G], rr[N * G];
+            for (size_t i = 0; i < nsets; i++) mr[i] = mean[i], rr[i] = rstd[i];
+            if (op == 0) {
+              nk_ref_batchnorm_fwd(&t, xr, NULL, gr, br, eps, 1, NK_REF_ACT_NONE, 0.1, 0, NULL,
+                                   NULL, NULL, yr, NULL, NULL);
+              nk_ref_batchnorm_bwd(&t, xr, NULL, gr, eps, 1, mr, rr, dyr, dxr, NULL, NULL, NULL);
+            } else {
+              nk_ref_groupnorm_fwd(&t, G, xr, gr, br, eps, yr, NULL, NULL);
+              nk_ref_groupnorm_bwd(&t, G, xr, gr, eps, dyr, dxr, NULL, NULL);
+            }
+            /* the header's bounds per set: 2e-6 max(|y|, |y - beta|) (+2^-148), dx 2e-6 max|dx| */
+            double P[N * G] = {0}, D[N * G] = {0};
+            for (int pass = 0; pass < 2; pass++)
+              for (size_t n = 0; n < N; n++)
+                for (size_t c = 0; c < C; c++)
+                  for (size_t s = 0; s < S; s++) {
+                    const size_t i = nk_ref_chidx(&t, n, c, s);
+                    const size_t set = op ? n * G + c / (C / G) : c;
+                    if (pass == 0) {
+                      P[set] = fmax(P[set], fmax(fabs(yr[i]), fabs(yr[i] - br[c])));
+                      D[set] = fmax(D[set], fabs(dxr[i]));
+                      continue;
+                    }
+                    NK_CHECK(fabs(y[i] - yr[i]) <= 2e-6 * P[set] + 0x1p-148,
+                             "op %d %s: y[%zu] (c %zu) = %.9g, reference %.9g", op,
+                             nk_layout_name(L), i, c, y[i], yr[i]);
+                    NK_CHECK(fabs(dx[i] - dxr[i]) <= 2e-6 * D[set] + 4 * 0x1p-149,
+                             "op %d %s: dx[%zu] (c %zu) = %.9g, reference %.9g", op,
+                             nk_layout_name(L), i, c, dx[i], dxr[i]);
+                  }
+            memcpy(y0, y, sizeof y), memcpy(dx0, dx, sizeof dx);
+            first = 0;
+          } else {
+            NK_CHECK(memcmp(y, y0, sizeof y) == 0 && memcmp(dx, dx0, sizeof dx) == 0,
+                     "op %d %s %s th%d: bits differ from the first path", op, nk_layout_name(L),
+                     nk_isa_name(isas[k]), th);
+          }
+          nk_context_destroy(ctx);
+        }
+    }
+  nk_threadpool_destroy(pool);
+}
+
 int main(void) {
   NK_RUN(batchnorm_inference_far_running_mean);
   NK_RUN(batchnorm_inference_backward_xhat_beyond_flt_max);
+  NK_RUN(subnormal_sets);
   return nk_test_summary();
 }

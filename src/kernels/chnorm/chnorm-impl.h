@@ -465,14 +465,14 @@ INL void moments_cols_impl(size_t r0, size_t nrows, size_t cols, const void *x,
 
 /* ---- normalize ----------------------------------------------------------------------------- */
 
-INL vf norm_v(vf xv, vf s, vf mh, vf ml, vf r, vf g, vf b) {
-  return vfma(((xv * s - mh) - ml) * r, g, b);
+INL vf norm_v(vf xv, vf s, vf mh, vf mlr, vf r, vf g, vf b) {
+  return vfma(vfma(xv * s - mh, r, -mlr), g, b);
 }
 
 /* k elements (VL when full) at element i; the parameters are vectors (p* == NULL: splats). */
 INL void norm_at(const void *x, const void *z, void *y, nk_dtype dt, size_t i, size_t k,
-                 int full, vf s, vf mh, vf ml, vf r, vf g, vf b, int add, int relu, int nt) {
-  vf v = norm_v(full ? ld(x, i, dt) : ld_part(x, i, k, dt), s, mh, ml, r, g, b);
+                 int full, vf s, vf mh, vf mlr, vf r, vf g, vf b, int add, int relu, int nt) {
+  vf v = norm_v(full ? ld(x, i, dt) : ld_part(x, i, k, dt), s, mh, mlr, r, g, b);
   if (add) v += full ? ld(z, i, dt) : ld_part(z, i, k, dt);
   if (relu) v = vrelu(v);
   if (full) {
@@ -499,11 +499,11 @@ INL void norm_at(const void *x, const void *z, void *y, nk_dtype dt, size_t i, s
 
 INL void norm_run_impl(size_t n, const void *x, const void *z, void *y, nk_dtype dt,
                        const nk_ch_norm_scalars *p, uint32_t flags, int nt) {
-  const vf mh = vsplat(p->mh), ml = vsplat(p->ml), r = vsplat(p->r), g = vsplat(p->g),
+  const vf mh = vsplat(p->mh), mlr = vsplat(p->mlr), r = vsplat(p->r), g = vsplat(p->g),
            b = vsplat(p->b), s = vsplat(p->half ? 0.5f : 1.0f);
   const int add = (flags & NK_CHK_ADD) != 0, relu = (flags & NK_CHK_RELU) != 0;
   const size_t h = head_elems(y, n, esz(dt), nt);
-#define BODY(i, k, full) norm_at(x, z, y, dt, i, k, full, s, mh, ml, r, g, b, add, relu, nt)
+#define BODY(i, k, full) norm_at(x, z, y, dt, i, k, full, s, mh, mlr, r, g, b, add, relu, nt)
   NK_CH_ELEMENTS(n, h, BODY);
 #undef BODY
   if (nt) nt_fence();
@@ -513,7 +513,7 @@ INL void norm_cols_impl(size_t r0, size_t nrows, size_t cols, const void *x, nk_
                         const void *z, nk_ch_rows zr, void *y, nk_ch_rows yr, nk_dtype dt,
                         const nk_ch_norm_vectors *p, uint32_t flags, int nt) {
   const int add = (flags & NK_CHK_ADD) != 0, relu = (flags & NK_CHK_RELU) != 0;
-  const float *pmh = p->mh, *pml = p->ml, *pr = p->r, *pg = p->g, *pb = p->b;
+  const float *pmh = p->mh, *pmlr = p->mlr, *pr = p->r, *pg = p->g, *pb = p->b;
   const float *ps = p->s; /* NULL: no column halved, s = 1 (the loop without the s loads) */
   const vf one = vsplat(1.0f);
   const nk_dtype F = NK_DTYPE_F32;
@@ -531,7 +531,7 @@ INL void norm_cols_impl(size_t r0, size_t nrows, size_t cols, const void *x, nk_
     const size_t h = head_elems(yp, cols, esz(dt), nt);
 #define PV(ptr, j, k, full) ((full) ? ld(ptr, j, F) : ld_part(ptr, j, k, F))
 #define BODY_S(j, k, full, S)                                                                    \
-  norm_at(xp, zp, yp, dt, j, k, full, S, PV(pmh, j, k, full), PV(pml, j, k, full),               \
+  norm_at(xp, zp, yp, dt, j, k, full, S, PV(pmh, j, k, full), PV(pmlr, j, k, full),              \
           PV(pr, j, k, full), PV(pg, j, k, full), PV(pb, j, k, full), add, relu, nt)
 #define BODY_HALF(j, k, full) BODY_S(j, k, full, PV(ps, j, k, full))
 #define BODY_ONE(j, k, full) BODY_S(j, k, full, one)
@@ -718,17 +718,17 @@ INL void gradsum_cols_impl(size_t r0, size_t nrows, size_t cols, const void *x,
 
 /* ---- dx ------------------------------------------------------------------------------------- */
 
-INL vf dx_v(vf xv, vf g, vf s, vf mh, vf mc, vf r, vf u, vf a, vf b, vf v) {
-  const vf xh = ((xv * s - mh) - mc) * r;
+INL vf dx_v(vf xv, vf g, vf s, vf mh, vf mcr, vf r, vf u, vf a, vf b, vf v) {
+  const vf xh = vfma(xv * s - mh, r, -mcr);
   return vfma(-xh, b, g * u - a) * v;
 }
 
 INL void dx_at(const void *x, const void *y, const void *dy, void *dx, void *dz, nk_dtype dt,
-               size_t i, size_t k, int full, vf s, vf mh, vf mc, vf r, vf u, vf a, vf b, vf v,
+               size_t i, size_t k, int full, vf s, vf mh, vf mcr, vf r, vf u, vf a, vf b, vf v,
                int mask, int wdz, int nt) {
   vf g = full ? ld(dy, i, dt) : ld_part(dy, i, k, dt);
   if (mask) g = vmask(g, full ? ld(y, i, dt) : ld_part(y, i, k, dt));
-  const vf o = dx_v(full ? ld(x, i, dt) : ld_part(x, i, k, dt), g, s, mh, mc, r, u, a, b, v);
+  const vf o = dx_v(full ? ld(x, i, dt) : ld_part(x, i, k, dt), g, s, mh, mcr, r, u, a, b, v);
   if (full) {
     if (nt) PF(x, i * esz(dt)), PF(dy, i * esz(dt));
     st(dx, i, o, dt, nt);
@@ -741,12 +741,12 @@ INL void dx_at(const void *x, const void *y, const void *dy, void *dx, void *dz,
 
 INL void dx_run_impl(size_t n, const void *x, const void *y, const void *dy, void *dx,
                      void *dz, nk_dtype dt, const nk_ch_dx_scalars *p, uint32_t flags, int nt) {
-  const vf mh = vsplat(p->mh), mc = vsplat(p->mc), r = vsplat(p->r), u = vsplat(p->u),
+  const vf mh = vsplat(p->mh), mcr = vsplat(p->mcr), r = vsplat(p->r), u = vsplat(p->u),
            a = vsplat(p->a), b = vsplat(p->b), v = vsplat(p->v), s = vsplat(p->half ? 0.5f : 1.0f);
   const int mask = (flags & NK_CHK_MASK) != 0, wdz = (flags & NK_CHK_DZ) != 0;
   const size_t h = head_elems(dx, n, esz(dt), nt);
 #define BODY(i, k, full)                                                                         \
-  dx_at(x, y, dy, dx, dz, dt, i, k, full, s, mh, mc, r, u, a, b, v, mask, wdz, nt)
+  dx_at(x, y, dy, dx, dz, dt, i, k, full, s, mh, mcr, r, u, a, b, v, mask, wdz, nt)
   NK_CH_ELEMENTS(n, h, BODY);
 #undef BODY
   if (nt) nt_fence();
@@ -758,7 +758,7 @@ INL void dx_cols_impl(size_t r0, size_t nrows, size_t cols, const void *x, nk_ch
                       const nk_ch_dx_vectors *p, uint32_t flags, int nt) {
   const int mask = (flags & NK_CHK_MASK) != 0, wdz = (flags & NK_CHK_DZ) != 0;
   const nk_dtype F = NK_DTYPE_F32;
-  const float *pmh = p->mh, *pmc = p->mc, *pr = p->r, *pu = p->u, *pa = p->a, *pb = p->b,
+  const float *pmh = p->mh, *pmcr = p->mcr, *pr = p->r, *pu = p->u, *pa = p->a, *pb = p->b,
               *pv = p->v;
   const float *ps = p->s; /* NULL: no column halved, s = 1 (the loop without the s loads) */
   const vf one = vsplat(1.0f);
@@ -778,7 +778,7 @@ INL void dx_cols_impl(size_t r0, size_t nrows, size_t cols, const void *x, nk_ch
     void *dxp = (void *)dxa[bi], *dzp = wdz ? (void *)dza[bi] : NULL;
     const size_t h = head_elems(dxp, cols, esz(dt), nt);
 #define BODY_S(j, k, full, S)                                                                    \
-  dx_at(xp, yp, dyp, dxp, dzp, dt, j, k, full, S, PV(pmh, j, k, full), PV(pmc, j, k, full),      \
+  dx_at(xp, yp, dyp, dxp, dzp, dt, j, k, full, S, PV(pmh, j, k, full), PV(pmcr, j, k, full),     \
         PV(pr, j, k, full), PV(pu, j, k, full), PV(pa, j, k, full), PV(pb, j, k, full),          \
         PV(pv, j, k, full), mask, wdz, nt)
 #define BODY_HALF(j, k, full) BODY_S(j, k, full, PV(ps, j, k, full))

@@ -22,15 +22,20 @@
  *     double (nk__ch_block_moments_f64: sequential sum, mean, sum of squared deviations).
  *   Blocks merge into the running moments with Chan's formula (nk__ch_chan), in order.
  *
- *   normalize:  xhat = ((x * s - mh) - ml) * r;  v = fmaf(xhat, g, b);  [v = v + z];  [relu]
+ *   normalize:  xhat = fmaf(x * s - mh, r, -mlr);  v = fmaf(xhat, g, b);  [v = v + z];  [relu]
+ *     mh = (float)mean and mlr = (float)((mean - mh) * r) (double): the mean's low part enters
+ *     already multiplied by r, so it is never rounded on the f32 subnormal grid (a set of
+ *     subnormal data has a low part below 2^-149: as an f32 it was up to 2^-150 off, times r;
+ *     found by the chnorm fuzz harness); x - mh is exact wherever it matters (near the mean).
  *     s is 1 (x as it is) or, for sets whose mean is at least 2^102 in magnitude, 1/2 (the
- *     caller then passes mh, ml, mc halved and r doubled: x - mean could overflow f32 there,
- *     x/2 - mean/2 cannot, and the result is the same; nk__ch_half).
+ *     caller then passes mh halved and r doubled, mlr unchanged: x - mean could overflow f32
+ *     there, x/2 - mean/2 cannot, and the result is the same; nk__ch_half).
  *   gradient sums (per block of 1024 / NK_CH_BLOCK_ROWS, f32 lanes folded as above, added to
  *     double totals in block order):  g' = (MASK and y <= 0) ? 0 : dy;  e = x - mh;
  *     A = sum g';  B = sum fmaf(g', e, .);  C = sum e.   Blocks whose sums are not finite are
  *     recomputed in double.
- *   dx:  xhat = ((x * s - mh) - mc) * r;  dx = fmaf(-xhat, b, g' * u - a) * v;  [dz = g']
+ *   dx:  xhat = fmaf(x * s - mh, r, -mcr);  dx = fmaf(-xhat, b, g' * u - a) * v;  [dz = g']
+ *     (mcr = (float)(mc * r) in double, mc the mean of e: the centring correction, as mlr)
  *
  * Kernel rules: kernels never allocate, validate or log; pointers are not restrict (y may be
  * x or z, dx may be dy or x, dz may be dy: every element is read before it is written).
@@ -69,34 +74,34 @@ typedef struct nk_ch_rows {
 
 /* Normalize parameters of one run (scalars) or of a column tile (arrays of `cols`). */
 typedef struct nk_ch_norm_scalars {
-  float mh, ml, r, g, b;
+  float mh, mlr, r, g, b; /* mlr = (mean - mh) * r */
   int half;      /* s = 1/2 (0: s = 1) */
 } nk_ch_norm_scalars;
 typedef struct nk_ch_norm_vectors {
-  const float *mh, *ml, *r, *g, *b;
+  const float *mh, *mlr, *r, *g, *b;
   const float *s; /* per column s (1 or 1/2); NULL: all 1 (the kernel skips the s loads) */
 } nk_ch_norm_vectors;
 
-/* dx parameters: xhat = ((x * s - mh) - mc) * r;  dx = fmaf(-xhat, b, g' * u - a) * v. */
+/* dx parameters: xhat = fmaf(x * s - mh, r, -mcr);  dx = fmaf(-xhat, b, g' * u - a) * v. */
 typedef struct nk_ch_dx_scalars {
-  float mh, mc, r, u, a, b, v;
+  float mh, mcr, r, u, a, b, v;
   int half;
 } nk_ch_dx_scalars;
 typedef struct nk_ch_dx_vectors {
-  const float *mh, *mc, *r, *u, *a, *b, *v;
+  const float *mh, *mcr, *r, *u, *a, *b, *v;
   const float *s;
 } nk_ch_dx_vectors;
 
 /* Half scale for sets with |mean| >= 2^102. With |x| <= FLT_MAX, x - mh rounds to inf only
  * when |mh| >= 2^103 (FLT_MAX + 2^103 is the first sum that rounds up to inf); there,
- * ((x/2 - mh/2) - ml/2) * 2r is the same value as ((x - mh) - ml) * r would be without the
- * overflow (halving is exact for every operand that can matter at that scale: mh, ml and mc
- * are multiples of 2^78 or negligible, subnormal x vanish against mh either way). Returns 1
- * when it halved. */
+ * fmaf(x/2 - mh/2, 2r, -mlr) is the same value as fmaf(x - mh, r, -mlr) would be without the
+ * overflow (halving is exact for every operand that can matter at that scale: mh is a
+ * multiple of 2^78, subnormal x vanish against mh either way; mlr = (mean - mh) r does not
+ * change). Returns 1 when it halved. */
 #define NK_CH_HALF_MEAN 0x1p102f
-static inline int nk__ch_half(float *mh, float *mc, float *r) {
+static inline int nk__ch_half(float *mh, float *r) {
   if (!(*mh >= NK_CH_HALF_MEAN || *mh <= -NK_CH_HALF_MEAN)) return 0;
-  *mh *= 0.5f, *mc *= 0.5f, *r *= 2.0f;
+  *mh *= 0.5f, *r *= 2.0f;
   return 1;
 }
 
