@@ -2779,9 +2779,14 @@ NK_API nk_status nk_dequantize_q8(nk_context *ctx, size_t rows, size_t cols, con
  * matters only for outputs far below the row's largest (a bf16 L1 output of -4.36e-29 in a row
  * holding +-1e30 was 0.17 of its own size off, 1e-31 of the row's scale; found by the rowvar
  * fuzz harness); f32 outputs in the subnormals within 2^-148 more (a CRMSNorm output of
- * 2.55e-43 was 0.3 ulp off). OPEN (docs/security.md): L1 rows of subnormal data (|x| < 2^-100)
- * are centred with an error of up to 2^-150, times rscale, beyond that bound. Bit-identical for
- * every thread count and ISA.
+ * 2.55e-43 was 0.3 ulp off). L1 rows whose mean is below 2^-100 (subnormal data) are computed
+ * in double (an f32 low part of the mean would sit on the subnormal grid; found by the rowvar
+ * fuzz harness). The L1 backward's sign(h - mu) uses the library's mean, whose error is that of
+ * f32 sums (a few ulps of max|h| for rows mixing magnitudes): an element that close to the mean
+ * may take either sign, and each flip moves dx by up to rscale C1 |mean(gh xhat)| (2 for the
+ * element itself, 2/cols for the others) beyond the bound below (a row holding +-1e30 and
+ * values near 1e3 had ten of them; rowvar fuzz harness). Bit-identical for every thread
+ * count and ISA.
  * rows == 0 or cols == 0: OK, nothing touched. A row with NaN/inf: that row's outputs and
  * statistics are NaN (canonical 0x7FC00000). A constant row: L1 gives y = beta (xhat = 0,
  * rscale = 1/eps) and finite gradients; CRMSNorm does not centre: a constant row c_i = v

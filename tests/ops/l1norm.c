@@ -58,6 +58,20 @@ NK_TEST(input_classes) {
   }
 }
 
+/* Rows of f32 subnormal data: the f32 path's mean low part sat on the subnormal grid (y up to
+ * 2^-150 rscale off, signs flipped in the backward); such rows take the double routine
+ * (nk__l1_tiny_mean). eps 2^-23 and 1e-12 make rscale large enough to show the old error. */
+NK_TEST(subnormal_rows) {
+  for (int e = 0; e < 2; e++) {
+    rv_cfg c = base(NK_DTYPE_F32, 6, e ? 2 : 300, 400 + (uint64_t)e);
+    c.in = IN_SUBNORMAL;
+    c.eps = e ? 1e-12f : 0x1p-23f;
+    c.gamma = 1; /* no beta: the bound is then relative to xhat's own scale */
+    c.lns = e ? 1.0f : 0.0f;
+    if (!rv_check(&c)) return;
+  }
+}
+
 NK_TEST(special_rows) {
   rv_cfg c = base(NK_DTYPE_F32, 10, 200, 7);
   c.in = IN_SPECIAL;
@@ -184,6 +198,7 @@ NK_TEST(bad_inputs_and_empty_shapes) {
 int main(void) {
   NK_RUN(sizes_dtypes_affine_against_reference_and_across_isas_threads);
   NK_RUN(input_classes);
+  NK_RUN(subnormal_rows);
   NK_RUN(special_rows);
   NK_RUN(gaussian_calibration_of_the_constant);
   NK_RUN(finite_differences_of_the_reference);

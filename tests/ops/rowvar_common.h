@@ -24,7 +24,7 @@
 #include "test.h"
 #include "util.h"
 
-enum in_class { IN_NORMAL, IN_ILLCOND, IN_CONST, IN_HUGE, IN_TINY, IN_ZERO, IN_SPECIAL };
+enum in_class { IN_NORMAL, IN_ILLCOND, IN_CONST, IN_HUGE, IN_TINY, IN_ZERO, IN_SPECIAL, IN_SUBNORMAL };
 
 typedef struct rv_cfg {
   int is_l1;
@@ -45,6 +45,9 @@ static double rv_sample(nk_rng *rng, enum in_class in, size_t row) {
     case IN_HUGE: return 1e30 * nk_rng_normal(rng);
     case IN_TINY: return 1e-30 * nk_rng_normal(rng);
     case IN_ZERO: return 0.0;
+    /* f32 subnormal data around 1.1e-38 with deviations of a few subnormal units (the L1 mean's
+     * low part below 2^-149: rowvar fuzz harness, input rowvar-l1norm-subnormal-row) */
+    case IN_SUBNORMAL: return 1.1e-38 + 0x1p-149 * (double)(int)(8.0 * nk_rng_normal(rng));
     case IN_SPECIAL:
       switch (row % 5) {
         case 1: return nk_rng_uniform(rng) < 0.1 ? NAN : nk_rng_normal(rng);

@@ -399,7 +399,7 @@ NK_INLINE void l1_fwd(nk_dtype dt, size_t rows, size_t n, const void *x, ptrdiff
     }
     const double den = NK_L1NORM_C1 * (A / (double)n) + (double)p->eps;
     const float rs = (float)(1.0 / den);
-    if (!isfinite(S1) || !isfinite(D) || !isfinite(A) || !isnormal(rs)) {
+    if (!isfinite(S1) || !isfinite(D) || !isfinite(A) || !isnormal(rs) || nk__l1_tiny_mean(mu)) {
       nk__rowvar_fwd_row_f64(1, n, dt, o.x, o.out, mean ? &mean[row] : NULL,
                              rscale ? &rscale[row] : NULL, p);
       continue;
@@ -439,7 +439,8 @@ NK_INLINE void l1_bwd(nk_dtype dt, size_t rows, size_t n, const void *x, ptrdiff
     if (!isnormal(o.rs) || !isfinite(o.m)) t[0] = NAN;
     else if (c & V_GAMMA) reduce(R_L1_BWD, dt, (c & ~V_GAMMA) | V_GAMMA, &o, 0.0f, 0.0f, t);
     else reduce(R_L1_BWD, dt, c & ~V_GAMMA, &o, 0.0f, 0.0f, t);
-    if (!isfinite(t[0]) || !isfinite(t[1]) || !isfinite(t[2])) {
+    if (!isfinite(t[0]) || !isfinite(t[1]) || !isfinite(t[2]) ||
+        nk__l1_tiny_mean((double)o.m + t[2] / (double)n)) {
       nk__rowvar_bwd_row_f64(1, n, dt, o.x, o.dy, o.dh, o.m, o.rs, o.out, dgamma_acc, dbeta_acc, p);
       continue;
     }

@@ -34,7 +34,8 @@
  *     dgamma_acc[i] += (double)g_i * xhat_i;  dbeta_acc[i] += g_i
  *   Rows whose sums are not finite (NaN/inf inputs, f32 overflow), CRMSNorm rows whose mean
  *   square is so small that subnormal squares could matter (nk__rownorm_needs_fallback), rows
- *   whose saved statistics are not normal floats, go to the double row routines of fallback.c,
+ *   whose saved statistics are not normal floats, L1 rows with a nonzero mean below 2^-100
+ *   (nk__l1_tiny_mean), go to the double row routines of fallback.c,
  *   shared by every ISA. Rows with NaN or inf inputs write the canonical NaN (0x7FC00000).
  *
  * Kernel rules as rownorm.h: ranges of rows, no allocation/validation/logging, outputs may be
@@ -43,6 +44,7 @@
 #ifndef NK_KERNELS_ROWVAR_H
 #define NK_KERNELS_ROWVAR_H
 
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -53,6 +55,14 @@
 
 /* sqrt(pi/2): sigma = C1 * E|u - mu| for Gaussian u (spec §11.1). */
 #define NK_L1NORM_C1 1.2533141373155002512
+
+/* L1 rows whose (double) mean is nonzero and below 2^-100 in magnitude (subnormal data) take
+ * the double routine: their f32 low part mu_lo sits on the subnormal grid, which put every
+ * centred value up to 2^-150 off, times rscale, and in the backward flipped sign(xhat) of
+ * elements that close to the mean (dx 14x off; rowvar fuzz harness). A zero mean (an all-zero
+ * row, or symmetric data) has an exact low part and stays on the f32 path. Forward: the
+ * refined mean; backward: mean + C/n. */
+static inline int nk__l1_tiny_mean(double mu) { return mu != 0.0 && fabs(mu) < 0x1p-100; }
 
 /* Parameters: nk_rownorm_params (gamma, beta, eps, param_dtype, variant with the
  * NK_ROWNORM_HAS_GAMMA/HAS_BETA/OFFSET/NONTEMPORAL/SCALE bits, scale). CRMSNorm reads only eps,

@@ -156,7 +156,7 @@ static inline void l1_fwd(nk_dtype dt, size_t rows, size_t n, const void *x, ptr
     }
     const double den = NK_L1NORM_C1 * (A / (double)n) + (double)p->eps;
     const float rs = (float)(1.0 / den);
-    if (!isfinite(S1) || !isfinite(D) || !isfinite(A) || !isnormal(rs)) {
+    if (!isfinite(S1) || !isfinite(D) || !isfinite(A) || !isnormal(rs) || nk__l1_tiny_mean(mu)) {
       nk__rowvar_fwd_row_f64(1, n, dt, xr, yr, mean ? &mean[row] : NULL,
                              rscale ? &rscale[row] : NULL, p);
       continue;
@@ -197,7 +197,8 @@ static inline void l1_bwd(nk_dtype dt, size_t rows, size_t n, const void *x, ptr
       B += (double)lanes_fold(lb);
       C += (double)lanes_fold(lc);
     }
-    if (!isfinite(A) || !isfinite(B) || !isfinite(C) || !isnormal(rs) || !isfinite(m)) {
+    if (!isfinite(A) || !isfinite(B) || !isfinite(C) || !isnormal(rs) || !isfinite(m) ||
+        nk__l1_tiny_mean((double)m + C / (double)n)) {
       nk__rowvar_bwd_row_f64(1, n, dt, xr, gr, dhr, m, rs, dxr, dgamma_acc, dbeta_acc, p);
       continue;
     }
