@@ -32,7 +32,8 @@
  *     there, x/2 - mean/2 cannot, and the result is the same; nk__ch_half).
  *   gradient sums (per block of 1024 / NK_CH_BLOCK_ROWS, f32 lanes folded as above, added to
  *     double totals in block order):  g' = (MASK and y <= 0) ? 0 : dy;  e = x - mh;
- *     A = sum g';  B = sum fmaf(g', e, .);  C = sum e.   Blocks whose sums are not finite are
+ *     A = sum g';  B = sum fmaf(g', e, .);  C = sum e.   Blocks whose sums are not finite, or
+ *     whose |B| < 2^-90 while B or C is nonzero (products that may have underflowed), are
  *     recomputed in double.
  *   dx:  xhat = fmaf(x * s - mh, r, -mcr);  dx = fmaf(-xhat, b, g' * u - a) * v;  [dz = g']
  *     (mcr = (float)(mc * r) in double, mc the mean of e: the centring correction, as mlr)
