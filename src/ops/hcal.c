@@ -228,7 +228,6 @@ static nk_status check_ws(nk_context *ctx, const char *op, size_t n, size_t K, s
     return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: n %zu x K %zu is too large", op, n, K);
   *need = 0;
   nk__ws_bytes(d * sizeof(double), need); /* cannot overflow: ws_doubles bounds d */
-  if (ws == NULL) return nk__fail(ctx, NK_STATUS_MISUSE, "%s: workspace is NULL", op);
   return nk__check_workspace(ctx, op, ws, bytes, *need);
 }
 
@@ -240,7 +239,7 @@ nk_status nk_hcal_loss(nk_context *ctx, const nk_hcal_desc *desc, size_t n, size
   NK_REQUIRE_PTR(loss);
   TRY(check_desc(ctx, op, desc));
   if (K == 0) return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: K is 0", op);
-  size_t need;
+  size_t need = 0;
   TRY(check_ws(ctx, op, n, K, 0, workspace, workspace_bytes, &need));
   if (n > 0) {
     NK_REQUIRE_PTR(probs);
@@ -398,7 +397,7 @@ nk_status nk_hcal_ensemble_loss(nk_context *ctx, const nk_hcal_desc *desc, size_
   NK_REQUIRE_PTR(loss);
   TRY(check_desc(ctx, op, desc));
   TRY(check_ensemble(ctx, op, n, K, logits, members, theta, nu));
-  size_t need;
+  size_t need = 0;
   TRY(check_ws(ctx, op, n, K, members, workspace, workspace_bytes, &need));
   if (n > 0) NK_REQUIRE_PTR(labels);
   span s[9];
@@ -432,7 +431,7 @@ nk_status nk_hcal_ensemble_fit(nk_context *ctx, const nk_hcal_desc *desc,
       !(fit->beta2 >= 0.0 && fit->beta2 < 1.0) || !(fit->eps > 0.0) || !isfinite(fit->eps))
     return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: bad Adam settings", op);
   TRY(check_ensemble(ctx, op, n, K, logits, members, theta, nu));
-  size_t need;
+  size_t need = 0;
   TRY(check_ws(ctx, op, n, K, members, workspace, workspace_bytes, &need));
   if (n > 0) NK_REQUIRE_PTR(labels);
   span s[6];

@@ -138,7 +138,6 @@ nk_status nk_pcb_merge(nk_context *ctx, const nk_pcb_merge_desc *desc, const flo
   NK_REQUIRE_PTR(merged);
   size_t need = 0;
   nk__ws_bytes(wsd * sizeof(double), &need); /* cannot overflow: check_desc bounds wsd */
-  if (workspace == NULL) return nk__fail(ctx, NK_STATUS_MISUSE, "%s: workspace is NULL", op);
   TRY(nk__check_workspace(ctx, op, workspace, workspace_bytes, need));
   span s[5];
   TRY(nk__vector_span(ctx, op, &s[0], "task_vectors", tv, n * d, sizeof(float), 0));
