@@ -104,15 +104,6 @@ static void param_store(void *p, size_t i, nk_dtype dt, double v, int accumulate
   else ((uint16_t *)p)[i] = nk__f32_to_f16((float)v);
 }
 
-/* Normalization statistics from moments: mean_hi, the low part times rstd (mlr, formed in
- * double: never rounded on the f32 subnormal grid, chnorm.h) and rstd. */
-static void stats_from_moments(const nk_moments *m, float eps, float *mh, float *mlr, float *r) {
-  const double mean = m->mean;
-  *mh = (float)mean;
-  *r = (float)(1.0 / sqrt(m->m2 / m->count + (double)eps));
-  *mlr = (float)((mean - (double)*mh) * (double)*r);
-}
-
 static float rstd_of_var(float var, float eps) {
   return (float)(1.0 / sqrt((double)var + (double)eps));
 }
@@ -472,7 +463,7 @@ static int ws_bytes(const geo *g, size_t extra, size_t *bytes) {
 static void bn_norm_param(const ew_job *j, size_t n, size_t c, nk_ch_norm_scalars *p) {
   (void)n;
   if (j->training) {
-    stats_from_moments(&j->mom[c], j->d->eps, &p->mh, &p->mlr, &p->r);
+    nk__ch_stats(&j->mom[c], j->d->eps, &p->mh, &p->mlr, &p->r);
   } else {
     p->mh = j->run_mean[c];
     p->mlr = 0.0f;
@@ -610,7 +601,7 @@ static nk_status bn_fwd(nk_context *ctx, const char *op, const nk_chnorm_desc *d
     }
     for (size_t c = 0; c < C; c++) {
       float mh, mlr, r;
-      stats_from_moments(&mom[c], d->eps, &mh, &mlr, &r);
+      nk__ch_stats(&mom[c], d->eps, &mh, &mlr, &r);
       if (save_mean) save_mean[c] = mh;
       if (save_rstd) save_rstd[c] = r;
       if (rm) {
@@ -1039,7 +1030,7 @@ static void gn_fwd_task(void *arg, size_t start, size_t count) {
     gn_group_moments(j, n, g0, g1, gm);
     for (size_t k = g0; k < g1; k++) {
       const nk_moments m = {gm[3 * (k - g0)], gm[3 * (k - g0) + 1], gm[3 * (k - g0) + 2]};
-      stats_from_moments(&m, j->d->eps, &mh[k - g0], &mlr[k - g0], &r[k - g0]);
+      nk__ch_stats(&m, j->d->eps, &mh[k - g0], &mlr[k - g0], &r[k - g0]);
       if (j->mean_out) j->mean_out[n * j->G + k] = mh[k - g0];
       if (j->rstd_out) j->rstd_out[n * j->G + k] = r[k - g0];
       hs[k - g0] = nk__ch_half(&mh[k - g0], &r[k - g0]) ? 0.5f : 1.0f;

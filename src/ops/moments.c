@@ -143,9 +143,7 @@ static void rowmom_task(void *arg, size_t start, size_t count) {
       const double ms = (m->m2 + m->count * m->mean * m->mean) / m->count;
       rs = (float)(1.0 / sqrt(ms + (double)d->eps));
     } else {
-      mh = (float)m->mean;
-      rs = (float)(1.0 / sqrt(m->m2 / m->count + (double)d->eps));
-      mlr = (float)((m->mean - (double)mh) * (double)rs);
+      nk__ch_stats(m, d->eps, &mh, &mlr, &rs);
       if (j->mean) j->mean[r] = mh;
     }
     if (j->rstd) j->rstd[r] = rs;
