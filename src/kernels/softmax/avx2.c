@@ -450,7 +450,6 @@ typedef struct orow {
   void *y;             /* output */
   float c0, c1, c2, c3, c4;
   size_t target;       /* cross-entropy */
-  int a_inf;           /* cross-entropy: c2 = a is +-inf, p_j == 0 gives b (softmax.h) */
   const char *pf0, *pf1; /* prefetched into L2 during the pass (or NULL) */
 } orow;
 
@@ -485,7 +484,8 @@ NK_INLINE __m256 op8(int op, nk_dtype dt, const orow *o, size_t i, size_t k, int
                                  _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
                                  _mm256_set1_epi32((int32_t)(o->target - i)))));
       __m256 v = _mm256_fmadd_ps(p, c2 /* a */, b);
-      if (o->a_inf) v = _mm256_blendv_ps(v, b, _mm256_cmp_ps(p, _mm256_setzero_ps(), _CMP_EQ_OQ));
+      if (isinf(o->c2)) /* a overflowed: p_j == 0 gives b (softmax.h) */
+        v = _mm256_blendv_ps(v, b, _mm256_cmp_ps(p, _mm256_setzero_ps(), _CMP_EQ_OQ));
       return canon_nan8(v);
     }
     case OP_SIG: {
@@ -809,7 +809,6 @@ static void xent_row(nk_dtype dt, const nk_xent_row *row) {
   o.c2 = xo.a;
   o.c3 = xo.b;
   o.c4 = xo.bt;
-  o.a_inf = xo.a_inf;
   if (three) {
     o.c0 = m;
     o.c1 = (float)(1.0 / (ones + S));

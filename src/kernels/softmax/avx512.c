@@ -331,7 +331,6 @@ typedef struct octx {
   void *out;
   float v, m, lambda, ls, ll, nf, a, b, bt, scale;
   size_t target;
-  int a_inf; /* cross-entropy: a is +-inf, p_j == 0 gives b (softmax.h) */
   int nt;
   const char *pf1, *pf2; /* nt: the input bytes just past this row (the next row of a dense
                             batch), prefetched into L2 while this row's output streams out */
@@ -350,7 +349,8 @@ NK_INLINE __m512 xent_fma(const octx *o, __m512 p, size_t i) {
   const __mmask16 t = _mm512_cmpeq_epi32_mask(j, _mm512_set1_epi32((int)o->target));
   const __m512 b = _mm512_mask_blend_ps(t, _mm512_set1_ps(o->b), _mm512_set1_ps(o->bt));
   __m512 v = _mm512_fmadd_ps(p, _mm512_set1_ps(o->a), b);
-  if (o->a_inf) v = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(p, _mm512_setzero_ps(), _CMP_EQ_OQ), v, b);
+  if (isinf(o->a)) /* a overflowed: p_j == 0 gives b (softmax.h) */
+    v = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(p, _mm512_setzero_ps(), _CMP_EQ_OQ), v, b);
   return v_canon(v);
 }
 
@@ -651,7 +651,7 @@ NK_INLINE void xent(nk_dtype dt, const nk_xent_row *row) {
     o.mode = O_CONST, o.v = nk__sm_nan();
   } else {
     o.mode = three ? O_XENT_THREE : O_XENT_TWO;
-    o.a = x.a, o.b = x.b, o.bt = x.bt, o.target = row->target, o.a_inf = x.a_inf;
+    o.a = x.a, o.b = x.b, o.bt = x.bt, o.target = row->target;
   }
   out_range(dt, &o, 0, n);
   if (row->nontemporal) _mm_sfence();

@@ -365,7 +365,7 @@ static void xent(const nk_xent_row *row, nk_dtype dt) {
     const float z = nk__load_f32(row->x, j, dt);
     const float p = three ? sm_exp(z - m) * lambda : two_value(z, lambda, nf);
     const float b = j == row->target ? o.bt : o.b;
-    nk__store_f32(row->dx, j, canon(o.a_inf && p == 0.0f ? b : fmaf(p, o.a, b)), dt);
+    nk__store_f32(row->dx, j, canon(isinf(o.a) && p == 0.0f ? b : fmaf(p, o.a, b)), dt);
   }
 }
 

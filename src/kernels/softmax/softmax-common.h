@@ -187,8 +187,8 @@ static inline int nk__sm_bwd_split(double D, float *Dh, float *Dl) {
 
 typedef struct nk__sm_xent {
   int nanrow;       /* L NaN or -inf: dx row canonical NaN, loss canonical NaN */
-  float a, b, bt;   /* dx_j = fma(p_j, a, b); dx_t = fma(p_t, a, bt) */
-  int a_inf;        /* a overflowed f32: then p_j == 0 gives b (bt), not 0 * inf = NaN */
+  float a, b, bt;   /* dx_j = fma(p_j, a, b); dx_t = fma(p_t, a, bt); a = +-inf (overflow):
+                       p_j == 0 gives b (bt), not 0 * inf = NaN (softmax.h) */
   double loss;
   float lse;
 } nk__sm_xent;
@@ -212,7 +212,6 @@ static inline void nk__sm_xent_finish(double L, double T, float zt, size_t n, fl
   o->loss = hard + soft + zl * L * L;
   o->lse = (float)L;
   o->a = (float)(c * (1.0 + 2.0 * zl * L));
-  o->a_inf = isinf(o->a);
   o->b = (float)(-c * ls / dn);
   o->bt = (float)(-c * (ls / dn + (1.0 - ls)));
 }
