@@ -7,6 +7,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "chnorm_util.h"
 #include "normkit.h"
 #include "reference.h"
 #include "test.h"
@@ -25,8 +26,6 @@ NK_TEST(batchnorm_inference_far_running_mean) {
   const float gamma[C] = {0.75f, -1.25f, 2.0f}, beta[C] = {0.5f, 0.0f, -3.0f};
   const double rmr[C] = {rm[0], rm[1], rm[2]}, rvr[C] = {rv[0], rv[1], rv[2]};
   const double gr[C] = {gamma[0], gamma[1], gamma[2]}, br[C] = {beta[0], beta[1], beta[2]};
-  nk_threadpool *pool;
-  NK_REQUIRE(nk_threadpool_create(2, &pool) == NK_OK, "pool");
   for (int lay = 0; lay < 2; lay++) {
     const nk_layout L = lay ? NK_LAYOUT_NSC : NK_LAYOUT_NCS;
     nk_batchnorm_desc d = nk_chnorm_desc_dense(N, C, S, L, NK_DTYPE_F32, 1e-5f);
@@ -52,10 +51,9 @@ NK_TEST(batchnorm_inference_far_running_mean) {
     for (size_t k = 0; k < 3; k++)
       for (int th = 0; th < 2; th++) {
         if (!nk_isa_supported(isas[k])) continue;
-        nk_context *ctx;
-        NK_REQUIRE(nk_context_create(&ctx) == NK_OK, "context");
-        nk_context_set_isa(ctx, isas[k]);
-        if (th) nk_context_set_threadpool(ctx, pool);
+        ch_ctx cc = ch_ctx_make(isas[k], th ? 2 : 1);
+        NK_REQUIRE(cc.ctx != NULL && (!th || cc.pool != NULL), "context");
+        nk_context *ctx = cc.ctx;
         float rmw[C] = {rm[0], rm[1], rm[2]}, rvw[C] = {rv[0], rv[1], rv[2]};
         NK_REQUIRE(nk_batchnorm_fwd(ctx, &d, x, NULL, gamma, beta, rmw, rvw, NULL, y, NULL, NULL,
                                     NULL, 0) == NK_OK,
@@ -90,10 +88,9 @@ NK_TEST(batchnorm_inference_far_running_mean) {
                    "%s %s th%d: bits differ from the first path", nk_layout_name(L),
                    nk_isa_name(isas[k]), th);
         }
-        nk_context_destroy(ctx);
+        ch_ctx_free(&cc);
       }
   }
-  nk_threadpool_destroy(pool);
 }
 
 /* BatchNorm inference backward where xhat = (x - mean) rstd is beyond FLT_MAX (x = -3.4e38,
@@ -111,9 +108,9 @@ NK_TEST(batchnorm_inference_backward_xhat_beyond_flt_max) {
     const nk_ref_chshape t = {N, C, S, lay, 0, 0};
     for (size_t k = 0; k < 3; k++) {
       if (!nk_isa_supported(isas[k])) continue;
-      nk_context *ctx;
-      NK_REQUIRE(nk_context_create(&ctx) == NK_OK, "context");
-      nk_context_set_isa(ctx, isas[k]);
+      ch_ctx cc = ch_ctx_make(isas[k], 1);
+      NK_REQUIRE(cc.ctx != NULL, "context");
+      nk_context *ctx = cc.ctx;
       for (size_t n = 0; n < N; n++)
         for (size_t c = 0; c < C; c++)
           for (size_t s = 0; s < S; s++) {
@@ -132,7 +129,7 @@ NK_TEST(batchnorm_inference_backward_xhat_beyond_flt_max) {
             NK_CHECK(fabs(dx[i] - ref) <= 2e-6 * fabs(ref), "%s %s: dx[%zu] = %g, reference %g",
                      nk_layout_name(L), nk_isa_name(isas[k]), i, dx[i], ref);
           }
-      nk_context_destroy(ctx);
+      ch_ctx_free(&cc);
     }
   }
 }
@@ -153,8 +150,6 @@ NK_TEST(subnormal_sets) {
   double dgr[C], dbr[C];
   static unsigned char ws[1 << 16] __attribute__((aligned(64)));
   const float eps = 1e-12f;
-  nk_threadpool *pool;
-  NK_REQUIRE(nk_threadpool_create(2, &pool) == NK_OK, "pool");
   for (int op = 0; op < 2; op++) /* 0 BatchNorm (training), 1 GroupNorm */
     for (int lay = 0; lay < 2; lay++) {
       const nk_layout L = lay ? NK_LAYOUT_NSC : NK_LAYOUT_NCS;
@@ -184,10 +179,9 @@ NK_TEST(subnormal_sets) {
       for (size_t k = 0; k < 3; k++)
         for (int th = 0; th < 2; th++) {
           if (!nk_isa_supported(isas[k])) continue;
-          nk_context *ctx;
-          NK_REQUIRE(nk_context_create(&ctx) == NK_OK, "context");
-          nk_context_set_isa(ctx, isas[k]);
-          if (th) nk_context_set_threadpool(ctx, pool);
+          ch_ctx cc = ch_ctx_make(isas[k], th ? 2 : 1);
+          NK_REQUIRE(cc.ctx != NULL && (!th || cc.pool != NULL), "context");
+          nk_context *ctx = cc.ctx;
           size_t wf = 0, wb = 0;
           if (op == 0) {
             NK_REQUIRE(nk_batchnorm_fwd_workspace_size(&d, &wf) == NK_OK &&
@@ -266,10 +260,9 @@ NK_TEST(subnormal_sets) {
                      "op %d %s %s th%d: bits differ from the first path", op, nk_layout_name(L),
                      nk_isa_name(isas[k]), th);
           }
-          nk_context_destroy(ctx);
+          ch_ctx_free(&cc);
         }
     }
-  nk_threadpool_destroy(pool);
 }
 
 int main(void) {
