@@ -296,7 +296,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       }
       zone = 0x1p-20 * mh;
       for (size_t j = 0; j < C; j++) nz += fabs(xr[i * C + j] - mr[i]) <= zone;
-      kf = 1.01 * rsr[i] * 1.2533141373155003 * fabs(sgx) / (double)C;
+      kf = 1.01 * rsr[i] * NK_REF_L1_C1 * fabs(sgx) / (double)C;
     }
     for (size_t j = 0; j < C; j++) {
       double ref = dxr[i * C + j];
