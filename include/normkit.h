@@ -2272,7 +2272,10 @@ NK_API nk_status nk_unifiednorm_fold(size_t channels, float eps, const float *ph
  * |A_g|' |x - mu_g|/(s_g (C/G) S), where |A|' is the sum of the magnitudes of A's terms: they
  * cancel in small sets, e.g. N = 1, S = 2, and A itself cancels, e.g. in an instance of
  * x ~ 1e4 with spread 1, 70 times below its terms) (bf16/f16:
- * plus 1 ulp of the dtype; f32 outputs in the subnormals within 2^-148 more); saved
+ * plus 1 ulp of the dtype; f32 outputs in the subnormals within 2^-148 more); dgamma and dv
+ * within 4e-6 * max(D, T) + 1e-6 over the vector, D = the largest |reference|, T = the largest
+ * channel's sum of the magnitudes of the terms (|dy x/d|, |dy a/s_g|, affine |dy x|; B0
+ * |(1-b) delta x|, S0 |(gh/s_g) x^2 sig'|: the f32 terms cancel in the sums), dbeta 2e-6; saved
  * statistics: mean 1 f32 ulp + 1e-6 sd, std 2e-6 relative (as the channel norms). NaN or inf in
  * x, dy, gamma or v of a channel: its dx and parameter gradients are non-finite (NaN or inf).
  * The workspace may have any alignment.
