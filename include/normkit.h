@@ -2623,13 +2623,51 @@ NK_API nk_status nk_fakeln_calibrate(nk_context *ctx, const nk_norm_desc *desc, 
 NK_API nk_status nk_fakeln_fwd(nk_context *ctx, const nk_norm_desc *desc, float sigma_bar,
                                const void *x, const void *r, const void *gamma,
                                const void *beta, void *y, void *h, float *mean);
-/* Rows [row_begin, row_end) on the calling thread; bit-identical to nk_fakeln_fwd.
- * (No FakeLN backward is provided yet: fine-tuning through a frozen FakeLN needs
- * dx = (gh - mean(gh)) / sigma_bar, docs/ops/fakeln.md.) */
+/* Rows [row_begin, row_end) on the calling thread; bit-identical to nk_fakeln_fwd. */
 NK_API nk_status nk_fakeln_fwd_rows(nk_context *ctx, const nk_norm_desc *desc,
                                     size_t row_begin, size_t row_end, float sigma_bar,
                                     const void *x, const void *r, const void *gamma,
                                     const void *beta, void *y, void *h, float *mean);
+
+/* FakeLN backward (fine-tuning through a frozen FakeLN; spec 10, the official FakeLayerNorm,
+ * whose std is a constant: autograd gives no variance term):
+ *   dx = (gh - mean(gh)) / sigma_bar [+ dh],  gh = g * dy;
+ *   dgamma = sum over rows of dy * xhat,  dbeta = sum of dy,  xhat = (h - mu) / sigma_bar;
+ *   sigma_bar receives no gradient.
+ * The arguments are nk_layernorm_bwd's with the saved rstd replaced by sigma_bar (the value the
+ * forward used): x is h (or, with NK_NORM_BWD_FROM_Y, the forward's y; then mean is not read),
+ * mean the forward's saved mean (nk_fakeln_fwd's `mean`, required unless FROM_Y), gamma/beta as
+ * in the forward (beta read only FROM_Y), dh optional, dgamma/dbeta optional (overwritten, or
+ * added to with NK_NORM_ACCUMULATE), the workspace of nk_fakeln_bwd_workspace_size. Aliasing:
+ * dx may be dy, x or dh.
+ * Arithmetic: the LayerNorm backward kernels (same canonical sums, same chunked parameter
+ * reduction; bit-identical across ISAs and thread counts) with rstd = (float)(1 / sigma_bar)
+ * for every row and the variance coefficient b = 0: dx_i = fmaf(-xhat_i, 0, gh_i - a) * rstd,
+ * a = (float)(mean of gh). Rows whose sums overflow, or a 1/sigma_bar that is not a normal
+ * f32 (sigma_bar beyond 2^126), take the double row routine; sigma_bar below 2^-128 (1/sigma_bar
+ * beyond FLT_MAX, where the forward's y is already +-inf or NaN) gives NaN rows.
+ * Accuracy (tests/ops/fakeln.c): dx within 4e-6 * max(D, T) per row, D = max|reference dx|,
+ * T = max (|gh| + |mean(gh)|) / sigma_bar (the subtraction cancels; bf16/f16 + 1 ulp; f32
+ * subnormal outputs within 2^-148 more); dgamma, dbeta within 4e-6 relative to the sums of the
+ * magnitudes of their terms (+ 1 ulp of param_dtype). NaN/inf in a row: that row's dx is NaN
+ * (dgamma NaN, dbeta sums dy). lns_scale 0 or 1 only (else UNSUPPORTED), as the forward.
+ * Returns OK, INVALID_ARGUMENT (NULL x/dy/dx, mean NULL without FROM_Y, sigma_bar not finite
+ * and > 0, a gain of 0 with FROM_Y, overlaps), UNSUPPORTED, MISUSE (workspace too small). */
+NK_API nk_status nk_fakeln_bwd_workspace_size(const nk_norm_desc *desc, size_t *bytes);
+NK_API nk_status nk_fakeln_bwd(nk_context *ctx, const nk_norm_desc *desc, float sigma_bar,
+                               const void *x, const void *gamma, const void *beta,
+                               const float *mean, const void *dy, const void *dh, void *dx,
+                               void *dgamma, void *dbeta, void *workspace,
+                               size_t workspace_size);
+/* Rows [row_begin, row_end) on the calling thread; dx as nk_fakeln_bwd; the parameter
+ * gradients of these rows are ADDED in double to dgamma_acc/dbeta_acc (cols doubles each,
+ * optional), as nk_layernorm_bwd_rows (workspace only with NK_NORM_BWD_FROM_Y). */
+NK_API nk_status nk_fakeln_bwd_rows(nk_context *ctx, const nk_norm_desc *desc,
+                                    size_t row_begin, size_t row_end, float sigma_bar,
+                                    const void *x, const void *gamma, const void *beta,
+                                    const float *mean, const void *dy, const void *dh, void *dx,
+                                    double *dgamma_acc, double *dbeta_acc, void *workspace,
+                                    size_t workspace_size);
 
 /* The deployment trick of the official code (utils.py `remove_layernorm_by_scaling`): an
  * unmodified LayerNorm with eps' = 1e12 and gamma' = gamma * 1e6 / sigma_bar computes FakeLN

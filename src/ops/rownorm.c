@@ -127,7 +127,7 @@ static nk_status norm_fwd(nk_context *ctx, int is_rms, const nk_norm_desc *d, si
   fwd_job job = {nk__select_rownorm_fwd(nk__context_isa(ctx), kop, d->dtype), d, x, r, y, h,
                  is_rms ? NULL : mean, rstd,
                  (nk_rownorm_params){gamma, beta, NULL, d->eps, d->param_dtype,
-                                     variant_of(d, gamma, beta), 0.0f, 0.0f}};
+                                     variant_of(d, gamma, beta), 0.0f, 0.0f, 0.0f}};
   if (job.fn == NULL)
     return nk__fail(ctx, NK_STATUS_UNSUPPORTED, "%s: no kernel for dtype %s", op,
                     nk_dtype_name(d->dtype));
@@ -266,7 +266,7 @@ static void bwd_rows_run(const bwd_job *j, size_t start, size_t count, double *d
   j->fn(count, d->cols, offset_rows(j->x, start, d->x_stride, d->dtype), d->x_stride,
         offset_rows(j->dy, start, d->dy_stride, d->dtype), d->dy_stride,
         offset_rows(j->dh, start, d->dh_stride, d->dtype), d->dh_stride,
-        j->mean ? j->mean + start : NULL, j->rstd + start,
+        j->mean ? j->mean + start : NULL, j->rstd ? j->rstd + start : NULL,
         (void *)offset_rows(j->dx, start, d->dx_stride, d->dtype), d->dx_stride, dg, db,
         &j->params);
 }
@@ -325,18 +325,31 @@ static nk_status fill_ginv(nk_context *ctx, const char *op, const nk_norm_desc *
   return NK_STATUS_OK;
 }
 
-static nk_status norm_bwd(nk_context *ctx, int is_rms, const nk_norm_desc *d, size_t row_begin,
-                          size_t row_end, int full, const void *x, const void *gamma,
-                          const void *beta, const float *mean, const float *rstd, const void *dy,
-                          const void *dh, void *dx, void *dgamma, void *dbeta,
-                          double *dgamma_acc, double *dbeta_acc, void *workspace,
-                          size_t workspace_size) {
-  const char *op = is_rms ? "rmsnorm_bwd" : "layernorm_bwd";
+/* sigma_bar: NULL, or FakeLN's frozen std (the LayerNorm backward with rstd = 1/sigma_bar for
+ * every row and no variance term; is_rms 0, rstd NULL). */
+static nk_status norm_bwd(nk_context *ctx, int is_rms, const float *sigma_bar,
+                          const nk_norm_desc *d, size_t row_begin, size_t row_end, int full,
+                          const void *x, const void *gamma, const void *beta, const float *mean,
+                          const float *rstd, const void *dy, const void *dh, void *dx,
+                          void *dgamma, void *dbeta, double *dgamma_acc, double *dbeta_acc,
+                          void *workspace, size_t workspace_size) {
+  const char *op = sigma_bar ? (full ? "fakeln_bwd" : "fakeln_bwd_rows")
+                   : is_rms  ? "rmsnorm_bwd"
+                             : "layernorm_bwd";
   TRY(check_desc(ctx, op, d));
+  if (sigma_bar) { /* the forward's rules (nk__normq_forward) */
+    if (!(*sigma_bar > 0.0f) || !isfinite(*sigma_bar))
+      return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: sigma_bar %g must be finite and > 0",
+                      op, (double)*sigma_bar);
+    if (d->lns_scale != 0.0f && d->lns_scale != 1.0f)
+      return nk__fail(ctx, NK_STATUS_UNSUPPORTED,
+                      "%s: lns_scale %g is not supported (0 or 1 only)", op,
+                      (double)d->lns_scale);
+  }
   TRY(nk__check_row_range(ctx, op, row_begin, row_end, d->rows));
   if (d->rows == 0 || d->cols == 0) return nk__ok(ctx);
   const int from_y = (d->flags & NK_NORM_BWD_FROM_Y) != 0;
-  if (x == NULL || dy == NULL || dx == NULL || rstd == NULL)
+  if (x == NULL || dy == NULL || dx == NULL || (rstd == NULL && sigma_bar == NULL))
     return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: %s is NULL", op,
                     x == NULL ? "x" : dy == NULL ? "dy" : dx == NULL ? "dx" : "rstd");
   if (!is_rms && !from_y && mean == NULL)
@@ -361,7 +374,7 @@ static nk_status norm_bwd(nk_context *ctx, int is_rms, const nk_norm_desc *d, si
   TRY(nk__vector_span(ctx, op, &s[4], "gamma", gamma, cols, psize, 0));
   TRY(nk__vector_span(ctx, op, &s[5], "beta", beta, cols, psize, 0));
   TRY(nk__vector_span(ctx, op, &s[6], "mean", (is_rms || from_y) ? NULL : mean, rows, 4, 0));
-  TRY(nk__vector_span(ctx, op, &s[7], "rstd", rstd, rows, 4, 0));
+  TRY(nk__vector_span(ctx, op, &s[7], "rstd", sigma_bar ? NULL : rstd, rows, 4, 0));
   TRY(nk__vector_span(ctx, op, &s[8], "dgamma", full ? dgamma : NULL, cols, psize, 1));
   TRY(nk__vector_span(ctx, op, &s[9], "dbeta", full ? dbeta : NULL, cols, psize, 1));
   TRY(nk__vector_span(ctx, op, &s[10], "dgamma_acc", full ? NULL : dgamma_acc, cols, 8, 1));
@@ -379,8 +392,12 @@ static nk_status norm_bwd(nk_context *ctx, int is_rms, const nk_norm_desc *d, si
     return nk__fail(ctx, NK_STATUS_UNSUPPORTED, "%s: no kernel for dtype %s", op,
                     nk_dtype_name(d->dtype));
   job.params = (nk_rownorm_params){gamma, beta, NULL, d->eps, d->param_dtype,
-                                   variant_of(d, gamma, beta), 0.0f, 0.0f};
+                                   variant_of(d, gamma, beta), 0.0f, 0.0f, 0.0f};
   set_lns(d, &job.params);
+  if (sigma_bar) { /* the forward's 1/sigma_bar (quant.c), rounded once */
+    job.params.variant |= NK_ROWNORM_FIXED_RSTD;
+    job.params.fixed_rstd = (float)(1.0 / (double)*sigma_bar);
+  }
   size_t out_bytes = 0;
   if (nk__mul_size(rows, cols, &out_bytes) &&
       nk__mul_size(out_bytes, nk_dtype_size(d->dtype), &out_bytes) &&
@@ -399,7 +416,7 @@ static nk_status norm_bwd(nk_context *ctx, int is_rms, const nk_norm_desc *d, si
   job.dy = dy;
   job.dh = dh;
   job.mean = (is_rms || from_y) ? NULL : mean;
-  job.rstd = rstd;
+  job.rstd = sigma_bar ? NULL : rstd;
   job.dx = dx;
 
   if (!full) {
@@ -425,7 +442,7 @@ nk_status nk_layernorm_bwd(nk_context *ctx, const nk_layernorm_desc *desc, const
                            const void *gamma, const void *beta, const float *mean,
                            const float *rstd, const void *dy, const void *dh, void *dx,
                            void *dgamma, void *dbeta, void *workspace, size_t workspace_size) {
-  return norm_bwd(ctx, 0, desc, 0, desc ? desc->rows : 0, 1, x, gamma, beta, mean, rstd, dy, dh,
+  return norm_bwd(ctx, 0, NULL, desc, 0, desc ? desc->rows : 0, 1, x, gamma, beta, mean, rstd, dy, dh,
                   dx, dgamma, dbeta, NULL, NULL, workspace, workspace_size);
 }
 
@@ -435,7 +452,7 @@ nk_status nk_layernorm_bwd_rows(nk_context *ctx, const nk_layernorm_desc *desc,
                                 const float *rstd, const void *dy, const void *dh, void *dx,
                                 double *dgamma_acc, double *dbeta_acc, void *workspace,
                                 size_t workspace_size) {
-  return norm_bwd(ctx, 0, desc, row_begin, row_end, 0, x, gamma, beta, mean, rstd, dy, dh, dx,
+  return norm_bwd(ctx, 0, NULL, desc, row_begin, row_end, 0, x, gamma, beta, mean, rstd, dy, dh, dx,
                   NULL, NULL, dgamma_acc, dbeta_acc, workspace, workspace_size);
 }
 
@@ -443,7 +460,7 @@ nk_status nk_rmsnorm_bwd(nk_context *ctx, const nk_rmsnorm_desc *desc, const voi
                          const void *gamma, const void *beta, const float *rstd, const void *dy,
                          const void *dh, void *dx, void *dgamma, void *dbeta, void *workspace,
                          size_t workspace_size) {
-  return norm_bwd(ctx, 1, desc, 0, desc ? desc->rows : 0, 1, x, gamma, beta, NULL, rstd, dy, dh,
+  return norm_bwd(ctx, 1, NULL, desc, 0, desc ? desc->rows : 0, 1, x, gamma, beta, NULL, rstd, dy, dh,
                   dx, dgamma, dbeta, NULL, NULL, workspace, workspace_size);
 }
 
@@ -452,6 +469,29 @@ nk_status nk_rmsnorm_bwd_rows(nk_context *ctx, const nk_rmsnorm_desc *desc, size
                               const void *beta, const float *rstd, const void *dy,
                               const void *dh, void *dx, double *dgamma_acc, double *dbeta_acc,
                               void *workspace, size_t workspace_size) {
-  return norm_bwd(ctx, 1, desc, row_begin, row_end, 0, x, gamma, beta, NULL, rstd, dy, dh, dx,
+  return norm_bwd(ctx, 1, NULL, desc, row_begin, row_end, 0, x, gamma, beta, NULL, rstd, dy, dh, dx,
                   NULL, NULL, dgamma_acc, dbeta_acc, workspace, workspace_size);
+}
+
+/* ---- FakeLN backward (docs/ops/fakeln.md): the LayerNorm backward with a frozen std -------- */
+
+nk_status nk_fakeln_bwd_workspace_size(const nk_norm_desc *desc, size_t *bytes) {
+  return bwd_workspace_size(0, desc, bytes);
+}
+
+nk_status nk_fakeln_bwd(nk_context *ctx, const nk_norm_desc *desc, float sigma_bar,
+                        const void *x, const void *gamma, const void *beta, const float *mean,
+                        const void *dy, const void *dh, void *dx, void *dgamma, void *dbeta,
+                        void *workspace, size_t workspace_size) {
+  return norm_bwd(ctx, 0, &sigma_bar, desc, 0, desc ? desc->rows : 0, 1, x, gamma, beta, mean,
+                  NULL, dy, dh, dx, dgamma, dbeta, NULL, NULL, workspace, workspace_size);
+}
+
+nk_status nk_fakeln_bwd_rows(nk_context *ctx, const nk_norm_desc *desc, size_t row_begin,
+                             size_t row_end, float sigma_bar, const void *x, const void *gamma,
+                             const void *beta, const float *mean, const void *dy,
+                             const void *dh, void *dx, double *dgamma_acc, double *dbeta_acc,
+                             void *workspace, size_t workspace_size) {
+  return norm_bwd(ctx, 0, &sigma_bar, desc, row_begin, row_end, 0, x, gamma, beta, mean, NULL,
+                  dy, dh, dx, NULL, NULL, dgamma_acc, dbeta_acc, workspace, workspace_size);
 }

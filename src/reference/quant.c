@@ -21,6 +21,28 @@ void nk_ref_fakeln_fwd(size_t rows, size_t cols, const double *h, double sigma_b
   }
 }
 
+void nk_ref_fakeln_bwd(size_t rows, size_t cols, const double *h, double sigma_bar,
+                       const double *gamma, int offset, const double *dy, const double *dh,
+                       double *dx, double *dgamma, double *dbeta) {
+  for (size_t i = 0; i < rows; i++) {
+    const double *hr = h + i * cols, *gr = dy + i * cols;
+    double mu = 0.0, mg = 0.0;
+    for (size_t j = 0; j < cols; j++) {
+      const double g = gamma ? (offset ? 1.0 + gamma[j] : gamma[j]) : 1.0;
+      mu += hr[j];
+      mg += g * gr[j];
+    }
+    mu /= (double)cols;
+    mg /= (double)cols;
+    for (size_t j = 0; j < cols; j++) {
+      const double g = gamma ? (offset ? 1.0 + gamma[j] : gamma[j]) : 1.0;
+      dx[i * cols + j] = (g * gr[j] - mg) / sigma_bar + (dh ? dh[i * cols + j] : 0.0);
+      if (dgamma) dgamma[j] += gr[j] * (hr[j] - mu) / sigma_bar;
+      if (dbeta) dbeta[j] += gr[j];
+    }
+  }
+}
+
 double nk_ref_fakeln_row_std(size_t cols, const double *h, double eps) {
   double mu = 0.0, var = 0.0;
   for (size_t j = 0; j < cols; j++) mu += h[j];

@@ -397,6 +397,12 @@ void nk_ref_fakeln_fwd(size_t rows, size_t cols, const double *h, double sigma_b
                        double *mean);
 /* sqrt(var(h) + eps) of one row (biased variance, two-pass). */
 double nk_ref_fakeln_row_std(size_t cols, const double *h, double eps);
+/* FakeLN backward (spec 10): per row dx = (gh - mean(gh)) / sigma_bar (+ dh), gh = g dy;
+ * dgamma += sum dy (h - mu) / sigma_bar, dbeta += sum dy (ADDED; either may be NULL). g as the
+ * forward (offset: 1 + gamma). dh may be NULL. */
+void nk_ref_fakeln_bwd(size_t rows, size_t cols, const double *h, double sigma_bar,
+                       const double *gamma, int offset, const double *dy, const double *dh,
+                       double *dx, double *dgamma, double *dbeta);
 /* Per-row absmax int8: A = max|y|, q = clamp(rne(y 127 / A), -127, 127) (0 for A == 0); returns
  * the scale A / 127. */
 double nk_ref_q8_row(size_t cols, const double *y, double *q);

@@ -372,7 +372,7 @@ static void run_fwd_case(const fwd_entry *k, const fwd_entry *ref, const fwd_cfg
                            NULL,
                            c->tiny_eps ? 1e-30f : 1e-5f,
                            pdt,
-                           var, 0.0f, 0.0f};
+                           var, 0.0f, 0.0f, 0.0f};
     lns_variant(&p, c->seed);
     const nk_rownorm_fwd_ukernel_fn fn = run ? k->fn : ref->fn;
     fn(rows, cols, use(run, tx), xs, use(run, tr), rs, use(run, ty), ys, use(run, th), hs, want_mean ? use(run, &bm) : NULL,
@@ -394,6 +394,8 @@ typedef struct bwd_cfg {
   int phalf, nt, strided;
   int alias;    /* 0 none, 1 dx=dy, 2 dx=x, 3 dx=dh */
   int stat_mode; /* 0 eps 1e-5, 1 eps 1e-30, 2 corrupted statistics in some rows */
+  int fixed;     /* LayerNorm only: NK_ROWNORM_FIXED_RSTD (FakeLN) with row 0's rstd (stat_mode
+                    2: a corrupted one) for every row; the rstd array is not passed */
   int kind;
   uint64_t seed;
 } bwd_cfg;
@@ -402,7 +404,7 @@ static int bwd_cfg_valid(const bwd_cfg *c, nk_dtype dt) {
   if (c->phalf && dt == NK_DTYPE_F32) return 0;
   if (c->alias == 3 && !c->dh) return 0;
   if (c->ginv && !c->from_y) return 0;
-  return 1;
+  return 1; /* `fixed` on an RMSNorm kernel is ignored (run_bwd_case) */
 }
 
 static void run_bwd_case(const bwd_entry *k, const bwd_entry *ref, const bwd_cfg *c) {
@@ -416,9 +418,10 @@ static void run_bwd_case(const bwd_entry *k, const bwd_entry *ref, const bwd_cfg
   pick_kinds(gkinds, rows, rnd(&rng, 4) ? K_NORMAL : -1, &rng);
   snprintf(case_desc, sizeof case_desc,
            "rows %zu cols %zu gamma %d from_y %d beta %d ginv %d dh %d dg %d db %d phalf %d nt %d "
-           "strided %d alias %d stat_mode %d kind %d seed %llu",
+           "strided %d alias %d stat_mode %d fixed %d kind %d seed %llu",
            rows, cols, c->gamma, c->from_y, c->beta, c->ginv, c->dh, c->dg, c->db, c->phalf,
-           c->nt, c->strided, c->alias, c->stat_mode, c->kind, (unsigned long long)c->seed);
+           c->nt, c->strided, c->alias, c->stat_mode, c->fixed && !is_rms, c->kind,
+           (unsigned long long)c->seed);
   cases_run++;
 
   uint32_t var = 0;
@@ -449,7 +452,7 @@ static void run_bwd_case(const bwd_entry *k, const bwd_entry *ref, const bwd_cfg
   {
     /* the scalar forward on a copy of x gives mean, rstd and y; from y: x := y */
     nk_rownorm_params fp = {c->gamma ? bg.a : NULL, c->beta ? bb.a : NULL, NULL, eps, pdt,
-                            var, 0.0f, 0.0f};
+                            var, 0.0f, 0.0f, 0.0f};
     lns_variant(&fp, c->seed);
     unsigned char *yt = malloc(bx.bytes);
     NK_REQUIRE(yt != NULL, "out of memory");
@@ -495,14 +498,17 @@ static void run_bwd_case(const bwd_entry *k, const bwd_entry *ref, const bwd_cfg
 
   if (c->from_y) var |= NK_ROWNORM_FROM_Y;
   if (c->nt) var |= NK_ROWNORM_NONTEMPORAL;
+  const int fixed = c->fixed && !is_rms;
+  if (fixed) var |= NK_ROWNORM_FIXED_RSTD;
   for (int run = 0; run < 2; run++) {
     nk_rownorm_params p = {c->gamma ? use(run, &bg) : NULL, c->beta ? use(run, &bb) : NULL,
                            c->ginv ? (const float *)use(run, &bgi) : NULL, eps, pdt, var,
-                           0.0f, 0.0f};
+                           0.0f, 0.0f, fixed ? ((const float *)bs.a)[0] : 0.0f};
     lns_variant(&p, c->seed);
     const nk_rownorm_bwd_ukernel_fn fn = run ? k->fn : ref->fn;
     fn(rows, cols, use(run, &bx), xs, use(run, &bdy), dys, use(run, tdh), dhs,
-       (is_rms || c->from_y) ? NULL : (const float *)use(run, &bm), (const float *)use(run, &bs), use(run, tdx), dxs,
+       (is_rms || c->from_y) ? NULL : (const float *)use(run, &bm),
+       fixed ? NULL : (const float *)use(run, &bs), use(run, tdx), dxs,
        c->dg ? (double *)use(run, &bdg) : NULL, c->db ? (double *)use(run, &bdb) : NULL, &p);
   }
   for (int i = 0; i < 11; i++)
@@ -547,6 +553,7 @@ static bwd_cfg random_bwd_cfg(nk_rng *r, size_t rows, size_t cols, nk_dtype dt) 
     c.strided = (int)rnd(r, 2);
     c.alias = rnd(r, 2) ? 0 : (int)rnd(r, 4);
     c.stat_mode = (int)rnd(r, 3);
+    c.fixed = rnd(r, 4) == 0;
     c.kind = rnd(r, 3) ? -1 : (int)rnd(r, NKINDS);
     c.seed = nk_rng_u64(r);
   } while (!bwd_cfg_valid(&c, dt));
@@ -589,6 +596,7 @@ static void bwd_cross(const bwd_entry *k, const bwd_entry *ref, size_t cols, nk_
                   for (c.strided = 0; c.strided < 2; c.strided++)
                     for (c.alias = 0; c.alias < 4; c.alias++)
                       for (c.stat_mode = 0; c.stat_mode < 3; c.stat_mode++) {
+                        c.fixed = (int)rnd(r, 2);
                         c.dg = dgb & 1;
                         c.db = dgb >> 1;
                         if (!bwd_cfg_valid(&c, k->dtype)) continue;
@@ -656,7 +664,8 @@ static void test_bwd_kernel(const bwd_entry *k) {
       if (nk_t_cur_failed) return;
     }
   for (int nt = 0; nt < 2; nt++) {
-    bwd_cfg c = {1, (size_t)1 << 22, 1, 0, 1, 0, 1, 1, 1, 0, nt, 0, 0, 0, K_NORMAL, nk_rng_u64(&r)};
+    bwd_cfg c = {1, (size_t)1 << 22, 1, 0, 1, 0, 1, 1, 1, 0, nt, 0, 0, 0, nt, K_NORMAL,
+                 nk_rng_u64(&r)};
     run_bwd_case(k, ref, &c);
   }
 }

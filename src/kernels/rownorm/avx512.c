@@ -712,7 +712,7 @@ NK_INLINE void bwd_kernel(int is_rms, nk_dtype dt, size_t rows, size_t n, const 
     o.beta = p->beta;
     o.ginv = p->ginv;
     o.m = (!is_rms && !from_y) ? mean[row] : 0.0f;
-    o.rs = rstd[row];
+    o.rs = (p->variant & NK_ROWNORM_FIXED_RSTD) ? p->fixed_rstd : rstd[row];
     o.dg = dgamma_acc;
     o.db = dbeta_acc;
     o.pfx = (c & BO_NT) && row + 1 < rows ? (const char *)row_at(x, row + 1, xs, dt) : NULL;
@@ -725,7 +725,8 @@ NK_INLINE void bwd_kernel(int is_rms, nk_dtype dt, size_t rows, size_t n, const 
                               dbeta_acc, p);
       continue;
     }
-    nk__rownorm_bwd_coeffs(is_rms, from_y, n, A, B, C, o.rs, &o.a, &o.b, &o.mu_lo);
+    nk__rownorm_bwd_coeffs(is_rms, from_y, (p->variant & NK_ROWNORM_FIXED_RSTD) != 0, n, A, B,
+                           C, o.rs, &o.a, &o.b, &o.mu_lo);
     bwd_pick(is_rms, dt, c, &o, 1, NULL, NULL, NULL);
   }
   if (c & BO_NT) _mm_sfence();

@@ -90,6 +90,7 @@ void nk__rownorm_bwd_row_f64(int is_rms, size_t n, nk_dtype dt, const void *x, c
                              const nk_rownorm_params *p) {
   (void)mean; /* recomputed in double from x: more precise than the saved f32 value */
   const int from_y = (p->variant & NK_ROWNORM_FROM_Y) != 0;
+  const int fixed = (p->variant & NK_ROWNORM_FIXED_RSTD) != 0; /* FakeLN: rstd is given */
   int finite = isfinite(rstd) != 0;
   double mu = 0.0, rs = rstd;
   for (size_t i = 0; i < n; i++) {
@@ -97,8 +98,8 @@ void nk__rownorm_bwd_row_f64(int is_rms, size_t n, nk_dtype dt, const void *x, c
     finite &= isfinite(v) && isfinite(dyval(p, dy, i, dt));
     mu += v;
   }
-  if (finite && !from_y) {
-    mu = is_rms ? 0.0 : mu / (double)n;
+  if (finite && !from_y) mu = is_rms ? 0.0 : mu / (double)n;
+  if (finite && !from_y && !fixed) {
     double var = 0.0;
     for (size_t i = 0; i < n; i++) {
       const double d = (double)nk__load_f32(x, i, dt) - mu;
@@ -127,7 +128,7 @@ void nk__rownorm_bwd_row_f64(int is_rms, size_t n, nk_dtype dt, const void *x, c
     mgx += gh * XH(i);
   }
   mg = is_rms ? 0.0 : mg / (double)n;
-  mgx /= (double)n;
+  mgx = fixed ? 0.0 : mgx / (double)n;
   for (size_t i = 0; i < n; i++) {
     const double g = dyval(p, dy, i, dt), xh = XH(i);
     double d = rs * (g * gain(p, i) - mg - xh * mgx);

@@ -51,9 +51,10 @@ static inline float nk__rownorm_rstd(double var, float eps) {
 /* Backward coefficients from the row sums (rownorm.h):
  *   LayerNorm from x: c = C/n, mu_lo = (float)c, a = (float)(A/n), b = (float)(rs*(B - c*A)/n)
  *   from y:           a = (float)(A/n) (LayerNorm) or 0 (RMSNorm), b = (float)(B/n)
- *   RMSNorm from x:   a = 0, b = (float)(B/n) */
-static inline void nk__rownorm_bwd_coeffs(int is_rms, int from_y, size_t n, double A, double B,
-                                          double C, float rs, float *a, float *b,
+ *   RMSNorm from x:   a = 0, b = (float)(B/n)
+ *   FakeLN (`fixed`, a frozen std): as LayerNorm with b = 0 */
+static inline void nk__rownorm_bwd_coeffs(int is_rms, int from_y, int fixed, size_t n, double A,
+                                          double B, double C, float rs, float *a, float *b,
                                           float *mu_lo) {
   const double dn = (double)n;
   if (!is_rms && !from_y) {
@@ -66,6 +67,7 @@ static inline void nk__rownorm_bwd_coeffs(int is_rms, int from_y, size_t n, doub
     *a = is_rms ? 0.0f : (float)(A / dn);
     *b = (float)(B / dn);
   }
+  if (fixed) *b = 0.0f;
 }
 
 #endif /* NK_KERNELS_ROWNORM_COMMON_H */

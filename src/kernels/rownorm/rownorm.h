@@ -40,6 +40,8 @@
  *       (RMSNorm from y: a = 0).
  *     RMSNorm: xhat_i = h_i * rstd; B = blocksum(gh_i * xhat_i); a = 0; b = (float)(B/n)
  *     dx_i = (fmaf(-xhat_i, b, gh_i - a)) * rstd  [+ dh_i]
+ *   FakeLN (NK_ROWNORM_FIXED_RSTD; LayerNorm kernels, from x or from y): rstd = fixed_rstd for
+ *     every row and b = 0 (a frozen std has no gradient): dx_i = fmaf(-xhat_i, 0, gh_i - a) * rstd.
  *   LayerNorm Scaling (NK_ROWNORM_SCALE, scale s): the forward stores y_i * s (one f32 product
  *     after the affine step); the backward first replaces dy_i by dy_i * s (f32) — in gh, in
  *     the parameter gradients, everywhere — and, from y, y_i by y_i * (1/s) (f32 1.0f / s).
@@ -74,6 +76,9 @@
 #define NK_ROWNORM_SCALE 0x20u       /* LayerNorm Scaling: y = affine * scale (f32 product);
                                         backward: dy_i * scale (f32) replaces dy_i everywhere;
                                         from y: y_i * scale_inv replaces y_i */
+#define NK_ROWNORM_FIXED_RSTD 0x40u  /* FakeLN backward: the std is a frozen constant: every row
+                                        uses rstd = params.fixed_rstd (the rstd pointer is not
+                                        read) and the backward has no variance term (b = 0) */
 
 typedef struct nk_rownorm_params {
   const void *gamma;    /* cols elements of param_dtype, or NULL */
@@ -84,6 +89,7 @@ typedef struct nk_rownorm_params {
   uint32_t variant;     /* NK_ROWNORM_* */
   float scale;          /* NK_ROWNORM_SCALE: the LayerNorm Scaling factor s (else unused) */
   float scale_inv;      /* NK_ROWNORM_SCALE: 1.0f / s (f32), for the backward from y */
+  float fixed_rstd;     /* NK_ROWNORM_FIXED_RSTD: (float)(1 / sigma_bar) (else unused) */
 } nk_rownorm_params;
 
 /* Forward over rows [0, rows): pointers point at the first row to process.
@@ -96,6 +102,7 @@ typedef void (*nk_rownorm_fwd_ukernel_fn)(size_t rows, size_t cols, const void *
                                           const nk_rownorm_params *params);
 
 /* Backward over rows [0, rows). x is h (or y with FROM_Y); mean is NULL for RMSNorm and FROM_Y;
+ * rstd is not read with NK_ROWNORM_FIXED_RSTD (may be NULL);
  * dh, dgamma_acc, dbeta_acc may be NULL. Parameter gradients are added (double). */
 typedef void (*nk_rownorm_bwd_ukernel_fn)(size_t rows, size_t cols, const void *x,
                                           ptrdiff_t x_stride, const void *dy,

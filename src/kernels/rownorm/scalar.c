@@ -157,7 +157,7 @@ static inline void bwd_rows(int is_rms, nk_dtype dt, size_t rows, size_t n, cons
     const void *dhr = dh ? row_ptr(dh, row, dhs, dt) : NULL;
     void *dxr = (void *)row_ptr(dx, row, dxs, dt);
     const float m = (!is_rms && !from_y) ? mean[row] : 0.0f;
-    const float rs = rstd[row];
+    const float rs = (p->variant & NK_ROWNORM_FIXED_RSTD) ? p->fixed_rstd : rstd[row];
 #define DY(i) lns_out(p, nk__load_f32(gr, (i), dt))
 #define GH(i) (has_gamma ? DY(i) * gain(p, (i)) : DY(i))
 #define XH(i)                                                                                    \
@@ -190,7 +190,8 @@ static inline void bwd_rows(int is_rms, nk_dtype dt, size_t rows, size_t n, cons
       continue;
     }
     float a, bb, mu_lo = 0.0f;
-    nk__rownorm_bwd_coeffs(is_rms, from_y, n, A, B, C, rs, &a, &bb, &mu_lo);
+    nk__rownorm_bwd_coeffs(is_rms, from_y, (p->variant & NK_ROWNORM_FIXED_RSTD) != 0, n, A, B, C,
+                           rs, &a, &bb, &mu_lo);
     for (size_t i = 0; i < n; i++) {
       const float g = DY(i);
       const float gh = GH(i);
