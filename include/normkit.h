@@ -2028,7 +2028,9 @@ NK_API nk_status nk_cpn_score(nk_context *ctx, size_t n, const double *cond, con
  * relative each. The workspace may have any alignment.
  * Range: the element-wise maps are f32, so where an intermediate (z, gamma dy, nu z, ...) leaves
  * the f32 range (beyond FLT_MAX, or subnormal before a scale multiplies it) the result is +-inf
- * or loses digits even if the exact result is finite (docs/security.md, open). NaN or inf in x,
+ * or loses digits even if the exact result is finite (docs/security.md, open); in the UN
+ * training backward, whose k sums gh z over the channel, the whole channel's dx (+-inf or NaN)
+ * and in PowerNorm with group scaling the whole group's. NaN or inf in x,
  * dy or gamma of a channel makes its parameter gradients and backward state non-finite (NaN or
  * inf, which one depends on the order of the sums).
  *
