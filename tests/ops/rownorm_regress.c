@@ -133,9 +133,63 @@ NK_TEST(layernorm_subnormal_row) {
   }
 }
 
+/* tests/fuzz/known/quant-fakeln-bwd-dx-on-dy-nan-row-dbeta (found through nk_fakeln_bwd, the
+ * same kernels): the double row routine of a row with NaN/inf stored dx = NaN before reading
+ * dy for dbeta, so with dx == dy (allowed in place) dbeta became NaN; it is sum dy, the same
+ * with and without the aliasing, for LayerNorm, RMSNorm, FakeLN and (its own double routine,
+ * the same fault) L1 LayerNorm on every ISA. */
+NK_TEST(nonfinite_row_dbeta_with_dx_on_dy) {
+  static const nk_isa isas[] = {NK_ISA_SCALAR, NK_ISA_AVX2, NK_ISA_AVX512};
+  enum { R = 3, C = 37 };
+  float x[R * C], dy[R * C], dyc[R * C], dx[R * C], g[C], mean[R], rstd[R], y[R * C];
+  float dg[C], db[C], dg2[C], db2[C];
+  for (size_t k = 0; k < R * C; k++) x[k] = (float)(k % 11) - 4.5f, dy[k] = 0.25f * (float)(k % 7) - 0.5f;
+  for (size_t j = 0; j < C; j++) g[j] = 1.0f + 0.01f * (float)j;
+  nk_norm_desc d = nk_norm_desc_dense(R, C, NK_DTYPE_F32, 1e-5f);
+  NK_REQUIRE(nk_layernorm_fwd(NULL, &d, x, NULL, g, NULL, y, NULL, mean, rstd) == NK_OK, "fwd");
+  float l1mean[R], l1rs[R];
+  NK_REQUIRE(nk_l1norm_fwd(NULL, &d, x, g, NULL, y, l1mean, l1rs) == NK_OK, "l1 fwd");
+  x[C + 5] = INFINITY; /* row 1 non-finite in the backward's input */
+  size_t wsb = 0, wsl = 0;
+  nk_layernorm_bwd_workspace_size(&d, &wsb);
+  nk_l1norm_bwd_workspace_size(&d, &wsl);
+  wsb = wsl > wsb ? wsl : wsb;
+  void *ws = malloc(wsb);
+  for (size_t k = 0; k < 3; k++) {
+    if (!nk_isa_supported(isas[k])) continue;
+    nk_context *ctx;
+    NK_REQUIRE(nk_context_create(&ctx) == NK_OK, "context");
+    nk_context_set_isa(ctx, isas[k]);
+    for (int op = 0; op < 4; op++) {
+#define BWD(out, gd, bd)                                                                         \
+  (op == 0   ? nk_layernorm_bwd(ctx, &d, x, g, NULL, mean, rstd, dyc, NULL, out, gd, bd, ws, wsb)  \
+   : op == 1 ? nk_rmsnorm_bwd(ctx, &d, x, g, NULL, rstd, dyc, NULL, out, gd, bd, ws, wsb)          \
+   : op == 2 ? nk_fakeln_bwd(ctx, &d, 1.5f, x, g, NULL, mean, dyc, NULL, out, gd, bd, ws, wsb)     \
+             : nk_l1norm_bwd(ctx, &d, x, g, l1mean, l1rs, dyc, NULL, out, gd, bd, ws, wsb))
+      memcpy(dyc, dy, sizeof dy);
+      NK_CHECK(BWD(dx, dg, db) == NK_OK, "op %d: separate dx", op);
+      NK_CHECK(BWD(dyc, dg2, db2) == NK_OK, "op %d: dx on dy", op);
+#undef BWD
+      int same = 1, nanrow = 1;
+      for (size_t j = 0; j < C; j++) {
+        double s = 0.0;
+        for (size_t i = 0; i < R; i++) s += dy[i * C + j];
+        same &= db[j] == db2[j] && db[j] == (float)s;
+        nanrow &= isnan(dx[C + j]) && isnan(dyc[C + j]) && isnan(dg[j]) && isnan(dg2[j]);
+      }
+      NK_CHECK(same, "op %d isa %s: dbeta differs with dx on dy (or from sum dy)", op, nk_isa_name(isas[k]));
+      NK_CHECK(nanrow, "op %d isa %s: the non-finite row's dx and dgamma are NaN", op, nk_isa_name(isas[k]));
+      NK_CHECK(memcmp(dx, dyc, sizeof dx) == 0, "op %d isa %s: dx differs in place", op, nk_isa_name(isas[k]));
+    }
+    nk_context_destroy(ctx);
+  }
+  free(ws);
+}
+
 int main(void) {
   NK_RUN(workspace_at_any_address);
   NK_RUN(layernorm_near_flt_max_both_signs);
   NK_RUN(layernorm_subnormal_row);
+  NK_RUN(nonfinite_row_dbeta_with_dx_on_dy);
   return nk_test_summary();
 }

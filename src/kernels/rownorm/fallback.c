@@ -109,9 +109,12 @@ void nk__rownorm_bwd_row_f64(int is_rms, size_t n, nk_dtype dt, const void *x, c
   }
   if (!finite) {
     for (size_t i = 0; i < n; i++) {
+      /* dy before dx: dx may be dy (in place; storing first made dbeta NaN, found through
+       * nk_fakeln_bwd by the quant fuzz harness; tests/ops/rownorm_regress.c) */
+      const double g = dyval(p, dy, i, dt);
       nk__store_f32(dx, i, canonical_nan(), dt);
       if (dgamma_acc) dgamma_acc[i] += (double)canonical_nan();
-      if (dbeta_acc) dbeta_acc[i] += dyval(p, dy, i, dt);
+      if (dbeta_acc) dbeta_acc[i] += g;
     }
     return;
   }

@@ -88,9 +88,10 @@ void nk__rowvar_bwd_row_f64(int is_l1, size_t n, nk_dtype dt, const void *x, con
   for (size_t i = 0; i < n && finite; i++) finite &= isfinite(dyval(p, dy, i, dt)) != 0;
   if (!finite) {
     for (size_t i = 0; i < n; i++) {
+      const double g = dyval(p, dy, i, dt); /* before dx, which may be dy (rownorm fallback.c) */
       nk__store_f32(dx, i, canonical_nan(), dt);
       if (dgamma_acc) dgamma_acc[i] += (double)canonical_nan();
-      if (dbeta_acc) dbeta_acc[i] += dyval(p, dy, i, dt);
+      if (dbeta_acc) dbeta_acc[i] += g;
     }
     return;
   }
