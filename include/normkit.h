@@ -272,7 +272,8 @@ NK_API const char *nk_kernel_name_ex(const nk_context *ctx, nk_op op, nk_dtype d
  * - A constant row normalizes to exactly 0 (LayerNorm: y = beta), and its gradients are finite.
  * - A row that contains NaN or +-inf: every output of that row (y, mean, rstd; in the backward
  *   dx) is NaN; h is still written as x + r; other rows are untouched. In the backward, NaN
- *   rows also make dgamma and dbeta NaN (they sum over rows).
+ *   rows also make dgamma NaN (it sums over rows); dbeta is the sum of dy, which reads no x
+ *   (the same with dx on dy: tests/ops/rownorm_regress.c).
  * - cols == 1: LayerNorm gives y = beta; RMSNorm gives h * rstd * g + b.
  *
  * Aliasing: an output may be the very same buffer (same pointer and stride) as an input:
@@ -2557,7 +2558,9 @@ NK_API const char *nk_optim_kernel_name(nk_context *ctx);
  * |q 2^e - y_ref| <= 2^(e-1) + d, |q - q_ref| <= 1 + d 2^-e where e equals the reference's.
  * nk_pow2quant is exact: q and e are those of the formula applied to the input values.
  * FakeLN float outputs: within 2e-6 * max|reference| of the row (LayerNorm's f32 bound);
- * bf16/f16 within 1 ulp of the correctly rounded reference.
+ * bf16/f16 within 1 ulp of the correctly rounded reference; plus 2^-147 |g| / sigma_bar where
+ * differences h - mu fall in the f32 subnormals (they carry 2^-149 each before the scale;
+ * for FakeLN's _q8 outputs d includes that term too).
  *
  * Edge cases (tested): rows == 0 or cols == 0: nothing is read or written, OK. A row with NaN
  * or inf in its input: FakeLN y = NaN (the whole row); _q8 scale NaN and q = 0 (group mode:
@@ -2651,8 +2654,13 @@ NK_API nk_status nk_fakeln_fwd_rows(nk_context *ctx, const nk_norm_desc *desc,
  * Accuracy (tests/ops/fakeln.c): dx within 4e-6 * max(D, T) per row, D = max|reference dx|,
  * T = max (|gh| + |mean(gh)|) / sigma_bar (the subtraction cancels; bf16/f16 + 1 ulp; f32
  * subnormal outputs within 2^-148 more); dgamma, dbeta within 4e-6 relative to the sums of the
- * magnitudes of their terms (+ 1 ulp of param_dtype). NaN/inf in a row: that row's dx is NaN
- * (dgamma NaN, dbeta sums dy). lns_scale 0 or 1 only (else UNSUPPORTED), as the forward.
+ * magnitudes of their terms (+ 1 ulp of param_dtype; dgamma + 2^-148 sum|dy| / sigma_bar, for
+ * differences h - mu in the f32 subnormals). NaN/inf in a row of x (from y: of the
+ * stored y, e.g. an f16 y that overflowed): that row's dx is NaN (dgamma NaN, dbeta sums dy).
+ * Range: xhat is formed in f32, so an element with |h - mu| / sigma_bar beyond FLT_MAX (where
+ * the forward's y is already +-inf) may get dx NaN and a non-finite dgamma (docs/security.md,
+ * "FakeLN f32 intermediates overflow"). lns_scale 0 or 1 only (else UNSUPPORTED), as the
+ * forward.
  * Returns OK, INVALID_ARGUMENT (NULL x/dy/dx, mean NULL without FROM_Y, sigma_bar not finite
  * and > 0, a gain of 0 with FROM_Y, overlaps), UNSUPPORTED, MISUSE (workspace too small). */
 NK_API nk_status nk_fakeln_bwd_workspace_size(const nk_norm_desc *desc, size_t *bytes);
