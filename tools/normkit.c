@@ -406,6 +406,8 @@ enum {
   OP_POW2QUANT,    /* power-of-two group quantization, groups of 32, 8 bits */
   OP_CRMSNORM, /* research row norms: not in the default run (--op or --full) */
   OP_L1NORM,
+  OP_FAKELN, /* FakeLN with sigma_bar FAKELN_SIGMA: forward (normq kernels), backward (the
+                LayerNorm backward kernels with a frozen std) */
   NOPS, /* the tensor ops above (the research layers only by --op); the optimizer/advantage
           ops below run only by --op, on their own shapes */
   OP_ADAMP = NOPS,
@@ -419,7 +421,8 @@ enum {
  * must stay under 3 minutes). */
 #define QUANT_OPS (1u << OP_LAYERNORM_Q8 | 1u << OP_RMSNORM_Q8 | 1u << OP_POW2QUANT)
 #define P2_GROUP 32
-#define RESEARCH_OPS (1u << OP_CRMSNORM | 1u << OP_L1NORM)
+#define RESEARCH_OPS (1u << OP_CRMSNORM | 1u << OP_L1NORM | 1u << OP_FAKELN)
+#define FAKELN_SIGMA 1.25f
 enum { DIR_FWD = 0, DIR_BWD = 1, DIR_FWDBWD = 2, NDIRS };
 static const char *const op_names[] = {"layernorm",    "rmsnorm",   "softmax",
                                        "log_softmax",  "cross_entropy", "sigmoid_attn",
@@ -427,6 +430,7 @@ static const char *const op_names[] = {"layernorm",    "rmsnorm",   "softmax",
                                        "powernorm",    "unifiednorm", "evonorm_b0",
                                        "evonorm_s0",   "layernorm_q8", "rmsnorm_q8",
                                        "pow2quant",    "crmsnorm",  "l1norm",
+                                       "fakeln",
                                        "adamp",     "adamp_proj",
                                        "sgdp",         "sgdp_proj", "grpo"};
 static const char *const layout_names[] = {"nchw", "nhwc"}; /* indexed by nk_layout */
@@ -436,10 +440,11 @@ static const char *const algo_names[] = {"auto", "three_pass_reload", "three_pas
 #define NALGOS 5
 
 static int is_rownorm(int op) {
-  return op == OP_LAYERNORM || op == OP_RMSNORM || op == OP_CRMSNORM || op == OP_L1NORM;
+  return op == OP_LAYERNORM || op == OP_RMSNORM || op == OP_CRMSNORM || op == OP_L1NORM ||
+         op == OP_FAKELN;
 }
-/* the ops that take nk_norm_desc.lns_scale (--lns) */
-static int has_lns(int op) { return is_rownorm(op); }
+/* the ops that take nk_norm_desc.lns_scale (--lns); FakeLN does not */
+static int has_lns(int op) { return is_rownorm(op) && op != OP_FAKELN; }
 static int is_softmax(int op) { return op == OP_SOFTMAX || op == OP_LOG_SOFTMAX; }
 static int is_quant(int op) { return (QUANT_OPS >> op & 1) != 0; }
 static int is_chnorm(int op) {
@@ -528,7 +533,7 @@ static void usage(FILE *f) {
           "                adamp adamp_proj sgdp sgdp_proj grpo (only when named; RxC = shape[0]\n"
           "                x the rest, or groups x group size; with the scalar path alongside)\n"
           "                layernorm_q8 rmsnorm_q8 pow2quant (int8 outputs; only when named)\n"
-          "                crmsnorm l1norm (research row norms: only with --op or --full)\n"
+          "                crmsnorm l1norm fakeln (research row norms: only with --op or --full)\n"
           "  --lns S       each row-norm case runs twice, plain and with LayerNorm Scaling\n"
           "                lns_scale = S (interleaved A/B; JSON key lns_scale)\n"
           "  --algo        softmax forward algorithms: auto three_pass_reload\n"
@@ -925,6 +930,7 @@ static nk_op case_nk_op(const bench_case *c) {
     case OP_RMSNORM: return c->dir == DIR_FWD ? NK_OP_RMSNORM_FWD : NK_OP_RMSNORM_BWD;
     case OP_CRMSNORM: return c->dir == DIR_FWD ? NK_OP_CRMSNORM_FWD : NK_OP_CRMSNORM_BWD;
     case OP_L1NORM: return c->dir == DIR_FWD ? NK_OP_L1NORM_FWD : NK_OP_L1NORM_BWD;
+    case OP_FAKELN: return c->dir == DIR_FWD ? NK_OP_LAYERNORM_FWD : NK_OP_LAYERNORM_BWD;
     case OP_CROSS_ENTROPY: return NK_OP_CROSS_ENTROPY;
     case OP_SIGMOID: return c->dir == DIR_FWD ? NK_OP_SIGMOID_ATTN_FWD : NK_OP_SIGMOID_ATTN_BWD;
     case OP_BATCHNORM: return c->dir == DIR_FWD ? NK_OP_BATCHNORM_FWD : NK_OP_BATCHNORM_BWD;
@@ -1006,6 +1012,9 @@ static nk_status run_fwd(const bench_case *c) {
   if (c->op == OP_CRMSNORM) return nk_crmsnorm_fwd(c->run->ctx, &c->desc, w->x, w->y, w->rstd);
   if (c->op == OP_L1NORM)
     return nk_l1norm_fwd(c->run->ctx, &c->desc, w->x, w->gamma, w->beta, w->y, w->mean, w->rstd);
+  if (c->op == OP_FAKELN)
+    return nk_fakeln_fwd(c->run->ctx, &c->desc, FAKELN_SIGMA, w->x, NULL, w->gamma, w->beta, w->y,
+                         NULL, w->mean);
   return nk_layernorm_fwd(c->run->ctx, &c->desc, w->x, NULL, w->gamma, w->beta, w->y, NULL,
                           w->mean, w->rstd);
 }
@@ -1023,6 +1032,9 @@ static nk_status run_bwd(const bench_case *c) {
   if (c->op == OP_L1NORM)
     return nk_l1norm_bwd(c->run->ctx, &c->desc, w->x, w->gamma, w->mean, w->rstd, w->dy, NULL,
                          w->dx, w->dgamma, w->dbeta, c->ws, c->ws_size);
+  if (c->op == OP_FAKELN)
+    return nk_fakeln_bwd(c->run->ctx, &c->desc, FAKELN_SIGMA, w->x, w->gamma, NULL, w->mean,
+                         w->dy, NULL, w->dx, w->dgamma, w->dbeta, c->ws, c->ws_size);
   return nk_layernorm_bwd(c->run->ctx, &c->desc, w->x, w->gamma, NULL, w->mean, w->rstd, w->dy,
                           NULL, w->dx, w->dgamma, w->dbeta, c->ws, c->ws_size);
 }
@@ -1061,6 +1073,9 @@ static double case_bytes(const bench_case *c) {
     return mat + qmat + (double)c->w->rows * (double)((c->w->cols + P2_GROUP - 1) / P2_GROUP);
   if (c->op == OP_CRMSNORM) /* no parameters: x -> y, rstd; x, dy, rstd -> dx */
     return (c->dir == DIR_FWD ? 2 * mat : 3 * mat) + per_row;
+  if (c->op == OP_FAKELN) /* fwd: x, gamma, beta -> y, mean; bwd: x, dy, gamma, mean -> dx,
+                             dgamma, dbeta (no rstd) */
+    return c->dir == DIR_FWD ? 2 * mat + 2 * per_col + per_row : 3 * mat + 3 * per_col + per_row;
   /* softmax family: fwd x -> y; bwd y, dy -> dx; cross-entropy x, targets -> loss (+ dx) */
   if (c->op == OP_CROSS_ENTROPY) return mat * (1 + (c->dir == DIR_FWDBWD)) + 2 * per_row + 4;
   if (!is_rownorm(c->op)) return c->dir == DIR_FWD ? 2 * mat : 3 * mat;
@@ -1143,11 +1158,17 @@ static void validate_fwd(const bench_case *c, validation *v, size_t *checked) {
       nk_ref_crmsnorm_fwd(1, cols, h, eps, lns, ref, &rs);
     else if (c->op == OP_L1NORM)
       nk_ref_l1norm_fwd(1, cols, h, w->gamma_d, w->beta_d, 0, eps, lns, ref, &mu, &rs);
+    else if (c->op == OP_FAKELN)
+      nk_ref_fakeln_fwd(1, cols, h, FAKELN_SIGMA, w->gamma_d, w->beta_d, 0, ref, &mu);
     else
       nk_ref_layernorm_fwd(1, cols, h, w->gamma_d, w->beta_d, 0, eps, ref, &mu, &rs);
     if (lns != 0.0 && (c->op == OP_RMSNORM || c->op == OP_LAYERNORM))
       for (size_t j = 0; j < cols; j++) ref[j] *= lns; /* LayerNorm Scaling: y = s * Norm(h) */
     check_row(v, "y", i, ref, w->y, w->dtype, cols, 0);
+    if (c->op == OP_FAKELN) { /* no rstd; the mean within 1e-6 of the row's std */
+      check_value(v, "mean", i, w->mean[i], mu, 1e-6 * (fabs(mu) + nk_ref_fakeln_row_std(cols, h, 0.0)));
+      continue;
+    }
     check_value(v, "rstd", i, w->rstd[i], rs, 1e-6 * rs);
     if (c->op == OP_LAYERNORM || c->op == OP_L1NORM)
       check_value(v, "mean", i, w->mean[i], mu, 1e-6 * (fabs(mu) + 1 / rs));
@@ -1207,6 +1228,12 @@ static void ref_bwd_row(const bench_case *c, size_t i, double *h, double *dy, do
     nk_ref_l1norm_bwd(1, w->cols, h, w->gamma_d, 0, c->desc.eps, lns, dy, dx, dg, db);
     return;
   }
+  if (c->op == OP_FAKELN) { /* (the reference adds to dg, db) */
+    memset(dg, 0, w->cols * sizeof(double));
+    memset(db, 0, w->cols * sizeof(double));
+    nk_ref_fakeln_bwd(1, w->cols, h, FAKELN_SIGMA, w->gamma_d, 0, dy, NULL, dx, dg, db);
+    return;
+  }
   if (lns != 0.0) /* LayerNorm Scaling: the backward of s * Norm(h) sees s * dy */
     for (size_t j = 0; j < w->cols; j++) dy[j] *= lns;
   if (c->op == OP_RMSNORM)
@@ -1232,7 +1259,7 @@ static void check_param_grads(const bench_case *c, validation *v) {
   }
   for (size_t j = 0; j < cols && c->op != OP_CRMSNORM; j++) {
     check_value(v, "dgamma", j, w->dgamma[j], sum_g[j], 1e-5 * abs_g[j]);
-    if (c->op == OP_LAYERNORM || c->op == OP_L1NORM)
+    if (c->op == OP_LAYERNORM || c->op == OP_L1NORM || c->op == OP_FAKELN)
       check_value(v, "dbeta", j, w->dbeta[j], sum_b[j], 1e-5 * abs_b[j]);
   }
   free(t);
@@ -1626,7 +1653,7 @@ static const char *kernel_of(const bench_case *c) {
     snprintf(name, sizeof name, "nk_resnorm__%s", nk_isa_name(nk_context_isa(c->run->ctx)));
     return name;
   }
-  if (is_quant(c->op)) {
+  if (is_quant(c->op) || (c->op == OP_FAKELN && c->dir == DIR_FWD)) { /* (FakeLN: normq) */
     const nk_normq_entry *e = nk__select_normq(nk_context_isa(c->run->ctx), c->w->dtype);
     return e ? e->name : "(none)";
   }
@@ -1777,6 +1804,7 @@ static nk_status case_prepare(bench_case *c) {
   st = c->op == OP_LAYERNORM ? nk_layernorm_bwd_workspace_size(&c->desc, &c->ws_size)
        : c->op == OP_RMSNORM ? nk_rmsnorm_bwd_workspace_size(&c->desc, &c->ws_size)
        : c->op == OP_L1NORM  ? nk_l1norm_bwd_workspace_size(&c->desc, &c->ws_size)
+       : c->op == OP_FAKELN  ? nk_fakeln_bwd_workspace_size(&c->desc, &c->ws_size)
                              : (c->ws_size = 0, NK_STATUS_OK);
   if (st != NK_STATUS_OK) return st;
   if (c->ws_size) c->ws = memset(xalloc(c->ws_size), 0, c->ws_size);
