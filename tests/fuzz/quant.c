@@ -215,15 +215,19 @@ static void fake_bwd(fz_in *in, nk_context *ctx, size_t R, size_t C, nk_dtype dt
     double mu = 0.0, mg = 0.0;
     for (size_t j = 0; j < C; j++) mu += hr[i * C + j], mg += geff[j] * dyr[i * C + j];
     mu /= (double)C, mg /= (double)C;
-    double D = 0.0, T = 0.0;
+    double D = 0.0, T = 0.0, X = 0.0;
     for (size_t j = 0; j < C; j++) {
       const double xh = (hr[i * C + j] - mu) / (double)sigma;
       if (fabs(hr[i * C + j] - mr[i]) > FLT_MAX || fabs(xh) > FLT_MAX * (1.0 - 1e-6)) over[j] = 1;
       D = fmax(D, fabs(dxr[i * C + j]));
       T = fmax(T, (fabs(geff[j] * dyr[i * C + j]) + fabs(mg)) / (double)sigma +
                       (dh ? fabs(dhr[i * C + j]) : 0.0));
-      tg[j] += fabs(dyr[i * C + j] * xh), tb[j] += fabs(dyr[i * C + j]);
+      X = fmax(X, fabs(xh));
     }
+    /* dgamma's T: sum |dy| max|xhat| of the row (as LayerNorm's): xhat carries the rounding
+     * of h - mean at the row's scale (an element with h - mu = -3.6 in a row reaching 1045:
+     * 4.9e-6 of its own term, tests/fuzz/known/quant-fakeln-bwd-dgamma-small-xhat) */
+    for (size_t j = 0; j < C; j++) tg[j] += fabs(dyr[i * C + j]) * X, tb[j] += fabs(dyr[i * C + j]);
     /* from y, a row whose stored y is +-inf (an f16 overflow of the forward) is a row with inf
      * in the input: NaN dx (normkit.h) */
     if (from_y && !fz_finite_all(yv + i * C, C)) {

@@ -396,8 +396,8 @@ static void bwd_set_free(bwd_set *s) {
 }
 
 /* The header's bounds: dx 4e-6 max(D, T) per row (+ 1 ulp of dt; 2^-148 for f32 subnormals),
- * T = max (|gh| + |mean gh|) / sigma_bar (+ |dh|); dgamma, dbeta 4e-6 of the sums of the
- * magnitudes of their terms (+ the magnitude of an accumulated start value). */
+ * T = max (|gh| + |mean gh|) / sigma_bar (+ |dh|); dgamma 4e-6 sum|dy| max|xhat| of the row,
+ * dbeta 4e-6 sum|dy| (+ the magnitude of an accumulated start value). */
 static int bwd_check(const bwd_set *s, double sb, int gm, int with_dh, const float *dg,
                      const float *db, const double *dg0) {
   const size_t rows = s->rows, cols = s->cols;
@@ -407,7 +407,7 @@ static int bwd_check(const bwd_set *s, double sb, int gm, int with_dh, const flo
                     with_dh ? s->dhd : NULL, dxr, dgr, dbr);
   int bad = 0;
   for (size_t i = 0; i < rows; i++) {
-    double D = 0.0, T = 0.0, mg = 0.0, mu = 0.0;
+    double D = 0.0, T = 0.0, mg = 0.0, mu = 0.0, X = 0.0;
     for (size_t j = 0; j < cols; j++) {
       const double g = gm ? (gm == 2 ? 1.0 + s->G[j] : s->G[j]) : 1.0;
       mg += g * s->dyd[i * cols + j], mu += s->h[i * cols + j];
@@ -418,7 +418,10 @@ static int bwd_check(const bwd_set *s, double sb, int gm, int with_dh, const flo
       D = fmax(D, fabs(dxr[i * cols + j]));
       T = fmax(T, (fabs(g * s->dyd[i * cols + j]) + fabs(mg)) / sb +
                       (with_dh ? fabs(s->dhd[i * cols + j]) : 0.0));
-      tg[j] += fabs(s->dyd[i * cols + j] * (s->h[i * cols + j] - mu) / sb);
+      X = fmax(X, fabs((s->h[i * cols + j] - mu) / sb));
+    }
+    for (size_t j = 0; j < cols; j++) {
+      tg[j] += fabs(s->dyd[i * cols + j]) * X;
       tb[j] += fabs(s->dyd[i * cols + j]);
     }
     for (size_t j = 0; j < cols; j++) {
