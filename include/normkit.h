@@ -2655,7 +2655,7 @@ NK_API nk_status nk_fakeln_fwd_rows(nk_context *ctx, const nk_norm_desc *desc,
  * T = max (|gh| + |mean(gh)|) / sigma_bar (the subtraction cancels; bf16/f16 + 1 ulp; f32
  * subnormal outputs within 2^-148 more); dgamma within 4e-6 * sum over rows of |dy| max|xhat|
  * of the row (as LayerNorm's: xhat carries the rounding of h - mean at the row's scale;
- * + 2^-148 sum|dy| / sigma_bar for differences h - mu in the f32 subnormals), dbeta within
+ * + 2^-148 sum|dy| (1 + 1/sigma_bar) for h - mu or xhat in the f32 subnormals), dbeta within
  * 4e-6 * sum|dy| (each + 1 ulp of param_dtype). NaN/inf in a row of x (from y: of the
  * stored y, e.g. an f16 y that overflowed): that row's dx is NaN (dgamma NaN, dbeta sums dy).
  * Range: xhat is formed in f32, so an element with |h - mu| / sigma_bar beyond FLT_MAX (where
