@@ -1770,7 +1770,9 @@ NK_API nk_status nk_hlgauss_target(nk_context *ctx, size_t n, size_t bins, float
 /* Two-hot targets on the bin centres: y clipped to [c_0, c_{m-1}]; t = (y - c_0) / zeta,
  * j = min(floor(t), m - 2), f = t - j; probs[j] = 1 - f, probs[j+1] = f, others 0 (y == c_{m-1}
  * puts mass 1 on the last centre, exactly). bins == 1: probs = 1. Same arguments as
- * nk_hlgauss_target without sigma. Accuracy: each entry 1 ulp of the exact value + 1e-15.
+ * nk_hlgauss_target without sigma. Accuracy: each entry 1 ulp of the exact value + 1e-15
+ * + 2 DBL_EPSILON (|y| + |c_0|) / zeta (t is formed in double: a support far wider than y's
+ * distance from c_0, e.g. [-1.7e38, 1.7e38] in 43 bins for y = 65504, leaves 1e-15 in f).
  * Returns OK or INVALID_ARGUMENT. */
 NK_API nk_status nk_two_hot_target(nk_context *ctx, size_t n, size_t bins, float v_min,
                                    float v_max, const float *y, float *probs);

@@ -513,7 +513,12 @@ static int run_values(fz_in *in, nk_context *ctx, unsigned op, int bad) {
         const float g = p[r * m + i];
         FZ_CHECK(g >= 0.0f, "probs[%zu][%zu] = %g < 0 (y %.9g)", r, i, (double)g, yr[r]);
         sum += g;
-        const double b = fz_ulp(pr[i], NK_DTYPE_F32) + 1e-15;
+        /* two-hot: t = (y - c_0) / zeta carries eps (|y| + |c_0|) / zeta (normkit.h; y 65504 on
+         * [-1.7e38, 1.7e38] with 43 bins: 1.2e-15 off, tests/fuzz/known/rlcal-two-hot-wide-support) */
+        const double zt = ((double)hi - (double)lo) / (double)m, c0 = (double)lo + 0.5 * zt;
+        const double yc = fmin(fmax((double)yr[r], c0), c0 + (double)(m - 1) * zt);
+        const double b = fz_ulp(pr[i], NK_DTYPE_F32) + 1e-15 +
+                         (op == OP_HLGAUSS ? 0.0 : 2.0 * DBL_EPSILON * (fabs(yc) + fabs(c0)) / zt);
         FZ_CHECK(fz_close(g, pr[i], b, NK_DTYPE_F32),
                  "%s y %.9g [%g, %g] m %zu ratio %g: probs[%zu][%zu] = %.9g, ref %.17g",
                  op_names[op], yr[r], (double)lo, (double)hi, m, (double)ratio, r, i, (double)g, pr[i]);
