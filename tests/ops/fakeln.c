@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "chnorm_util.h"
 #include "reference.h"
 #include "test.h"
 #include "util.h"
@@ -246,21 +247,15 @@ NK_TEST(bitwise_across_isas_and_threads) {
         if (!nk_isa_supported(isas[ii])) continue;
         for (size_t th = 1; th <= 3; th++) {
           ran_other += isas[ii] != NK_ISA_SCALAR;
-          nk_context *ctx;
-          nk_threadpool *pool = NULL;
-          nk_context_create(&ctx);
-          nk_context_set_isa(ctx, isas[ii]);
-          if (th > 1) {
-            nk_threadpool_create(th, &pool);
-            nk_context_set_threadpool(ctx, pool);
-          }
+          ch_ctx c = ch_ctx_make(isas[ii], th);
+          NK_REQUIRE(c.ctx != NULL, "context");
+          nk_context *ctx = c.ctx;
           NK_CHECK(RUN(ctx, y1, s1, e1, h1, m1) == 0, "status");
           NK_CHECK(memcmp(y0, y1, mode ? n : n * es) == 0 && memcmp(h0, h1, n * es) == 0 &&
                        memcmp(s0, s1, sizeof s0) == 0 && memcmp(e0, e1, rows * 35) == 0 &&
                        memcmp(m0, m1, sizeof m0) == 0,
                    "dt %d mode %d isa %s threads %zu differs", (int)dtypes[di], mode, nk_isa_name(isas[ii]), th);
-          nk_context_destroy(ctx);
-          nk_threadpool_destroy(pool);
+          ch_ctx_free(&c);
         }
       }
 #undef RUN
@@ -591,20 +586,14 @@ NK_TEST(backward_bitwise_across_isas_and_threads) {
         if (!nk_isa_supported(isas[ii])) continue;
         for (size_t th = 1; th <= 3; th++) {
           ran_other += isas[ii] != NK_ISA_SCALAR;
-          nk_context *ctx;
-          nk_threadpool *pool = NULL;
-          nk_context_create(&ctx);
-          nk_context_set_isa(ctx, isas[ii]);
-          if (th > 1) {
-            nk_threadpool_create(th, &pool);
-            nk_context_set_threadpool(ctx, pool);
-          }
+          ch_ctx c = ch_ctx_make(isas[ii], th);
+          NK_REQUIRE(c.ctx != NULL, "context");
+          nk_context *ctx = c.ctx;
           NK_CHECK(RUN(ctx, dx1, dg1, db1) == 0, "status");
           NK_CHECK(memcmp(s.dx, dx1, n * es) == 0 && memcmp(dg0, dg1, sizeof dg0) == 0 &&
                        memcmp(db0, db1, sizeof db0) == 0,
                    "dt %d from_y %d isa %s threads %zu differs", (int)dt, from_y, nk_isa_name(isas[ii]), th);
-          nk_context_destroy(ctx);
-          nk_threadpool_destroy(pool);
+          ch_ctx_free(&c);
         }
       }
 #undef RUN
