@@ -72,6 +72,7 @@ typedef enum nk_status {
   NK_STATUS_UNSUPPORTED_HARDWARE = 3, /* the requested ISA is not available on this CPU */
   NK_STATUS_OUT_OF_MEMORY = 4,        /* an allocation failed (only in create functions) */
   NK_STATUS_MISUSE = 5,               /* calls in a wrong order or workspace too small */
+  NK_STATUS_DEVICE_ERROR = 6,         /* a CUDA call failed (normkit_cuda.h only) */
 } nk_status;
 #define NK_OK NK_STATUS_OK
 

@@ -37,4 +37,8 @@ printf '#include <mpi.h>\nint main(int c, char **v){MPI_Init(&c,&v);MPI_Finalize
   | mpicc -x c -o /tmp/nk-mpi-probe - \
   || { echo "deps: mpicc cannot build an MPI program" >&2; exit 1; }
 rm -f /tmp/nk-mpi-probe
+# The CUDA toolkit's compiler (the CUDA backend must build here even without a GPU: make
+# test-cuda). It is not a Debian package here: /usr/local/cuda from NVIDIA's installer.
+nvcc_bin="$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)"
+[ -x "$nvcc_bin" ] || { echo "deps: nvcc (CUDA toolkit) is missing" >&2; exit 1; }
 echo "deps: ok"

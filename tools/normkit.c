@@ -9,6 +9,9 @@
  *                   benchmark contract of DESIGN.md: with --json, stdout carries only JSON lines,
  *                   one per case). --algo selects the softmax algorithms (kernel names say which
  *                   ran).
+ *   normkit bench --cuda
+ *                   the CUDA backend (normkit_cuda.h) on GPU 0 against the device-to-device
+ *                   copy bandwidth, same contract (tools/bench_cuda.c; needs -DNK_CUDA=ON).
  *
  * How `bench` measures
  *   - Copy bandwidth first, at every thread count the run uses: a regular copy (memcpy per
@@ -48,6 +51,9 @@
 #include "normkit.h"
 #include "reference/reference.h"
 #include "kernels/quant/quant.h"
+#ifdef NK_HAVE_CUDA
+#include "bench_cuda.h"
+#endif
 
 #define GIB ((size_t)1 << 30)
 #define COPY_BYTES GIB                  /* per copy buffer: 1 GiB source, 1 GiB destination */
@@ -518,6 +524,8 @@ static void usage(FILE *f) {
           "                     [--shapes FILE]\n"
           "                     [--threads N] [--isa scalar|avx2|avx512] [--reps N]\n"
           "                     [--layout nchw|nhwc] [--lns S]\n"
+          "       normkit bench --cuda [--json] [--quick] [--op ...] [--direction ...]\n"
+          "                     [--dtype ...] [--shape RxC] [--reps N]\n"
           "       normkit help\n"
           "\n"
           "info   CPU features, ISA paths and the kernel each op and dtype runs.\n"
@@ -548,6 +556,8 @@ static void usage(FILE *f) {
           "  --threads N   one pool of N threads (default: 1 and all)\n"
           "  --isa NAME    force the kernel path (nk_context_set_isa)\n"
           "  --reps N      at least N timed calls per case (default 5)\n"
+          "  --cuda        the CUDA backend on the GPU instead (builds with -DNK_CUDA=ON;\n"
+          "                `normkit bench --cuda --help` lists its options and shapes)\n"
           "Default: every op and direction x f32, bf16 at 64x1024 and 4096x1024, plus\n"
           "65536x4096 f32 (1 GiB, out of cache) and cross_entropy at 2048x128256 f32;\n"
           "channel norms at 32x64x3136 (f32, bf16) and 64x256x16384 f32, nchw and nhwc;\n"
@@ -2278,9 +2288,28 @@ static int cmd_info(void) {
   return 0;
 }
 
+/* normkit bench --cuda: tools/bench_cuda.c when built with the CUDA backend. */
+static int cmd_bench_cuda(int argc, char **argv) {
+#ifdef NK_HAVE_CUDA
+  return nk_bench_cuda_main(argc, argv);
+#else
+  (void)argc, (void)argv;
+  fprintf(stderr, "normkit was built without CUDA (configure with -DNK_CUDA=ON)\n");
+  return 2;
+#endif
+}
+
+static int has_option(int argc, char **argv, const char *name) {
+  for (int i = 0; i < argc; i++)
+    if (strcmp(argv[i], name) == 0) return 1;
+  return 0;
+}
+
 int main(int argc, char **argv) {
   if (argc < 2) return usage(stderr), 2;
   if (strcmp(argv[1], "info") == 0) return cmd_info();
+  if (strcmp(argv[1], "bench") == 0 && has_option(argc - 2, argv + 2, "--cuda"))
+    return cmd_bench_cuda(argc - 2, argv + 2);
   if (strcmp(argv[1], "bench") == 0) return cmd_bench(argc - 2, argv + 2);
   if (!strcmp(argv[1], "help") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))
     return usage(stdout), 0;

@@ -15,6 +15,7 @@ const char *nk_status_string(nk_status status) {
     case NK_STATUS_UNSUPPORTED_HARDWARE: return "unsupported hardware";
     case NK_STATUS_OUT_OF_MEMORY: return "out of memory";
     case NK_STATUS_MISUSE: return "misuse";
+    case NK_STATUS_DEVICE_ERROR: return "device error";
   }
   return "unknown status";
 }
