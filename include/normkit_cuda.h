@@ -80,8 +80,8 @@ NK_API nk_status nk_cuda_rmsnorm_bwd(nk_cuda_stream stream, const nk_rmsnorm_des
 /* As nk_softmax_fwd / nk_softmax_bwd: scale, mask (f32/bf16/f16, broadcast rows), ALiBi,
  * causal with q_len and causal_offset, sink per row or per head, NK_SOFTMAX_LOG,
  * NK_SOFTMAX_MASKED_NAN, fully masked rows as on the CPU. desc->algo is ignored (one
- * algorithm: max, sum of exp, normalise, from a shared-memory copy of the row when it fits,
- * else online max/sum over global memory and a second read). y may be x; dx may be dy or y. */
+ * algorithm, the three-pass one: max, sum of exp, normalise, from a shared-memory copy of the
+ * logits when it fits, else each pass reads the row again). y may be x; dx may be dy or y. */
 NK_API nk_status nk_cuda_softmax_fwd(nk_cuda_stream stream, const nk_softmax_desc *desc,
                                      const void *x, const void *mask, const float *sink, void *y,
                                      float *lse);

@@ -118,8 +118,8 @@ nk_status nk_cuda_rmsnorm_fwd(nk_cuda_stream stream, const nk_rmsnorm_desc *desc
 
 static int norm_ws_bytes(const nk_norm_desc *d, int want, size_t *bytes) {
   if (!want || d->rows == 0 || d->cols == 0) return nk__ws_bytes(0, bytes);
-  size_t bound; /* the payload is at most 513 chunks x 2 x cols floats */
-  if (!nk__mul_size(d->cols, 513 * 2 * sizeof(float), &bound)) return 0;
+  size_t bound; /* the payload is at most 1025 chunks x 2 x cols floats */
+  if (!nk__mul_size(d->cols, 1025 * 2 * sizeof(float), &bound)) return 0;
   return nk__ws_bytes(nk__cuda_norm_bwd_payload(d->rows, d->cols, (int)d->dtype, 1), bytes);
 }
 

@@ -62,6 +62,29 @@ template <typename T, int V> __device__ __forceinline__ void st_cs(T *p, const P
   }
 }
 
+/* V parameters (gamma or beta) from column col on, as floats, in 16-byte loads (col is a
+ * multiple of V and the pointer 16-byte aligned whenever V > 1: the launchers check). */
+template <typename P, int V>
+__device__ __forceinline__ void ld_param(const P *p, long long col, float (&out)[V]) {
+  if constexpr (V == 1) {
+    out[0] = to_f(p[col]);
+  } else {
+    constexpr int H = (int)(16 / sizeof(P)) < V ? (int)(16 / sizeof(P)) : V;
+#pragma unroll
+    for (int h = 0; h < V; h += H) {
+      const Pack<P, H> q = ld<P, H>(p + col + h);
+#pragma unroll
+      for (int v = 0; v < H; v++) out[h + v] = to_f(q.v[v]);
+    }
+  }
+}
+
+/* Vectors each thread loads before it uses the first (first passes over global memory): 4 for
+ * 16-byte vectors of f32, 1 for those of bf16/f16, whose 8 elements each already cost the
+ * registers (measured 2026-11-27 on an H100, bench/NOTES-cuda.md v2: 4 made f32 forwards
+ * 7-11% faster and bf16 forwards 10-30% slower). */
+#define NK_CUDA_UNROLL(V) ((V) >= 8 ? 1 : 4)
+
 __device__ __forceinline__ float nan_f() { return __int_as_float(0x7FC00000); }
 
 /* max that keeps NaN (fmaxf drops it). */

@@ -48,6 +48,7 @@ template <typename T, typename P, int V> __global__ void __launch_bounds__(512) 
   if (len < 0) len = 0;
   const int nvec = (int)(len / V);
   const int tid = threadIdx.x, nt = blockDim.x;
+  constexpr int kU = NK_CUDA_UNROLL(V);
   T *sh = reinterpret_cast<T *>(smem_raw);
   const P *gam = static_cast<const P *>(p.gamma);
   const P *bet = static_cast<const P *>(p.beta);
@@ -62,17 +63,29 @@ template <typename T, typename P, int V> __global__ void __launch_bounds__(512) 
 
     /* Pass A: h = x (+ r, rounded), staged or written to h; amax. */
     float amax = 0.0f;
-    for (int k = tid; k < nvec; k += nt) {
-      Pack<T, V> hv = ld<T, V>(xr + (long long)k * V);
-      if (rr) {
-        const Pack<T, V> rv = ld<T, V>(rr + (long long)k * V);
+    for (int k0 = tid; k0 < nvec; k0 += kU * nt) {
+      Pack<T, V> hv[kU], rv[kU];
 #pragma unroll
-        for (int v = 0; v < V; v++) hv.v[v] = from_f<T>(to_f(hv.v[v]) + to_f(rv.v[v]));
-        if (hr) st<T, V>(hr + (long long)k * V, hv);
+      for (int u = 0; u < kU; u++) {
+        const int k = k0 + u * nt;
+        if (k < nvec) {
+          hv[u] = ld<T, V>(xr + (long long)k * V);
+          if (rr) rv[u] = ld<T, V>(rr + (long long)k * V);
+        }
       }
-      if (p.staged) st<T, V>(sh + k * V, hv);
 #pragma unroll
-      for (int v = 0; v < V; v++) amax = max_nan(amax, fabsf(to_f(hv.v[v])));
+      for (int u = 0; u < kU; u++) {
+        const int k = k0 + u * nt;
+        if (k >= nvec) break;
+        if (rr) {
+#pragma unroll
+          for (int v = 0; v < V; v++) hv[u].v[v] = from_f<T>(to_f(hv[u].v[v]) + to_f(rv[u].v[v]));
+          if (hr) st<T, V>(hr + (long long)k * V, hv[u]);
+        }
+        if (p.staged) st<T, V>(sh + k * V, hv[u]);
+#pragma unroll
+        for (int v = 0; v < V; v++) amax = max_nan(amax, fabsf(to_f(hv[u].v[v])));
+      }
     }
     amax = cluster_max(amax, red, cl, round);
     const bool bad = !(amax <= 3.402823466e38f);
@@ -144,13 +157,24 @@ template <typename T, typename P, int V> __global__ void __launch_bounds__(512) 
       const Pack<T, V> hv = get(k);
       Pack<T, V> out;
       const long long col = base + (long long)k * V;
+      float g[V], b[V];
+      if (gam) {
+        ld_param<P, V>(gam, col, g);
+        if (p.offset)
+#pragma unroll
+          for (int v = 0; v < V; v++) g[v] = 1.0f + g[v];
+      } else {
+#pragma unroll
+        for (int v = 0; v < V; v++) g[v] = 1.0f;
+      }
+      if (bet) ld_param<P, V>(bet, col, b);
+      else
+#pragma unroll
+        for (int v = 0; v < V; v++) b[v] = 0.0f;
 #pragma unroll
       for (int v = 0; v < V; v++) {
         const float xhat = ((to_f(hv.v[v]) * s - m) - c) * rs;
-        float g = 1.0f, b = 0.0f;
-        if (gam) g = p.offset ? 1.0f + to_f(gam[col + v]) : to_f(gam[col + v]);
-        if (bet) b = to_f(bet[col + v]);
-        float yv = fmaf(xhat, g, b);
+        float yv = fmaf(xhat, g[v], b[v]);
         if (p.lns != 1.0f) yv *= p.lns;
         out.v[v] = from_f<T>(yv);
       }
@@ -184,6 +208,7 @@ template <typename T, typename P, int V> __global__ void __launch_bounds__(512) 
   if (len < 0) len = 0;
   const int nvec = (int)(len / V);
   const int tid = threadIdx.x, nt = blockDim.x;
+  constexpr int kU = NK_CUDA_UNROLL(V);
   T *sx = reinterpret_cast<T *>(smem_raw);
   T *sdy = sx + (p.staged ? p.slice : 0);
   float *acc = nullptr; /* [2][slice]: dgamma, dbeta partials of this block's columns */
@@ -220,14 +245,26 @@ template <typename T, typename P, int V> __global__ void __launch_bounds__(512) 
     auto getdy = [&](int k) {
       return p.staged ? ld<T, V>(sdy + k * V) : ld<T, V>(dyr + (long long)k * V);
     };
-    auto gval = [&](long long col) {
-      return gam ? (p.offset ? 1.0f + to_f(gam[col]) : to_f(gam[col])) : 1.0f;
+    /* g (and b, for xhat from y) of the V columns from col on. */
+    auto params = [&](long long col, float (&g)[V], float (&b)[V]) {
+      if (gam) {
+        ld_param<P, V>(gam, col, g);
+        if (p.offset)
+#pragma unroll
+          for (int v = 0; v < V; v++) g[v] = 1.0f + g[v];
+      } else {
+#pragma unroll
+        for (int v = 0; v < V; v++) g[v] = 1.0f;
+      }
+      if (p.from_y && bet) ld_param<P, V>(bet, col, b);
+      else
+#pragma unroll
+        for (int v = 0; v < V; v++) b[v] = 0.0f;
     };
-    auto xhat_of = [&](float xv, long long col, float c) {
+    auto xhat_of = [&](float xv, float g, float b, float c) {
       if (p.from_y) {
-        const float b = bet ? to_f(bet[col]) : 0.0f;
         const float yv = p.lns != 1.0f ? xv * inv_lns : xv;
-        return (yv - b) / gval(col);
+        return (yv - b) / g;
       }
       if (p.rms) return xv * rstd;
       return ((xv - mean) - c) * rstd;
@@ -238,17 +275,30 @@ template <typename T, typename P, int V> __global__ void __launch_bounds__(512) 
     {
       double a1[1] = {0.0};
       if (p.staged || need_c) {
-        for (int k = tid; k < nvec; k += nt) {
-          const Pack<T, V> xv = ld<T, V>(xr + (long long)k * V);
-          if (p.staged) {
-            st<T, V>(sx + k * V, xv);
-            st<T, V>(sdy + k * V, ld<T, V>(dyr + (long long)k * V));
-          }
-          if (need_c) {
-            float t = 0.0f;
+        for (int k0 = tid; k0 < nvec; k0 += kU * nt) {
+          Pack<T, V> xv[kU], dv[kU];
 #pragma unroll
-            for (int v = 0; v < V; v++) t += to_f(xv.v[v]) - mean;
-            a1[0] += (double)t;
+          for (int u = 0; u < kU; u++) {
+            const int k = k0 + u * nt;
+            if (k < nvec) {
+              xv[u] = ld<T, V>(xr + (long long)k * V);
+              if (p.staged) dv[u] = ld<T, V>(dyr + (long long)k * V);
+            }
+          }
+#pragma unroll
+          for (int u = 0; u < kU; u++) {
+            const int k = k0 + u * nt;
+            if (k >= nvec) break;
+            if (p.staged) {
+              st<T, V>(sx + k * V, xv[u]);
+              st<T, V>(sdy + k * V, dv[u]);
+            }
+            if (need_c) {
+              float t = 0.0f;
+#pragma unroll
+              for (int v = 0; v < V; v++) t += to_f(xv[u].v[v]) - mean;
+              a1[0] += (double)t;
+            }
           }
         }
       }
@@ -264,12 +314,14 @@ template <typename T, typename P, int V> __global__ void __launch_bounds__(512) 
     for (int k = tid; k < nvec; k += nt) {
       const Pack<T, V> xv = getx(k), dv = getdy(k);
       const long long col = base + (long long)k * V;
+      float g[V], bb[V];
+      params(col, g, bb);
       float ta = 0.0f, tb = 0.0f;
 #pragma unroll
       for (int v = 0; v < V; v++) {
-        const float xh = xhat_of(to_f(xv.v[v]), col + v, c);
+        const float xh = xhat_of(to_f(xv.v[v]), g[v], bb[v], c);
         const float dyv = p.lns != 1.0f ? to_f(dv.v[v]) * p.lns : to_f(dv.v[v]);
-        const float gdy = dyv * gval(col + v);
+        const float gdy = dyv * g[v];
         ta += gdy;
         tb += gdy * xh;
       }
@@ -285,12 +337,14 @@ template <typename T, typename P, int V> __global__ void __launch_bounds__(512) 
       const long long col = base + (long long)k * V;
       Pack<T, V> hv;
       if (dhr) hv = ld<T, V>(dhr + (long long)k * V);
+      float g[V], bb[V];
+      params(col, g, bb);
       Pack<T, V> out;
 #pragma unroll
       for (int v = 0; v < V; v++) {
-        const float xh = xhat_of(to_f(xv.v[v]), col + v, c);
+        const float xh = xhat_of(to_f(xv.v[v]), g[v], bb[v], c);
         const float dyv = p.lns != 1.0f ? to_f(dv.v[v]) * p.lns : to_f(dv.v[v]);
-        const float gdy = dyv * gval(col + v);
+        const float gdy = dyv * g[v];
         float d = rstd * (gdy - (a + xh * b));
         if (dhr) d += to_f(hv.v[v]);
         out.v[v] = from_f<T>(d);
@@ -366,7 +420,7 @@ BwdPlan bwd_plan(size_t rows, size_t cols, size_t esize, int want, int vec, int 
   b.staged = b.slice * per_col <= kSmemMax;
   b.acc_smem = want && (b.staged || b.slice * 8 <= kSmemMax);
   b.smem = (b.staged ? b.slice * 2 * esize : 0) + (b.acc_smem ? b.slice * 8 : 0);
-  b.chunk_rows = (rows + 511) / 512;
+  b.chunk_rows = (rows + 1023) / 1024;
   if (b.chunk_rows < 16) b.chunk_rows = 16;
   b.nchunks = (rows + b.chunk_rows - 1) / b.chunk_rows;
   return b;

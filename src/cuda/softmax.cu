@@ -67,6 +67,7 @@ template <typename T, int V> __global__ void __launch_bounds__(512) sm_fwd_kerne
   if (len < 0) len = 0;
   const int nvec = (int)(len / V);
   const int tid = threadIdx.x, nt = blockDim.x;
+  constexpr int kU = NK_CUDA_UNROLL(V);
   float *sz = reinterpret_cast<float *>(smem_raw);
   int round = 0;
 
@@ -76,8 +77,7 @@ template <typename T, int V> __global__ void __launch_bounds__(512) sm_fwd_kerne
     const long long pos = p.causal_offset + row % p.q_len;
     const float posf = (float)pos;
     const long long mrow = row % p.mask_rows;
-    auto zvec = [&](int k, float (&z)[V]) {
-      const Pack<T, V> xv = ld<T, V>(xr + (long long)k * V);
+    auto zform = [&](int k, const Pack<T, V> &xv, float (&z)[V]) {
 #pragma unroll
       for (int v = 0; v < V; v++) {
         const long long j = base + (long long)k * V + v;
@@ -88,22 +88,34 @@ template <typename T, int V> __global__ void __launch_bounds__(512) sm_fwd_kerne
         z[v] = t;
       }
     };
+    /* z (or, after the sum pass of a staged softmax, e^(z - m)) of vector k. */
     auto getz = [&](int k, float (&z)[V]) {
       if (p.staged) {
 #pragma unroll
         for (int v = 0; v < V; v++) z[v] = sz[k * V + v];
       } else {
-        zvec(k, z);
+        zform(k, ld<T, V>(xr + (long long)k * V), z);
       }
     };
     float m = -INFINITY;
-    for (int k = tid; k < nvec; k += nt) {
-      float z[V];
-      zvec(k, z);
+    for (int k0 = tid; k0 < nvec; k0 += kU * nt) {
+      Pack<T, V> xv[kU];
 #pragma unroll
-      for (int v = 0; v < V; v++) {
-        if (p.staged) sz[k * V + v] = z[v];
-        m = max_nan(m, z[v]);
+      for (int u = 0; u < kU; u++) {
+        const int k = k0 + u * nt;
+        if (k < nvec) xv[u] = ld<T, V>(xr + (long long)k * V);
+      }
+#pragma unroll
+      for (int u = 0; u < kU; u++) {
+        const int k = k0 + u * nt;
+        if (k >= nvec) break;
+        float z[V];
+        zform(k, xv[u], z);
+#pragma unroll
+        for (int v = 0; v < V; v++) {
+          if (p.staged) sz[k * V + v] = z[v];
+          m = max_nan(m, z[v]);
+        }
       }
     }
     m = cluster_max(m, red, cl, round);
@@ -112,6 +124,8 @@ template <typename T, int V> __global__ void __launch_bounds__(512) sm_fwd_kerne
     const bool bad = m != m || m == INFINITY;
     const bool empty = m == -INFINITY;
     double sum = 0.0;
+    /* A staged softmax keeps e^(z - m) in place of z for the output pass. */
+    const bool keep_e = p.staged && !p.log;
     if (!bad && !empty) {
       double acc[1] = {0.0};
       for (int k = tid; k < nvec; k += nt) {
@@ -119,7 +133,11 @@ template <typename T, int V> __global__ void __launch_bounds__(512) sm_fwd_kerne
         getz(k, z);
         float t = 0.0f;
 #pragma unroll
-        for (int v = 0; v < V; v++) t += expf(z[v] - m);
+        for (int v = 0; v < V; v++) {
+          const float e = expf(z[v] - m);
+          if (keep_e) sz[k * V + v] = e;
+          t += e;
+        }
         acc[0] += (double)t;
       }
       cluster_sum<1>(acc, red, cl, round);
@@ -141,7 +159,7 @@ template <typename T, int V> __global__ void __launch_bounds__(512) sm_fwd_kerne
         if (bad) yv = nan_f();
         else if (empty) yv = p.masked_nan ? nan_f() : (p.log ? -INFINITY : 0.0f);
         else if (p.log) yv = (float)((double)z[v] - lse_d);
-        else yv = expf(z[v] - m) * inv;
+        else yv = (keep_e ? z[v] : expf(z[v] - m)) * inv;
         out.v[v] = from_f<T>(yv);
       }
       st_cs<T, V>(yr + (long long)k * V, out);
@@ -242,6 +260,7 @@ template <typename T, int V> __global__ void __launch_bounds__(512) xent_kernel(
   if (len < 0) len = 0;
   const int nvec = (int)(len / V);
   const int tid = threadIdx.x, nt = blockDim.x;
+  constexpr int kU = NK_CUDA_UNROLL(V);
   T *sx = reinterpret_cast<T *>(smem_raw);
   const double ls = (double)p.smoothing, zl = (double)p.z_loss, dn = (double)p.cols;
   const double c = (double)p.grad / (p.count ? *p.count : 1.0);
@@ -252,18 +271,31 @@ template <typename T, int V> __global__ void __launch_bounds__(512) xent_kernel(
     const long long t = p.target[row];
     const bool ignored = t == p.ignore_index;
     const bool invalid = !ignored && (t < 0 || t >= p.cols);
-    /* z_t before any block of the cluster writes dlogits (which may be x). */
-    const float zt = (!ignored && !invalid) ? to_f(static_cast<const T *>(p.x)[row * p.xs + t]) : 0.0f;
+    /* z_t (for the loss, which thread 0 of rank 0 writes) before any block of the cluster
+     * writes dlogits, which may be x: found by racecheck. */
+    const float zt = (tid == 0 && rank == 0 && !ignored && !invalid)
+                         ? to_f(static_cast<const T *>(p.x)[row * p.xs + t])
+                         : 0.0f;
     auto getx = [&](int k) { return p.staged ? ld<T, V>(sx + k * V) : ld<T, V>(xr + (long long)k * V); };
     float m = -INFINITY;
     double tz[1] = {0.0};
-    for (int k = tid; k < nvec; k += nt) {
-      const Pack<T, V> xv = ld<T, V>(xr + (long long)k * V);
-      if (p.staged) st<T, V>(sx + k * V, xv);
+    for (int k0 = tid; k0 < nvec; k0 += kU * nt) {
+      Pack<T, V> xv[kU];
 #pragma unroll
-      for (int v = 0; v < V; v++) {
-        m = max_nan(m, to_f(xv.v[v]));
-        if (ls != 0.0) tz[0] += (double)to_f(xv.v[v]);
+      for (int u = 0; u < kU; u++) {
+        const int k = k0 + u * nt;
+        if (k < nvec) xv[u] = ld<T, V>(xr + (long long)k * V);
+      }
+#pragma unroll
+      for (int u = 0; u < kU; u++) {
+        const int k = k0 + u * nt;
+        if (k >= nvec) break;
+        if (p.staged) st<T, V>(sx + k * V, xv[u]);
+#pragma unroll
+        for (int v = 0; v < V; v++) {
+          m = max_nan(m, to_f(xv[u].v[v]));
+          if (ls != 0.0) tz[0] += (double)to_f(xv[u].v[v]);
+        }
       }
     }
     m = cluster_max(m, red, cl, round);
