@@ -2958,6 +2958,30 @@ NK_API nk_status nk_preln_to_precrms_writer(nk_context *ctx, size_t D, size_t in
 NK_API nk_status nk_preln_to_precrms_embedding(nk_context *ctx, size_t V, size_t D,
                                                const float *E, float *E_out);
 
+/*
+ * Training a Pre-RMSNorm / Pre-CRMSNorm model so that it stays equivalent to its Pre-LN form
+ * (spec §3.4, the official code's training mode; docs/ops/crmsnorm.md "Training"): the free
+ * parameters stay those of the Pre-LN model's writers and embeddings, and every forward step
+ * recomputes the effective weights with the functions above — writer W_eff = P W, b_eff = P b;
+ * each embedding row (or the summed per-token embedding h_0) centred — so the gradients reach
+ * the free parameters through the projection: dW = (dW_eff transformed by the adjoint).
+ * Pre-RMSNorm: P is symmetric, so the writer and the embedding functions are their own
+ * adjoints: call nk_preln_to_prerms_writer(D, in, dW_eff, db_eff, dW, db) and
+ * nk_preln_to_prerms_embedding(V, D, dE_eff, dE) on the gradients. Pre-CRMSNorm: the forward
+ * also drops the last coordinate, so its adjoint pads a zero and centres, dW = P [dW_eff; 0]:
+ */
+/* Writer, Pre-CRMSNorm, adjoint: dW_out ((D-1) x in), db_out (D-1) -> dW (D x in), db (D),
+ * dW = P [dW_out; 0], db = P [db_out; 0]. D >= 2; in == 0 leaves only db; db_out and db both
+ * given or both NULL. No output may overlap an input (the sizes differ: no in-place).
+ * Accuracy as the functions above. Returns OK or INVALID_ARGUMENT. */
+NK_API nk_status nk_preln_to_precrms_writer_bwd(nk_context *ctx, size_t D, size_t in,
+                                                const float *dW_out, const float *db_out,
+                                                float *dW, float *db);
+/* Embedding, Pre-CRMSNorm, adjoint: dE_out (V x (D-1)) -> dE (V x D), each row padded with a
+ * zero and centred. */
+NK_API nk_status nk_preln_to_precrms_embedding_bwd(nk_context *ctx, size_t V, size_t D,
+                                                   const float *dE_out, float *dE);
+
 #ifdef __cplusplus
 }
 #endif

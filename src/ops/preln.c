@@ -194,3 +194,66 @@ nk_status nk_preln_to_precrms_embedding(nk_context *ctx, size_t V, size_t D, con
                                         float *E_out) {
   return embedding(ctx, 1, V, D, E, E_out);
 }
+
+/* ---- Pre-CRMSNorm training: the adjoints of the writer and the embedding ------------------- */
+
+/* G (rows x Dn cells per item, Dn = D - 1) -> out (D x ...): each item padded with a zero last
+ * element, then centred over its D elements: out = P [G; 0]. `items` columns of a D x items
+ * matrix (writer, stride items) or rows of a V x D table (embedding, stride 1). */
+static void pad_centre(size_t D, size_t items, size_t item_step, size_t elem_step,
+                       size_t in_item_step, size_t in_elem_step, const float *G, float *out) {
+  for (size_t j = 0; j < items; j++) {
+    double m = 0.0;
+    for (size_t i = 0; i + 1 < D; i++) m += (double)G[j * in_item_step + i * in_elem_step];
+    m /= (double)D;
+    for (size_t i = 0; i + 1 < D; i++)
+      out[j * item_step + i * elem_step] = (float)((double)G[j * in_item_step + i * in_elem_step] - m);
+    out[j * item_step + (D - 1) * elem_step] = (float)-m;
+  }
+}
+
+nk_status nk_preln_to_precrms_writer_bwd(nk_context *ctx, size_t D, size_t in,
+                                         const float *dW_out, const float *db_out, float *dW,
+                                         float *db) {
+  const char *op = "preln_to_precrms_writer_bwd";
+  if (D < 2) return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: D %zu must be >= 2", op, D);
+  size_t nw;
+  TRY(check_sizes(ctx, op, D, in, &nw));
+  const size_t nwo = (D - 1) * in;
+  if (in > 0 && (dW_out == NULL || dW == NULL))
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: %s is NULL", op, dW_out ? "dW" : "dW_out");
+  if ((db_out == NULL) != (db == NULL))
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: db_out and db must both be given or both NULL", op);
+  {
+    const float *const p[4] = {dW_out, db_out, dW, db};
+    static const char *const names[4] = {"dW_out", "db_out", "dW", "db"};
+    TRY(check_aligned(ctx, op, p, names, 4));
+  }
+  if (bad_alias(dW, nw, dW_out, nwo, 0) || bad_alias(dW, nw, db_out, D - 1, 0) ||
+      bad_alias(db, D, db_out, D - 1, 0) || bad_alias(db, D, dW_out, nwo, 0) ||
+      overlaps(dW, nw, db, D))
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: an output overlaps an input", op);
+  if (in > 0) pad_centre(D, in, 1, in, 1, in, dW_out, dW);
+  if (db_out != NULL) pad_centre(D, 1, 0, 1, 0, 1, db_out, db);
+  return nk__ok(ctx);
+}
+
+nk_status nk_preln_to_precrms_embedding_bwd(nk_context *ctx, size_t V, size_t D,
+                                            const float *dE_out, float *dE) {
+  const char *op = "preln_to_precrms_embedding_bwd";
+  if (D < 2) return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: D %zu must be >= 2", op, D);
+  size_t ne;
+  TRY(check_sizes(ctx, op, V, D, &ne));
+  if (V == 0) return nk__ok(ctx);
+  if (dE_out == NULL || dE == NULL)
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: %s is NULL", op, dE_out ? "dE" : "dE_out");
+  {
+    const float *const p[2] = {dE_out, dE};
+    static const char *const names[2] = {"dE_out", "dE"};
+    TRY(check_aligned(ctx, op, p, names, 2));
+  }
+  if (bad_alias(dE, ne, dE_out, V * (D - 1), 0))
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: dE overlaps dE_out", op);
+  pad_centre(D, V, D, 1, D - 1, 1, dE_out, dE);
+  return nk__ok(ctx);
+}

@@ -1,6 +1,7 @@
 /*
  * tests/fuzz/preln.c — libFuzzer harness: the weight conversions Pre-LN -> Pre-RMSNorm ->
- * Pre-CRMSNorm (nk_preln_to_{prerms,precrms}_{reader,writer,embedding}) and the BatchNorm folds
+ * Pre-CRMSNorm (nk_preln_to_{prerms,precrms}_{reader,writer,embedding}), the Pre-CRMSNorm
+ * adjoints for training (nk_preln_to_precrms_{writer,embedding}_bwd) and the BatchNorm folds
  * (nk_batchnorm_fold, nk_batchnorm_fold_linear), one call per input (fuzz.h: decoder, arena,
  * canaries). Sizes, optional gamma/beta/biases, in-place and the documented exact aliasing, eps
  * and values of any kind (NaN, inf, subnormals, 1e30, FLT_MAX) are decoded from the input; valid
@@ -71,12 +72,104 @@ static void check(const float *p, const double *ref, size_t n, const double *mag
 
 /* ---- the conversions --------------------------------------------------------------------- */
 
+/* The Pre-CRMSNorm adjoints (training): nk_preln_to_precrms_writer_bwd / _embedding_bwd take
+ * Dn = D - 1 rows (columns for tables) and give D: P [G; 0]. Reference: the Pre-RMSNorm writer
+ * (embedding) of the zero-padded gradient; bound as the conversions'. */
+static int adjoint(fz_in *in, nk_context *ctx, unsigned kind, unsigned bad, size_t D, size_t n,
+                   unsigned opt) {
+  const size_t Dn = D - 1;
+  const int writer = kind == OP_WRITER, has_b = writer && (opt & 16);
+  const size_t nin = n * Dn, nout = n * D;
+  const int no_w = writer && n == 0 && (opt & 64);
+  fz_geom g1, g2;
+  float *G = no_w ? NULL : input(in, nin, r_b), *gb = has_b ? input(in, Dn, r_f) : NULL;
+  float *out = no_w ? NULL : place(in, nout, &g1), *ob = has_b ? place(in, D, &g2) : NULL;
+  const fz_geom go = fz_vec(nout, 4), gob = fz_vec(has_b ? D : 0, 4);
+  nk_status want = NK_OK;
+  const int empty = writer ? (n == 0 && !has_b) : n == 0;
+  if (empty && bad != BAD_SIZE && bad != BAD_OVERFLOW) bad = BAD_NONE;
+  switch (bad) {
+  case BAD_NULL:
+    if (writer && n == 0) break;
+    if (fz_u8(in) & 1) G = NULL; else out = NULL;
+    want = NK_STATUS_INVALID_ARGUMENT;
+    break;
+  case BAD_SIZE: D = 1; want = NK_STATUS_INVALID_ARGUMENT; break;
+  case BAD_PAIRING:
+    if (writer) {
+      if (has_b) ob = NULL; else ob = place(in, D, &g2);
+      want = NK_STATUS_INVALID_ARGUMENT;
+    }
+    break;
+  case BAD_OVERLAP: /* no in place (the sizes differ): the output on an input */
+    if (nin > 0 && out) out = G + fz_pick(in, (unsigned)nin), want = NK_STATUS_INVALID_ARGUMENT;
+    else if (gb && ob) ob = gb, want = NK_STATUS_INVALID_ARGUMENT;
+    break;
+  case BAD_MISALIGN: {
+    float **p[4] = {&G, &gb, &out, &ob};
+    if (misalign(in, p, 4)) want = NK_STATUS_INVALID_ARGUMENT;
+    break;
+  }
+  case BAD_OVERFLOW:
+    n = big_sizes[fz_pick(in, 5)];
+    want = NK_STATUS_INVALID_ARGUMENT;
+    break;
+  }
+  if (want == NK_OK) fz_writable(out, &go), fz_writable(ob, &gob);
+  fz_snapshot();
+  const nk_status st = writer ? nk_preln_to_precrms_writer_bwd(ctx, D, n, G, gb, out, ob)
+                              : nk_preln_to_precrms_embedding_bwd(ctx, n, D, G, out);
+  if (want != NK_OK) {
+    FZ_CHECK(st == want, "adjoint %u bad %u: status %d, want %d (%s)", kind, bad, st, want,
+             nk_context_message(ctx));
+    FZ_CHECK(ctx == NULL || nk_context_message(ctx)[0], "no message for a failure");
+    fz_check_arena(0, "preln adjoint");
+    return 0;
+  }
+  FZ_CHECK(st == NK_OK, "adjoint %u: status %d (%s)", kind, st, nk_context_message(ctx));
+  fz_check_arena(1, "preln adjoint");
+  /* zero-pad the gradient to D rows (writer) or D columns (table) */
+  for (size_t k = 0; k < n; k++)
+    for (size_t i = 0; i < D; i++) {
+      const size_t at = writer ? i * n + k : k * D + i;
+      r_a[at] = i < Dn ? r_b[writer ? i * n + k : k * Dn + i] : 0.0;
+    }
+  if (writer) {
+    double bpad[MAXD];
+    for (size_t i = 0; i < D; i++) bpad[i] = i < Dn && has_b ? r_f[i] : 0.0;
+    nk_ref_preln_writer(0, D, n, r_a, has_b ? bpad : NULL, want1, want2);
+    for (size_t j = 0; j < n; j++) {
+      double m = 0.0;
+      for (size_t i = 0; i < D; i++) m += fabs(r_a[i * n + j]);
+      for (size_t i = 0; i < D; i++) got[i * n + j] = fabs(r_a[i * n + j]) + m / (double)D;
+    }
+    if (n) check(out, want1, nout, got, "writer_bwd dW");
+    if (has_b) {
+      double m = 0.0, mag[MAXD];
+      for (size_t i = 0; i < D; i++) m += fabs(bpad[i]);
+      for (size_t i = 0; i < D; i++) mag[i] = fabs(bpad[i]) + m / (double)D;
+      check(ob, want2, D, mag, "writer_bwd db");
+    }
+  } else {
+    if (n == 0) return 1;
+    nk_ref_preln_embedding(0, n, D, r_a, want1);
+    for (size_t v = 0; v < n; v++) {
+      double m = 0.0;
+      for (size_t i = 0; i < D; i++) m += fabs(r_a[v * D + i]);
+      for (size_t i = 0; i < D; i++) got[v * D + i] = fabs(r_a[v * D + i]) + m / (double)D;
+    }
+    check(out, want1, nout, got, "embedding_bwd dE");
+  }
+  return 1;
+}
+
 static int conversion(fz_in *in, nk_context *ctx, unsigned kind, unsigned bad) {
   const int crms = fz_u8(in) & 1;
   size_t D = crms ? 2 + fz_pick(in, MAXD - 1) : 1 + fz_pick(in, MAXD);
   size_t n = fz_pick(in, 16) == 0 ? 0 : 1 + fz_pick(in, MAXO); /* out, in or V */
   const size_t Dn = D - (size_t)crms;
   const unsigned opt = fz_u8(in);
+  if (crms && kind != OP_READER && (opt & 128)) return adjoint(in, ctx, kind, bad, D, n, opt);
   const int inplace_w = !crms && (opt & 1), inplace_b = !crms && (opt & 2);
   const int has_g = kind == OP_READER && (opt & 4), has_beta = kind == OP_READER && (opt & 8);
   const int has_b = kind != OP_EMBEDDING && (opt & 16);
