@@ -53,6 +53,12 @@ nk_status nk__normq_run(nk_context *ctx, const nk__normq_call *c) {
   if (nk__mul_size(c->rows, c->cols, &xbytes) && nk__mul_size(xbytes, nk_dtype_size(c->dtype), &xbytes) &&
       xbytes >= NK_NORMQ_PREFETCH_BYTES)
     cc.params.variant |= NK_NORMQ_PREFETCH;
+  /* Large float outputs are written with streaming stores, as the row norms' (NK_ROWNORM_
+   * NONTEMPORAL); the int8 outputs are a quarter of the input and stay regular stores. */
+  size_t ybytes = 0;
+  if (c->params.out == NK_NORMQ_OUT_Y && nk__mul_size(c->rows, c->cols, &ybytes) &&
+      nk__mul_size(ybytes, nk_dtype_size(c->dtype), &ybytes) && ybytes >= NK_NONTEMPORAL_BYTES)
+    cc.params.variant |= NK_NORMQ_NONTEMPORAL;
   c = &cc;
   if (e == NULL)
     return nk__fail(ctx, NK_STATUS_UNSUPPORTED, "%s: no kernel for dtype %s", c->op,

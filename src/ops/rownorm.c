@@ -15,8 +15,6 @@
 #include "internal.h"
 #include "validate.h"
 
-/* Outputs (y, dx) at least this large use streaming stores (a function of sizes only). */
-#define NK_NONTEMPORAL_BYTES ((size_t)64 << 20)
 /* Backward chunking: at most this many chunks, at least this many rows per chunk, and at
  * most NK_BWD_PARTIAL_ELEMS partial elements (per gradient) in all. */
 #define NK_BWD_MAX_CHUNKS 64

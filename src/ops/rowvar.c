@@ -17,8 +17,6 @@
 #include "internal.h"
 #include "validate.h"
 
-/* Outputs (y, dx) at least this large use streaming stores (a function of sizes only). */
-#define NK_NONTEMPORAL_BYTES ((size_t)64 << 20)
 #define NK_BWD_MAX_CHUNKS 64
 #define NK_BWD_MIN_CHUNK_ROWS 8
 #define NK_BWD_PARTIAL_ELEMS ((size_t)1 << 22)

@@ -17,8 +17,6 @@
 #include "internal.h"
 #include "validate.h"
 
-/* Outputs at least this large use streaming stores (a function of sizes only). */
-#define NK_NONTEMPORAL_BYTES ((size_t)64 << 20)
 
 /* AUTO (measured on this project's machine, docs/ops/softmax.md and bench/NOTES.md): f32
  * outputs of less than NK_NONTEMPORAL_BYTES use three-pass reload (one exp per element; its

@@ -33,6 +33,11 @@ nk_threadpool *nk__context_pool(const nk_context *ctx);
 int nk__cpu_has_avx2_path(void);   /* AVX2 + FMA + F16C usable (XGETBV: YMM state) */
 int nk__cpu_has_avx512_path(void); /* AVX-512 F/BW/VL/DQ usable (XGETBV: ZMM+opmask state) */
 
+/* Outputs at least this large are written with streaming stores by the operators that have
+ * them (row norms, softmax, the row variants, the fused norm + quantize float output): a
+ * function of the sizes only, so it changes no result bit. */
+#define NK_NONTEMPORAL_BYTES ((size_t)64 << 20)
+
 /* Overflow-checked size arithmetic: return 0 on overflow, 1 on success. */
 static inline int nk__mul_size(size_t a, size_t b, size_t *out) {
   return !__builtin_mul_overflow(a, b, out);

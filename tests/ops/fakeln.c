@@ -268,6 +268,48 @@ NK_TEST(bitwise_across_isas_and_threads) {
   if (!ran_other) NK_SKIP("only the scalar path runs on this CPU");
 }
 
+/* Outputs of 64 MiB and more are written with streaming stores from each row's first 64-byte
+ * boundary on (NK_NORMQ_NONTEMPORAL): the same bits as the scalar path (which has none), with
+ * rows of 1100 elements starting at every alignment, a residual h too. */
+NK_TEST(streaming_stores_change_no_bit) {
+  nk_rng g = {0x57E4u};
+  int ran_other = 0;
+  const nk_dtype dts[2] = {NK_DTYPE_F32, NK_DTYPE_BF16};
+  for (size_t di = 0; di < 2; di++) {
+    const nk_dtype dt = dts[di];
+    const size_t cols = 1100, es = nk_dtype_size(dt);
+    const size_t rows = ((size_t)64 << 20) / (cols * es) + 3, n = rows * cols;
+    void *x = make_rows(&g, rows, cols, dt, 1.5);
+    nk_t_set(x, 7 * cols + 3, NAN, dt);
+    float gam[1100], bet[1100];
+    for (size_t j = 0; j < cols; j++) gam[j] = (float)nk_rng_normal(&g), bet[j] = (float)nk_rng_normal(&g);
+    nk_norm_desc d = nk_norm_desc_dense(rows, cols, dt, 1e-5f);
+    void *y0 = nk_t_alloc(n * es), *y1 = nk_t_alloc(n * es);
+    float *m0 = nk_t_alloc(rows * 4), *m1 = nk_t_alloc(rows * 4);
+    NK_REQUIRE(y0 && y1 && m0 && m1, "alloc");
+    ch_ctx c0 = ch_ctx_make(NK_ISA_SCALAR, 1);
+    NK_REQUIRE(c0.ctx != NULL, "context");
+    NK_REQUIRE(nk_fakeln_fwd(c0.ctx, &d, 0.9f, x, NULL, gam, bet, y0, NULL, m0) == 0, "scalar");
+    ch_ctx_free(&c0);
+    for (size_t ii = 1; ii < 3; ii++) {
+      if (!nk_isa_supported(isas[ii])) continue;
+      for (size_t th = 1; th <= 2; th++) {
+        ran_other = 1;
+        ch_ctx c = ch_ctx_make(isas[ii], th);
+        NK_REQUIRE(c.ctx != NULL, "context");
+        memset(y1, 0xA5, n * es);
+        NK_CHECK(nk_fakeln_fwd(c.ctx, &d, 0.9f, x, NULL, gam, bet, y1, NULL, m1) == 0, "status");
+        NK_CHECK(memcmp(y0, y1, n * es) == 0 && memcmp(m0, m1, rows * 4) == 0,
+                 "dt %s isa %s threads %zu: the streaming output differs", nk_dtype_name(dt),
+                 nk_isa_name(isas[ii]), th);
+        ch_ctx_free(&c);
+      }
+    }
+    free(x), free(y0), free(y1), free(m0), free(m1);
+  }
+  if (!ran_other) NK_SKIP("only the scalar path runs on this CPU");
+}
+
 /* fakeln_fwd_q8 is nk_fakeln_fwd's f32 y quantized (one step from the reference as a result) */
 NK_TEST(q8_is_quantized_forward) {
   nk_rng g = {0x9191u};
@@ -683,6 +725,7 @@ int main(void) {
   NK_RUN(deviation_from_layernorm_on_calibration_rows);
   NK_RUN(deployment_trick);
   NK_RUN(bitwise_across_isas_and_threads);
+  NK_RUN(streaming_stores_change_no_bit);
   NK_RUN(q8_is_quantized_forward);
   NK_RUN(bad_arguments);
   NK_RUN(calibrate_misaligned_stats);

@@ -245,7 +245,18 @@ NK_INLINE void out_row(nk_dtype dt, int xk, int hr, uint32_t c, const rowc *w, s
   const int out_kind = p->out;
   size_t i;
   if (out_kind == NK_NORMQ_OUT_Y) {
-    for (i = 0; i + 8 <= n; i += 8) store8(out, i, 8, y8(dt, xk, hr, c, w, i, 8, 1), dt, ST_FULL);
+    i = 0;
+    if (p->variant & NK_NORMQ_NONTEMPORAL) { /* partial steps up to the first 64-byte boundary */
+      const size_t head = head_to_align64(out, n, dt);
+      for (; i < head; i += 8) {
+        const size_t k = head - i < 8 ? head - i : 8;
+        store8(out, i, k, y8(dt, xk, hr, c, w, i, k, 0), dt, ST_PART);
+      }
+      for (i = head; i + 8 <= n; i += 8)
+        store8(out, i, 8, y8(dt, xk, hr, c, w, i, 8, 1), dt, ST_STREAM);
+    } else {
+      for (; i + 8 <= n; i += 8) store8(out, i, 8, y8(dt, xk, hr, c, w, i, 8, 1), dt, ST_FULL);
+    }
     if (i < n) store8(out, i, n - i, y8(dt, xk, hr, c, w, i, n - i, 0), dt, ST_PART);
     return;
   }

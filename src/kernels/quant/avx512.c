@@ -242,7 +242,18 @@ NK_INLINE void out_row(nk_dtype dt, int xk, int hr, uint32_t c, const rowc *w, s
   const int out_kind = p->out;
   size_t i;
   if (out_kind == NK_NORMQ_OUT_Y) {
-    for (i = 0; i + 16 <= n; i += 16) store16(out, i, 0, y16(dt, xk, hr, c, w, i, 0, 1), dt, ST_FULL);
+    i = 0;
+    if (p->variant & NK_NORMQ_NONTEMPORAL) { /* masked up to the first 64-byte boundary */
+      const size_t head = head_to_align64(out, n, dt);
+      for (; i < head; i += 16) {
+        const __mmask16 m = mask_first((ptrdiff_t)(head - i));
+        store16(out, i, m, y16(dt, xk, hr, c, w, i, m, 0), dt, ST_MASK);
+      }
+      for (i = head; i + 16 <= n; i += 16)
+        store16(out, i, 0, y16(dt, xk, hr, c, w, i, 0, 1), dt, ST_STREAM);
+    } else {
+      for (; i + 16 <= n; i += 16) store16(out, i, 0, y16(dt, xk, hr, c, w, i, 0, 1), dt, ST_FULL);
+    }
     if (i < n) {
       const __mmask16 m = mask_first((ptrdiff_t)(n - i));
       store16(out, i, m, y16(dt, xk, hr, c, w, i, m, 0), dt, ST_MASK);

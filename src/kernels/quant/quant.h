@@ -61,6 +61,8 @@
 #define NK_NORMQ_OFFSET 0x4u /* g = 1 + gamma */
 #define NK_NORMQ_STOCHASTIC 0x8u /* OUT_POW2: stochastic rounding */
 #define NK_NORMQ_PREFETCH 0x10u  /* large working set: prefetch the next row into L2 (no bit changes) */
+#define NK_NORMQ_NONTEMPORAL 0x20u /* OUT_Y: streaming stores from the row's first 64-byte
+                                      boundary on (large outputs; no bit changes) */
 
 /* statistics */
 #define NK_NORMQ_STAT_NONE 0
