@@ -17,7 +17,7 @@
  * f32 values before adding to a double; the block combines threads in a fixed tree), so the
  * bounds of normkit.h hold. Results are bit-reproducible run to run and for every launch
  * configuration the library picks (it depends on the sizes only). They are NOT bit-identical to
- * the CPU's (a different reduction tree; docs/cuda.md "CPU agreement").
+ * the CPU's (a different reduction tree; docs/cuda.md "Differences from the CPU").
  * Parameter gradients are reduced over fixed chunks of rows into a workspace and combined in
  * chunk order in double by a second kernel: no atomics anywhere.
  */
@@ -46,7 +46,9 @@ NK_API int nk_cuda_device_count(void);
 /* As nk_layernorm_fwd / nk_rmsnorm_fwd (normkit.h), on device pointers: residual (h = x + r,
  * rounded to dtype), GAMMA_OFFSET, beta, lns_scale, saved mean (f32, rounded; the backward
  * recomputes its low part) and rstd. Every cols >= 1 works: rows whose (dtype) copy fits in
- * shared memory are read once; wider rows are read three times (docs/cuda.md). */
+ * the shared memory of a cluster of up to 8 blocks (about 800,000 bf16 columns) are read from
+ * global memory once; wider rows are read again by each pass (3 for RMSNorm, 4 for LayerNorm;
+ * docs/cuda.md). */
 NK_API nk_status nk_cuda_layernorm_fwd(nk_cuda_stream stream, const nk_layernorm_desc *desc,
                                        const void *x, const void *r, const void *gamma,
                                        const void *beta, void *y, void *h, float *mean,
