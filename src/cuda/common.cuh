@@ -216,6 +216,42 @@ static inline unsigned threads_for(size_t nvec) {
 /* Largest dynamic shared memory a block may use (H100: 227 KiB), less the static scratch. */
 static const size_t kSmemMax = 200 * 1024;
 
+/* Target shared bytes per block (several blocks per SM). */
+static const size_t kBlockBytes = 32 * 1024;
+
+/* Blocks per row: 1, doubling up to 8 while a block would hold more than kBlockBytes of the
+ * row's cols * esize bytes (a function of the sizes only). */
+static inline int cluster_for(size_t cols, size_t esize) {
+  int cl = 1;
+  while (cl < 8 && cols * esize > kBlockBytes * (size_t)cl) cl *= 2;
+  return cl;
+}
+
+/* Columns per block of a cluster of cl: cols / cl rounded up to a multiple of vec. */
+static inline size_t slice_of(size_t cols, int cl, int vec) {
+  size_t s = (cols + (size_t)cl - 1) / (size_t)cl;
+  return (s + (size_t)vec - 1) / (size_t)vec * (size_t)vec;
+}
+
+/* This block's part of a row: its rank in the cluster of cl, its first column and its number
+ * of V-element vectors (0 for a rank past the row's end). */
+struct BlockSlice {
+  int rank;
+  long long base;
+  int nvec;
+};
+template <int V>
+__device__ __forceinline__ BlockSlice block_slice(int cl, long long cols, long long slice) {
+  BlockSlice b;
+  b.rank = (int)(blockIdx.x % (unsigned)cl);
+  b.base = (long long)b.rank * slice;
+  long long len = cols - b.base;
+  if (len > slice) len = slice;
+  if (len < 0) len = 0;
+  b.nvec = (int)(len / V);
+  return b;
+}
+
 static inline bool aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
 
 } // namespace nkc

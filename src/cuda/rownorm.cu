@@ -41,12 +41,9 @@ template <typename T, typename P, int V> __global__ void __launch_bounds__(512) 
   extern __shared__ __align__(16) unsigned char smem_raw[];
   __shared__ RedScratch red;
   const int cl = p.cl;
-  const int rank = (int)(blockIdx.x % (unsigned)cl);
-  const long long base = (long long)rank * p.slice;
-  long long len = p.cols - base;
-  if (len > p.slice) len = p.slice;
-  if (len < 0) len = 0;
-  const int nvec = (int)(len / V);
+  const BlockSlice bs = block_slice<V>(cl, p.cols, p.slice);
+  const int rank = bs.rank, nvec = bs.nvec;
+  const long long base = bs.base;
   const int tid = threadIdx.x, nt = blockDim.x;
   constexpr int kU = NK_CUDA_UNROLL(V);
   T *sh = reinterpret_cast<T *>(smem_raw);
@@ -200,13 +197,10 @@ template <typename T, typename P, int V> __global__ void __launch_bounds__(512) 
   extern __shared__ __align__(16) unsigned char smem_raw[];
   __shared__ RedScratch red;
   const int cl = p.cl;
-  const int rank = (int)(blockIdx.x % (unsigned)cl);
   const long long chunk = blockIdx.x / cl;
-  const long long base = (long long)rank * p.slice;
-  long long len = p.cols - base;
-  if (len > p.slice) len = p.slice;
-  if (len < 0) len = 0;
-  const int nvec = (int)(len / V);
+  const BlockSlice bs = block_slice<V>(cl, p.cols, p.slice);
+  const int nvec = bs.nvec;
+  const long long base = bs.base;
   const int tid = threadIdx.x, nt = blockDim.x;
   constexpr int kU = NK_CUDA_UNROLL(V);
   T *sx = reinterpret_cast<T *>(smem_raw);
@@ -392,19 +386,6 @@ __global__ void finish_kernel(const float *partials, long long nchunks, long lon
 
 /* ---- launch choices (sizes only) ---------------------------------------------------------- */
 
-const size_t kBlockBytes = 32 * 1024; /* target shared bytes per block: several blocks per SM */
-
-int fwd_cl(size_t cols, size_t esize) {
-  int cl = 1;
-  while (cl < 8 && cols * esize > kBlockBytes * (size_t)cl) cl *= 2;
-  return cl;
-}
-
-size_t slice_of(size_t cols, int cl, int vec) {
-  size_t s = (cols + (size_t)cl - 1) / (size_t)cl;
-  return (s + (size_t)vec - 1) / (size_t)vec * (size_t)vec;
-}
-
 struct BwdPlan {
   int cl, staged, acc_smem;
   size_t slice, chunk_rows, nchunks, smem;
@@ -441,7 +422,7 @@ bool can_vec(const nk__cuda_norm_args *a, int vec) {
 }
 
 template <typename T, typename P, int V> int fwd_run(const nk__cuda_norm_args *a, cudaStream_t st) {
-  const int cl = fwd_cl(a->cols, sizeof(T));
+  const int cl = cluster_for(a->cols, sizeof(T));
   const size_t slice = slice_of(a->cols, cl, V);
   const int staged = slice * sizeof(T) <= kSmemMax;
   const size_t smem = staged ? slice * sizeof(T) : 0;

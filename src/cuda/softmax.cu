@@ -21,19 +21,6 @@ using namespace nkc;
 
 namespace {
 
-const size_t kBlockBytes = 32 * 1024;
-
-int cl_for(size_t cols, size_t esize) {
-  int cl = 1;
-  while (cl < 8 && cols * esize > kBlockBytes * (size_t)cl) cl *= 2;
-  return cl;
-}
-
-size_t slice_of(size_t cols, int cl, int vec) {
-  size_t s = (cols + (size_t)cl - 1) / (size_t)cl;
-  return (s + (size_t)vec - 1) / (size_t)vec * (size_t)vec;
-}
-
 struct SmP {
   const void *x, *mask, *y_in, *dy;
   const float *sink, *lse_in;
@@ -60,12 +47,9 @@ template <typename T, int V> __global__ void __launch_bounds__(512) sm_fwd_kerne
   extern __shared__ __align__(16) unsigned char smem_raw[];
   __shared__ RedScratch red;
   const int cl = p.cl;
-  const int rank = (int)(blockIdx.x % (unsigned)cl);
-  const long long base = (long long)rank * p.slice;
-  long long len = p.cols - base;
-  if (len > p.slice) len = p.slice;
-  if (len < 0) len = 0;
-  const int nvec = (int)(len / V);
+  const BlockSlice bs = block_slice<V>(cl, p.cols, p.slice);
+  const int rank = bs.rank, nvec = bs.nvec;
+  const long long base = bs.base;
   const int tid = threadIdx.x, nt = blockDim.x;
   constexpr int kU = NK_CUDA_UNROLL(V);
   float *sz = reinterpret_cast<float *>(smem_raw);
@@ -173,12 +157,9 @@ template <typename T, int V> __global__ void __launch_bounds__(512) sm_bwd_kerne
   extern __shared__ __align__(16) unsigned char smem_raw[];
   __shared__ RedScratch red;
   const int cl = p.cl;
-  const int rank = (int)(blockIdx.x % (unsigned)cl);
-  const long long base = (long long)rank * p.slice;
-  long long len = p.cols - base;
-  if (len > p.slice) len = p.slice;
-  if (len < 0) len = 0;
-  const int nvec = (int)(len / V);
+  const BlockSlice bs = block_slice<V>(cl, p.cols, p.slice);
+  const int rank = bs.rank, nvec = bs.nvec;
+  const long long base = bs.base;
   const int tid = threadIdx.x, nt = blockDim.x;
   T *sy = reinterpret_cast<T *>(smem_raw);
   T *sdy = sy + p.slice;
@@ -253,12 +234,9 @@ template <typename T, int V> __global__ void __launch_bounds__(512) xent_kernel(
   extern __shared__ __align__(16) unsigned char smem_raw[];
   __shared__ RedScratch red;
   const int cl = p.cl;
-  const int rank = (int)(blockIdx.x % (unsigned)cl);
-  const long long base = (long long)rank * p.slice;
-  long long len = p.cols - base;
-  if (len > p.slice) len = p.slice;
-  if (len < 0) len = 0;
-  const int nvec = (int)(len / V);
+  const BlockSlice bs = block_slice<V>(cl, p.cols, p.slice);
+  const int rank = bs.rank, nvec = bs.nvec;
+  const long long base = bs.base;
   const int tid = threadIdx.x, nt = blockDim.x;
   constexpr int kU = NK_CUDA_UNROLL(V);
   T *sx = reinterpret_cast<T *>(smem_raw);
@@ -417,7 +395,7 @@ unsigned grid_rows(size_t rows, int cl) {
 
 template <typename T, int V> int sm_fwd_run(const nk__cuda_softmax_args *a, cudaStream_t st) {
   SmP p = sm_params(a);
-  p.cl = cl_for(a->cols, 4);
+  p.cl = cluster_for(a->cols, 4);
   p.slice = (long long)slice_of(a->cols, p.cl, V);
   p.staged = (size_t)p.slice * 4 <= kSmemMax;
   return (int)launch(sm_fwd_kernel<T, V>, grid_rows(a->rows, p.cl), threads_for(p.slice / V),
@@ -426,7 +404,7 @@ template <typename T, int V> int sm_fwd_run(const nk__cuda_softmax_args *a, cuda
 
 template <typename T, int V> int sm_bwd_run(const nk__cuda_softmax_args *a, cudaStream_t st) {
   SmP p = sm_params(a);
-  p.cl = cl_for(a->cols, 2 * sizeof(T));
+  p.cl = cluster_for(a->cols, 2 * sizeof(T));
   p.slice = (long long)slice_of(a->cols, p.cl, V);
   p.staged = (size_t)p.slice * 2 * sizeof(T) <= kSmemMax;
   return (int)launch(sm_bwd_kernel<T, V>, grid_rows(a->rows, p.cl), threads_for(p.slice / V),
@@ -446,7 +424,7 @@ template <typename T, int V> int xent_run(const nk__cuda_xent_args *a, cudaStrea
   p.rows = (long long)a->rows; p.cols = (long long)a->cols;
   p.ignore_index = a->ignore_index;
   p.smoothing = a->smoothing; p.z_loss = a->z_loss; p.grad = a->grad;
-  p.cl = cl_for(a->cols, sizeof(T));
+  p.cl = cluster_for(a->cols, sizeof(T));
   p.slice = (long long)slice_of(a->cols, p.cl, V);
   p.staged = (size_t)p.slice * sizeof(T) <= kSmemMax;
   if (mean) {
