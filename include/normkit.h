@@ -2067,16 +2067,24 @@ NK_API nk_status nk_cpn_score(nk_context *ctx, size_t n, const double *cond, con
  *     phi <- alpha_fwd*phi + (1-alpha_fwd)*psi2_B (double, rounded to f32).
  *   NK_POWERNORM_PAPER (Algorithm 1): stat = phi (the previous running statistic psi^2_{t-1})
  *     in every training step; phi <- alpha_fwd*phi + (1-alpha_fwd)*psi2_B; warmup is ignored.
- *   Inference (no TRAINING flag, both modes): stat = phi; nothing is updated.
- * Backward (approximate by design; spec 4.1 step 4, 4.2 step 5), with nu the running backward
- * statistic (nu = (1 - alpha_bwd) * E of the official code; spec 16.4):
+ *   NK_POWERNORM_PNV (the paper's PN-V ablation, a test mode): stat = psi2_B in every training
+ *     step (warmup ignored); phi <- alpha_fwd*phi + (1-alpha_fwd)*psi2_B for inference.
+ *   Inference (no TRAINING flag, all modes): stat = phi; nothing is updated.
+ * Backward of NK_POWERNORM_PNV in training: the exact gradient through the batch statistic
+ * (RMSNorm along the batch axis), nu not read or updated:
+ *   du = rb[c] * (gamma*dy - [token valid] * z * k[c]),  k[c] = gamma[c] * sum_A(dy z) / |V|
+ *   (A = all tokens, V = the valid tokens of the mask given to the backward, which must be the
+ *   forward's; padding tokens are normalized but do not enter psi2_B, so their term is 0).
+ * Backward of CODE and PAPER (approximate by design; spec 4.1 step 4, 4.2 step 5), with nu
+ * the running backward statistic (nu = (1 - alpha_bwd) * E of the official code; spec 16.4):
  *   xt = gamma*dy - nu*z (f32, nu before the update);  du = xt * rb[c]
  *   nu <- nu + (1 - alpha_bwd) * mean_A(xt * z)    (= nu(1-(1-a)Gamma) + (1-a)Lambda, double)
  *   rb = the batch scale 1/sqrt(psi2_B + eps) (CODE, in every phase) or rf (PAPER).
- *   Inference backward: dx = gamma*dy*rf (the exact gradient of the affine map), nu untouched.
- *   With group scaling, dx = gs * (du - u * mean_k(du * u)) (exact chain rule of the group
- *   RMS scaling), evaluated in double from the double gs and u = x gs (with the forward's f32
- *   u it cancels: a group of one channel gives du (1 - u^2)); without, dx = du.
+ *   Inference backward (all modes): dx = gamma*dy*rf (the exact gradient of the affine map),
+ *   nu untouched.
+ *   All modes, with group scaling: dx = gs * (du - u * mean_k(du * u)) (exact chain rule of
+ *   the group RMS scaling), evaluated in double from the double gs and u = x gs (with the
+ *   forward's f32 u it cancels: a group of one channel gives du (1 - u^2)); without, dx = du.
  *   dgamma = sum_A dy * z, dbeta = sum_A dy.
  * State: phi[C] (running psi^2, init 1), nu[C] (init 0), step (init 0): nk_powernorm_state_init.
  * Defaults (nk_powernorm_desc_dense): CODE, alpha_fwd = alpha_bwd = 0.9, eps = gs_eps = 1e-5,
@@ -2086,6 +2094,7 @@ NK_API nk_status nk_cpn_score(nk_context *ctx, size_t n, const double *cond, con
 typedef enum nk_powernorm_mode {
   NK_POWERNORM_CODE = 0,  /* official MaskPowerNorm (published results) */
   NK_POWERNORM_PAPER = 1, /* Algorithm 1 as reconstructed in the spec */
+  NK_POWERNORM_PNV = 2,   /* PN-V ablation: batch statistic, exact backward (test mode) */
 } nk_powernorm_mode;
 
 typedef struct nk_powernorm_desc {
@@ -2138,12 +2147,16 @@ NK_API nk_status nk_powernorm_fwd(nk_context *ctx, const nk_powernorm_desc *desc
                                   void *workspace, size_t workspace_size);
 /* PowerNorm backward (formulas above). The flags and mode must be those of the forward.
  *   x, gamma    IN  as given to the forward; save IN from the forward (2*C floats).
- *   state       IN/OUT training: nu updated (phi, step not touched); inference: not read.
+ *   mask        IN  optional, the forward's mask; read only by a PN-V training backward (the
+ *               CODE and PAPER backwards take their means over all tokens, as the code does).
+ *               A PN-V training backward whose mask leaves no valid token: INVALID_ARGUMENT.
+ *   state       IN/OUT CODE/PAPER training: nu updated (phi, step not touched); PN-V and
+ *               inference: not read.
  *   dy          IN;  dx OUT (may be dy or x).
  *   dgamma, dbeta OUT optional, C of param_dtype; overwritten, or added to with ACCUMULATE.
  * Returns OK, INVALID_ARGUMENT, UNSUPPORTED, MISUSE. */
 NK_API nk_status nk_powernorm_bwd(nk_context *ctx, const nk_powernorm_desc *desc, const void *x,
-                                  const void *gamma, const float *save,
+                                  const uint8_t *mask, const void *gamma, const float *save,
                                   nk_powernorm_state *state, const void *dy, void *dx,
                                   void *dgamma, void *dbeta, void *workspace,
                                   size_t workspace_size);

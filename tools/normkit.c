@@ -1455,7 +1455,7 @@ static nk_status run_resnorm(const bench_case *c, int dir) {
     case OP_POWERNORM:
       return dir == DIR_FWD ? nk_powernorm_fwd(ctx, &c->pdesc, w->x, NULL, w->gamma, w->beta,
                                                &m->pn, w->y, c->rn_save, c->ws, c->ws_size)
-                            : nk_powernorm_bwd(ctx, &c->pdesc, w->x, w->gamma, c->rn_save, &m->pn,
+                            : nk_powernorm_bwd(ctx, &c->pdesc, w->x, NULL, w->gamma, c->rn_save, &m->pn,
                                                w->dy, w->dx, w->dgamma, w->dbeta, c->ws,
                                                c->ws_size);
     case OP_UNIFIEDNORM:
@@ -1573,7 +1573,7 @@ static void validate_resnorm(const bench_case *c, validation *v, size_t *checked
       long long step = 0;
       for (size_t cc = 0; cc < width; cc++) st1[cc] = 1.0, st2[cc] = 0.0;
       nk_ref_powernorm_fwd(&p, x, NULL, g, b, st1, &step, ref, rf, rb);
-      if (bwd) nk_ref_powernorm_bwd(&p, x, g, rf, rb, st2, dy, dref, dg, db);
+      if (bwd) nk_ref_powernorm_bwd(&p, x, NULL, g, rf, rb, st2, dy, dref, dg, db);
     } else if (c->op == OP_UNIFIEDNORM) {
       nk_ref_un p = {R, 1, 4, 4, 1, 0, 0, 1e-5, (double)0.9f, (double)0.2f, 5.0, 4000, 1000};
       st1[0] = 1.0, st2[0] = 0.0;

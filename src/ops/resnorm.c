@@ -117,6 +117,7 @@ typedef struct tok_job {
   double *counts; /* [chunk] */
   size_t nsum, chunk_rows;
   const float *rf, *g, *b, *gain, *coef, *rb;
+  const float *zero_coef; /* dx pass: coef of the tokens the mask marks as padding */
 } tok_job;
 
 static void tok_red_task(void *arg, size_t start, size_t count) {
@@ -174,26 +175,26 @@ static void tok_dx_task(void *arg, size_t start, size_t count) {
   for (size_t i = start; i < start + count; i++)
     j->k->tok_dx(t->C, t->cg, t->gs_eps, tok_row(t, j->x, t->xs, i),
                  tok_row(t, j->dy, t->dys, i), (void *)tok_row(t, j->dx, t->dxs, i), t->dt,
-                 j->rf, j->gain, j->coef, j->rb);
+                 j->rf, j->gain, tok_valid(t, j->mask, i) ? j->coef : j->zero_coef, j->rb);
 }
 
 static size_t tok_tile(const tokd *t) { return max_sz(1, NK_RN_TASK_ELEMS / t->C); }
 
 /* Workspace of the token ops: forward partials (C + 1 per chunk) or backward (3C per chunk),
- * C * 3 totals, 6 f32 parameter arrays. */
+ * C * 3 totals, 7 f32 parameter arrays. */
 static int tok_ws(size_t N, size_t S, size_t C, size_t *bytes) {
   size_t R, nd, a, f;
   if (!nk__mul_size(N, S, &R)) return 0;
   const size_t nch = tok_nchunks(R);
   if (!nk__mul_size(nch, 3 * C + 1, &nd) || !nk__mul_size(C, 3, &a) || !nk__add_size(nd, a, &nd) ||
-      !nk__mul_size(C, 6, &f))
+      !nk__mul_size(C, 7, &f))
     return 0;
   return ws_bytes(nd, f, bytes);
 }
 
 typedef struct tok_ws_layout {
   double *part, *counts, *tot;
-  float *rf, *g, *b, *gain, *coef, *rb;
+  float *rf, *g, *b, *gain, *coef, *rb, *zero;
 } tok_ws_layout;
 
 static tok_ws_layout tok_ws_split(const tokd *t, void *ws) {
@@ -208,6 +209,7 @@ static tok_ws_layout tok_ws_split(const tokd *t, void *ws) {
   l.gain = l.b + C;
   l.coef = l.gain + C;
   l.rb = l.coef + C;
+  l.zero = l.rb + C;
   return l;
 }
 
@@ -323,7 +325,8 @@ static nk_status pn_check(nk_context *ctx, const char *op, const nk_powernorm_de
   if (d == NULL) return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: desc is NULL", op);
   *t = pn_tokd(d);
   TRY(tok_common(ctx, op, t, d->flags, pn_known, d->eps));
-  if (d->mode != NK_POWERNORM_CODE && d->mode != NK_POWERNORM_PAPER)
+  if (d->mode != NK_POWERNORM_CODE && d->mode != NK_POWERNORM_PAPER &&
+      d->mode != NK_POWERNORM_PNV)
     return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: unknown mode %d", op, (int)d->mode);
   if (!alpha_ok(d->alpha_fwd) || !alpha_ok(d->alpha_bwd))
     return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: alpha_fwd %g, alpha_bwd %g not in [0, 1]",
@@ -394,16 +397,18 @@ nk_status nk_powernorm_fwd(nk_context *ctx, const nk_powernorm_desc *d, const vo
   if (training) {
     const double cnt = tok_reduce(ctx, &j, l.tot);
     const int64_t step = state->step + 1;
-    const int paper = d->mode == NK_POWERNORM_PAPER;
-    const int warm = !paper && step <= d->warmup;
+    /* CODE: warm-up averaging and the batch statistic while t <= warmup; PAPER: phi; PN-V:
+     * the batch statistic always, phi kept for inference only. */
+    const int code = d->mode == NK_POWERNORM_CODE;
+    const int batch_stat = d->mode == NK_POWERNORM_PNV || (code && step <= d->warmup);
     const double af = d->alpha_fwd, eps = d->eps;
     for (size_t c = 0; c < C; c++) {
       const double psi2 = l.tot[c] / cnt;
       const double phi = state->phi[c];
-      l.rf[c] = (float)(1.0 / sqrt((warm ? psi2 : phi) + eps));
+      l.rf[c] = (float)(1.0 / sqrt((batch_stat ? psi2 : phi) + eps));
       l.rb[c] = (float)(1.0 / sqrt(psi2 + eps));
       double p = phi;
-      if (!paper && step < d->warmup)
+      if (code && step < d->warmup)
         p = p * ((double)(step - 1) / (double)step) + psi2 / (double)step;
       l.tot[c] = af * p + (1.0 - af) * psi2; /* the new phi, stored after the pass */
     }
@@ -425,7 +430,8 @@ nk_status nk_powernorm_fwd(nk_context *ctx, const nk_powernorm_desc *d, const vo
 }
 
 nk_status nk_powernorm_bwd(nk_context *ctx, const nk_powernorm_desc *d, const void *x,
-                           const void *gamma, const float *save, nk_powernorm_state *state,
+                           const uint8_t *mask, const void *gamma, const float *save,
+                           nk_powernorm_state *state,
                            const void *dy, void *dx, void *dgamma, void *dbeta, void *workspace,
                            size_t workspace_size) {
   const char *op = "powernorm_bwd";
@@ -434,23 +440,30 @@ nk_status nk_powernorm_bwd(nk_context *ctx, const nk_powernorm_desc *d, const vo
   if (t.N == 0 || t.S == 0 || t.C == 0) return nk__ok(ctx);
   const int training = (d->flags & NK_RESNORM_TRAINING) != 0;
   const int acc = (d->flags & NK_RESNORM_ACCUMULATE) != 0;
+  const int exact = training && d->mode == NK_POWERNORM_PNV; /* PN-V: exact, mask, no nu */
+  const int uses_nu = training && !exact;
   NK_REQUIRE_PTR(x);
   NK_REQUIRE_PTR(save);
   NK_REQUIRE_PTR(dy);
   NK_REQUIRE_PTR(dx);
-  if (training) {
+  if (uses_nu) {
     NK_REQUIRE_PTR(state);
     NK_REQUIRE_PTR(state->nu);
   }
-  span s[8];
+  if (!exact) mask = NULL; /* not read: the approximate backward averages over all tokens */
+  span s[9];
   TRY(tok_bwd_spans(ctx, op, &t, x, gamma, save, dy, dx, dgamma, dbeta, s));
-  TRY(nk__vector_span(ctx, op, &s[7], "state->nu", training ? state->nu : NULL, t.C,
+  TRY(nk__vector_span(ctx, op, &s[7], "state->nu", uses_nu ? state->nu : NULL, t.C,
                       sizeof(float), 1));
-  TRY(nk__check_overlaps(ctx, op, s, 8, bwd_alias_ok));
+  TRY(tok_mask_span(ctx, op, &s[8], mask, &t));
+  TRY(nk__check_overlaps(ctx, op, s, 9, bwd_alias_ok));
   size_t need;
   if (!tok_ws(t.N, t.S, t.C, &need))
     return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: workspace size overflows", op);
   TRY(nk__check_workspace(ctx, op, workspace, workspace_size, need));
+  const size_t nvalid = exact ? tok_count_valid(&t, mask) : t.R;
+  if (nvalid == 0)
+    return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: the mask leaves no valid token", op);
 
   tok_ws_layout l = tok_ws_split(&t, workspace);
   tok_job j;
@@ -460,6 +473,7 @@ nk_status nk_powernorm_bwd(nk_context *ctx, const nk_powernorm_desc *d, const vo
   j.x = x;
   j.dy = dy;
   j.dx = dx;
+  j.mask = mask; /* tok_dx_task: padding tokens take zero_coef (PN-V) */
   j.part = l.part;
   j.nsum = 3;
   const size_t C = t.C;
@@ -470,7 +484,11 @@ nk_status nk_powernorm_bwd(nk_context *ctx, const nk_powernorm_desc *d, const vo
   const double R = (double)t.R, ab = d->alpha_bwd;
   for (size_t c = 0; c < C; c++) {
     l.gain[c] = l.g[c];
-    if (training) {
+    l.zero[c] = 0.0f;
+    if (exact) { /* k = gamma sum_A(dy z) / |V|, the batch scale */
+      l.coef[c] = (float)((double)l.g[c] * l.tot[c] / (double)nvalid);
+      l.rb[c] = save[C + c];
+    } else if (training) {
       const double nu = state->nu[c];
       l.coef[c] = state->nu[c];
       l.rb[c] = d->mode == NK_POWERNORM_PAPER ? save[c] : save[C + c];
@@ -481,9 +499,9 @@ nk_status nk_powernorm_bwd(nk_context *ctx, const nk_powernorm_desc *d, const vo
       l.rb[c] = save[c];
     }
   }
-  j.gain = l.gain, j.coef = l.coef, j.rb = l.rb;
+  j.gain = l.gain, j.coef = l.coef, j.zero_coef = l.zero, j.rb = l.rb;
   nk_parallelize_1d(nk__context_pool(ctx), tok_dx_task, &j, t.R, tok_tile(&t));
-  if (training) memcpy(state->nu, l.b, C * sizeof(float));
+  if (uses_nu) memcpy(state->nu, l.b, C * sizeof(float));
   for (size_t c = 0; c < C; c++) {
     pput(dgamma, c, t.pdt, l.tot[c], acc);
     pput(dbeta, c, t.pdt, l.tot[2 * C + c], acc);

@@ -320,9 +320,10 @@ double nk_ref_cpn(size_t T, const double *logp_cond, const unsigned char *valid_
  * layers"). Token layers: x is R x C dense (R tokens), mask R bytes (NULL: all valid). State in
  * double. Every formula straight from the spec, in double, nothing rounded to f32. ---- */
 
+enum { NK_REF_PN_CODE = 0, NK_REF_PN_PAPER = 1, NK_REF_PN_PNV = 2 }; /* = nk_powernorm_mode */
 typedef struct nk_ref_pn {
   size_t R, C, groups; /* groups 0: no group scaling */
-  int paper, training;
+  int mode, training;  /* NK_REF_PN_* */
   double eps, gs_eps, alpha_fwd, alpha_bwd;
   long long warmup;
 } nk_ref_pn;
@@ -332,11 +333,12 @@ void nk_ref_pn_group_scale(const nk_ref_pn *p, const double *x, double *u, doubl
 void nk_ref_powernorm_fwd(const nk_ref_pn *p, const double *x, const unsigned char *mask,
                           const double *gamma, const double *beta, double *phi, long long *step,
                           double *y, double *rf, double *rb);
-/* Backward (the spec's approximate formula in training; exact in inference); nu updated in
- * training. rf, rb from the forward. dgamma, dbeta: C (overwritten). */
-void nk_ref_powernorm_bwd(const nk_ref_pn *p, const double *x, const double *gamma,
-                          const double *rf, const double *rb, double *nu, const double *dy,
-                          double *dx, double *dgamma, double *dbeta);
+/* Backward: CODE/PAPER training the spec's approximate formula (nu updated); PN-V training the
+ * exact gradient through the batch statistic over the valid tokens of mask (nu not touched);
+ * inference exact. rf, rb from the forward. dgamma, dbeta: C (overwritten). */
+void nk_ref_powernorm_bwd(const nk_ref_pn *p, const double *x, const unsigned char *mask,
+                          const double *gamma, const double *rf, const double *rb, double *nu,
+                          const double *dy, double *dx, double *dgamma, double *dbeta);
 
 typedef struct nk_ref_un {
   size_t R, C, M, Mb;

@@ -43,11 +43,12 @@ void nk_ref_powernorm_fwd(const nk_ref_pn *p, const double *x, const unsigned ch
         if (mask == NULL || mask[i]) q += u[i * C + c] * u[i * C + c], n += 1.0;
       const double psi2 = q / n; /* psi^2_B over the valid tokens */
       const long long t = *step + 1;
-      const int warm = !p->paper && t <= p->warmup;
-      stat = warm ? psi2 : phi[c];
+      const int code = p->mode == NK_REF_PN_CODE;
+      const int batch = p->mode == NK_REF_PN_PNV || (code && t <= p->warmup);
+      stat = batch ? psi2 : phi[c];
       rb[c] = 1.0 / sqrt(psi2 + p->eps);
       double f = phi[c];
-      if (!p->paper && t < p->warmup) f = f * (double)(t - 1) / (double)t + psi2 / (double)t;
+      if (code && t < p->warmup) f = f * (double)(t - 1) / (double)t + psi2 / (double)t;
       phi[c] = p->alpha_fwd * f + (1.0 - p->alpha_fwd) * psi2;
     } else {
       stat = phi[c];
@@ -61,27 +62,45 @@ void nk_ref_powernorm_fwd(const nk_ref_pn *p, const double *x, const unsigned ch
   free(u);
 }
 
-void nk_ref_powernorm_bwd(const nk_ref_pn *p, const double *x, const double *gamma,
-                          const double *rf, const double *rb, double *nu, const double *dy,
-                          double *dx, double *dgamma, double *dbeta) {
+void nk_ref_powernorm_bwd(const nk_ref_pn *p, const double *x, const unsigned char *mask,
+                          const double *gamma, const double *rf, const double *rb, double *nu,
+                          const double *dy, double *dx, double *dgamma, double *dbeta) {
   const size_t R = p->R, C = p->C, G = p->groups;
   double *u = malloc(R * C * sizeof(double)), *du = malloc(R * C * sizeof(double));
   double *gs = malloc((R * (G ? G : 1)) * sizeof(double));
   nk_ref_pn_group_scale(p, x, u, gs);
+  const int exact = p->training && p->mode == NK_REF_PN_PNV;
+  double nvalid = 0.0;
+  for (size_t i = 0; i < R; i++) nvalid += mask == NULL || mask[i];
   for (size_t c = 0; c < C; c++) {
     const double g = gamma ? gamma[c] : 1.0;
-    const double v = p->training ? nu[c] : 0.0; /* nu_{t-1} */
-    const double scale = p->training ? (p->paper ? rf[c] : rb[c]) : rf[c];
-    double mxz = 0.0, sgz = 0.0, sg = 0.0;
+    double sgz = 0.0, sg = 0.0;
     for (size_t i = 0; i < R; i++) {
-      const double z = u[i * C + c] * rf[c];
-      const double xt = g * dy[i * C + c] - v * z; /* x~ = g^ - nu z */
-      mxz += xt * z;
-      sgz += dy[i * C + c] * z;
+      sgz += dy[i * C + c] * u[i * C + c] * rf[c];
       sg += dy[i * C + c];
-      du[i * C + c] = xt * scale;
     }
-    if (p->training) nu[c] = v + (1.0 - p->alpha_bwd) * (mxz / (double)R);
+    if (exact) {
+      /* d/du_p of sum_A ghat z with z = u r, r = (mean_V u^2 + eps)^-1/2:
+       * r ghat_p - [p in V] u_p r^3 sum_A(ghat u) / |V|. */
+      const double r = rb[c];
+      double sgu = 0.0;
+      for (size_t i = 0; i < R; i++) sgu += g * dy[i * C + c] * u[i * C + c];
+      for (size_t i = 0; i < R; i++) {
+        const double valid = mask == NULL || mask[i] ? 1.0 : 0.0;
+        du[i * C + c] = r * g * dy[i * C + c] - valid * u[i * C + c] * r * r * r * sgu / nvalid;
+      }
+    } else {
+      const double v = p->training ? nu[c] : 0.0; /* nu_{t-1} */
+      const double scale = p->training ? (p->mode == NK_REF_PN_PAPER ? rf[c] : rb[c]) : rf[c];
+      double mxz = 0.0;
+      for (size_t i = 0; i < R; i++) {
+        const double z = u[i * C + c] * rf[c];
+        const double xt = g * dy[i * C + c] - v * z; /* x~ = g^ - nu z */
+        mxz += xt * z;
+        du[i * C + c] = xt * scale;
+      }
+      if (p->training) nu[c] = v + (1.0 - p->alpha_bwd) * (mxz / (double)R);
+    }
     if (dgamma) dgamma[c] = sgz;
     if (dbeta) dbeta[c] = sg;
   }

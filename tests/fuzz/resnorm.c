@@ -2,8 +2,8 @@
  * tests/fuzz/resnorm.c — libFuzzer harness: the research normalization layers (normkit.h
  * "Research normalization layers"):
  *   PowerNorm: nk_powernorm_state_init, _fwd_workspace_size, _bwd_workspace_size, _fwd, _bwd
- *     (CODE and PAPER modes, training and inference, warm-up, group scaling, padding masks with
- *     any byte strides, ACCUMULATE, in place);
+ *     (CODE, PAPER and PN-V modes, training and inference, warm-up, group scaling, padding
+ *     masks with any byte strides, ACCUMULATE, in place);
  *   Unified Normalization: nk_unifiednorm_state_init, _fwd/_bwd (+ workspace sizes), _fold
  *     (windows M, M' 1-4, warm-ups, rho clamping, filtration scalar or per channel, masks);
  *   EvoNorm: nk_evonorm_b0_fwd/_bwd, nk_evonorm_s0_fwd/_bwd (+ workspace sizes),
@@ -261,7 +261,11 @@ static int pn_or_un(fz_in *in, int op, unsigned bad, nk_context *ctx) {
   size_t G = 0, M = 1, Mb = 1;
   if (!un) {
     pd.param_dtype = t.pdt;
-    pd.mode = fz_u8(in) & 1 ? NK_POWERNORM_PAPER : NK_POWERNORM_CODE;
+    {
+      const uint8_t m = fz_u8(in); /* bit 0 PAPER; else bits 6-7 both set: PN-V (1 in 8) */
+      pd.mode = m & 1 ? NK_POWERNORM_PAPER
+                      : (m & 0xC0) == 0xC0 ? NK_POWERNORM_PNV : NK_POWERNORM_CODE;
+    }
     if (fz_u8(in) & 1) { /* group scaling: a divisor of C */
       size_t div[MAXC], nd = 0;
       for (size_t g = 1; g <= C; g++)
@@ -428,7 +432,7 @@ static int pn_or_un(fz_in *in, int op, unsigned bad, nk_context *ctx) {
         else if (k == 2)
           pd.warmup = -1;
         else if (k == 3)
-          pd.mode = (nk_powernorm_mode)(2 + fz_pick(in, 9));
+          pd.mode = (nk_powernorm_mode)(3 + fz_pick(in, 9));
         else
           pd.alpha_fwd = -0.25f;
       } else {
@@ -558,7 +562,7 @@ static int pn_or_un(fz_in *in, int op, unsigned bad, nk_context *ctx) {
     nk_ref_pn p = {R,
                    C,
                    G,
-                   pd.mode == NK_POWERNORM_PAPER,
+                   (int)pd.mode,
                    training,
                    pd.eps,
                    pd.gs_eps,
@@ -750,7 +754,8 @@ static int pn_or_un(fz_in *in, int op, unsigned bad, nk_context *ctx) {
   memcpy(nu0, nur, sizeof nu0);
   fz_snapshot();
   if (!un)
-    st = nk_powernorm_bwd(ctx, &pd, xb, gamma, saveb, pstp, dyb, dxb, dgb, dbeta, ws, wsb_pass);
+    st = nk_powernorm_bwd(ctx, &pd, xb, mask, gamma, saveb, pstp, dyb, dxb, dgb, dbeta, ws,
+                          wsb_pass);
   else
     st = nk_unifiednorm_bwd(ctx, &ud, xb, gamma, saveb, ustp, dyb, dxb, dgb, dbeta, ws, wsb_pass);
   if (want != NK_OK) {
@@ -770,14 +775,14 @@ static int pn_or_un(fz_in *in, int op, unsigned bad, nk_context *ctx) {
     nk_ref_pn p = {R,
                    C,
                    G,
-                   pd.mode == NK_POWERNORM_PAPER,
+                   (int)pd.mode,
                    training,
                    pd.eps,
                    pd.gs_eps,
                    pd.alpha_fwd,
                    pd.alpha_bwd,
                    (long long)pd.warmup};
-    nk_ref_powernorm_bwd(&p, xr, gamma ? gr : NULL, rf, rb, nur, dyr, dxr, dgr, dbr);
+    nk_ref_powernorm_bwd(&p, xr, mr, gamma ? gr : NULL, rf, rb, nur, dyr, dxr, dgr, dbr);
   } else {
     nk_ref_un p = {R,
                    C,
@@ -811,18 +816,37 @@ static int pn_or_un(fz_in *in, int op, unsigned bad, nk_context *ctx) {
     nk_ref_pn p = {R, C, G, 0, 0, pd.eps, pd.gs_eps, 0, 0, 0};
     nk_ref_pn_group_scale(&p, xr, ur, gsr);
   }
+  /* PN-V training: the coefficient of z is k = gamma sum_A(dy z) / |V| on the valid tokens
+   * (the library's f32 k from the double sums; dgr is sum_A dy z here), 0 on padding */
+  const int pnv = !un && training && pd.mode == NK_POWERNORM_PNV;
+  static double kz[MAXC], kt[MAXC]; /* k, and its T: |gamma| sum_A |dy z| / |V| */
+  if (pnv) {
+    double nv = 0.0;
+    for (size_t i = 0; i < R; i++) nv += mr == NULL || mr[i];
+    memset(kt, 0, sizeof kt);
+    for (size_t i = 0; i < R; i++)
+      for (size_t c = 0; c < C; c++) kt[c] += fabs(dyr[i * C + c] * ur[i * C + c] * rf[c]);
+    for (size_t c = 0; c < C; c++) {
+      const double g = gamma ? gr[c] : 1.0;
+      kz[c] = (float)(g * dgr[c] / nv);
+      kt[c] *= fabs(g) / nv;
+    }
+  }
   for (size_t i = 0; i < R; i++)
     for (size_t c = 0; c < C; c++) {
       const double g = gamma ? gr[c] : 1.0, dyv = dyr[i * C + c], z = ur[i * C + c] * rf[c];
       int b;
       double m;
       if (!un) {
-        const double nz = training ? nu0[c] * z : 0.0, a = g * dyv, xt = a - nz;
-        const double sc = training && pd.mode == NK_POWERNORM_CODE ? rb[c] : rf[c];
+        const int valid = mr == NULL || mr[i];
+        const double coef = pnv ? (valid ? kz[c] : 0.0) : nu0[c];
+        const double nz = training ? coef * z : 0.0, a = g * dyv, xt = a - nz;
+        const double nzt = pnv && valid ? kt[c] * fabs(z) : fabs(nz);
+        const double sc = training && pd.mode != NK_POWERNORM_PAPER ? rb[c] : rf[c];
         b = big(z) || big(a) || big(nz) || big(xt) || big(xt * sc);
         /* subnormal intermediates keep few digits; the group scaling multiplies them by gs */
         b = b || tiny(a) || tiny(nz) || tiny(xt) || tiny(xt * sc);
-        m = (G ? gsr[i * G + c / (C / G)] : 1.0) * (fabs(a) + fabs(nz)) * sc;
+        m = (G ? gsr[i * G + c / (C / G)] : 1.0) * (fabs(a) + nzt) * sc;
       } else {
         const double gh = ((training ? rb[c] : 1.0) * g) * dyv, tt = dxr[i * C + c] / rf[c];
         b = big(z) || big(gh) || big(tt) || big(gh - tt) || tiny(gh) || tiny(tt);
@@ -846,7 +870,7 @@ static int pn_or_un(fz_in *in, int op, unsigned bad, nk_context *ctx) {
   /* UN training: k sums gh z over the channel's tokens, so an out-of-range intermediate reaches
    * the whole channel (z = -4.3e38 at one token gave NaN k and dx in the channel, reference
    * finite: tests/fuzz/known/resnorm-un-training-z-beyond-flt-max-channel) */
-  if (un && training)
+  if ((un && training) || pnv)
     for (size_t c = 0; c < C; c++)
       if (bigc[c])
         for (size_t i = 0; i < R; i++) got[i * C + c] = dxr[i * C + c];

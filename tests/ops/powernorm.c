@@ -1,8 +1,8 @@
 /*
  * powernorm.c — PowerNorm (spec layers.md 4): forward against the float64 reference over
- * sequences of training steps (running statistic, warm-up, both modes, group scaling, padding
- * mask), the approximate backward against its own formula (nu recurrence included), the exact
- * inference backward by finite differences, bitwise equality across ISAs and threads, bad
+ * sequences of training steps (running statistic, warm-up, CODE/PAPER/PN-V, group scaling,
+ * padding mask), the approximate backward against its own formula (nu recurrence included), the
+ * exact inference and PN-V training backwards by finite differences, bitwise equality across ISAs and threads, bad
  * inputs and edge cases.
  */
 #include "resnorm_util.h"
@@ -58,8 +58,7 @@ static void pn_sequence(const pn_case *k, nk_context *ctx) {
   nk_powernorm_state st = {phi, nu, 0};
   NK_CHECK(nk_powernorm_state_init(C, &st) == NK_STATUS_OK, "init");
   long long rstep = 0;
-  nk_ref_pn p = {R, C, k->G, k->mode == NK_POWERNORM_PAPER, 1, 1e-5, 1e-5, 0.9, 0.9,
-                 (long long)k->warmup};
+  nk_ref_pn p = {R, C, k->G, (int)k->mode, 1, 1e-5, 1e-5, 0.9, 0.9, (long long)k->warmup};
   for (int step = 0; step < k->steps; step++) {
     tk_fill(&g, x, k->dt, &rng, 1.0 + 0.5 * step);
     tk_fill(&g, dy, k->dt, &rng, 1.0);
@@ -76,10 +75,10 @@ static void pn_sequence(const pn_case *k, nk_context *ctx) {
     /* The reference backward uses the library's saved scales (as f32) so that the test checks
      * the formula, not the scales twice. */
     for (size_t c = 0; c < C; c++) rrf[c] = save[c], rrb[c] = save[C + c];
-    NK_CHECK(nk_powernorm_bwd(ctx, &d, x, gamma, save, &st, dy, dx, dgam, dbet, ws, wsb) ==
+    NK_CHECK(nk_powernorm_bwd(ctx, &d, x, mask, gamma, save, &st, dy, dx, dgam, dbet, ws, wsb) ==
                  NK_STATUS_OK,
              "bwd");
-    nk_ref_powernorm_bwd(&p, rx, rg, rrf, rrb, rnu, rdy, rdx, rdg, rdb);
+    nk_ref_powernorm_bwd(&p, rx, mask, rg, rrf, rrb, rnu, rdy, rdx, rdg, rdb);
     tk_compare("dx", &g, k->dt, dx, rdx, 4e-6, 0.0);
     vec_compare("nu", C, nu, rnu, 2e-6, 1e-7);
     vec_compare("dgamma", C, dgam, rdg, 2e-6, 1e-6);
@@ -113,6 +112,117 @@ NK_TEST(paper_mode_sequence_matches_reference) {
   pn_sequence(&k, NULL);
 }
 
+/* PN-V: the batch statistic in every step (warmup ignored), phi kept for inference, the exact
+ * backward over the valid tokens; nu untouched (it stays 0 in the reference and the library). */
+NK_TEST(pnv_mode_sequence_matches_reference) {
+  for (int di = 0; di < 3; di++)
+    for (int masked = 0; masked < 2; masked++) {
+      pn_case k = {ch_dtypes[di], NK_POWERNORM_PNV, 3, 7, 40, 4, masked, 3, 3, 0};
+      pn_sequence(&k, NULL);
+    }
+  pn_case k = {NK_DTYPE_F32, NK_POWERNORM_PNV, 2, 9, 37, 0, 1, 0, 2, 0};
+  pn_sequence(&k, NULL);
+  ch_ctx cc = ch_ctx_make(NK_ISA_AUTO, 3);
+  pn_case big = {NK_DTYPE_F32, NK_POWERNORM_PNV, 4, 150, 200, 4, 1, 0, 2, 0};
+  pn_sequence(&big, cc.ctx);
+  ch_ctx_free(&cc);
+}
+
+/* The PN-V training forward is a function of x alone (the batch statistic of the valid tokens;
+ * padding tokens are normalized by it but do not enter it): the reference's exact backward
+ * against central differences of the reference forward, with a mask and group scaling; then
+ * the library against the reference gradient. A padding token's gradient has no statistic
+ * term (checked: it is gamma dy rb gs-chained only). */
+NK_TEST(pnv_training_backward_finite_differences) {
+  nk_rng rng = {91};
+  enum { N = 2, S = 4, C = 8, G = 2, R = N * S };
+  const unsigned char mask[R] = {1, 1, 0, 1, 1, 0, 1, 1};
+  nk_ref_pn p = {R, C, G, NK_POWERNORM_PNV, 1, 1e-5, 1e-5, 0.9, 0.9, 0};
+  double x[R * C], w[R * C], y[R * C], dx[R * C], phi[C], g[C], b[C], rf[C], rb[C], nu[C];
+  double dg[C], db[C];
+  for (size_t i = 0; i < R * C; i++)
+    x[i] = (float)nk_rng_normal(&rng), w[i] = (float)nk_rng_normal(&rng);
+  for (size_t c = 0; c < C; c++) {
+    g[c] = (float)(1.0 + 0.3 * nk_rng_normal(&rng));
+    b[c] = (float)(0.1 * nk_rng_normal(&rng));
+    phi[c] = 1.0, nu[c] = 0.0;
+  }
+  long long step = 0;
+  nk_ref_powernorm_fwd(&p, x, mask, g, b, phi, &step, y, rf, rb);
+  for (size_t c = 0; c < C; c++) NK_CHECK(rf[c] == rb[c], "PN-V normalizes by the batch scale");
+  nk_ref_powernorm_bwd(&p, x, mask, g, rf, rb, nu, w, dx, dg, db);
+  const double h = 1e-6;
+  double maxdiff_approx = 0.0;
+  for (size_t i = 0; i < R * C; i++) {
+    double xp[R * C], yp[R * C], ym[R * C], rfp[C], rbp[C];
+    memcpy(xp, x, sizeof xp);
+    xp[i] = x[i] + h;
+    nk_ref_powernorm_fwd(&p, xp, mask, g, b, phi, &step, yp, rfp, rbp);
+    xp[i] = x[i] - h;
+    nk_ref_powernorm_fwd(&p, xp, mask, g, b, phi, &step, ym, rfp, rbp);
+    double fd = 0.0;
+    for (size_t j = 0; j < R * C; j++) fd += w[j] * (yp[j] - ym[j]) / (2 * h);
+    NK_CHECK(fabs(fd - dx[i]) <= 1e-7 * (1.0 + fabs(fd)), "dx[%zu] %.12g vs fd %.12g", i, dx[i],
+             fd);
+  }
+  for (size_t c = 0; c < C; c++) NK_CHECK(nu[c] == 0.0, "PN-V must not update nu");
+  /* The CODE-mode backward on the same batch (warm-up: the same forward) is the approximate one:
+   * its gradient differs from the exact one by more than rounding (the test can tell them). */
+  {
+    nk_ref_pn pc = p;
+    pc.mode = NK_POWERNORM_CODE;
+    double dxc[R * C], nuc[C] = {0};
+    nk_ref_powernorm_bwd(&pc, x, mask, g, rf, rb, nuc, w, dxc, dg, db);
+    for (size_t i = 0; i < R * C; i++)
+      if (fabs(dxc[i] - dx[i]) > maxdiff_approx) maxdiff_approx = fabs(dxc[i] - dx[i]);
+    NK_CHECK(maxdiff_approx > 1e-2, "approximate and exact backward too close (%g)",
+             maxdiff_approx);
+  }
+  /* The library (f32, every ISA through the default context) against the exact gradient. */
+  nk_powernorm_desc d = nk_powernorm_desc_dense(N, S, C, NK_DTYPE_F32);
+  d.groups = G;
+  d.mode = NK_POWERNORM_PNV;
+  d.warmup = 1000; /* ignored by PN-V */
+  d.flags = NK_RESNORM_TRAINING;
+  float xf[R * C], wf[R * C], yf[R * C], dxf[R * C], phif[C], gf[C], bf[C], save[2 * C];
+  float dgf[C], dbf[C];
+  for (size_t i = 0; i < R * C; i++) xf[i] = (float)x[i], wf[i] = (float)w[i];
+  for (size_t c = 0; c < C; c++) gf[c] = (float)g[c], bf[c] = (float)b[c], phif[c] = 1.0f;
+  nk_powernorm_state st = {phif, NULL, 0}; /* PN-V needs no nu */
+  size_t wsz;
+  nk_powernorm_fwd_workspace_size(&d, &wsz);
+  void *ws = nk_t_alloc(wsz);
+  NK_CHECK(nk_powernorm_fwd(NULL, &d, xf, mask, gf, bf, &st, yf, save, ws, wsz) == NK_STATUS_OK,
+           "fwd");
+  NK_CHECK(nk_powernorm_bwd(NULL, &d, xf, mask, gf, save, &st, wf, dxf, dgf, dbf, ws, wsz) ==
+               NK_STATUS_OK,
+           "bwd");
+  for (size_t c = 0; c < C; c++) rf[c] = rb[c] = save[c];
+  nk_ref_powernorm_bwd(&p, x, mask, g, rf, rb, nu, w, dx, dg, db);
+  const tk_geom tg = tk_make(N, S, C, 0, 0);
+  tk_compare("dx", &tg, NK_DTYPE_F32, dxf, dx, 4e-6, 0.0);
+  vec_compare("dgamma", C, dgf, dg, 2e-6, 1e-7);
+  vec_compare("dbeta", C, dbf, db, 2e-6, 1e-7);
+  /* Without the mask the backward computes another (wrong for this batch) gradient. */
+  NK_CHECK(nk_powernorm_bwd(NULL, &d, xf, NULL, gf, save, &st, wf, dxf, dgf, dbf, ws, wsz) ==
+               NK_STATUS_OK,
+           "bwd without mask");
+  double off = 0.0;
+  for (size_t i = 0; i < R * C; i++)
+    if (fabs(dxf[i] - dx[i]) > off) off = fabs(dxf[i] - dx[i]);
+  NK_CHECK(off > 1e-3, "the mask did not change the PN-V gradient (%g)", off);
+  /* All padding: INVALID_ARGUMENT, nothing written. */
+  const uint8_t none[R] = {0};
+  for (size_t i = 0; i < R * C; i++) dxf[i] = -7.0f;
+  NK_CHECK(nk_powernorm_bwd(NULL, &d, xf, none, gf, save, &st, wf, dxf, dgf, dbf, ws, wsz) ==
+               NK_STATUS_INVALID_ARGUMENT,
+           "no valid token");
+  for (size_t i = 0; i < R * C; i++) NK_CHECK(dxf[i] == -7.0f, "failed call wrote dx");
+  /* Inference PN-V: stat = phi (the running statistic the training steps built), exact map. */
+  NK_CHECK(st.step == 1, "one training step");
+  free(ws);
+}
+
 NK_TEST(large_channels_threads) {
   /* Several chunks, long group rows, 3 threads. */
   ch_ctx cc = ch_ctx_make(NK_ISA_AUTO, 3);
@@ -127,7 +237,7 @@ NK_TEST(large_channels_threads) {
 NK_TEST(inference_backward_finite_differences) {
   nk_rng rng = {77};
   const size_t N = 2, S = 3, C = 8, G = 2, R = N * S;
-  nk_ref_pn p = {R, C, G, 0, 0, 1e-5, 1e-5, 0.9, 0.9, 0};
+  nk_ref_pn p = {R, C, G, NK_REF_PN_CODE, 0, 1e-5, 1e-5, 0.9, 0.9, 0};
   double x[48], w[48], y[48], dx[48], phi[8], g[8], b[8], rf[8], rb[8], nu[8], dg[8], db[8];
   for (size_t i = 0; i < R * C; i++) x[i] = nk_rng_normal(&rng), w[i] = nk_rng_normal(&rng);
   for (size_t c = 0; c < C; c++) {
@@ -138,7 +248,7 @@ NK_TEST(inference_backward_finite_differences) {
   }
   long long step = 0;
   nk_ref_powernorm_fwd(&p, x, NULL, g, b, phi, &step, y, rf, rb);
-  nk_ref_powernorm_bwd(&p, x, g, rf, rb, nu, w, dx, dg, db);
+  nk_ref_powernorm_bwd(&p, x, NULL, g, rf, rb, nu, w, dx, dg, db);
   const double h = 1e-6;
   for (size_t i = 0; i < R * C; i++) {
     double xp[48], yp[48], ym[48];
@@ -161,14 +271,14 @@ NK_TEST(inference_backward_finite_differences) {
   for (size_t i = 0; i < R * C; i++) x[i] = xf[i], w[i] = wf[i];
   for (size_t c = 0; c < C; c++) phi[c] = phif[c], g[c] = gf[c], b[c] = bf[c];
   nk_ref_powernorm_fwd(&p, x, NULL, g, b, phi, &step, y, rf, rb);
-  nk_ref_powernorm_bwd(&p, x, g, rf, rb, nu, w, dx, dg, db);
+  nk_ref_powernorm_bwd(&p, x, NULL, g, rf, rb, nu, w, dx, dg, db);
   nk_powernorm_state st = {phif, NULL, 0};
   size_t wsz;
   nk_powernorm_fwd_workspace_size(&d, &wsz);
   void *ws = nk_t_alloc(wsz);
   NK_CHECK(nk_powernorm_fwd(NULL, &d, xf, NULL, gf, bf, &st, yf, save, ws, wsz) == NK_STATUS_OK,
            "fwd");
-  NK_CHECK(nk_powernorm_bwd(NULL, &d, xf, gf, save, NULL, wf, dxf, dgf, dbf, ws, wsz) ==
+  NK_CHECK(nk_powernorm_bwd(NULL, &d, xf, NULL, gf, save, NULL, wf, dxf, dgf, dbf, ws, wsz) ==
                NK_STATUS_OK,
            "bwd");
   const tk_geom tg = tk_make(N, S, C, 0, 0);
@@ -180,9 +290,10 @@ NK_TEST(inference_backward_finite_differences) {
 }
 
 /* Same bits for every ISA and 1, 2, 3 threads (state, outputs, gradients). */
-NK_TEST(bitwise_across_isas_and_threads) {
+static void pn_bitwise(nk_powernorm_mode mode) {
   const size_t N = 3, S = 70, C = 96, R = N * S;
   nk_powernorm_desc d = nk_powernorm_desc_dense(N, S, C, NK_DTYPE_BF16);
+  d.mode = mode;
   d.groups = 3;
   d.warmup = 2;
   d.flags = NK_RESNORM_TRAINING;
@@ -212,8 +323,8 @@ NK_TEST(bitwise_across_isas_and_threads) {
         NK_CHECK(nk_powernorm_fwd(cc.ctx, &d, x, mask, NULL, NULL, &st, first ? y0 : y1, save,
                                   ws, wsz) == NK_STATUS_OK,
                  "fwd");
-        NK_CHECK(nk_powernorm_bwd(cc.ctx, &d, x, NULL, save, &st, dy, first ? dx0 : dx1, dg, db,
-                                  ws, wsz) == NK_STATUS_OK,
+        NK_CHECK(nk_powernorm_bwd(cc.ctx, &d, x, mask, NULL, save, &st, dy, first ? dx0 : dx1,
+                                  dg, db, ws, wsz) == NK_STATUS_OK,
                  "bwd");
       }
       float *s = first ? st0 : st1;
@@ -230,6 +341,11 @@ NK_TEST(bitwise_across_isas_and_threads) {
     }
   NK_CHECK(ran >= 3, "ran %d combinations", ran);
   free(ws), free(x), free(dy), free(mask), free(y0), free(dx0), free(y1), free(dx1);
+}
+
+NK_TEST(bitwise_across_isas_and_threads) {
+  pn_bitwise(NK_POWERNORM_CODE);
+  pn_bitwise(NK_POWERNORM_PNV);
 }
 
 NK_TEST(bad_inputs) {
@@ -286,13 +402,13 @@ NK_TEST(bad_inputs) {
   b = d, b.mask_s_stride = -1;
   uint8_t ones[6] = {1, 1, 1, 1, 1, 1};
   NK_CHECK(FWD(&b, x, ones + 5, y, ws, wsz) == INV, "negative mask stride");
-  NK_CHECK(nk_powernorm_bwd(ctx, &d, x, NULL, NULL, &st, x, dx, NULL, NULL, ws, wsz) == INV,
+  NK_CHECK(nk_powernorm_bwd(ctx, &d, x, NULL, NULL, NULL, &st, x, dx, NULL, NULL, ws, wsz) == INV,
            "NULL save");
-  NK_CHECK(nk_powernorm_bwd(ctx, &d, x, NULL, save, NULL, x, dx, NULL, NULL, ws, wsz) == INV,
+  NK_CHECK(nk_powernorm_bwd(ctx, &d, x, NULL, NULL, save, NULL, x, dx, NULL, NULL, ws, wsz) == INV,
            "training backward without state");
-  NK_CHECK(nk_powernorm_bwd(ctx, &d, x, NULL, save, &st, x, save, NULL, NULL, ws, wsz) == INV,
+  NK_CHECK(nk_powernorm_bwd(ctx, &d, x, NULL, NULL, save, &st, x, save, NULL, NULL, ws, wsz) == INV,
            "dx overlapping save");
-  NK_CHECK(nk_powernorm_bwd(ctx, &d, x, NULL, save, &st, x, dx, nu, NULL, ws, wsz) == INV,
+  NK_CHECK(nk_powernorm_bwd(ctx, &d, x, NULL, NULL, save, &st, x, dx, nu, NULL, ws, wsz) == INV,
            "dgamma overlapping nu");
   NK_CHECK(nk_powernorm_state_init(C, NULL) == INV, "init NULL");
 #undef FWD
@@ -335,7 +451,7 @@ NK_TEST(edge_cases) {
     for (size_t c = 3; c < C; c++) NK_CHECK(isfinite(y[i * C + c]), "other channels finite");
   }
   NK_CHECK(isfinite(phi[0]) && isnan(phi[1]) && isfinite(phi[2]), "state NaN only in channel 1");
-  NK_CHECK(nk_powernorm_bwd(NULL, &d, x, NULL, save, &st, dy, dx, NULL, NULL, ws, wsz) ==
+  NK_CHECK(nk_powernorm_bwd(NULL, &d, x, NULL, NULL, save, &st, dy, dx, NULL, NULL, ws, wsz) ==
                NK_STATUS_OK,
            "bwd");
   for (size_t i = 0; i < R; i++) NK_CHECK(isfinite(dx[i * C]), "zero channel: finite gradient");
@@ -350,10 +466,10 @@ NK_TEST(edge_cases) {
                NK_STATUS_OK,
            "fwd in place");
   NK_CHECK(memcmp(y, y2, sizeof y) == 0, "in place differs");
-  NK_CHECK(nk_powernorm_bwd(NULL, &d, x, NULL, save, NULL, dy, dx, NULL, NULL, ws, wsz) ==
+  NK_CHECK(nk_powernorm_bwd(NULL, &d, x, NULL, NULL, save, NULL, dy, dx, NULL, NULL, ws, wsz) ==
                NK_STATUS_OK,
            "bwd");
-  NK_CHECK(nk_powernorm_bwd(NULL, &d, x, NULL, save, NULL, dy, dy, NULL, NULL, ws, wsz) ==
+  NK_CHECK(nk_powernorm_bwd(NULL, &d, x, NULL, NULL, save, NULL, dy, dy, NULL, NULL, ws, wsz) ==
                NK_STATUS_OK,
            "bwd in place");
   NK_CHECK(memcmp(dx, dy, sizeof dx) == 0, "bwd in place differs");
@@ -372,10 +488,10 @@ NK_TEST(accumulate_parameter_gradients) {
   nk_powernorm_state st = {phi, NULL, 0};
   float y[20];
   nk_powernorm_fwd(NULL, &d, x, NULL, NULL, NULL, &st, y, save, ws, wsz);
-  nk_powernorm_bwd(NULL, &d, x, NULL, save, NULL, dy, dx, dg, db, ws, wsz);
+  nk_powernorm_bwd(NULL, &d, x, NULL, NULL, save, NULL, dy, dx, dg, db, ws, wsz);
   for (int c = 0; c < 4; c++) dg2[c] = 1.0f, db2[c] = 2.0f;
   d.flags = NK_RESNORM_ACCUMULATE;
-  nk_powernorm_bwd(NULL, &d, x, NULL, save, NULL, dy, dx, dg2, db2, ws, wsz);
+  nk_powernorm_bwd(NULL, &d, x, NULL, NULL, save, NULL, dy, dx, dg2, db2, ws, wsz);
   for (int c = 0; c < 4; c++) {
     NK_CHECK(dg2[c] == dg[c] + 1.0f, "dgamma accumulate");
     NK_CHECK(db2[c] == db[c] + 2.0f, "dbeta accumulate");
@@ -387,6 +503,8 @@ int main(void) {
   NK_RUN(code_mode_sequence_matches_reference);
   NK_RUN(code_mode_no_group_scaling);
   NK_RUN(paper_mode_sequence_matches_reference);
+  NK_RUN(pnv_mode_sequence_matches_reference);
+  NK_RUN(pnv_training_backward_finite_differences);
   NK_RUN(large_channels_threads);
   NK_RUN(inference_backward_finite_differences);
   NK_RUN(bitwise_across_isas_and_threads);

@@ -38,7 +38,7 @@ NK_TEST(misaligned_workspace) {
     NK_CHECK(nk_powernorm_fwd(NULL, &d, x, NULL, NULL, NULL, &st, yo, save, ws + off, wsz) ==
                  NK_STATUS_OK,
              "pn fwd off %d", off);
-    NK_CHECK(nk_powernorm_bwd(NULL, &d, x, NULL, save, &st, dy, dxo, NULL, NULL, ws + off, wsz) ==
+    NK_CHECK(nk_powernorm_bwd(NULL, &d, x, NULL, NULL, save, &st, dy, dxo, NULL, NULL, ws + off, wsz) ==
                  NK_STATUS_OK,
              "pn bwd off %d", off);
     if (off) {
@@ -109,14 +109,14 @@ NK_TEST(powernorm_group_of_one_dx) {
       NK_CHECK(nk_powernorm_fwd(cc.ctx, &d, x, NULL, NULL, NULL, &st, y, save, ws, wsz) ==
                    NK_STATUS_OK,
                "fwd");
-      NK_CHECK(nk_powernorm_bwd(cc.ctx, &d, x, NULL, save, &st, dy, dx, NULL, NULL, ws, wsz) ==
+      NK_CHECK(nk_powernorm_bwd(cc.ctx, &d, x, NULL, NULL, save, &st, dy, dx, NULL, NULL, ws, wsz) ==
                    NK_STATUS_OK,
                "bwd");
       nk_ref_pn p = {R, C, C, 0, training, 1e-5, 1e-5, 0.9, 0.9, 0};
       long long step = 0;
       nk_ref_powernorm_fwd(&p, rx, NULL, NULL, NULL, rphi, &step, ry, rf, rb);
       for (size_t c = 0; c < C; c++) rf[c] = save[c], rb[c] = save[C + c];
-      nk_ref_powernorm_bwd(&p, rx, NULL, rf, rb, rnu, rdy, rdx, dg, db);
+      nk_ref_powernorm_bwd(&p, rx, NULL, NULL, rf, rb, rnu, rdy, rdx, dg, db);
       const tk_geom g = tk_make(N, S, C, 0, 0);
       tk_compare("dx", &g, NK_DTYPE_F32, dx, rdx, 4e-6, 0.0);
       free(ws);
