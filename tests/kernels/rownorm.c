@@ -663,6 +663,13 @@ static void test_bwd_kernel(const bwd_entry *k) {
       run_bwd_case(k, ref, &c);
       if (nk_t_cur_failed) return;
     }
+  /* many rows: the AVX2 kernel adds dgamma/dbeta per group of up to 8 rows (full groups,
+   * a partial last one, fallback rows between groups: stat_mode 2 and the NaN/inf kinds) */
+  for (int i = 0; i < 16; i++) {
+    bwd_cfg c = random_bwd_cfg(&r, 21 + (size_t)i, i % 2 ? 37 : 1025, k->dtype);
+    run_bwd_case(k, ref, &c);
+    if (nk_t_cur_failed) return;
+  }
   for (int nt = 0; nt < 2; nt++) {
     bwd_cfg c = {1, (size_t)1 << 22, 1, 0, 1, 0, 1, 1, 1, 0, nt, 0, 0, 0, nt, K_NORMAL,
                  nk_rng_u64(&r)};
