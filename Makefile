@@ -19,10 +19,12 @@ deps:
 	bash scripts/deps.sh
 
 # Every test flavour builds normkit_mpi (NK_MPI=ON: configure fails if MPI is missing) and runs
-# its tests (label mpi: mpirun on 1, 2 and 3 ranks).
-# 1. Release (gcc): all C tests, the MPI tests, the install test.
+# its tests (label mpi: mpirun on 1, 2 and 3 ranks). The release and sanitizer builds also
+# build normkit_lapack (NK_LAPACK=ON: configure fails without LAPACKE) and its tests (label
+# lapack).
+# 1. Release (gcc): all C tests, the MPI tests, the LAPACK tests, the install test.
 build-release: deps
-	cmake -S . -B build-test -DCMAKE_BUILD_TYPE=Release -DNK_MPI=ON -DNK_CUDA=ON -DCMAKE_CUDA_COMPILER=$(NVCC)
+	cmake -S . -B build-test -DCMAKE_BUILD_TYPE=Release -DNK_MPI=ON -DNK_LAPACK=ON -DNK_CUDA=ON -DCMAKE_CUDA_COMPILER=$(NVCC)
 	cmake --build build-test -j $(JOBS)
 test-release: build-release
 	cd build-test && ctest --output-on-failure -j $(JOBS)
@@ -51,7 +53,7 @@ test-tsan: deps
 SAN_BUILD = build-asan
 NK_ISA_INDEPENDENT = test_kernels_|test_reference_
 build-sanitize: deps
-	CC=clang cmake -S . -B $(SAN_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_FLAGS_RELWITHDEBINFO="-O1 -gline-tables-only" -DNK_SANITIZE=address,undefined -DNK_FUZZ=ON -DNK_MPI=ON -DNK_BUILD_TOOLS=OFF
+	CC=clang cmake -S . -B $(SAN_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_FLAGS_RELWITHDEBINFO="-O1 -gline-tables-only" -DNK_SANITIZE=address,undefined -DNK_FUZZ=ON -DNK_MPI=ON -DNK_LAPACK=ON -DNK_BUILD_TOOLS=OFF
 	cmake --build $(SAN_BUILD) -j $(JOBS)
 test-sanitize: build-sanitize
 	@echo "== ASan+UBSan, NK_ISA=scalar"

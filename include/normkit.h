@@ -1504,7 +1504,8 @@ NK_API nk_status nk_nap_layer_lr(nk_context *ctx, double lr, double rho, double 
  * official code takes from the thin SVD of the first moment m = U S V^T, refreshed every
  * update_proj_gap steps. normkit's core takes the basis as an INPUT (no SVD in the core): the
  * caller computes it from exp_avg (after nk_conda_update_moment) with its LAPACK (gesdd, float32
- * as the code) when nk_conda_refresh_due says so, and passes it to nk_conda_step.
+ * as the code) when nk_conda_refresh_due says so, and passes it to nk_conda_step; the optional
+ * library normkit_lapack does that (normkit_lapack.h: nk_conda_svd_basis).
  *
  * Sides (the code's proj_type "std": RIGHT when a >= b, else LEFT; nk_conda_std_side):
  *   NK_CONDA_SIDE_RIGHT: basis P = V^T, b x b row-major; proj(X) = X P^T, back(Y) = Y P.

@@ -5,7 +5,8 @@ set -euo pipefail
 # libopenmpi-dev, openmpi-bin: normkit_mpi and its tests (mpicc's headers/libraries, mpirun).
 # libclang-rt-14-dev: libFuzzer and clang's sanitizer runtimes (ASan, UBSan, TSan, libFuzzer).
 # valgrind: make test-valgrind (memcheck of the C tests; not part of make test).
-pkgs="cmake make gcc clang pkg-config python3 libc6-dev libopenmpi-dev openmpi-bin libclang-rt-14-dev valgrind"
+# liblapacke-dev: normkit_lapack (the Conda SVD basis refresh) and its tests.
+pkgs="cmake make gcc clang pkg-config python3 libc6-dev libopenmpi-dev openmpi-bin libclang-rt-14-dev valgrind liblapacke-dev"
 missing=""
 for p in $pkgs; do
   dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
@@ -37,6 +38,12 @@ printf '#include <mpi.h>\nint main(int c, char **v){MPI_Init(&c,&v);MPI_Finalize
   | mpicc -x c -o /tmp/nk-mpi-probe - \
   || { echo "deps: mpicc cannot build an MPI program" >&2; exit 1; }
 rm -f /tmp/nk-mpi-probe
+# LAPACKE must link (normkit_lapack; the tests configure with NK_LAPACK=ON).
+printf '#include <lapacke.h>\nint main(void){float a=1,s,u,v;return (int)LAPACKE_sgesdd(LAPACK_COL_MAJOR,%sS%s,1,1,&a,1,&s,&u,1,&v,1);}\n' "'" "'" \
+  | gcc -x c -o /tmp/nk-lapack-probe - -llapacke -llapack \
+  || { echo "deps: LAPACKE (liblapacke-dev) cannot be linked" >&2; exit 1; }
+/tmp/nk-lapack-probe || { echo "deps: LAPACKE's sgesdd failed on a 1 x 1 matrix" >&2; exit 1; }
+rm -f /tmp/nk-lapack-probe
 # The CUDA toolkit's compiler (the CUDA backend must build here even without a GPU: make
 # test-cuda). It is not a Debian package here: /usr/local/cuda from NVIDIA's installer.
 nvcc_bin="$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)"
