@@ -9,6 +9,7 @@
 
 #include "cuda/launch.h"
 #include "normkit_cuda.h"
+#include "op-checks.h"
 #include "validate.h"
 
 static _Thread_local char last_error[256];
@@ -24,30 +25,6 @@ static nk_status device_status(const char *op, int err) {
 }
 
 /* ---- row norms ------------------------------------------------------------------------------ */
-
-static const uint32_t norm_flags = NK_NORM_GAMMA_OFFSET | NK_NORM_ACCUMULATE | NK_NORM_BWD_FROM_Y;
-
-static int norm_fwd_alias_ok(const span *out, const span *other) {
-  if (nk__span_is(out, "y"))
-    return nk__span_is(other, "x") || nk__span_is(other, "r") || nk__span_is(other, "h");
-  if (nk__span_is(out, "h"))
-    return nk__span_is(other, "x") || nk__span_is(other, "r") || nk__span_is(other, "y");
-  return 0;
-}
-
-static int norm_bwd_alias_ok(const span *out, const span *other) {
-  return nk__span_is(out, "dx") &&
-         (nk__span_is(other, "dy") || nk__span_is(other, "x") || nk__span_is(other, "dh"));
-}
-
-static nk_status check_norm_desc(const char *op, const nk_norm_desc *d) {
-  if (d == NULL) return nk__fail(NULL, NK_STATUS_INVALID_ARGUMENT, "%s: desc is NULL", op);
-  TRY(nk__check_dtypes(NULL, op, d->dtype, d->param_dtype));
-  if (!(d->eps > 0.0f) || !isfinite(d->eps)) return NK_STATUS_INVALID_ARGUMENT;
-  if (d->flags & ~norm_flags) return NK_STATUS_INVALID_ARGUMENT;
-  if (!(d->lns_scale >= 0.0f) || !isfinite(d->lns_scale)) return NK_STATUS_INVALID_ARGUMENT;
-  return NK_STATUS_OK;
-}
 
 static nk__cuda_norm_args norm_args(int rms, const nk_norm_desc *d) {
   nk__cuda_norm_args a;
@@ -76,7 +53,7 @@ static nk_status norm_fwd(nk_cuda_stream stream, int rms, const nk_norm_desc *d,
                           const void *r, const void *gamma, const void *beta, void *y, void *h,
                           float *mean, float *rstd) {
   const char *op = rms ? "cuda_rmsnorm_fwd" : "cuda_layernorm_fwd";
-  TRY(check_norm_desc(op, d));
+  TRY(nk__check_norm_desc(NULL, op, d));
   if (d->rows == 0 || d->cols == 0) return NK_STATUS_OK;
   if (x == NULL || y == NULL) return NK_STATUS_INVALID_ARGUMENT;
   if (h != NULL && r == NULL) return NK_STATUS_INVALID_ARGUMENT;
@@ -91,7 +68,7 @@ static nk_status norm_fwd(nk_cuda_stream stream, int rms, const nk_norm_desc *d,
   TRY(nk__vector_span(NULL, op, &s[5], "beta", beta, cols, nk_dtype_size(d->param_dtype), 0));
   TRY(nk__vector_span(NULL, op, &s[6], "mean", rms ? NULL : mean, rows, sizeof(float), 1));
   TRY(nk__vector_span(NULL, op, &s[7], "rstd", rstd, rows, sizeof(float), 1));
-  TRY(nk__check_overlaps(NULL, op, s, 8, norm_fwd_alias_ok));
+  TRY(nk__check_overlaps(NULL, op, s, 8, nk__norm_fwd_alias_ok));
   nk__cuda_norm_args a = norm_args(rms, d);
   a.x = x;
   a.r = r;
@@ -125,7 +102,7 @@ static int norm_ws_bytes(const nk_norm_desc *d, int want, size_t *bytes) {
 
 nk_status nk_cuda_rownorm_bwd_workspace_size(const nk_norm_desc *desc, int want_params,
                                              size_t *bytes) {
-  TRY(check_norm_desc("cuda_rownorm_bwd_workspace_size", desc));
+  TRY(nk__check_norm_desc(NULL, "cuda_rownorm_bwd_workspace_size", desc));
   if (bytes == NULL) return NK_STATUS_INVALID_ARGUMENT;
   return norm_ws_bytes(desc, want_params, bytes) ? NK_STATUS_OK : NK_STATUS_INVALID_ARGUMENT;
 }
@@ -135,7 +112,7 @@ static nk_status norm_bwd(nk_cuda_stream stream, int rms, const nk_norm_desc *d,
                           const float *rstd, const void *dy, const void *dh, void *dx,
                           void *dgamma, void *dbeta, void *workspace, size_t workspace_size) {
   const char *op = rms ? "cuda_rmsnorm_bwd" : "cuda_layernorm_bwd";
-  TRY(check_norm_desc(op, d));
+  TRY(nk__check_norm_desc(NULL, op, d));
   if (d->rows == 0 || d->cols == 0) return NK_STATUS_OK;
   const int from_y = (d->flags & NK_NORM_BWD_FROM_Y) != 0;
   if (x == NULL || dy == NULL || dx == NULL || rstd == NULL) return NK_STATUS_INVALID_ARGUMENT;
@@ -158,7 +135,7 @@ static nk_status norm_bwd(nk_cuda_stream stream, int rms, const nk_norm_desc *d,
   TRY(nk__vector_span(NULL, op, &s[8], "dgamma", dgamma, cols, psize, 1));
   TRY(nk__vector_span(NULL, op, &s[9], "dbeta", dbeta, cols, psize, 1));
   TRY(nk__vector_span(NULL, op, &s[10], "workspace", need ? workspace : NULL, need, 1, 1));
-  TRY(nk__check_overlaps(NULL, op, s, 11, norm_bwd_alias_ok));
+  TRY(nk__check_overlaps(NULL, op, s, 11, nk__norm_bwd_alias_ok));
   nk__cuda_norm_args a = norm_args(rms, d);
   a.x = x;
   a.gamma = gamma;
@@ -193,22 +170,6 @@ nk_status nk_cuda_rmsnorm_bwd(nk_cuda_stream stream, const nk_rmsnorm_desc *desc
 
 /* ---- softmax -------------------------------------------------------------------------------- */
 
-static const uint32_t softmax_flags =
-    NK_SOFTMAX_LOG | NK_SOFTMAX_CAUSAL | NK_SOFTMAX_MASKED_NAN | NK_SOFTMAX_SINK_PER_HEAD;
-
-static nk_status check_softmax_desc(const nk_softmax_desc *d) {
-  if (d == NULL) return NK_STATUS_INVALID_ARGUMENT;
-  if (!dtype_known(d->dtype) || !dtype_known(d->mask_dtype)) return NK_STATUS_INVALID_ARGUMENT;
-  if (!isfinite(d->scale) || d->scale == 0.0f || !isfinite(d->alibi))
-    return NK_STATUS_INVALID_ARGUMENT;
-  if (d->flags & ~softmax_flags) return NK_STATUS_INVALID_ARGUMENT;
-  if (d->causal_offset > ((ptrdiff_t)1 << 62) || d->causal_offset < -((ptrdiff_t)1 << 62))
-    return NK_STATUS_INVALID_ARGUMENT;
-  if ((unsigned)d->algo >= NK_SOFTMAX_ALGO_COUNT) return NK_STATUS_INVALID_ARGUMENT;
-  if (d->alibi != 0.0f && d->cols > (size_t)INT32_MAX) return NK_STATUS_UNSUPPORTED;
-  return NK_STATUS_OK;
-}
-
 static nk__cuda_softmax_args softmax_args(const nk_softmax_desc *d) {
   nk__cuda_softmax_args a;
   memset(&a, 0, sizeof a);
@@ -234,32 +195,18 @@ static nk__cuda_softmax_args softmax_args(const nk_softmax_desc *d) {
   return a;
 }
 
-static nk_status check_mask_sink(const char *op, const nk_softmax_desc *d, const void *mask,
-                                 const float *sink, span *s_mask, span *s_sink) {
-  const size_t mr = d->mask_rows ? d->mask_rows : d->rows;
-  TRY(nk__tensor_span(NULL, op, s_mask, "mask", mask,
-                      mr == 1 ? (ptrdiff_t)d->cols : d->mask_stride, mr, d->cols, d->mask_dtype,
-                      0));
-  const size_t nsink = (d->flags & NK_SOFTMAX_SINK_PER_HEAD) ? (d->heads ? d->heads : 1) : d->rows;
-  return nk__vector_span(NULL, op, s_sink, "sink", sink, nsink, sizeof(float), 0);
-}
-
-static int sm_fwd_alias_ok(const span *out, const span *other) {
-  return nk__span_is(out, "y") && nk__span_is(other, "x");
-}
-
 nk_status nk_cuda_softmax_fwd(nk_cuda_stream stream, const nk_softmax_desc *d, const void *x,
                               const void *mask, const float *sink, void *y, float *lse) {
   const char *op = "cuda_softmax_fwd";
-  TRY(check_softmax_desc(d));
+  TRY(nk__check_softmax_desc(NULL, op, d));
   if (d->rows == 0 || d->cols == 0) return NK_STATUS_OK;
   if (x == NULL || y == NULL) return NK_STATUS_INVALID_ARGUMENT;
   span s[5];
   TRY(nk__tensor_span(NULL, op, &s[0], "x", x, d->x_stride, d->rows, d->cols, d->dtype, 0));
   TRY(nk__tensor_span(NULL, op, &s[1], "y", y, d->y_stride, d->rows, d->cols, d->dtype, 1));
-  TRY(check_mask_sink(op, d, mask, sink, &s[2], &s[3]));
+  TRY(nk__check_mask_sink(NULL, op, d, mask, sink, &s[2], &s[3]));
   TRY(nk__vector_span(NULL, op, &s[4], "lse", lse, d->rows, sizeof(float), 1));
-  TRY(nk__check_overlaps(NULL, op, s, 5, sm_fwd_alias_ok));
+  TRY(nk__check_overlaps(NULL, op, s, 5, nk__softmax_fwd_alias_ok));
   nk__cuda_softmax_args a = softmax_args(d);
   a.x = x;
   a.mask = mask;
@@ -269,15 +216,11 @@ nk_status nk_cuda_softmax_fwd(nk_cuda_stream stream, const nk_softmax_desc *d, c
   return device_status(op, nk__cuda_softmax_fwd(&a, stream));
 }
 
-static int sm_bwd_alias_ok(const span *out, const span *other) {
-  return nk__span_is(out, "dx") && (nk__span_is(other, "dy") || nk__span_is(other, "y"));
-}
-
 nk_status nk_cuda_softmax_bwd(nk_cuda_stream stream, const nk_softmax_desc *d, const void *y,
                               const void *dy, const float *sink, const float *lse, void *dx,
                               float *dsink) {
   const char *op = "cuda_softmax_bwd";
-  TRY(check_softmax_desc(d));
+  TRY(nk__check_softmax_desc(NULL, op, d));
   if (d->rows == 0 || d->cols == 0) return NK_STATUS_OK;
   if (y == NULL || dy == NULL || dx == NULL) return NK_STATUS_INVALID_ARGUMENT;
   if (dsink != NULL && (sink == NULL || lse == NULL)) return NK_STATUS_INVALID_ARGUMENT;
@@ -289,7 +232,7 @@ nk_status nk_cuda_softmax_bwd(nk_cuda_stream stream, const nk_softmax_desc *d, c
   TRY(nk__vector_span(NULL, op, &s[3], "sink", dsink ? sink : NULL, nsink, sizeof(float), 0));
   TRY(nk__vector_span(NULL, op, &s[4], "lse", dsink ? lse : NULL, d->rows, sizeof(float), 0));
   TRY(nk__vector_span(NULL, op, &s[5], "dsink", dsink, d->rows, sizeof(float), 1));
-  TRY(nk__check_overlaps(NULL, op, s, 6, sm_bwd_alias_ok));
+  TRY(nk__check_overlaps(NULL, op, s, 6, nk__softmax_bwd_alias_ok));
   nk__cuda_softmax_args a = softmax_args(d);
   a.y_in = y;
   a.dy = dy;
@@ -302,18 +245,6 @@ nk_status nk_cuda_softmax_bwd(nk_cuda_stream stream, const nk_softmax_desc *d, c
 
 /* ---- cross-entropy ------------------------------------------------------------------------ */
 
-static nk_status check_xent_desc(const nk_cross_entropy_desc *d) {
-  if (d == NULL || !dtype_known(d->dtype)) return NK_STATUS_INVALID_ARGUMENT;
-  if (d->reduction != NK_REDUCTION_NONE && d->reduction != NK_REDUCTION_SUM &&
-      d->reduction != NK_REDUCTION_MEAN)
-    return NK_STATUS_INVALID_ARGUMENT;
-  if (!(d->label_smoothing >= 0.0f && d->label_smoothing <= 1.0f))
-    return NK_STATUS_INVALID_ARGUMENT;
-  if (!(d->z_loss >= 0.0f) || !isfinite(d->z_loss) || !isfinite(d->grad))
-    return NK_STATUS_INVALID_ARGUMENT;
-  return NK_STATUS_OK;
-}
-
 /* sum/mean: 8 doubles (the counted rows) + rows doubles (the rows' losses). */
 static int xent_ws_bytes(const nk_cross_entropy_desc *d, size_t *bytes) {
   *bytes = 0;
@@ -324,20 +255,16 @@ static int xent_ws_bytes(const nk_cross_entropy_desc *d, size_t *bytes) {
 }
 
 nk_status nk_cuda_cross_entropy_workspace_size(const nk_cross_entropy_desc *desc, size_t *bytes) {
-  TRY(check_xent_desc(desc));
+  TRY(nk__check_xent_desc(NULL, "cuda_cross_entropy_workspace_size", desc));
   if (bytes == NULL) return NK_STATUS_INVALID_ARGUMENT;
   return xent_ws_bytes(desc, bytes) ? NK_STATUS_OK : NK_STATUS_INVALID_ARGUMENT;
-}
-
-static int xent_alias_ok(const span *out, const span *other) {
-  return nk__span_is(out, "dx") && nk__span_is(other, "x");
 }
 
 nk_status nk_cuda_cross_entropy(nk_cuda_stream stream, const nk_cross_entropy_desc *d,
                                 const void *x, const int64_t *target, float *loss, void *dlogits,
                                 float *lse, void *workspace, size_t workspace_size) {
   const char *op = "cuda_cross_entropy";
-  TRY(check_xent_desc(d));
+  TRY(nk__check_xent_desc(NULL, op, d));
   if (d->rows == 0 && d->reduction == NK_REDUCTION_NONE) return NK_STATUS_OK;
   if (loss == NULL) return NK_STATUS_INVALID_ARGUMENT;
   if (d->rows != 0 && d->cols == 0) return NK_STATUS_INVALID_ARGUMENT;
@@ -361,7 +288,7 @@ nk_status nk_cuda_cross_entropy(nk_cuda_stream stream, const nk_cross_entropy_de
   TRY(nk__vector_span(NULL, op, &s[4], "lse", lse, rows, sizeof(float), 1));
   TRY(nk__vector_span(NULL, op, &s[5], "workspace", need ? workspace : NULL, need, 1, 1));
   s[6] = (span){"none", NULL, 0, 0, 0, 0, 0};
-  TRY(nk__check_overlaps(NULL, op, s, 7, xent_alias_ok));
+  TRY(nk__check_overlaps(NULL, op, s, 7, nk__xent_alias_ok));
   nk__cuda_xent_args a;
   memset(&a, 0, sizeof a);
   a.dtype = (int)d->dtype;

@@ -13,6 +13,7 @@
 #include "convert.h"
 #include "dispatch.h"
 #include "internal.h"
+#include "op-checks.h"
 #include "validate.h"
 
 /* Backward chunking: at most this many chunks, at least this many rows per chunk, and at
@@ -28,7 +29,7 @@ static const uint32_t known_flags = NK_NORM_GAMMA_OFFSET | NK_NORM_ACCUMULATE | 
 
 
 /* Forward: y may be x, r or h; h may be x or r. */
-static int fwd_alias_ok(const span *out, const span *other) {
+int nk__norm_fwd_alias_ok(const span *out, const span *other) {
   if (nk__span_is(out, "y"))
     return nk__span_is(other, "x") || nk__span_is(other, "r") || nk__span_is(other, "h");
   if (nk__span_is(out, "h")) return nk__span_is(other, "x") || nk__span_is(other, "r") || nk__span_is(other, "y");
@@ -36,13 +37,13 @@ static int fwd_alias_ok(const span *out, const span *other) {
 }
 
 /* Backward: dx may be dy, x or dh. */
-static int bwd_alias_ok(const span *out, const span *other) {
+int nk__norm_bwd_alias_ok(const span *out, const span *other) {
   return nk__span_is(out, "dx") &&
          (nk__span_is(other, "dy") || nk__span_is(other, "x") || nk__span_is(other, "dh"));
 }
 
 /* Checks the descriptor fields shared by every call. */
-static nk_status check_desc(nk_context *ctx, const char *op, const nk_norm_desc *d) {
+nk_status nk__check_norm_desc(nk_context *ctx, const char *op, const nk_norm_desc *d) {
   if (d == NULL) return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: desc is NULL", op);
   TRY(nk__check_dtypes(ctx, op, d->dtype, d->param_dtype));
   if (!(d->eps > 0.0f) || !isfinite(d->eps))
@@ -100,7 +101,7 @@ static nk_status norm_fwd(nk_context *ctx, int is_rms, const nk_norm_desc *d, si
                           const void *gamma, const void *beta, void *y, void *h, float *mean,
                           float *rstd) {
   const char *op = is_rms ? "rmsnorm_fwd" : "layernorm_fwd";
-  TRY(check_desc(ctx, op, d));
+  TRY(nk__check_norm_desc(ctx, op, d));
   TRY(nk__check_row_range(ctx, op, row_begin, row_end, d->rows));
   if (d->rows == 0 || d->cols == 0 || row_begin == row_end) return nk__ok(ctx);
   if (x == NULL || y == NULL)
@@ -119,7 +120,7 @@ static nk_status norm_fwd(nk_context *ctx, int is_rms, const nk_norm_desc *d, si
   TRY(nk__vector_span(ctx, op, &s[5], "beta", beta, cols, nk_dtype_size(d->param_dtype), 0));
   TRY(nk__vector_span(ctx, op, &s[6], "mean", is_rms ? NULL : mean, rows, sizeof(float), 1));
   TRY(nk__vector_span(ctx, op, &s[7], "rstd", rstd, rows, sizeof(float), 1));
-  TRY(nk__check_overlaps(ctx, op, s, 8, fwd_alias_ok));
+  TRY(nk__check_overlaps(ctx, op, s, 8, nk__norm_fwd_alias_ok));
 
   const nk_op kop = is_rms ? NK_OP_RMSNORM_FWD : NK_OP_LAYERNORM_FWD;
   fwd_job job = {nk__select_rownorm_fwd(nk__context_isa(ctx), kop, d->dtype), d, x, r, y, h,
@@ -227,7 +228,7 @@ static int bwd_workspace_layout(const nk_norm_desc *d, size_t *nchunks, size_t *
 
 static nk_status bwd_workspace_size(int is_rms, const nk_norm_desc *d, size_t *bytes) {
   const char *op = is_rms ? "rmsnorm_bwd_workspace_size" : "layernorm_bwd_workspace_size";
-  TRY(check_desc(NULL, op, d));
+  TRY(nk__check_norm_desc(NULL, op, d));
   if (bytes == NULL) return NK_STATUS_INVALID_ARGUMENT;
   size_t nchunks, off;
   if (bwd_workspace_layout(d, &nchunks, &off, bytes)) return NK_STATUS_INVALID_ARGUMENT;
@@ -334,7 +335,7 @@ static nk_status norm_bwd(nk_context *ctx, int is_rms, const float *sigma_bar,
   const char *op = sigma_bar ? (full ? "fakeln_bwd" : "fakeln_bwd_rows")
                    : is_rms  ? "rmsnorm_bwd"
                              : "layernorm_bwd";
-  TRY(check_desc(ctx, op, d));
+  TRY(nk__check_norm_desc(ctx, op, d));
   if (sigma_bar) { /* the forward's rules (nk__normq_forward) */
     if (!(*sigma_bar > 0.0f) || !isfinite(*sigma_bar))
       return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: sigma_bar %g must be finite and > 0",
@@ -379,7 +380,7 @@ static nk_status norm_bwd(nk_context *ctx, int is_rms, const float *sigma_bar,
   TRY(nk__vector_span(ctx, op, &s[11], "dbeta_acc", full ? NULL : dbeta_acc, cols, 8, 1));
   TRY(nk__vector_span(ctx, op, &s[12], "workspace", need ? workspace : NULL, need, 1, 1));
   s[13] = (span){"none", NULL, 0, 0, 0, 0, 0};
-  TRY(nk__check_overlaps(ctx, op, s, 14, bwd_alias_ok));
+  TRY(nk__check_overlaps(ctx, op, s, 14, nk__norm_bwd_alias_ok));
 
   if (need) workspace = nk__ws_align(workspace); /* the size has the slack */
   const nk_op kop = is_rms ? NK_OP_RMSNORM_BWD : NK_OP_LAYERNORM_BWD;

@@ -15,6 +15,7 @@
 #include "convert.h"
 #include "dispatch.h"
 #include "internal.h"
+#include "op-checks.h"
 #include "validate.h"
 
 
@@ -93,7 +94,7 @@ static size_t q_len_of(const nk_softmax_desc *d) { return d->q_len ? d->q_len : 
 static size_t heads_of(const nk_softmax_desc *d) { return d->heads ? d->heads : 1; }
 
 /* Checks shared by the forward, backward and sigmoid calls. */
-static nk_status check_softmax_desc(nk_context *ctx, const char *op, const nk_softmax_desc *d) {
+nk_status nk__check_softmax_desc(nk_context *ctx, const char *op, const nk_softmax_desc *d) {
   if (d == NULL) return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: desc is NULL", op);
   if (!dtype_known(d->dtype))
     return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: unknown dtype %d", op, (int)d->dtype);
@@ -197,9 +198,9 @@ static void fwd_task(void *arg, size_t start, size_t count) {
 }
 
 /* Validates the buffers shared by the softmax calls: the mask and the sink. */
-static nk_status check_mask_sink(nk_context *ctx, const char *op, const nk_softmax_desc *d,
-                                 const void *mask, const float *sink, span *s_mask,
-                                 span *s_sink) {
+nk_status nk__check_mask_sink(nk_context *ctx, const char *op, const nk_softmax_desc *d,
+                              const void *mask, const float *sink, span *s_mask,
+                              span *s_sink) {
   const size_t mr = mask_rows_of(d);
   TRY(nk__tensor_span(ctx, op, s_mask, "mask", mask, mr == 1 ? (ptrdiff_t)d->cols : d->mask_stride,
                       mr, d->cols, d->mask_dtype, 0));
@@ -207,7 +208,7 @@ static nk_status check_mask_sink(nk_context *ctx, const char *op, const nk_softm
   return nk__vector_span(ctx, op, s_sink, "sink", sink, nsink, sizeof(float), 0);
 }
 
-static int fwd_alias_ok(const span *out, const span *other) {
+int nk__softmax_fwd_alias_ok(const span *out, const span *other) {
   return nk__span_is(out, "y") && nk__span_is(other, "x");
 }
 
@@ -215,7 +216,7 @@ static nk_status softmax_fwd(nk_context *ctx, const nk_softmax_desc *d, size_t r
                              size_t row_end, int use_pool, const void *x, const void *mask,
                              const float *sink, void *y, float *lse) {
   const char *op = (d && (d->flags & NK_SOFTMAX_LOG)) ? "log_softmax_fwd" : "softmax_fwd";
-  TRY(check_softmax_desc(ctx, op, d));
+  TRY(nk__check_softmax_desc(ctx, op, d));
   TRY(nk__check_row_range(ctx, op, row_begin, row_end, d->rows));
   if (d->rows == 0 || d->cols == 0 || row_begin == row_end) return nk__ok(ctx);
   if (x == NULL || y == NULL)
@@ -228,9 +229,9 @@ static nk_status softmax_fwd(nk_context *ctx, const nk_softmax_desc *d, size_t r
   span s[5];
   TRY(nk__tensor_span(ctx, op, &s[0], "x", x, d->x_stride, d->rows, d->cols, d->dtype, 0));
   TRY(nk__tensor_span(ctx, op, &s[1], "y", y, d->y_stride, d->rows, d->cols, d->dtype, 1));
-  TRY(check_mask_sink(ctx, op, d, mask, sink, &s[2], &s[3]));
+  TRY(nk__check_mask_sink(ctx, op, d, mask, sink, &s[2], &s[3]));
   TRY(nk__vector_span(ctx, op, &s[4], "lse", lse, d->rows, sizeof(float), 1));
-  TRY(nk__check_overlaps(ctx, op, s, 5, fwd_alias_ok));
+  TRY(nk__check_overlaps(ctx, op, s, 5, nk__softmax_fwd_alias_ok));
 
   const nk_softmax_entry *e = nk__select_softmax(nk__context_isa(ctx), NK_SMK_FWD, algo, d->dtype);
   if (e == NULL)
@@ -312,7 +313,7 @@ static void bwd_task(void *arg, size_t start, size_t count) {
   }
 }
 
-static int bwd_alias_ok(const span *out, const span *other) {
+int nk__softmax_bwd_alias_ok(const span *out, const span *other) {
   return nk__span_is(out, "dx") && (nk__span_is(other, "dy") || nk__span_is(other, "y"));
 }
 
@@ -320,7 +321,7 @@ static nk_status softmax_bwd(nk_context *ctx, const nk_softmax_desc *d, size_t r
                              size_t row_end, int use_pool, const void *y, const void *dy,
                              const float *sink, const float *lse, void *dx, float *dsink) {
   const char *op = (d && (d->flags & NK_SOFTMAX_LOG)) ? "log_softmax_bwd" : "softmax_bwd";
-  TRY(check_softmax_desc(ctx, op, d));
+  TRY(nk__check_softmax_desc(ctx, op, d));
   TRY(nk__check_row_range(ctx, op, row_begin, row_end, d->rows));
   if (d->rows == 0 || d->cols == 0 || row_begin == row_end) return nk__ok(ctx);
   if (y == NULL || dy == NULL || dx == NULL)
@@ -333,11 +334,11 @@ static nk_status softmax_bwd(nk_context *ctx, const nk_softmax_desc *d, size_t r
   TRY(nk__tensor_span(ctx, op, &s[1], "dy", dy, d->dy_stride, d->rows, d->cols, d->dtype, 0));
   TRY(nk__tensor_span(ctx, op, &s[2], "dx", dx, d->dx_stride, d->rows, d->cols, d->dtype, 1));
   span unused;
-  TRY(check_mask_sink(ctx, op, d, NULL, sink, &unused, &s[3]));
+  TRY(nk__check_mask_sink(ctx, op, d, NULL, sink, &unused, &s[3]));
   TRY(nk__vector_span(ctx, op, &s[4], "lse", lse, d->rows, sizeof(float), 0));
   TRY(nk__vector_span(ctx, op, &s[5], "dsink", dsink, d->rows, sizeof(float), 1));
   s[6] = (span){"none", NULL, 0, 0, 0, 0, 0};
-  TRY(nk__check_overlaps(ctx, op, s, 7, bwd_alias_ok));
+  TRY(nk__check_overlaps(ctx, op, s, 7, nk__softmax_bwd_alias_ok));
 
   const nk_softmax_entry *e =
       nk__select_softmax(nk__context_isa(ctx), NK_SMK_BWD, NK_SOFTMAX_AUTO, d->dtype);
@@ -402,7 +403,7 @@ static void sig_task(void *arg, size_t start, size_t count) {
 static nk_status sigmoid_run(nk_context *ctx, int bwd, const nk_softmax_desc *d, const void *x,
                              const void *mask, const void *dy, void *y) {
   const char *op = bwd ? "sigmoid_attn_bwd" : "sigmoid_attn_fwd";
-  TRY(check_softmax_desc(ctx, op, d));
+  TRY(nk__check_softmax_desc(ctx, op, d));
   if (d->rows == 0 || d->cols == 0) return nk__ok(ctx);
   if (x == NULL || y == NULL || (bwd && dy == NULL))
     return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: %s is NULL", op,
@@ -413,7 +414,7 @@ static nk_status sigmoid_run(nk_context *ctx, int bwd, const nk_softmax_desc *d,
     TRY(nk__tensor_span(ctx, op, &s[1], "dy", dy, d->dy_stride, d->rows, d->cols, d->dtype, 0));
     TRY(nk__tensor_span(ctx, op, &s[2], "dx", y, d->dx_stride, d->rows, d->cols, d->dtype, 1));
     s[3] = (span){"none", NULL, 0, 0, 0, 0, 0};
-    TRY(nk__check_overlaps(ctx, op, s, 4, bwd_alias_ok));
+    TRY(nk__check_overlaps(ctx, op, s, 4, nk__softmax_bwd_alias_ok));
   } else {
     TRY(nk__tensor_span(ctx, op, &s[0], "x", x, d->x_stride, d->rows, d->cols, d->dtype, 0));
     TRY(nk__tensor_span(ctx, op, &s[1], "y", y, d->y_stride, d->rows, d->cols, d->dtype, 1));
@@ -422,7 +423,7 @@ static nk_status sigmoid_run(nk_context *ctx, int bwd, const nk_softmax_desc *d,
                         mr == 1 ? (ptrdiff_t)d->cols : d->mask_stride, mr, d->cols,
                         d->mask_dtype, 0));
     s[3] = (span){"none", NULL, 0, 0, 0, 0, 0};
-    TRY(nk__check_overlaps(ctx, op, s, 4, fwd_alias_ok));
+    TRY(nk__check_overlaps(ctx, op, s, 4, nk__softmax_fwd_alias_ok));
   }
   const nk_softmax_entry *e = nk__select_softmax(
       nk__context_isa(ctx), bwd ? NK_SMK_SIGMOID_BWD : NK_SMK_SIGMOID_FWD, NK_SOFTMAX_AUTO,
@@ -453,7 +454,7 @@ nk_status nk_sigmoid_attn_bwd(nk_context *ctx, const nk_softmax_desc *desc, cons
 
 /* ---- cross-entropy ------------------------------------------------------------------------ */
 
-static nk_status check_xent_desc(nk_context *ctx, const char *op, const nk_cross_entropy_desc *d) {
+nk_status nk__check_xent_desc(nk_context *ctx, const char *op, const nk_cross_entropy_desc *d) {
   if (d == NULL) return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: desc is NULL", op);
   if (!dtype_known(d->dtype))
     return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: unknown dtype %d", op, (int)d->dtype);
@@ -484,7 +485,7 @@ static int xent_ws_bytes(const nk_cross_entropy_desc *d, size_t *bytes) {
 }
 
 nk_status nk_cross_entropy_workspace_size(const nk_cross_entropy_desc *desc, size_t *bytes) {
-  TRY(check_xent_desc(NULL, "cross_entropy_workspace_size", desc));
+  TRY(nk__check_xent_desc(NULL, "cross_entropy_workspace_size", desc));
   if (bytes == NULL) return NK_STATUS_INVALID_ARGUMENT;
   *bytes = 0;
   return xent_ws_bytes(desc, bytes) ? NK_STATUS_OK : NK_STATUS_INVALID_ARGUMENT;
@@ -534,7 +535,7 @@ static void xent_task(void *arg, size_t start, size_t count) {
   }
 }
 
-static int xent_alias_ok(const span *out, const span *other) {
+int nk__xent_alias_ok(const span *out, const span *other) {
   return nk__span_is(out, "dx") && nk__span_is(other, "x"); /* dlogits in place */
 }
 
@@ -542,7 +543,7 @@ nk_status nk_cross_entropy(nk_context *ctx, const nk_cross_entropy_desc *d, cons
                            const int64_t *target, float *loss, void *dlogits, float *lse,
                            void *workspace, size_t workspace_size) {
   const char *op = "cross_entropy";
-  TRY(check_xent_desc(ctx, op, d));
+  TRY(nk__check_xent_desc(ctx, op, d));
   if (d->rows == 0 && d->reduction == NK_REDUCTION_NONE) return nk__ok(ctx);
   if (loss == NULL) return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: loss is NULL", op);
   if (d->rows != 0 && d->cols == 0)
@@ -570,7 +571,7 @@ nk_status nk_cross_entropy(nk_context *ctx, const nk_cross_entropy_desc *d, cons
   TRY(nk__vector_span(ctx, op, &s[4], "lse", lse, rows, sizeof(float), 1));
   TRY(nk__vector_span(ctx, op, &s[5], "workspace", need ? workspace : NULL, need, 1, 1));
   s[6] = (span){"none", NULL, 0, 0, 0, 0, 0};
-  TRY(nk__check_overlaps(ctx, op, s, 7, xent_alias_ok));
+  TRY(nk__check_overlaps(ctx, op, s, 7, nk__xent_alias_ok));
   size_t counted = 0;
   for (size_t i = 0; i < rows; i++) {
     const int64_t t = target[i];
