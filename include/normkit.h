@@ -1255,8 +1255,10 @@ NK_API nk_status nk_adab2n_fwd(nk_context *ctx, const nk_adab2n_desc *desc,
  *
  * Arithmetic: every element is computed in double from the f32 inputs and rounded once to f32
  * when stored; row reductions (norms, dot products) are plain sequential double sums in index
- * order. Single-threaded, no kernels, no ISA dependence: the same bits on every machine with
- * the same libm (sqrt, pow, cos). The context is used for its message only.
+ * order. Weight norm and NaP run their rows (groups) on the context's thread pool, each row
+ * whole in one task, and NaP's per-layer scaling in element tiles; no kernels, no ISA
+ * dependence: the same bits for every thread count and on every machine with the same libm
+ * (sqrt, pow, cos). (AdamP, SGDP and GRPO below have kernels and their own rules.)
  *
  * Conventions of this section:
  * - Validation (NULLs, sizes, hyper-parameters, overlaps) is done in full before anything is

@@ -40,7 +40,66 @@ static double sumsq(const float *x, size_t n) {
   return s;
 }
 
+/* Rows (or NaP groups) per task of the row-parallel passes: about 16384 elements. Each row is
+ * computed whole by one task with the serial arithmetic below, so every thread count gives the
+ * same bits. */
+static size_t rows_per_task(size_t cols) { return cols >= 16384 ? 1 : 16384 / cols; }
+
 /* ---- weight normalization ------------------------------------------------------------------- */
+
+typedef struct wn_job {
+  size_t cols;
+  float eps;
+  const float *v, *g, *dw;
+  float *out;  /* w (forward) or dv (backward) */
+  float *dg;   /* backward */
+  float *norm; /* forward, optional */
+} wn_job;
+
+static void wn_fwd_task(void *arg, size_t start, size_t count) {
+  const wn_job *j = arg;
+  const size_t cols = j->cols;
+  for (size_t r = start; r < start + count; r++) {
+    const float *vr = j->v + r * cols;
+    const double nrm = sqrt(sumsq(vr, cols));
+    /* fmax would turn a NaN norm into eps: keep NaN. An inf in the row (norm inf) makes the
+     * whole row NaN, as the header says (g / inf = 0 would leave 0 * v = 0 in its finite
+     * elements: found by tests/fuzz/optim.c). */
+    const double d = nrm < (double)j->eps ? (double)j->eps : nrm;
+    const double scale = isinf(nrm) ? NAN : (double)j->g[r] / d;
+    for (size_t c = 0; c < cols; c++) j->out[r * cols + c] = (float)(scale * (double)vr[c]);
+    if (j->norm != NULL) j->norm[r] = (float)nrm;
+  }
+}
+
+static void wn_bwd_task(void *arg, size_t start, size_t count) {
+  const wn_job *j = arg;
+  const size_t cols = j->cols;
+  float *dv = j->out, *dg = j->dg;
+  for (size_t r = start; r < start + count; r++) {
+    const float *vr = j->v + r * cols, *dwr = j->dw + r * cols;
+    const double nrm = sqrt(sumsq(vr, cols));
+    double dot = 0.0;
+    for (size_t c = 0; c < cols; c++) dot += (double)dwr[c] * (double)vr[c];
+    const double gr = (double)j->g[r];
+    if (nrm < (double)j->eps) { /* clamped: d = eps does not depend on v */
+      const double e = (double)j->eps;
+      dg[r] = (float)(dot / e);
+      for (size_t c = 0; c < cols; c++) dv[r * cols + c] = (float)(gr / e * (double)dwr[c]);
+      continue;
+    }
+    if (isinf(nrm)) { /* inf in the row: dv and dg NaN (header; see the forward) */
+      dg[r] = NAN;
+      for (size_t c = 0; c < cols; c++) dv[r * cols + c] = NAN;
+      continue;
+    }
+    const double dgr = dot / nrm;
+    const double a = gr / nrm, b = gr * dgr / (nrm * nrm);
+    for (size_t c = 0; c < cols; c++)
+      dv[r * cols + c] = (float)(a * (double)dwr[c] - b * (double)vr[c]);
+    dg[r] = (float)dgr;
+  }
+}
 
 nk_status nk_weight_norm_fwd(nk_context *ctx, size_t rows, size_t cols, float eps,
                              const float *v, const float *g, float *w, float *norm) {
@@ -59,17 +118,8 @@ nk_status nk_weight_norm_fwd(nk_context *ctx, size_t rows, size_t cols, float ep
   TRY(nk__vector_span(ctx, op, &s[3], "norm", norm, rows, sizeof(float), 1));
   TRY(nk__check_overlaps(ctx, op, s, 4, nk__no_alias));
 
-  for (size_t r = 0; r < rows; r++) {
-    const float *vr = v + r * cols;
-    const double nrm = sqrt(sumsq(vr, cols));
-    /* fmax would turn a NaN norm into eps: keep NaN. An inf in the row (norm inf) makes the
-     * whole row NaN, as the header says (g / inf = 0 would leave 0 * v = 0 in its finite
-     * elements: found by tests/fuzz/optim.c). */
-    const double d = nrm < (double)eps ? (double)eps : nrm;
-    const double scale = isinf(nrm) ? NAN : (double)g[r] / d;
-    for (size_t j = 0; j < cols; j++) w[r * cols + j] = (float)(scale * (double)vr[j]);
-    if (norm != NULL) norm[r] = (float)nrm;
-  }
+  const wn_job j = {cols, eps, v, g, NULL, w, NULL, norm};
+  nk_parallelize_1d(nk__context_pool(ctx), wn_fwd_task, (void *)&j, rows, rows_per_task(cols));
   return nk__ok(ctx);
 }
 
@@ -94,29 +144,8 @@ nk_status nk_weight_norm_bwd(nk_context *ctx, size_t rows, size_t cols, float ep
   TRY(nk__vector_span(ctx, op, &s[4], "dg", dg, rows, sizeof(float), 1));
   TRY(nk__check_overlaps(ctx, op, s, 5, nk__no_alias));
 
-  for (size_t r = 0; r < rows; r++) {
-    const float *vr = v + r * cols, *dwr = dw + r * cols;
-    const double nrm = sqrt(sumsq(vr, cols));
-    double dot = 0.0;
-    for (size_t j = 0; j < cols; j++) dot += (double)dwr[j] * (double)vr[j];
-    const double gr = (double)g[r];
-    if (nrm < (double)eps) { /* clamped: d = eps does not depend on v */
-      const double e = (double)eps;
-      dg[r] = (float)(dot / e);
-      for (size_t j = 0; j < cols; j++) dv[r * cols + j] = (float)(gr / e * (double)dwr[j]);
-      continue;
-    }
-    if (isinf(nrm)) { /* inf in the row: dv and dg NaN (header; see the forward) */
-      dg[r] = NAN;
-      for (size_t j = 0; j < cols; j++) dv[r * cols + j] = NAN;
-      continue;
-    }
-    const double dgr = dot / nrm;
-    const double a = gr / nrm, b = gr * dgr / (nrm * nrm);
-    for (size_t j = 0; j < cols; j++)
-      dv[r * cols + j] = (float)(a * (double)dwr[j] - b * (double)vr[j]);
-    dg[r] = (float)dgr;
-  }
+  const wn_job j = {cols, eps, v, g, dw, dv, dg, NULL};
+  nk_parallelize_1d(nk__context_pool(ctx), wn_bwd_task, (void *)&j, rows, rows_per_task(cols));
   return nk__ok(ctx);
 }
 
@@ -511,6 +540,41 @@ nk_status nk_sgdp_step(nk_context *ctx, const nk_sgdp_desc *desc, size_t n, size
 
 /* ---- Normalize-and-Project ------------------------------------------------------------------ */
 
+typedef struct nap_job {
+  size_t len; /* elements per group */
+  const float *win; /* nap_norms */
+  float *w;         /* nap_project */
+  const double *rho; /* nap_project: the target norms */
+  double *out;      /* nap_norms: rho; nap_project: the norms before (optional) */
+  double f;         /* nap_project per layer: the one scale factor */
+} nap_job;
+
+/* rho / |w_k|; NaN when the norm is NaN or inf (the group becomes NaN). */
+static double nap_factor(double rho, double nk) { return isfinite(nk) ? rho / nk : NAN; }
+
+static void nap_norms_task(void *arg, size_t start, size_t count) {
+  const nap_job *j = arg;
+  for (size_t k = start; k < start + count; k++)
+    j->out[k] = sqrt(sumsq(j->win + k * j->len, j->len));
+}
+
+static void nap_project_task(void *arg, size_t start, size_t count) {
+  const nap_job *j = arg;
+  for (size_t k = start; k < start + count; k++) {
+    float *wk = j->w + k * j->len;
+    const double nk = sqrt(sumsq(wk, j->len));
+    if (j->out != NULL) j->out[k] = nk;
+    if (nk == 0.0) continue; /* no direction: unchanged */
+    const double f = nap_factor(j->rho[k], nk);
+    for (size_t i = 0; i < j->len; i++) wk[i] = (float)((double)wk[i] * f);
+  }
+}
+
+static void nap_scale_task(void *arg, size_t start, size_t count) {
+  const nap_job *j = arg;
+  for (size_t i = start; i < start + count; i++) j->w[i] = (float)((double)j->w[i] * j->f);
+}
+
 static nk_status nap_groups(nk_context *ctx, const char *op, nk_nap_mode mode, size_t rows,
                             size_t cols, size_t *n, size_t *groups) {
   if (mode != NK_NAP_PER_LAYER && mode != NK_NAP_PER_CHANNEL)
@@ -532,8 +596,8 @@ nk_status nk_nap_norms(nk_context *ctx, nk_nap_mode mode, size_t rows, size_t co
   TRY(nk__vector_span(ctx, op, &s[0], "w", w, n, sizeof(float), 0));
   TRY(nk__vector_span(ctx, op, &s[1], "rho", rho, groups, sizeof(double), 1));
   TRY(nk__check_overlaps(ctx, op, s, 2, nk__no_alias));
-  const size_t len = n / groups;
-  for (size_t k = 0; k < groups; k++) rho[k] = sqrt(sumsq(w + k * len, len));
+  nap_job j = {n / groups, w, NULL, NULL, rho, 0.0};
+  nk_parallelize_1d(nk__context_pool(ctx), nap_norms_task, &j, groups, rows_per_task(j.len));
   return nk__ok(ctx);
 }
 
@@ -554,15 +618,18 @@ nk_status nk_nap_project(nk_context *ctx, nk_nap_mode mode, size_t rows, size_t 
     if (!(rho[k] >= 0.0) || !isfinite(rho[k]))
       return nk__fail(ctx, NK_STATUS_INVALID_ARGUMENT, "%s: rho[%zu] %g must be finite and >= 0",
                       op, k, rho[k]);
-  const size_t len = n / groups;
-  for (size_t k = 0; k < groups; k++) {
-    float *wk = w + k * len;
-    const double nk = sqrt(sumsq(wk, len));
-    if (norm != NULL) norm[k] = nk;
-    if (nk == 0.0) continue;                         /* no direction: unchanged */
-    const double f = isfinite(nk) ? rho[k] / nk : NAN; /* NaN or inf: the group is NaN */
-    for (size_t i = 0; i < len; i++) wk[i] = (float)((double)wk[i] * f);
+  nap_job j = {n / groups, NULL, w, rho, norm, 0.0};
+  nk_threadpool *pool = nk__context_pool(ctx);
+  if (groups > 1) { /* per channel: each task a whole group, norm then scale */
+    nk_parallelize_1d(pool, nap_project_task, &j, groups, rows_per_task(j.len));
+    return nk__ok(ctx);
   }
+  /* per layer: the one norm in index order (its definition), then the scaling in tiles */
+  const double nk = sqrt(sumsq(w, n));
+  if (norm != NULL) norm[0] = nk;
+  if (nk == 0.0) return nk__ok(ctx); /* no direction: unchanged */
+  j.f = nap_factor(rho[0], nk);
+  nk_parallelize_1d(pool, nap_scale_task, &j, n, 16384);
   return nk__ok(ctx);
 }
 

@@ -6,7 +6,8 @@
  * thread count (1, 2, 3), over several steps with the state carried. The runs are also checked
  * once against the float64 references (one step, the DRIFT bound of tests/ops/optim.c), so
  * the blocked sums of the long-row paths are covered for accuracy too. Paths this CPU cannot run
- * are reported as skipped.
+ * are reported as skipped. Weight norm and NaP (row-parallel, no kernels): the same bits for
+ * every thread count.
  */
 #include <math.h>
 #include <stdio.h>
@@ -319,10 +320,64 @@ NK_TEST(grpo_bits_across_isas_and_threads) {
   if (skipped) NK_SKIP("some ISA paths cannot run on this CPU (the others agreed)");
 }
 
+/* Weight norm (forward, backward) and NaP (norms, projection, per channel and per layer) run
+ * their rows on the pool: the same bits with 1, 2 and 3 threads as without a context. */
+static void wn_nap_run(nk_context *ctx, size_t R, size_t C, float *out) {
+  const size_t n = R * C;
+  nk_rng rng = {0xABCDull + R * 31 + C};
+  float *v = nk_t_alloc(n * 4), *g = nk_t_alloc(R * 4), *dw = nk_t_alloc(n * 4);
+  for (size_t i = 0; i < n; i++) v[i] = (float)nk_rng_normal(&rng), dw[i] = (float)nk_rng_normal(&rng);
+  for (size_t r = 0; r < R; r++) g[r] = (float)(1.0 + nk_rng_uniform(&rng));
+  if (R > 2) v[2 * C + 1] = NAN; /* a NaN row */
+  float *w = out, *nrm = out + n, *dv = out + n + R, *dg = out + 2 * n + R;
+  float *wc = out + 2 * n + 2 * R, *wl = out + 3 * n + 2 * R;
+  double rho[4096], rl, before[4096], bl;
+  NK_CHECK(nk_weight_norm_fwd(ctx, R, C, 1e-6f, v, g, w, nrm) == NK_OK, "wn fwd");
+  NK_CHECK(nk_weight_norm_bwd(ctx, R, C, 1e-6f, v, g, dw, dv, dg) == NK_OK, "wn bwd");
+  NK_CHECK(nk_nap_norms(ctx, NK_NAP_PER_CHANNEL, R, C, v, rho) == NK_OK, "nap norms");
+  NK_CHECK(nk_nap_norms(ctx, NK_NAP_PER_LAYER, R, C, v, &rl) == NK_OK, "nap norms layer");
+  for (size_t r = 0; r < R; r++) rho[r] = isfinite(rho[r]) ? 0.5 * rho[r] : 1.0;
+  memcpy(wc, dw, n * 4), memcpy(wl, dw, n * 4);
+  NK_CHECK(nk_nap_project(ctx, NK_NAP_PER_CHANNEL, R, C, wc, rho, before) == NK_OK, "project");
+  rl = 3.0;
+  NK_CHECK(nk_nap_project(ctx, NK_NAP_PER_LAYER, R, C, wl, &rl, &bl) == NK_OK, "project layer");
+  memcpy(out + 4 * n + 2 * R, before, R * sizeof(double));
+  memcpy((char *)(out + 4 * n + 2 * R) + R * sizeof(double), &bl, sizeof bl);
+  free(v), free(g), free(dw);
+}
+
+NK_TEST(weight_norm_nap_bits_across_threads) {
+  static const size_t shapes[][2] = {{300, 37}, {3, 20011}, {1, 70001}, {2000, 5}};
+  for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+    const size_t R = shapes[s][0], C = shapes[s][1];
+    const size_t words = 4 * R * C + 2 * R + 2 * R + 2; /* floats, doubles as two words */
+    float *base = nk_t_alloc(words * 4), *got = nk_t_alloc(words * 4);
+    wn_nap_run(NULL, R, C, base);
+    for (size_t th = 1; th <= 3; th++) {
+      nk_context *ctx = NULL;
+      nk_threadpool *pool = NULL;
+      NK_REQUIRE(nk_context_create(&ctx) == NK_OK, "ctx");
+      if (th > 1) {
+        NK_REQUIRE(nk_threadpool_create(th, &pool) == NK_OK, "pool");
+        nk_context_set_threadpool(ctx, pool);
+      }
+      memset(got, 0, words * 4);
+      wn_nap_run(ctx, R, C, got);
+      size_t where = 0;
+      NK_CHECK(same_bits(got, base, words, &where), "%zux%zu, %zu threads: word %zu differs", R,
+               C, th, where);
+      nk_context_destroy(ctx);
+      nk_threadpool_destroy(pool);
+    }
+    free(base), free(got);
+  }
+}
+
 int main(void) {
   NK_RUN(adamp_bits_across_isas_and_threads);
   NK_RUN(sgdp_bits_across_isas_and_threads);
   NK_RUN(optim_long_rows_vs_reference);
   NK_RUN(grpo_bits_across_isas_and_threads);
+  NK_RUN(weight_norm_nap_bits_across_threads);
   return nk_test_summary();
 }
