@@ -898,29 +898,42 @@ static nk_status fold_vec(const char *op, span *s, const char *name, const float
   return nk__tensor_span(NULL, op, s, name, p, (ptrdiff_t)C, 1, C, NK_DTYPE_F32, output);
 }
 
+/* What both folds check (channels > 0): the running statistics present, channels in range,
+ * the spans s[0..4) of running_mean, running_var, gamma and beta. */
+static nk_status fold_common(const char *op, size_t channels, const float *running_mean,
+                             const float *running_var, const float *gamma, const float *beta,
+                             span *s) {
+  if (!running_mean || !running_var || channels > (size_t)PTRDIFF_MAX)
+    return NK_STATUS_INVALID_ARGUMENT;
+  TRY(fold_vec(op, &s[0], "running_mean", running_mean, channels, 0));
+  TRY(fold_vec(op, &s[1], "running_var", running_var, channels, 0));
+  TRY(fold_vec(op, &s[2], "gamma", gamma, channels, 0));
+  return fold_vec(op, &s[3], "beta", beta, channels, 0);
+}
+
+/* Channel c's gamma / sqrt(var + eps) (in double) and beta. */
+static double fold_gr(size_t c, float eps, const float *running_var, const float *gamma) {
+  const double r = 1.0 / sqrt((double)running_var[c] + (double)eps);
+  return (gamma ? (double)gamma[c] : 1.0) * r;
+}
+static double fold_beta(size_t c, const float *beta) { return beta ? (double)beta[c] : 0.0; }
+
 nk_status nk_batchnorm_fold(size_t channels, float eps, const float *running_mean,
                             const float *running_var, const float *gamma, const float *beta,
                             float *scale, float *shift) {
   static const char op[] = "batchnorm_fold";
   if (!(eps > 0.0f) || !isfinite(eps)) return NK_STATUS_INVALID_ARGUMENT;
   if (channels == 0) return NK_STATUS_OK;
-  if (!running_mean || !running_var || !scale || !shift) return NK_STATUS_INVALID_ARGUMENT;
-  if (channels > (size_t)PTRDIFF_MAX) return NK_STATUS_INVALID_ARGUMENT;
+  if (!scale || !shift) return NK_STATUS_INVALID_ARGUMENT;
   span s[6];
-  TRY(fold_vec(op, &s[0], "running_mean", running_mean, channels, 0));
-  TRY(fold_vec(op, &s[1], "running_var", running_var, channels, 0));
-  TRY(fold_vec(op, &s[2], "gamma", gamma, channels, 0));
-  TRY(fold_vec(op, &s[3], "beta", beta, channels, 0));
+  TRY(fold_common(op, channels, running_mean, running_var, gamma, beta, s));
   TRY(fold_vec(op, &s[4], "scale", scale, channels, 1));
   TRY(fold_vec(op, &s[5], "shift", shift, channels, 1));
   TRY(nk__check_overlaps(NULL, op, s, 6, fold_alias_ok));
   for (size_t c = 0; c < channels; c++) {
-    const double r = 1.0 / sqrt((double)running_var[c] + (double)eps);
-    const double gr = (gamma ? (double)gamma[c] : 1.0) * r;
-    const double b = beta ? (double)beta[c] : 0.0;
-    const double mean = running_mean[c];
+    const double gr = fold_gr(c, eps, running_var, gamma);
     scale[c] = (float)gr;
-    shift[c] = (float)(b - mean * gr);
+    shift[c] = (float)(fold_beta(c, beta) - (double)running_mean[c] * gr);
   }
   return NK_STATUS_OK;
 }
@@ -932,16 +945,12 @@ nk_status nk_batchnorm_fold_linear(size_t channels, size_t k, float eps,
   static const char op[] = "batchnorm_fold_linear";
   if (!(eps > 0.0f) || !isfinite(eps)) return NK_STATUS_INVALID_ARGUMENT;
   if (channels == 0) return NK_STATUS_OK;
-  if (!running_mean || !running_var || !bias_out || (k && !weight))
-    return NK_STATUS_INVALID_ARGUMENT;
+  if (!bias_out || (k && !weight)) return NK_STATUS_INVALID_ARGUMENT;
   size_t total;
-  if (!nk__mul_size(channels, k, &total)) return NK_STATUS_INVALID_ARGUMENT;
-  if (channels > (size_t)PTRDIFF_MAX || k > (size_t)PTRDIFF_MAX) return NK_STATUS_INVALID_ARGUMENT;
+  if (!nk__mul_size(channels, k, &total) || k > (size_t)PTRDIFF_MAX)
+    return NK_STATUS_INVALID_ARGUMENT;
   span s[7];
-  TRY(fold_vec(op, &s[0], "running_mean", running_mean, channels, 0));
-  TRY(fold_vec(op, &s[1], "running_var", running_var, channels, 0));
-  TRY(fold_vec(op, &s[2], "gamma", gamma, channels, 0));
-  TRY(fold_vec(op, &s[3], "beta", beta, channels, 0));
+  TRY(fold_common(op, channels, running_mean, running_var, gamma, beta, s));
   TRY(fold_vec(op, &s[4], "bias", bias, channels, 0));
   TRY(fold_vec(op, &s[5], "bias_out", bias_out, channels, 1));
   if ((uintptr_t)weight % sizeof(float) != 0) return NK_STATUS_INVALID_ARGUMENT; /* even if k 0 */
@@ -949,13 +958,10 @@ nk_status nk_batchnorm_fold_linear(size_t channels, size_t k, float eps,
                       NK_DTYPE_F32, 1));
   TRY(nk__check_overlaps(NULL, op, s, 7, fold_alias_ok));
   for (size_t c = 0; c < channels; c++) {
-    const double r = 1.0 / sqrt((double)running_var[c] + (double)eps);
-    const double gr = (gamma ? (double)gamma[c] : 1.0) * r;
-    const double b = beta ? (double)beta[c] : 0.0;
+    const double gr = fold_gr(c, eps, running_var, gamma);
     const double b0 = bias ? (double)bias[c] : 0.0;
-    const double mean = running_mean[c];
     for (size_t i = 0; i < k; i++) weight[c * k + i] = (float)((double)weight[c * k + i] * gr);
-    bias_out[c] = (float)((b0 - mean) * gr + b);
+    bias_out[c] = (float)((b0 - (double)running_mean[c]) * gr + fold_beta(c, beta));
   }
   return NK_STATUS_OK;
 }
