@@ -17,11 +17,12 @@
 #include "normkit_lapack.h"
 #include "validate.h"
 
-/* The workspace, in floats after the aligned start: copy[rows*cols], s[k], other[k*max],
- * work[lwork], then iwork[8k] (lapack_int). */
+/* The workspace after its aligned start: floats copy[rows*cols] (at 0), s[k], other[k*max],
+ * work[lwork], then iwork[8k] (lapack_int) at byte offset iwork. */
 typedef struct svd_plan {
   lapack_int m, n, k, lwork;
-  size_t copy, s, other, work, iwork_bytes, bytes;
+  size_t s, other, work; /* float offsets */
+  size_t iwork, bytes;   /* byte offset of iwork; workspace bytes */
 } svd_plan;
 
 static int side_ok(nk_conda_side side, size_t rows, size_t cols) {
@@ -52,18 +53,17 @@ static int plan(nk_conda_side side, size_t rows, size_t cols, svd_plan *p) {
   p->lwork = (lapack_int)q;
   const size_t big = rows > cols ? rows : cols, k = (size_t)p->k;
   size_t other, floats, iw, total;
-  p->copy = 0;
   p->s = mn;
   p->other = p->s + k;
   if (!nk__mul_size(k, big, &other)) return 3;
   p->work = p->other + other;
-  if (!nk__add_size(p->work, (size_t)p->lwork, &floats) || !nk__mul_size(floats, sizeof(float), &total) ||
+  if (!nk__add_size(p->work, (size_t)p->lwork, &floats) ||
+      !nk__mul_size(floats, sizeof(float), &total) ||
       !nk__mul_size(8 * k, sizeof(lapack_int), &iw))
     return 3;
   /* iwork after the floats, aligned for lapack_int */
-  total = (total + sizeof(lapack_int) - 1) / sizeof(lapack_int) * sizeof(lapack_int);
-  p->iwork_bytes = iw;
-  if (!nk__add_size(total, iw, &total) || !nk__ws_bytes(total, &p->bytes)) return 3;
+  p->iwork = (total + sizeof(lapack_int) - 1) / sizeof(lapack_int) * sizeof(lapack_int);
+  if (!nk__add_size(p->iwork, iw, &total) || !nk__ws_bytes(total, &p->bytes)) return 3;
   return 0;
 }
 
@@ -109,11 +109,8 @@ nk_status nk_conda_svd_basis(nk_context *ctx, nk_conda_side side, size_t rows, s
                       i, (double)exp_avg[i]);
 
   float *w = nk__ws_align(workspace);
-  float *a = w + p.copy, *sv = w + p.s, *other = w + p.other, *work = w + p.work;
-  const size_t fl_bytes = (p.work + (size_t)p.lwork) * sizeof(float);
-  lapack_int *iwork =
-      (lapack_int *)((char *)w + (fl_bytes + sizeof(lapack_int) - 1) / sizeof(lapack_int) *
-                                     sizeof(lapack_int));
+  float *a = w, *sv = w + p.s, *other = w + p.other, *work = w + p.work;
+  lapack_int *iwork = (lapack_int *)((char *)w + p.iwork);
   memcpy(a, exp_avg, rows * cols * sizeof(float));
   /* RIGHT (rows >= cols, k = cols): U' = V^T is the basis, VT' (k x rows) is scratch.
    * LEFT (rows <= cols, k = rows): U' (cols x k) is scratch, VT' = U is the basis. */

@@ -224,10 +224,10 @@ NK_INLINE void store_q8(int8_t *q, size_t i, size_t k, __m256 t, int full) {
 }
 
 /* 32 int8 from four vectors of values whose rint lies in [-127, 127] (row mode: |y * inv| <=
- * 127 (1 + 2^-22), so neither a clamp nor a saturation can act): cvtps2dq rounds in the current mode (round-half-even by default, as the scalar rintf),
- * two in-lane packs give [t0 t1 t2 t3] of the low halves then of the high halves, one
- * cross-lane permute restores the order; one 32-byte store (instead of four 8-byte ones and
- * three shuffles per 8 elements). */
+ * 127 (1 + 2^-22), so neither a clamp nor a saturation can act): cvtps2dq rounds in the
+ * current mode (round-half-even by default, as the scalar rintf), two in-lane packs give
+ * [t0 t1 t2 t3] of the low halves then of the high halves, one cross-lane permute restores the
+ * order; one 32-byte store (instead of four 8-byte ones and three shuffles per 8 elements). */
 NK_INLINE void store_q8x32(int8_t *q, __m256 t0, __m256 t1, __m256 t2, __m256 t3) {
   const __m256i a = _mm256_packs_epi32(_mm256_cvtps_epi32(t0), _mm256_cvtps_epi32(t1));
   const __m256i b = _mm256_packs_epi32(_mm256_cvtps_epi32(t2), _mm256_cvtps_epi32(t3));
